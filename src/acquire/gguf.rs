@@ -1,0 +1,315 @@
+//! A minimal GGUF (version 3) writer and header reader.
+//!
+//! Owns the byte layout of GGUF files: metadata key/values, tensor descriptors, alignment and
+//! tensor data. It knows nothing about model architectures (that is `synthetic.rs`) and never
+//! prints. The layout follows ggml's `gguf.cpp`: little-endian, strings as `u64` length + bytes,
+//! tensor data aligned to `general.alignment` (32 by default) relative to the data section.
+
+use std::io::{self, Read, Write};
+
+/// GGUF magic, the bytes `GGUF`.
+pub const MAGIC: [u8; 4] = *b"GGUF";
+const VERSION: u32 = 3;
+/// Data alignment used by every file this writer produces (ggml's default).
+pub const ALIGNMENT: u64 = 32;
+
+/// ggml tensor element types this writer emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorType {
+    F32,
+    F16,
+}
+
+impl TensorType {
+    fn ggml_id(self) -> u32 {
+        match self {
+            TensorType::F32 => 0,
+            TensorType::F16 => 1,
+        }
+    }
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            TensorType::F32 => 4,
+            TensorType::F16 => 2,
+        }
+    }
+}
+
+/// A metadata value. Arrays are homogeneous, as GGUF requires.
+#[derive(Clone, Debug)]
+pub enum Value {
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    Str(String),
+    StrArray(Vec<String>),
+    I32Array(Vec<i32>),
+    F32Array(Vec<f32>),
+}
+
+const T_INT32: u32 = 5;
+const T_UINT32: u32 = 4;
+const T_FLOAT32: u32 = 6;
+const T_BOOL: u32 = 7;
+const T_STRING: u32 = 8;
+const T_ARRAY: u32 = 9;
+
+/// One tensor's descriptor: name, shape in ggml order (`ne[0]` = row length) and type.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    pub ne: Vec<u64>,
+    pub ty: TensorType,
+}
+
+impl TensorInfo {
+    /// Size of the tensor's data in bytes (without alignment padding).
+    pub fn n_bytes(&self) -> u64 {
+        self.ne.iter().product::<u64>() * self.ty.size()
+    }
+    /// Number of elements.
+    pub fn n_elements(&self) -> u64 {
+        self.ne.iter().product()
+    }
+}
+
+fn pad(n: u64) -> u64 {
+    (ALIGNMENT - n % ALIGNMENT) % ALIGNMENT
+}
+
+fn put_str(w: &mut impl Write, s: &str) -> io::Result<()> {
+    w.write_all(&(s.len() as u64).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn put_value(w: &mut impl Write, v: &Value) -> io::Result<()> {
+    match v {
+        Value::U32(x) => {
+            w.write_all(&T_UINT32.to_le_bytes())?;
+            w.write_all(&x.to_le_bytes())
+        }
+        Value::I32(x) => {
+            w.write_all(&T_INT32.to_le_bytes())?;
+            w.write_all(&x.to_le_bytes())
+        }
+        Value::F32(x) => {
+            w.write_all(&T_FLOAT32.to_le_bytes())?;
+            w.write_all(&x.to_le_bytes())
+        }
+        Value::Bool(x) => {
+            w.write_all(&T_BOOL.to_le_bytes())?;
+            w.write_all(&[u8::from(*x)])
+        }
+        Value::Str(s) => {
+            w.write_all(&T_STRING.to_le_bytes())?;
+            put_str(w, s)
+        }
+        Value::StrArray(items) => {
+            put_array_header(w, T_STRING, items.len())?;
+            items.iter().try_for_each(|s| put_str(w, s))
+        }
+        Value::I32Array(items) => {
+            put_array_header(w, T_INT32, items.len())?;
+            items.iter().try_for_each(|x| w.write_all(&x.to_le_bytes()))
+        }
+        Value::F32Array(items) => {
+            put_array_header(w, T_FLOAT32, items.len())?;
+            items.iter().try_for_each(|x| w.write_all(&x.to_le_bytes()))
+        }
+    }
+}
+
+fn put_array_header(w: &mut impl Write, elem: u32, n: usize) -> io::Result<()> {
+    w.write_all(&T_ARRAY.to_le_bytes())?;
+    w.write_all(&elem.to_le_bytes())?;
+    w.write_all(&(n as u64).to_le_bytes())
+}
+
+/// Writes the header, metadata and tensor descriptors, then returns a [`DataWriter`] that
+/// must be given every tensor's bytes in descriptor order.
+pub fn write_header<W: Write>(
+    mut w: W,
+    kv: &[(String, Value)],
+    tensors: &[TensorInfo],
+) -> io::Result<DataWriter<W>> {
+    let mut pos = CountingWriter {
+        inner: &mut w,
+        n: 0,
+    };
+    pos.write_all(&MAGIC)?;
+    pos.write_all(&VERSION.to_le_bytes())?;
+    pos.write_all(&(tensors.len() as u64).to_le_bytes())?;
+    pos.write_all(&(kv.len() as u64).to_le_bytes())?;
+    for (k, v) in kv {
+        put_str(&mut pos, k)?;
+        put_value(&mut pos, v)?;
+    }
+    let mut offset = 0u64;
+    for t in tensors {
+        put_str(&mut pos, &t.name)?;
+        pos.write_all(&(t.ne.len() as u32).to_le_bytes())?;
+        for d in &t.ne {
+            pos.write_all(&d.to_le_bytes())?;
+        }
+        pos.write_all(&t.ty.ggml_id().to_le_bytes())?;
+        pos.write_all(&offset.to_le_bytes())?;
+        offset += t.n_bytes() + pad(t.n_bytes());
+    }
+    let n = pos.n;
+    w.write_all(&vec![0u8; pad(n) as usize])?;
+    Ok(DataWriter {
+        w,
+        expected: tensors.iter().map(TensorInfo::n_bytes).collect(),
+        next: 0,
+    })
+}
+
+/// Streams tensor data after the header, checking sizes and inserting alignment padding.
+pub struct DataWriter<W: Write> {
+    w: W,
+    expected: Vec<u64>,
+    next: usize,
+}
+
+impl<W: Write> DataWriter<W> {
+    /// Writes the next tensor's bytes; their length must match its descriptor.
+    pub fn tensor(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let want = *self.expected.get(self.next).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "more tensors than descriptors")
+        })?;
+        if bytes.len() as u64 != want {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "tensor {} has {} bytes, descriptor says {want}",
+                    self.next,
+                    bytes.len()
+                ),
+            ));
+        }
+        self.w.write_all(bytes)?;
+        self.w.write_all(&vec![0u8; pad(want) as usize])?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks that every tensor was written and returns the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        if self.next != self.expected.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} of {} tensors written", self.next, self.expected.len()),
+            ));
+        }
+        Ok(self.w)
+    }
+}
+
+struct CountingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What the first bytes of a file say about it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sniff {
+    Gguf { version: u32 },
+    NotGguf { first_bytes: Vec<u8> },
+}
+
+/// Reads the magic and version of a GGUF file without loading it.
+pub fn sniff(r: &mut impl Read) -> io::Result<Sniff> {
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    while got < head.len() {
+        let k = r.read(&mut head[got..])?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    if got >= 8 && head[..4] == MAGIC {
+        let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        return Ok(Sniff::Gguf { version });
+    }
+    Ok(Sniff::NotGguf {
+        first_bytes: head[..got.min(4)].to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout_matches_gguf_v3() {
+        let kv = vec![
+            (
+                "general.architecture".to_string(),
+                Value::Str("gpt2".into()),
+            ),
+            ("x.n".to_string(), Value::U32(7)),
+        ];
+        let tensors = vec![TensorInfo {
+            name: "a".into(),
+            ne: vec![3],
+            ty: TensorType::F32,
+        }];
+        let mut buf = Vec::new();
+        let mut dw = write_header(&mut buf, &kv, &tensors).unwrap();
+        dw.tensor(&[0u8; 12]).unwrap();
+        dw.finish().unwrap();
+        assert_eq!(&buf[..4], b"GGUF");
+        assert_eq!(u32::from_le_bytes(buf[4..8].try_into().unwrap()), 3);
+        assert_eq!(u64::from_le_bytes(buf[8..16].try_into().unwrap()), 1);
+        assert_eq!(u64::from_le_bytes(buf[16..24].try_into().unwrap()), 2);
+        // data section starts aligned and the tensor is padded to the alignment
+        assert_eq!(buf.len() as u64 % ALIGNMENT, 0);
+        assert_eq!(
+            sniff(&mut buf.as_slice()).unwrap(),
+            Sniff::Gguf { version: 3 }
+        );
+    }
+
+    #[test]
+    fn wrong_tensor_size_is_rejected() {
+        let tensors = vec![TensorInfo {
+            name: "a".into(),
+            ne: vec![4, 2],
+            ty: TensorType::F16,
+        }];
+        let mut buf = Vec::new();
+        let mut dw = write_header(&mut buf, &[], &tensors).unwrap();
+        assert!(dw.tensor(&[0u8; 15]).is_err());
+        assert!(dw.tensor(&[0u8; 16]).is_ok());
+        assert!(dw.tensor(&[0u8; 16]).is_err());
+    }
+
+    #[test]
+    fn sniff_rejects_other_files() {
+        let r = sniff(&mut &b"PK\x03\x04rest"[..]).unwrap();
+        assert_eq!(
+            r,
+            Sniff::NotGguf {
+                first_bytes: b"PK\x03\x04".to_vec()
+            }
+        );
+        assert!(matches!(
+            sniff(&mut &b""[..]).unwrap(),
+            Sniff::NotGguf { .. }
+        ));
+    }
+}

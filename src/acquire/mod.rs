@@ -1,0 +1,544 @@
+//! Obtaining the GGUF file of every (model, quant) the plan needs, outside any timed region:
+//! synthetic models are written and cached, local paths checked, missing quants derived with
+//! `llama_model_quantize` (in a worker process, since llama.cpp may abort on a bad file).
+//!
+//! Failures are per file: a missing or broken file fails its cells, not the run. Progress goes
+//! through the [`Progress`] trait; this module never prints.
+
+pub mod gguf;
+pub mod synthetic;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::UNIX_EPOCH;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{fill_template, Matrix, Source};
+use crate::plan::Cell;
+use crate::quant::Quant;
+
+/// Where a cell's file came from, as recorded in every report row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `synthetic`, `path`, `hf` or `derived` (quantized locally from a downloaded float file).
+    pub kind: String,
+    /// Random weights: speed and memory are meaningful, quality is not.
+    pub synthetic: bool,
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub sha256: String,
+    /// Synthetic preset and seed.
+    pub preset: Option<String>,
+    pub seed: Option<u64>,
+    /// Hub repository, requested revision and the commit it resolved to.
+    pub repo: Option<String>,
+    pub revision: Option<String>,
+    pub commit: Option<String>,
+    /// The float quant this file was quantized from, when it was derived locally.
+    pub derived_from: Option<Quant>,
+}
+
+/// Reports long acquisition steps (writing, hashing, quantizing, downloading).
+pub trait Progress {
+    /// A step begins; `total_bytes` is known for byte-counted steps.
+    fn begin(&self, label: &str, total_bytes: Option<u64>);
+    /// `bytes` more are done.
+    fn advance(&self, bytes: u64);
+    /// The step ended.
+    fn end(&self);
+}
+
+/// Acquisition settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Root of quantbench's cache.
+    pub cache_dir: PathBuf,
+    /// The `quantbench` executable, run as `worker --quantize` to derive quants.
+    pub exe: PathBuf,
+}
+
+/// quantbench's cache folder: `$QUANTBENCH_CACHE`, else `$XDG_CACHE_HOME/quantbench`, else
+/// `~/.cache/quantbench`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("QUANTBENCH_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("quantbench");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("quantbench")
+}
+
+/// Where a (model, quant) file is expected, before anything is fetched or written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub path: Option<PathBuf>,
+    /// Human description of the source, e.g. `synthetic gpt2 (seed 0)`.
+    pub source: String,
+    pub cached: bool,
+    /// Size of the file if it exists, else an estimate.
+    pub size_bytes: Option<u64>,
+    pub size_is_estimate: bool,
+}
+
+fn synthetic_dir(opts: &Options, preset: &synthetic::Preset, seed: u64) -> PathBuf {
+    opts.cache_dir.join("synthetic").join(format!(
+        "{}-seed{seed}-w{}",
+        preset.name,
+        synthetic::WRITER_VERSION
+    ))
+}
+
+fn synthetic_file(opts: &Options, preset: &synthetic::Preset, seed: u64, quant: Quant) -> PathBuf {
+    synthetic_dir(opts, preset, seed).join(format!("{}-{quant}.gguf", preset.name))
+}
+
+/// Approximate bits per weight of a quant, for size estimates before a file exists.
+fn bits_per_weight(q: Quant) -> f64 {
+    match q.name() {
+        "F32" => 32.0,
+        "F16" | "BF16" => 16.0,
+        "Q8_0" => 8.5,
+        "Q6_K" => 6.56,
+        "Q5_0" | "Q5_1" | "Q5_K_S" | "Q5_K_M" => 5.6,
+        "Q4_K_M" => 4.9,
+        "Q4_0" | "Q4_1" | "Q4_K_S" => 4.6,
+        "Q3_K_S" | "Q3_K_M" | "Q3_K_L" => 3.9,
+        _ => 3.0,
+    }
+}
+
+/// Where each (model, quant) of the plan comes from and whether it is already here.
+pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Options) -> Planned {
+    let m = &matrix.models[model_index];
+    match &m.source {
+        Source::Synthetic { preset, seed } => {
+            let path = synthetic_file(opts, preset, *seed, quant);
+            let size = std::fs::metadata(&path).ok().map(|md| md.len());
+            Planned {
+                cached: size.is_some(),
+                size_is_estimate: size.is_none(),
+                size_bytes: size.or_else(|| {
+                    Some((preset.n_params() as f64 * bits_per_weight(quant) / 8.0) as u64)
+                }),
+                source: format!(
+                    "synthetic {} (seed {seed}){}",
+                    preset.name,
+                    if quant == Quant::F16 {
+                        ""
+                    } else {
+                        ", quantized from F16"
+                    }
+                ),
+                path: Some(path),
+            }
+        }
+        Source::Path { template } => {
+            let path = PathBuf::from(fill_template(template, quant));
+            let size = std::fs::metadata(&path).ok().map(|md| md.len());
+            Planned {
+                cached: size.is_some(),
+                size_is_estimate: false,
+                size_bytes: size,
+                source: "local file".into(),
+                path: Some(path),
+            }
+        }
+        Source::Hf { repo, revision, .. } => Planned {
+            path: None,
+            source: format!("hf {repo}@{revision}"),
+            cached: false,
+            size_bytes: None,
+            size_is_estimate: false,
+        },
+    }
+}
+
+/// Acquires every (model, quant) the cells need. Each entry is the file's origin or the reason
+/// it could not be obtained (which fails that file's cells only). Stops early when `stop()`
+/// says so (Ctrl-C); files not reached are absent from the map.
+pub fn acquire(
+    matrix: &Matrix,
+    cells: &[Cell],
+    opts: &Options,
+    progress: &dyn Progress,
+    stop: &dyn Fn() -> bool,
+) -> BTreeMap<(usize, Quant), Result<Origin, String>> {
+    let mut out = BTreeMap::new();
+    for c in cells {
+        let key = (c.model_index, c.quant);
+        if out.contains_key(&key) {
+            continue;
+        }
+        if stop() {
+            break;
+        }
+        let m = &matrix.models[c.model_index];
+        let r = match &m.source {
+            Source::Synthetic { preset, seed } => {
+                acquire_synthetic(preset, *seed, c.quant, opts, progress)
+            }
+            Source::Path { template } => {
+                acquire_path(Path::new(&fill_template(template, c.quant)), opts, progress)
+            }
+            Source::Hf { repo, .. } => Err(anyhow::anyhow!(
+                "model {:?}: the `hf` source ({repo}) is validated but downloading from the hub \
+                 is not available in this build; download the file and use `path` instead",
+                m.name
+            )),
+        };
+        out.insert(key, r.map_err(|e| format!("{e:#}")));
+    }
+    out
+}
+
+fn acquire_synthetic(
+    preset: &'static synthetic::Preset,
+    seed: u64,
+    quant: Quant,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<Origin> {
+    let dir = synthetic_dir(opts, preset, seed);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let f16 = synthetic_file(opts, preset, seed, Quant::F16);
+    if !f16.exists() {
+        write_synthetic(preset, seed, &f16, opts, progress)?;
+    }
+    let path = if quant == Quant::F16 {
+        f16
+    } else {
+        let out = synthetic_file(opts, preset, seed, quant);
+        if !out.exists() {
+            derive(&f16, &out, quant, opts, progress)?;
+        }
+        out
+    };
+    let (size_bytes, sha256) = file_identity(&path, opts, progress)?;
+    Ok(Origin {
+        kind: "synthetic".into(),
+        synthetic: true,
+        path,
+        size_bytes,
+        sha256,
+        preset: Some(preset.name.into()),
+        seed: Some(seed),
+        repo: None,
+        revision: None,
+        commit: None,
+        derived_from: (quant != Quant::F16).then_some(Quant::F16),
+    })
+}
+
+/// A temporary name beside `path`, unique to this process: renamed over `path` when complete,
+/// so a crash never leaves a truncated file under the final name.
+fn temp_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".partial-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+struct ProgressWriter<'a, W: Write> {
+    inner: W,
+    hasher: Sha256,
+    progress: &'a dyn Progress,
+    pending: u64,
+}
+
+impl<W: Write> Write for ProgressWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.pending += n as u64;
+        if self.pending >= 1 << 22 {
+            self.progress.advance(self.pending);
+            self.pending = 0;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_synthetic(
+    preset: &synthetic::Preset,
+    seed: u64,
+    path: &Path,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let tmp = temp_beside(path);
+    progress.begin(
+        &format!("writing synthetic {} F16", preset.name),
+        Some(preset.f16_bytes()),
+    );
+    let result = (|| -> Result<String> {
+        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut w = ProgressWriter {
+            inner: BufWriter::with_capacity(1 << 22, f),
+            hasher: Sha256::new(),
+            progress,
+            pending: 0,
+        };
+        preset
+            .write(seed, &mut w)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        let file = w.inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(hex::encode(w.hasher.finalize()))
+    })();
+    progress.end();
+    match result {
+        Ok(sha) => {
+            std::fs::rename(&tmp, path)?;
+            remember_hash(path, &sha, opts)?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Quantizes `input` to `quant` into `output`, in a `quantbench worker --quantize` process.
+pub fn derive(
+    input: &Path,
+    output: &Path,
+    quant: Quant,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let tmp = temp_beside(output);
+    progress.begin(
+        &format!(
+            "quantizing {} → {quant}",
+            input.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        None,
+    );
+    let out = Command::new(&opts.exe)
+        .args(["worker", "--quantize"])
+        .arg(input)
+        .arg(&tmp)
+        .arg(quant.name())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    progress.end();
+    let out = out.with_context(|| format!("starting {}", opts.exe.display()))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = tail[tail.len().saturating_sub(4)..].join(" | ");
+        bail!(
+            "deriving {quant} from {} failed ({}): {tail}",
+            input.display(),
+            out.status
+        );
+    }
+    std::fs::rename(&tmp, output)
+        .with_context(|| format!("moving the derived file to {}", output.display()))?;
+    Ok(())
+}
+
+fn acquire_path(path: &Path, opts: &Options, progress: &dyn Progress) -> Result<Origin> {
+    let md = std::fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "model file not found: {} (check `path` in the config)",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot read {}: {e}", path.display())
+        }
+    })?;
+    if !md.is_file() {
+        bail!("{} is not a file", path.display());
+    }
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match gguf::sniff(&mut f)? {
+        gguf::Sniff::Gguf { .. } => {}
+        gguf::Sniff::NotGguf { first_bytes } => bail!(
+            "{} is not a GGUF file (it starts with {:?}, not \"GGUF\")",
+            path.display(),
+            String::from_utf8_lossy(&first_bytes)
+        ),
+    }
+    let (size_bytes, sha256) = file_identity(path, opts, progress)?;
+    Ok(Origin {
+        kind: "path".into(),
+        synthetic: false,
+        path: path.to_path_buf(),
+        size_bytes,
+        sha256,
+        preset: None,
+        seed: None,
+        repo: None,
+        revision: None,
+        commit: None,
+        derived_from: None,
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct HashRecord {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: u128,
+    sha256: String,
+}
+
+fn hash_record_path(path: &Path, opts: &Options) -> PathBuf {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let key = hex::encode(Sha256::digest(abs.as_os_str().as_encoded_bytes()));
+    opts.cache_dir
+        .join("hashes")
+        .join(format!("{}.json", &key[..32]))
+}
+
+fn stat(path: &Path) -> Result<(u64, u128)> {
+    let md = std::fs::metadata(path)?;
+    let mtime = md
+        .modified()?
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Ok((md.len(), mtime))
+}
+
+fn remember_hash(path: &Path, sha256: &str, opts: &Options) -> Result<()> {
+    let (size, mtime_ns) = stat(path)?;
+    let rec = HashRecord {
+        path: path.to_path_buf(),
+        size,
+        mtime_ns,
+        sha256: sha256.into(),
+    };
+    let p = hash_record_path(path, opts);
+    std::fs::create_dir_all(p.parent().expect("has parent"))?;
+    crate::report::write_atomic(&p, serde_json::to_string(&rec)?.as_bytes())
+}
+
+/// Size and sha256 of a file; the hash is cached (keyed by path, size and mtime).
+pub fn file_identity(
+    path: &Path,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<(u64, String)> {
+    let (size, mtime_ns) = stat(path)?;
+    let rec_path = hash_record_path(path, opts);
+    if let Ok(text) = std::fs::read_to_string(&rec_path) {
+        if let Ok(rec) = serde_json::from_str::<HashRecord>(&text) {
+            if rec.size == size && rec.mtime_ns == mtime_ns {
+                return Ok((size, rec.sha256));
+            }
+        }
+    }
+    progress.begin(
+        &format!(
+            "sha256 {}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        Some(size),
+    );
+    let sha = sha256_file(path, progress);
+    progress.end();
+    let sha = sha?;
+    remember_hash(path, &sha, opts)?;
+    Ok((size, sha))
+}
+
+/// sha256 of a file's bytes, as lowercase hex.
+pub fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String> {
+    let mut r = BufReader::with_capacity(1 << 22, File::open(path)?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 22];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        progress.advance(n as u64);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A [`Progress`] that shows nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn begin(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+    fn end(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &Path) -> Options {
+        Options {
+            cache_dir: dir.to_path_buf(),
+            exe: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn synthetic_f16_is_written_once_and_hashed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(tmp.path());
+        let p = synthetic::preset("tiny").unwrap();
+        let a = acquire_synthetic(p, 3, Quant::F16, &o, &Silent).unwrap();
+        assert!(a.path.exists() && a.synthetic && a.kind == "synthetic");
+        assert_eq!(a.sha256, sha256_file(&a.path, &Silent).unwrap());
+        let mtime = std::fs::metadata(&a.path).unwrap().modified().unwrap();
+        let b = acquire_synthetic(p, 3, Quant::F16, &o, &Silent).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            std::fs::metadata(&b.path).unwrap().modified().unwrap(),
+            mtime
+        );
+        // no partial files left behind
+        let names: Vec<_> = std::fs::read_dir(a.path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn path_source_errors_are_clear() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(tmp.path());
+        let missing = acquire_path(&tmp.path().join("nope.gguf"), &o, &Silent).unwrap_err();
+        assert!(missing.to_string().contains("not found"), "{missing}");
+        let junk = tmp.path().join("junk.gguf");
+        std::fs::write(&junk, b"hello world").unwrap();
+        let e = acquire_path(&junk, &o, &Silent).unwrap_err();
+        assert!(e.to_string().contains("not a GGUF file"), "{e}");
+    }
+
+    #[test]
+    fn hash_cache_notices_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(tmp.path());
+        let f = tmp.path().join("x.bin");
+        std::fs::write(&f, b"one").unwrap();
+        let (_, h1) = file_identity(&f, &o, &Silent).unwrap();
+        std::fs::write(&f, b"three").unwrap();
+        let (n, h2) = file_identity(&f, &o, &Silent).unwrap();
+        assert_eq!(n, 5);
+        assert_ne!(h1, h2);
+    }
+}

@@ -1,0 +1,469 @@
+//! Synthetic GGUF models: real architectures and tokenizers, seeded random F16 weights.
+//!
+//! Speed and memory of inference do not depend on weight values, so a file with the real tensor
+//! names, shapes, metadata and a tokenizer of the real kind and size measures like the real model
+//! (quality does not: reports mark these weights as synthetic). Mirrors the reference writer
+//! `shared/reference/synth_gguf.py`: every 2-D weight is a slice, at a random offset, of one pool
+//! of normal(0, 1) × 0.02 values; norm weights are ones and biases zeros (F32). Never prints.
+
+use std::io::{self, Write};
+
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use rand_pcg::Pcg64Mcg;
+
+use super::gguf::{self, TensorInfo, TensorType, Value};
+
+/// Bump when the bytes this module writes change: it is part of the cache key.
+pub const WRITER_VERSION: u32 = 1;
+
+/// Architecture family of a preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Gpt2,
+    Llama,
+}
+
+/// A synthetic model shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub arch: Arch,
+    pub n_embd: u64,
+    pub n_layer: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    pub n_ff: u64,
+    pub n_vocab: u64,
+    pub n_ctx: u64,
+}
+
+/// Every preset a `synthetic = "..."` key may name.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "tiny",
+        description: "GPT-2 architecture, 2 layers of 256, 2k vocab (~6 MB F16): for tests",
+        arch: Arch::Gpt2,
+        n_embd: 256,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 4,
+        n_ff: 1024,
+        n_vocab: 2048,
+        n_ctx: 1024,
+    },
+    Preset {
+        name: "tiny-llama",
+        description: "Llama architecture (GQA, SentencePiece), 2 layers of 256: for tests",
+        arch: Arch::Llama,
+        n_embd: 256,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 768,
+        n_vocab: 2048,
+        n_ctx: 4096,
+    },
+    Preset {
+        name: "gpt2",
+        description: "GPT-2 (124M) shape",
+        arch: Arch::Gpt2,
+        n_embd: 768,
+        n_layer: 12,
+        n_head: 12,
+        n_head_kv: 12,
+        n_ff: 3072,
+        n_vocab: 50257,
+        n_ctx: 1024,
+    },
+    Preset {
+        name: "gpt2-medium",
+        description: "GPT-2-Medium (355M) shape",
+        arch: Arch::Gpt2,
+        n_embd: 1024,
+        n_layer: 24,
+        n_head: 16,
+        n_head_kv: 16,
+        n_ff: 4096,
+        n_vocab: 50257,
+        n_ctx: 1024,
+    },
+    Preset {
+        name: "llama-7b",
+        description: "Mistral-7B shape (Llama architecture, GQA 32/8, FFN 14336, 32k vocab)",
+        arch: Arch::Llama,
+        n_embd: 4096,
+        n_layer: 32,
+        n_head: 32,
+        n_head_kv: 8,
+        n_ff: 14336,
+        n_vocab: 32000,
+        n_ctx: 32768,
+    },
+];
+
+/// Looks a preset up by name.
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// Names of all presets, for error messages.
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|p| p.name).collect()
+}
+
+impl Preset {
+    fn arch_name(&self) -> &'static str {
+        match self.arch {
+            Arch::Gpt2 => "gpt2",
+            Arch::Llama => "llama",
+        }
+    }
+
+    /// Tensor descriptors, in file order, as llama.cpp's loaders expect them.
+    pub fn tensors(&self) -> Vec<TensorInfo> {
+        let (e, f, v, c) = (self.n_embd, self.n_ff, self.n_vocab, self.n_ctx);
+        let e_kv = e / self.n_head * self.n_head_kv;
+        let mut t = Vec::new();
+        let mut add = |name: String, ne: Vec<u64>| {
+            let ty = if ne.len() == 1 {
+                TensorType::F32
+            } else {
+                TensorType::F16
+            };
+            t.push(TensorInfo { name, ne, ty });
+        };
+        // Shapes are ggml's ne order: ne[0] is the row length (the reverse of numpy's).
+        match self.arch {
+            Arch::Gpt2 => {
+                add("token_embd.weight".into(), vec![e, v]);
+                add("position_embd.weight".into(), vec![e, c]);
+                add("output_norm.weight".into(), vec![e]);
+                add("output_norm.bias".into(), vec![e]);
+                // convert_hf_to_gguf.py writes GPT-2's tied head as a tensor of its own.
+                add("output.weight".into(), vec![e, v]);
+                for i in 0..self.n_layer {
+                    let p = format!("blk.{i}.");
+                    add(format!("{p}attn_norm.weight"), vec![e]);
+                    add(format!("{p}attn_norm.bias"), vec![e]);
+                    add(format!("{p}attn_qkv.weight"), vec![e, e + 2 * e_kv]);
+                    add(format!("{p}attn_qkv.bias"), vec![e + 2 * e_kv]);
+                    add(format!("{p}attn_output.weight"), vec![e, e]);
+                    add(format!("{p}attn_output.bias"), vec![e]);
+                    add(format!("{p}ffn_norm.weight"), vec![e]);
+                    add(format!("{p}ffn_norm.bias"), vec![e]);
+                    add(format!("{p}ffn_up.weight"), vec![e, f]);
+                    add(format!("{p}ffn_up.bias"), vec![f]);
+                    add(format!("{p}ffn_down.weight"), vec![f, e]);
+                    add(format!("{p}ffn_down.bias"), vec![e]);
+                }
+            }
+            Arch::Llama => {
+                add("token_embd.weight".into(), vec![e, v]);
+                add("output_norm.weight".into(), vec![e]);
+                add("output.weight".into(), vec![e, v]);
+                for i in 0..self.n_layer {
+                    let p = format!("blk.{i}.");
+                    add(format!("{p}attn_norm.weight"), vec![e]);
+                    add(format!("{p}attn_q.weight"), vec![e, e]);
+                    add(format!("{p}attn_k.weight"), vec![e, e_kv]);
+                    add(format!("{p}attn_v.weight"), vec![e, e_kv]);
+                    add(format!("{p}attn_output.weight"), vec![e, e]);
+                    add(format!("{p}ffn_norm.weight"), vec![e]);
+                    add(format!("{p}ffn_gate.weight"), vec![e, f]);
+                    add(format!("{p}ffn_up.weight"), vec![e, f]);
+                    add(format!("{p}ffn_down.weight"), vec![f, e]);
+                }
+            }
+        }
+        t
+    }
+
+    /// Number of parameters (elements of all tensors).
+    pub fn n_params(&self) -> u64 {
+        self.tensors().iter().map(TensorInfo::n_elements).sum()
+    }
+
+    /// Size of the F16 file in bytes, approximately (tensor data without the header).
+    pub fn f16_bytes(&self) -> u64 {
+        self.tensors().iter().map(TensorInfo::n_bytes).sum()
+    }
+
+    fn metadata(&self, seed: u64) -> Vec<(String, Value)> {
+        let a = self.arch_name();
+        let mut kv: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::Str(a.into())),
+            (
+                "general.name".into(),
+                Value::Str(format!("synthetic-{}", self.name)),
+            ),
+            (
+                "general.description".into(),
+                Value::Str(
+                    "quantbench synthetic model: random weights, real architecture; \
+                     valid for speed and memory measurements only"
+                        .into(),
+                ),
+            ),
+            // LLAMA_FTYPE_MOSTLY_F16
+            ("general.file_type".into(), Value::U32(1)),
+            ("quantbench.synthetic".into(), Value::Bool(true)),
+            (
+                "quantbench.synthetic.preset".into(),
+                Value::Str(self.name.into()),
+            ),
+            (
+                "quantbench.synthetic.seed".into(),
+                Value::Str(seed.to_string()),
+            ),
+            (
+                "quantbench.synthetic.writer_version".into(),
+                Value::U32(WRITER_VERSION),
+            ),
+            (format!("{a}.context_length"), Value::U32(self.n_ctx as u32)),
+            (
+                format!("{a}.embedding_length"),
+                Value::U32(self.n_embd as u32),
+            ),
+            (format!("{a}.block_count"), Value::U32(self.n_layer as u32)),
+            (
+                format!("{a}.feed_forward_length"),
+                Value::U32(self.n_ff as u32),
+            ),
+            (
+                format!("{a}.attention.head_count"),
+                Value::U32(self.n_head as u32),
+            ),
+            (
+                format!("{a}.attention.head_count_kv"),
+                Value::U32(self.n_head_kv as u32),
+            ),
+        ];
+        match self.arch {
+            Arch::Gpt2 => {
+                kv.push((
+                    format!("{a}.attention.layer_norm_epsilon"),
+                    Value::F32(1e-5),
+                ));
+                kv.extend(gpt2_tokenizer(self.n_vocab as usize));
+            }
+            Arch::Llama => {
+                kv.push((format!("{a}.rope.freq_base"), Value::F32(10000.0)));
+                kv.push((
+                    format!("{a}.attention.layer_norm_rms_epsilon"),
+                    Value::F32(1e-5),
+                ));
+                kv.push((
+                    format!("{a}.rope.dimension_count"),
+                    Value::U32((self.n_embd / self.n_head) as u32),
+                ));
+                kv.push((format!("{a}.vocab_size"), Value::U32(self.n_vocab as u32)));
+                kv.extend(llama_tokenizer(self.n_vocab as usize));
+            }
+        }
+        kv
+    }
+
+    /// Writes the whole F16 GGUF file for `seed` to `w`.
+    pub fn write(&self, seed: u64, w: impl Write) -> io::Result<()> {
+        let tensors = self.tensors();
+        let mut data = gguf::write_header(w, &self.metadata(seed), &tensors)?;
+        let largest = tensors
+            .iter()
+            .map(TensorInfo::n_elements)
+            .max()
+            .unwrap_or(0);
+        let mut pool = Pool::new(largest, seed);
+        let mut ones = Vec::new();
+        for t in &tensors {
+            let n = t.n_elements() as usize;
+            if t.ty == TensorType::F32 {
+                // 1-D tensors: norm weights are ones, biases zeros.
+                let v: f32 = if t.name.ends_with(".weight") {
+                    1.0
+                } else {
+                    0.0
+                };
+                ones.clear();
+                ones.extend(std::iter::repeat_n(v.to_le_bytes(), n).flatten());
+                data.tensor(&ones)?;
+            } else {
+                data.tensor(pool.take(n))?;
+            }
+        }
+        data.finish()?.flush()
+    }
+}
+
+/// Random normal × 0.02 values as little-endian F16 bytes; tensors are slices at random offsets.
+struct Pool {
+    rng: Pcg64Mcg,
+    bytes: Vec<u8>,
+}
+
+impl Pool {
+    fn new(largest: u64, seed: u64) -> Self {
+        let n = (largest as f64 * 1.25) as usize + 1024;
+        let mut rng = Pcg64Mcg::seed_from_u64(seed);
+        let mut bytes = Vec::with_capacity(n * 2);
+        for _ in 0..n {
+            let x: f32 = StandardNormal.sample(&mut rng);
+            bytes.extend_from_slice(&half::f16::from_f32(x * 0.02).to_le_bytes());
+        }
+        Pool { rng, bytes }
+    }
+
+    fn take(&mut self, n_elements: usize) -> &[u8] {
+        let n_pool = self.bytes.len() / 2;
+        let off = self.rng.random_range(0..=n_pool - n_elements);
+        &self.bytes[off * 2..(off + n_elements) * 2]
+    }
+}
+
+/// GPT-2's 256 byte-level characters, in GPT-2's order.
+fn byte_chars() -> Vec<char> {
+    let mut bs: Vec<u32> = (u32::from('!')..=u32::from('~'))
+        .chain(u32::from('¡')..=u32::from('¬'))
+        .chain(u32::from('®')..=u32::from('ÿ'))
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    cs.into_iter()
+        .map(|c| char::from_u32(c).expect("byte-level characters are valid"))
+        .collect()
+}
+
+/// Byte-level BPE tokenizer of the real kind and size: the 256 byte characters, two-character
+/// merge tokens with their merges, and `<|endoftext|>` (control) as the last id.
+fn gpt2_tokenizer(n_vocab: usize) -> Vec<(String, Value)> {
+    let chars = byte_chars();
+    let n_merge = n_vocab - 256 - 1;
+    let mut tokens: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+    let mut merges = Vec::with_capacity(n_merge);
+    for i in 0..n_merge {
+        let (a, b) = (chars[i / 256], chars[i % 256]);
+        tokens.push(format!("{a}{b}"));
+        merges.push(format!("{a} {b}"));
+    }
+    tokens.push("<|endoftext|>".into());
+    // token types: 1 = normal, 3 = control
+    let mut types = vec![1i32; n_vocab - 1];
+    types.push(3);
+    let eot = (n_vocab - 1) as u32;
+    vec![
+        ("tokenizer.ggml.model".into(), Value::Str("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::Str("gpt-2".into())),
+        ("tokenizer.ggml.tokens".into(), Value::StrArray(tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::I32Array(types)),
+        ("tokenizer.ggml.merges".into(), Value::StrArray(merges)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(eot)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(eot)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    ]
+}
+
+/// SentencePiece tokenizer of the real kind and size: `<unk>`, `<s>`, `</s>`, 256 byte tokens,
+/// then "▁"-prefixed base-26 words with descending scores.
+fn llama_tokenizer(n_vocab: usize) -> Vec<(String, Value)> {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    // token types: 1 normal, 2 unknown, 3 control, 6 byte
+    let mut types = vec![2i32, 3, 3];
+    for b in 0..256 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    let mut i = 0usize;
+    while tokens.len() < n_vocab {
+        let mut s = Vec::new();
+        let mut k = i as i64;
+        loop {
+            s.push(b'a' + (k % 26) as u8);
+            k = k / 26 - 1;
+            if k < 0 {
+                break;
+            }
+        }
+        s.reverse();
+        tokens.push(format!("\u{2581}{}", String::from_utf8_lossy(&s)));
+        types.push(1);
+        i += 1;
+    }
+    let scores: Vec<f32> = (0..n_vocab)
+        .map(|j| if j < 259 { 0.0 } else { -((j - 259) as f32) })
+        .collect();
+    vec![
+        ("tokenizer.ggml.model".into(), Value::Str("llama".into())),
+        ("tokenizer.ggml.pre".into(), Value::Str("default".into())),
+        ("tokenizer.ggml.tokens".into(), Value::StrArray(tokens)),
+        ("tokenizer.ggml.scores".into(), Value::F32Array(scores)),
+        ("tokenizer.ggml.token_type".into(), Value::I32Array(types)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+        ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+        ("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn parameter_counts_match_the_real_shapes() {
+        // GPT-2 124M counts the tied head once; the file holds it twice (+38.6M).
+        assert_eq!(preset("gpt2").unwrap().n_params(), 163_037_184);
+        let m = preset("llama-7b").unwrap().n_params();
+        assert_eq!(m, 7_241_732_096, "Mistral-7B has 7.24B parameters");
+    }
+
+    #[test]
+    fn tokenizers_have_unique_tokens_of_the_requested_size() {
+        for (kv, n) in [
+            (gpt2_tokenizer(2048), 2048),
+            (llama_tokenizer(32000), 32000),
+        ] {
+            let tokens = kv
+                .iter()
+                .find_map(|(k, v)| match (k.as_str(), v) {
+                    ("tokenizer.ggml.tokens", Value::StrArray(t)) => Some(t.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(tokens.len(), n);
+            assert_eq!(tokens.iter().collect::<HashSet<_>>().len(), n);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_bytes() {
+        let p = preset("tiny").unwrap();
+        let write = |seed| {
+            let mut v = Vec::new();
+            p.write(seed, &mut v).unwrap();
+            v
+        };
+        let a = write(1);
+        assert_eq!(a, write(1));
+        assert_ne!(a, write(2));
+        assert!(a.len() > 4_000_000 && a.len() < 8_000_000, "{}", a.len());
+    }
+
+    #[test]
+    fn k_quant_rows_are_multiples_of_256() {
+        for p in PRESETS {
+            for t in p.tensors().iter().filter(|t| t.ne.len() == 2) {
+                assert_eq!(t.ne[0] % 256, 0, "{} {}", p.name, t.name);
+            }
+        }
+    }
+}

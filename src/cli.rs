@@ -1,0 +1,202 @@
+//! Command-line definitions (clap derive) only. Converted once into plain option structs; the
+//! core never sees clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::GpuLayers;
+use crate::plan::Overrides;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "quantbench",
+    version,
+    about = "Benchmark GGUF models × quantizations on llama.cpp: load time, memory, TTFT, \
+             decode speed, efficiency",
+    after_help = "Exit codes: 0 ok · 1 regression against the baseline · 2 usage/config/setup \
+                  error · 3 some cells failed (reports written) · 130 interrupted"
+)]
+pub struct Cli {
+    /// Show llama.cpp's log and more detail.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Extra folder of ggml backend modules (libggml-cuda.so, libggml-cpu-*.so), searched
+    /// before the executable's folder. Repeatable.
+    #[arg(
+        long,
+        global = true,
+        env = "QUANTBENCH_BACKEND_DIR",
+        value_delimiter = ':'
+    )]
+    pub backend_dir: Vec<PathBuf>,
+    /// Cache folder for synthetic and derived models [default: ~/.cache/quantbench].
+    #[arg(long, global = true, env = "QUANTBENCH_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Acquire the models, measure every cell, write the reports.
+    Run(RunArgs),
+    /// Acquire every file the matrix needs (synthesise, derive); measure nothing.
+    Fetch(MatrixArgs),
+    /// Print the plan: cells, file sources, cache state, sizes, fit in memory.
+    List(ListArgs),
+    /// Internal: measure cells sent on stdin (one worker process per model file).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Which matrix and which part of it.
+#[derive(Args, Debug, Clone)]
+pub struct MatrixArgs {
+    /// The matrix file.
+    #[arg(long, short = 'c', default_value = "models.toml")]
+    pub config: PathBuf,
+    /// Only these models or cells: NAME or NAME:QUANT. Repeatable.
+    #[arg(long, value_name = "NAME[:QUANT]")]
+    pub only: Vec<String>,
+    /// Use only local files and caches; never download.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// Measurement overrides applied to every cell.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OverrideArgs {
+    /// Timed repetitions per cell.
+    #[arg(long, short = 'r')]
+    pub repetitions: Option<u32>,
+    /// Untimed warm-up repetitions per cell.
+    #[arg(long)]
+    pub warmup: Option<u32>,
+    /// Tokens generated per repetition (comma-separated list = one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(2..))]
+    pub n_gen: Option<Vec<u32>>,
+    /// Random prompt tokens for the pp test (comma-separated list = one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    pub n_prompt: Option<Vec<u32>>,
+    /// Layers to offload to the GPU: "all" or a number (0 = CPU only).
+    #[arg(long, value_parser = parse_gpu_layers)]
+    pub n_gpu_layers: Option<GpuLayers>,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<u32>,
+}
+
+fn parse_gpu_layers(s: &str) -> Result<GpuLayers, String> {
+    if s == "all" {
+        return Ok(GpuLayers::All);
+    }
+    s.parse::<u32>()
+        .map(GpuLayers::N)
+        .map_err(|_| format!("{s:?}: use \"all\" or a number of layers"))
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Human table on stderr only.
+    Table,
+    Json,
+    Csv,
+    Md,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Folder under which the run folder (UTC timestamp) is created.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Also print the results on stdout in this format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Continue an interrupted run in DIR: cells already measured are skipped.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Evict each model file from the page cache before loading it (cold load times).
+    #[arg(long)]
+    pub cold: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// `json` prints the plan on stdout.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Derive a quant instead of serving cells: IN OUT QUANT.
+    #[arg(long, num_args = 3, value_names = ["IN", "OUT", "QUANT"])]
+    pub quantize: Option<Vec<String>>,
+    /// Initialise llama.cpp and run a few CPU tokens of the tiny model, then exit.
+    #[arg(long, conflicts_with = "quantize")]
+    pub self_test: bool,
+}
+
+impl OverrideArgs {
+    /// The plain overrides the planner takes.
+    pub fn to_overrides(&self, only: &[String]) -> Overrides {
+        Overrides {
+            repetitions: self.repetitions,
+            warmup: self.warmup,
+            n_gen: self.n_gen.clone(),
+            n_prompt: self.n_prompt.clone(),
+            n_gpu_layers: self.n_gpu_layers,
+            n_threads: self.threads,
+            only: only.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn overrides_parse() {
+        let c = Cli::try_parse_from([
+            "quantbench",
+            "run",
+            "--n-gen",
+            "128,50",
+            "-r",
+            "3",
+            "--n-gpu-layers",
+            "all",
+            "--only",
+            "a:F16",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        let o = r.overrides.to_overrides(&r.matrix.only);
+        assert_eq!(o.n_gen, Some(vec![128, 50]));
+        assert_eq!(o.repetitions, Some(3));
+        assert_eq!(o.n_gpu_layers, Some(GpuLayers::All));
+        assert!(Cli::try_parse_from(["quantbench", "run", "--n-gen", "1"]).is_err());
+    }
+}

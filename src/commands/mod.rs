@@ -1,0 +1,71 @@
+//! One file per subcommand: glue between the CLI options and the core modules.
+
+pub mod fetch;
+pub mod list;
+pub mod run;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::acquire;
+use crate::cli::{MatrixArgs, OverrideArgs};
+use crate::config::{self, Matrix};
+use crate::coordinator::Coordinator;
+use crate::output::Printer;
+use crate::plan::{self, Cell};
+
+/// Exit codes of the contract (DESIGN.md §2).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const REGRESSION: u8 = 1;
+    pub const FATAL: u8 = 2;
+    pub const CELLS_FAILED: u8 = 3;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// What every command shares: the printer, folders, and the interrupt flag.
+pub struct Ctx {
+    pub printer: Printer,
+    pub cache_dir: PathBuf,
+    pub backend_dirs: Vec<PathBuf>,
+    pub interrupted: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    /// Acquisition options for this invocation.
+    pub fn acquire_options(&self) -> Result<acquire::Options> {
+        Ok(acquire::Options {
+            cache_dir: self.cache_dir.clone(),
+            exe: std::env::current_exe().context("locating the quantbench executable")?,
+        })
+    }
+
+    /// A coordinator whose workers see the same backend folders as this process.
+    pub fn coordinator(&self) -> Result<Coordinator<'_>> {
+        let mut env = Vec::new();
+        if !self.backend_dirs.is_empty() {
+            let joined =
+                std::env::join_paths(&self.backend_dirs).context("--backend-dir contains ':'")?;
+            env.push((
+                crate::engine::BACKEND_DIR_ENV.to_string(),
+                joined.to_string_lossy().into_owned(),
+            ));
+        }
+        Ok(Coordinator {
+            exe: std::env::current_exe().context("locating the quantbench executable")?,
+            env,
+            interrupted: &self.interrupted,
+        })
+    }
+}
+
+/// Loads the matrix and expands it into cells.
+pub fn load_plan(m: &MatrixArgs, o: &OverrideArgs) -> Result<(Matrix, Vec<Cell>)> {
+    let matrix = config::load(&m.config)?;
+    let cells = plan::expand(&matrix, &o.to_overrides(&m.only))?;
+    Ok((matrix, cells))
+}

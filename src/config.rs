@@ -1,0 +1,829 @@
+//! models.toml (schema 1) → a validated [`Matrix`].
+//!
+//! Owns parsing and validation of the user's matrix file. Every error names the file, line and
+//! column and says what to do. Pure apart from reading the file; never prints.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::acquire::synthetic::{self, Preset};
+use crate::quant::Quant;
+
+/// The only schema this version reads.
+pub const SCHEMA: i64 = 1;
+
+/// A config error located in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column; 0 when the error has no position (e.g. file unreadable).
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.col,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `n_gpu_layers`: all layers, or a number (0 = CPU only). Serialized as `"all"` or a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GpuLayers {
+    All,
+    N(u32),
+}
+
+impl serde::Serialize for GpuLayers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            GpuLayers::All => s.serialize_str("all"),
+            GpuLayers::N(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for GpuLayers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(GpuLayers::N(n)),
+            Raw::S(s) if s == "all" => Ok(GpuLayers::All),
+            Raw::S(s) => Err(serde::de::Error::custom(format!(
+                "n_gpu_layers {s:?}: use \"all\" or a number"
+            ))),
+        }
+    }
+}
+
+impl GpuLayers {
+    /// The value llama.cpp takes (`-1` or a large number means all).
+    pub fn as_llama(self) -> i32 {
+        match self {
+            GpuLayers::All => -1,
+            GpuLayers::N(n) => n as i32,
+        }
+    }
+}
+
+impl fmt::Display for GpuLayers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuLayers::All => f.write_str("all"),
+            GpuLayers::N(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Flash attention policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttn {
+    On,
+    Off,
+    Auto,
+}
+
+impl FlashAttn {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlashAttn::On => "on",
+            FlashAttn::Off => "off",
+            FlashAttn::Auto => "auto",
+        }
+    }
+}
+
+/// KV cache element types accepted for `type_k` / `type_v`.
+pub const KV_TYPES: &[&str] = &["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"];
+
+/// Measurement parameters of a model, after defaults are applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    pub quants: Vec<Quant>,
+    pub prompt: String,
+    /// Tokens generated per repetition; each value is a separate cell.
+    pub n_gen: Vec<u32>,
+    /// Random prompt tokens for the prompt-processing test; each value is a separate cell.
+    pub n_prompt: Vec<u32>,
+    pub repetitions: u32,
+    pub warmup: u32,
+    pub n_gpu_layers: GpuLayers,
+    pub flash_attn: FlashAttn,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    /// CPU threads; `None` = the number of cores.
+    pub n_threads: Option<u32>,
+    pub type_k: String,
+    pub type_v: String,
+    /// A cell (load included) running longer than this is stopped and marked failed.
+    pub timeout_s: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            quants: ["F16", "Q8_0", "Q4_K_M"]
+                .iter()
+                .map(|q| Quant::parse(q).expect("known"))
+                .collect(),
+            prompt: "The future of artificial intelligence is".into(),
+            n_gen: vec![50],
+            n_prompt: vec![512],
+            repetitions: 5,
+            warmup: 1,
+            n_gpu_layers: GpuLayers::All,
+            flash_attn: FlashAttn::Auto,
+            n_batch: 2048,
+            n_ubatch: 512,
+            n_threads: None,
+            type_k: "f16".into(),
+            type_v: "f16".into(),
+            timeout_s: 1800,
+        }
+    }
+}
+
+/// Where a model's files come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// Random weights of a real architecture, written by quantbench.
+    Synthetic { preset: &'static Preset, seed: u64 },
+    /// Local files; `template` is absolute (relative paths are resolved against the config's
+    /// folder) and may hold `{quant}` / `{QUANT}`.
+    Path { template: String },
+    /// A Hugging Face hub repository.
+    Hf {
+        repo: String,
+        revision: String,
+        /// File name template with `{quant}` / `{QUANT}`; `None` = discover from the listing.
+        file: Option<String>,
+        derive: bool,
+    },
+}
+
+impl Source {
+    /// Short kind name used in reports: `synthetic`, `path` or `hf`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Synthetic { .. } => "synthetic",
+            Source::Path { .. } => "path",
+            Source::Hf { .. } => "hf",
+        }
+    }
+}
+
+/// One `[[model]]` entry, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub label: String,
+    pub source: Source,
+    pub params: Params,
+}
+
+/// The validated matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    pub path: PathBuf,
+    pub models: Vec<ModelSpec>,
+}
+
+/// Fills `{quant}` (lower case) and `{QUANT}` (upper case) in a file template.
+pub fn fill_template(template: &str, quant: Quant) -> String {
+    template
+        .replace("{quant}", &quant.name().to_lowercase())
+        .replace("{QUANT}", quant.name())
+}
+
+fn has_quant_placeholder(template: &str) -> bool {
+    template.contains("{quant}") || template.contains("{QUANT}")
+}
+
+// ---- raw, span-carrying structures -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(i64),
+    Str(String),
+}
+
+/// Declares a raw table struct holding the per-model parameters plus `$extra` fields, so that
+/// `[defaults]` and `[[model]]` accept exactly the same parameter keys.
+macro_rules! raw_table {
+    ($name:ident { $($extra:ident : $ty:ty),* $(,)? }) => {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($extra: Option<Spanned<$ty>>,)*
+            quants: Option<Spanned<Vec<Spanned<String>>>>,
+            prompt: Option<Spanned<String>>,
+            n_gen: Option<Spanned<OneOrMany>>,
+            n_prompt: Option<Spanned<OneOrMany>>,
+            repetitions: Option<Spanned<i64>>,
+            warmup: Option<Spanned<i64>>,
+            n_gpu_layers: Option<Spanned<IntOrString>>,
+            flash_attn: Option<Spanned<String>>,
+            n_batch: Option<Spanned<i64>>,
+            n_ubatch: Option<Spanned<i64>>,
+            n_threads: Option<Spanned<i64>>,
+            type_k: Option<Spanned<String>>,
+            type_v: Option<Spanned<String>>,
+            timeout_s: Option<Spanned<i64>>,
+        }
+        impl $name {
+            fn params(&self) -> RawParams<'_> {
+                RawParams {
+                    quants: self.quants.as_ref(),
+                    prompt: self.prompt.as_ref(),
+                    n_gen: self.n_gen.as_ref(),
+                    n_prompt: self.n_prompt.as_ref(),
+                    repetitions: self.repetitions.as_ref(),
+                    warmup: self.warmup.as_ref(),
+                    n_gpu_layers: self.n_gpu_layers.as_ref(),
+                    flash_attn: self.flash_attn.as_ref(),
+                    n_batch: self.n_batch.as_ref(),
+                    n_ubatch: self.n_ubatch.as_ref(),
+                    n_threads: self.n_threads.as_ref(),
+                    type_k: self.type_k.as_ref(),
+                    type_v: self.type_v.as_ref(),
+                    timeout_s: self.timeout_s.as_ref(),
+                }
+            }
+        }
+    };
+}
+
+raw_table!(RawDefaults {});
+raw_table!(RawModel {
+    name: String,
+    label: String,
+    synthetic: String,
+    seed: i64,
+    hf: String,
+    revision: String,
+    file: String,
+    derive: bool,
+    path: String,
+});
+
+struct RawParams<'a> {
+    quants: Option<&'a Spanned<Vec<Spanned<String>>>>,
+    prompt: Option<&'a Spanned<String>>,
+    n_gen: Option<&'a Spanned<OneOrMany>>,
+    n_prompt: Option<&'a Spanned<OneOrMany>>,
+    repetitions: Option<&'a Spanned<i64>>,
+    warmup: Option<&'a Spanned<i64>>,
+    n_gpu_layers: Option<&'a Spanned<IntOrString>>,
+    flash_attn: Option<&'a Spanned<String>>,
+    n_batch: Option<&'a Spanned<i64>>,
+    n_ubatch: Option<&'a Spanned<i64>>,
+    n_threads: Option<&'a Spanned<i64>>,
+    type_k: Option<&'a Spanned<String>>,
+    type_v: Option<&'a Spanned<String>>,
+    timeout_s: Option<&'a Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    schema: Option<Spanned<i64>>,
+    defaults: Option<RawDefaults>,
+    model: Option<Vec<Spanned<RawModel>>>,
+}
+
+// ---- loading --------------------------------------------------------------------------------
+
+/// Reads and validates a models.toml file.
+pub fn load(path: &Path) -> Result<Matrix, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        col: 0,
+        message: if e.kind() == std::io::ErrorKind::NotFound {
+            "file not found; pass --config PATH or create models.toml (see README)".into()
+        } else {
+            format!("cannot read: {e}")
+        },
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates models.toml text; `path` is used for messages and relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
+    let cx = Cx { text, path };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        cx.err(span, explain_serde_message(e.message()))
+    })?;
+    match &raw.schema {
+        None => return Err(cx.err(0..0, "missing `schema = 1` at the top of the file".into())),
+        Some(s) if *s.get_ref() != SCHEMA => {
+            return Err(cx.err(
+                s.span(),
+                format!(
+                    "schema {} is not supported by this quantbench (it reads schema {SCHEMA})",
+                    s.get_ref()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let defaults = match &raw.defaults {
+        Some(d) => cx.params(&d.params(), &Params::default())?,
+        None => Params::default(),
+    };
+    let raw_models = raw.model.unwrap_or_default();
+    if raw_models.is_empty() {
+        return Err(cx.err(
+            text.len()..text.len(),
+            "no [[model]] entries: add at least one (see the README for the format)".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut models = Vec::new();
+    for m in &raw_models {
+        let spec = cx.model(m, &defaults)?;
+        if !seen.insert(spec.name.clone()) {
+            let span = m.get_ref().name.as_ref().map_or(m.span(), Spanned::span);
+            return Err(cx.err(
+                span,
+                format!(
+                    "duplicate model name {:?}: names are the keys of reports and must be unique",
+                    spec.name
+                ),
+            ));
+        }
+        models.push(spec);
+    }
+    Ok(Matrix {
+        path: path.to_path_buf(),
+        models,
+    })
+}
+
+/// Adds a "did you mean" hint to serde's "unknown field" messages.
+fn explain_serde_message(msg: &str) -> String {
+    let msg = msg.trim();
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg.to_string();
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return msg.to_string();
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let best = candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(field, c), *c))
+        .filter(|(s, _)| *s > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, c)) => format!("unknown key {field:?}; did you mean {c:?}?"),
+        None => format!(
+            "unknown key {field:?}; allowed keys here: {}",
+            candidates.join(", ")
+        ),
+    }
+}
+
+struct Cx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Cx<'_> {
+    fn err(&self, span: Range<usize>, message: String) -> ConfigError {
+        let (line, col) = line_col(self.text, span.start);
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line,
+            col,
+            message,
+        }
+    }
+
+    fn int<T: TryFrom<i64>>(
+        &self,
+        v: &Spanned<i64>,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<T, ConfigError> {
+        let x = *v.get_ref();
+        if x < min || x > max {
+            return Err(self.err(
+                v.span(),
+                format!("{key} = {x} is out of range: use a value from {min} to {max}"),
+            ));
+        }
+        T::try_from(x).map_err(|_| self.err(v.span(), format!("{key} = {x} is out of range")))
+    }
+
+    fn int_list(
+        &self,
+        v: &Spanned<OneOrMany>,
+        key: &str,
+        min: i64,
+    ) -> Result<Vec<u32>, ConfigError> {
+        let values = match v.get_ref() {
+            OneOrMany::One(x) => vec![*x],
+            OneOrMany::Many(xs) => xs.clone(),
+        };
+        if values.is_empty() {
+            return Err(self.err(v.span(), format!("{key} must not be an empty list")));
+        }
+        let max = i64::from(u32::MAX);
+        values
+            .into_iter()
+            .map(|x| {
+                if x < min || x > max {
+                    Err(self.err(
+                        v.span(),
+                        format!("{key} = {x} is out of range: use a value of at least {min}"),
+                    ))
+                } else {
+                    Ok(x as u32)
+                }
+            })
+            .collect()
+    }
+
+    fn params(&self, r: &RawParams<'_>, base: &Params) -> Result<Params, ConfigError> {
+        let mut p = base.clone();
+        if let Some(q) = r.quants {
+            if q.get_ref().is_empty() {
+                return Err(self.err(q.span(), "quants must list at least one quant".into()));
+            }
+            let mut quants = Vec::new();
+            for s in q.get_ref() {
+                let quant = Quant::parse(s.get_ref()).ok_or_else(|| {
+                    self.err(
+                        s.span(),
+                        format!(
+                            "unknown quant {:?}; known: {}",
+                            s.get_ref(),
+                            Quant::all_names().join(", ")
+                        ),
+                    )
+                })?;
+                if quants.contains(&quant) {
+                    return Err(self.err(s.span(), format!("quant {quant} is listed twice")));
+                }
+                quants.push(quant);
+            }
+            p.quants = quants;
+        }
+        if let Some(s) = r.prompt {
+            if s.get_ref().trim().is_empty() {
+                return Err(self.err(s.span(), "prompt must not be empty".into()));
+            }
+            p.prompt = s.get_ref().clone();
+        }
+        if let Some(v) = r.n_gen {
+            // decode_tok_s needs at least two generated tokens.
+            p.n_gen = self.int_list(v, "n_gen", 2)?;
+        }
+        if let Some(v) = r.n_prompt {
+            p.n_prompt = self.int_list(v, "n_prompt", 1)?;
+        }
+        if let Some(v) = r.repetitions {
+            p.repetitions = self.int(v, "repetitions", 1, 1000)?;
+        }
+        if let Some(v) = r.warmup {
+            p.warmup = self.int(v, "warmup", 0, 100)?;
+        }
+        if let Some(v) = r.n_gpu_layers {
+            p.n_gpu_layers = match v.get_ref() {
+                IntOrString::Str(s) if s == "all" => GpuLayers::All,
+                IntOrString::Int(n) if (0..=100_000).contains(n) => GpuLayers::N(*n as u32),
+                IntOrString::Int(n) => {
+                    return Err(self.err(
+                        v.span(),
+                        format!(
+                            "n_gpu_layers = {n}: use \"all\" or a number of layers (0 = CPU only)"
+                        ),
+                    ))
+                }
+                IntOrString::Str(s) => return Err(self.err(
+                    v.span(),
+                    format!(
+                        "n_gpu_layers = {s:?}: use \"all\" or a number of layers (0 = CPU only)"
+                    ),
+                )),
+            };
+        }
+        if let Some(v) = r.flash_attn {
+            p.flash_attn = match v.get_ref().as_str() {
+                "on" => FlashAttn::On,
+                "off" => FlashAttn::Off,
+                "auto" => FlashAttn::Auto,
+                other => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("flash_attn = {other:?}: use \"on\", \"off\" or \"auto\""),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = r.n_batch {
+            p.n_batch = self.int(v, "n_batch", 1, 1 << 20)?;
+        }
+        if let Some(v) = r.n_ubatch {
+            p.n_ubatch = self.int(v, "n_ubatch", 1, 1 << 20)?;
+        }
+        if let Some(v) = r.n_threads {
+            p.n_threads = Some(self.int(v, "n_threads", 1, 4096)?);
+        }
+        for (v, key, slot) in [
+            (r.type_k, "type_k", &mut p.type_k),
+            (r.type_v, "type_v", &mut p.type_v),
+        ] {
+            if let Some(v) = v {
+                let t = v.get_ref().to_lowercase();
+                if !KV_TYPES.contains(&t.as_str()) {
+                    return Err(self.err(
+                        v.span(),
+                        format!(
+                            "{key} = {:?}: use one of {}",
+                            v.get_ref(),
+                            KV_TYPES.join(", ")
+                        ),
+                    ));
+                }
+                *slot = t;
+            }
+        }
+        if let Some(v) = r.timeout_s {
+            p.timeout_s = self.int(v, "timeout_s", 1, 7 * 24 * 3600)?;
+        }
+        Ok(p)
+    }
+
+    fn model(&self, m: &Spanned<RawModel>, defaults: &Params) -> Result<ModelSpec, ConfigError> {
+        let r = m.get_ref();
+        let name = r.name.as_ref().ok_or_else(|| {
+            self.err(
+                m.span(),
+                "[[model]] needs a `name` (the key used in reports)".into(),
+            )
+        })?;
+        let valid = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !valid {
+            return Err(self.err(
+                name.span(),
+                format!(
+                    "model name {:?}: use letters, digits, '.', '_' and '-' only",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let params = self.params(&r.params(), defaults)?;
+        let sources: Vec<&str> = [
+            r.synthetic.as_ref().map(|_| "synthetic"),
+            r.hf.as_ref().map(|_| "hf"),
+            r.path.as_ref().map(|_| "path"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if sources.len() != 1 {
+            let what = if sources.is_empty() {
+                "has no source".to_string()
+            } else {
+                format!("has {} sources ({})", sources.len(), sources.join(", "))
+            };
+            return Err(self.err(
+                name.span(),
+                format!(
+                    "model {:?} {what}: set exactly one of `synthetic`, `hf` or `path`",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let only = |key: &str, present: bool, source: &str| -> Result<(), ConfigError> {
+            if present {
+                Err(self.err(
+                    m.span(),
+                    format!(
+                        "model {:?}: `{key}` only applies to `{source}` models",
+                        name.get_ref()
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let source = if let Some(s) = &r.synthetic {
+            only("revision", r.revision.is_some(), "hf")?;
+            only("file", r.file.is_some(), "hf")?;
+            only("derive", r.derive.is_some(), "hf")?;
+            let preset = synthetic::preset(s.get_ref()).ok_or_else(|| {
+                self.err(
+                    s.span(),
+                    format!(
+                        "unknown synthetic preset {:?}; known: {}",
+                        s.get_ref(),
+                        synthetic::preset_names().join(", ")
+                    ),
+                )
+            })?;
+            let seed = match &r.seed {
+                Some(v) => self.int(v, "seed", 0, i64::MAX)?,
+                None => 0,
+            };
+            Source::Synthetic { preset, seed }
+        } else if let Some(h) = &r.hf {
+            only("seed", r.seed.is_some(), "synthetic")?;
+            let repo = h.get_ref();
+            let ok = repo.split('/').count() == 2
+                && repo.split('/').all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                });
+            if !ok {
+                return Err(self.err(
+                    h.span(),
+                    format!("hf = {repo:?}: write the repository as \"owner/name\""),
+                ));
+            }
+            if let Some(f) = &r.file {
+                if params.quants.len() > 1 && !has_quant_placeholder(f.get_ref()) {
+                    return Err(self.err(
+                        f.span(),
+                        "file template has no {quant} or {QUANT}, so every quant would use the same file; add one, or leave `file` out to find files in the repository listing".into(),
+                    ));
+                }
+            }
+            Source::Hf {
+                repo: repo.clone(),
+                revision: r
+                    .revision
+                    .as_ref()
+                    .map_or_else(|| "main".to_string(), |v| v.get_ref().clone()),
+                file: r.file.as_ref().map(|f| f.get_ref().clone()),
+                derive: r.derive.as_ref().is_some_and(|d| *d.get_ref()),
+            }
+        } else {
+            let p = r.path.as_ref().expect("one source is set");
+            only("seed", r.seed.is_some(), "synthetic")?;
+            only("revision", r.revision.is_some(), "hf")?;
+            only("file", r.file.is_some(), "hf")?;
+            only("derive", r.derive.is_some(), "hf")?;
+            if params.quants.len() > 1 && !has_quant_placeholder(p.get_ref()) {
+                return Err(self.err(
+                    p.span(),
+                    "path has no {quant} or {QUANT}, so every quant would use the same file; add one (e.g. \"models/x-{quant}.gguf\") or list a single quant".into(),
+                ));
+            }
+            let base = self.path.parent().unwrap_or(Path::new("."));
+            let full = if Path::new(p.get_ref()).is_absolute() {
+                PathBuf::from(p.get_ref())
+            } else {
+                base.join(p.get_ref())
+            };
+            Source::Path {
+                template: full.to_string_lossy().into_owned(),
+            }
+        };
+        Ok(ModelSpec {
+            name: name.get_ref().clone(),
+            label: r
+                .label
+                .as_ref()
+                .map_or_else(|| name.get_ref().clone(), |l| l.get_ref().clone()),
+            source,
+            params,
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Matrix, ConfigError> {
+        parse(text, Path::new("/cfg/models.toml"))
+    }
+
+    const MIN: &str = "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n";
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let m = p(MIN).unwrap();
+        assert_eq!(m.models.len(), 1);
+        let s = &m.models[0];
+        assert_eq!(s.label, "a");
+        assert_eq!(s.params, Params::default());
+        assert_eq!(
+            s.params.quants.iter().map(|q| q.name()).collect::<Vec<_>>(),
+            ["F16", "Q8_0", "Q4_K_M"]
+        );
+        assert!(matches!(s.source, Source::Synthetic { seed: 0, .. }));
+    }
+
+    #[test]
+    fn defaults_apply_and_models_override_them() {
+        let m = p("schema = 1\n[defaults]\nn_gen = [128, 50]\nrepetitions = 3\nn_gpu_layers = 0\n\
+                   [[model]]\nname = \"a\"\nsynthetic = \"tiny\"\nrepetitions = 2\nquants = [\"q8_0\"]\n\
+                   [[model]]\nname = \"b\"\npath = \"m/b-{QUANT}.gguf\"\nflash_attn = \"on\"\n")
+        .unwrap();
+        let (a, b) = (&m.models[0].params, &m.models[1].params);
+        assert_eq!(a.n_gen, vec![128, 50]);
+        assert_eq!(a.repetitions, 2);
+        assert_eq!(b.repetitions, 3);
+        assert_eq!(a.n_gpu_layers, GpuLayers::N(0));
+        assert_eq!(a.quants, vec![Quant::parse("Q8_0").unwrap()]);
+        assert_eq!(b.flash_attn, FlashAttn::On);
+        assert_eq!(
+            m.models[1].source,
+            Source::Path {
+                template: "/cfg/m/b-{QUANT}.gguf".into()
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let cases: &[(&str, &str, usize, usize)] = &[
+            ("schema = 1\n[defaults]\nquant = [\"F16\"]\n", "did you mean \"quants\"", 3, 1),
+            ("schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tinyy\"\n", "unknown synthetic preset", 4, 13),
+            ("schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\nquants = [\"F16\", \"Q9\"]\n", "unknown quant \"Q9\"", 5, 18),
+            ("schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\nn_gen = 1\n", "n_gen = 1 is out of range", 5, 9),
+            ("schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\npath = \"x\"\n", "has 2 sources", 3, 8),
+            ("schema = 1\n[[model]]\nname = \"a\"\n", "has no source", 3, 8),
+            ("schema = 2\n", "schema 2 is not supported", 1, 10),
+            ("schema = 1\n[[model]]\nname = \"a\"\nhf = \"noslash\"\n", "owner/name", 4, 6),
+            ("schema = 1\n[[model]]\nname = \"a\"\npath = \"x.gguf\"\n", "no {quant}", 4, 8),
+            ("schema = 1\n[[model]]\nname = \"a b\"\nsynthetic = \"tiny\"\n", "letters, digits", 3, 8),
+            ("schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n", "duplicate model name", 6, 8),
+            ("schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\nn_gpu_layers = \"some\"\n", "use \"all\"", 5, 16),
+            ("schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\nrevision = \"main\"\n", "only applies to `hf`", 2, 1),
+            ("schema = 1\n", "no [[model]] entries", 2, 1),
+            ("schema = 1\n[[model]\n", "expected", 2, 9),
+        ];
+        for (text, want, line, col) in cases {
+            let e = p(text).unwrap_err();
+            assert!(e.message.contains(want), "{text:?}: {}", e.message);
+            assert_eq!((e.line, e.col), (*line, *col), "{text:?}: {e}");
+            assert!(e.to_string().starts_with("/cfg/models.toml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn templates_fill_both_cases() {
+        let q = Quant::parse("Q4_K_M").unwrap();
+        assert_eq!(fill_template("m-{quant}-{QUANT}", q), "m-q4_k_m-Q4_K_M");
+    }
+
+    #[test]
+    fn missing_file_says_what_to_do() {
+        let e = load(Path::new("/nonexistent/models.toml")).unwrap_err();
+        assert!(e.to_string().contains("--config"), "{e}");
+    }
+}

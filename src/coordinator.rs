@@ -1,0 +1,417 @@
+//! Spawns worker processes (one per model file), feeds them cells, turns their events into
+//! outcomes, and survives their death: a worker that crashes, hangs past the cell's timeout or
+//! is killed becomes a failed cell with the tail of its stderr as the reason, and the remaining
+//! cells get a fresh worker. Never prints: everything goes to the [`Observer`].
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::plan::Cell;
+use crate::protocol::{BackendInfo, Event, Job, Measurement};
+
+/// How a cell ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Measured(Box<Measurement>),
+    Failed(String),
+}
+
+/// Receives everything that happens while cells run.
+pub trait Observer {
+    /// A worker initialised llama.cpp.
+    fn ready(&mut self, _info: &BackendInfo) {}
+    /// A cell was taken by a worker.
+    fn started(&mut self, _cell: &Cell) {}
+    /// Progress inside a cell (`load`, `warmup`, `rep`).
+    fn progress(&mut self, _cell: &Cell, _phase: &str, _done: u32, _total: u32) {}
+    /// A cell ended; an error here (e.g. the report cannot be written) stops the run.
+    fn finished(&mut self, cell: &Cell, outcome: Outcome) -> Result<()>;
+    /// A line a worker wrote to stderr (llama.cpp's log).
+    fn worker_log(&mut self, _line: &str) {}
+}
+
+/// How the run of the cells ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Complete,
+    Interrupted,
+}
+
+/// Runs `quantbench worker` processes.
+pub struct Coordinator<'a> {
+    pub exe: PathBuf,
+    /// Extra environment for workers (backend folders, fault injection, ...).
+    pub env: Vec<(String, String)>,
+    /// Set by the Ctrl-C handler.
+    pub interrupted: &'a AtomicBool,
+}
+
+enum ProbeError {
+    /// The worker died from a signal after loading these modules.
+    Crashed {
+        variant: Option<String>,
+        why: String,
+    },
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ProbeError {
+    fn from(e: anyhow::Error) -> Self {
+        ProbeError::Other(e)
+    }
+}
+
+impl From<std::io::Error> for ProbeError {
+    fn from(e: std::io::Error) -> Self {
+        ProbeError::Other(e.into())
+    }
+}
+
+enum Msg {
+    Event(Event),
+    Garbage(String),
+    Log(String),
+    StdoutClosed,
+    StderrClosed,
+}
+
+const STDERR_KEEP: usize = 40;
+
+struct Worker {
+    child: Child,
+    rx: Receiver<Msg>,
+    stderr_tail: VecDeque<String>,
+}
+
+impl Worker {
+    fn kill(&mut self) {
+        // The worker leads its own process group: kill the whole group.
+        // SAFETY: sending a signal to a process group we created.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let lines: Vec<&String> = self
+            .stderr_tail
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGABRT => " (SIGABRT: llama.cpp aborted)",
+            libc::SIGILL => " (SIGILL: illegal instruction)",
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGKILL => " (SIGKILL: killed, possibly out of host memory)",
+            libc::SIGBUS => " (SIGBUS: the model file changed or vanished while mapped?)",
+            _ => "",
+        };
+        format!("killed by signal {sig}{name}")
+    } else {
+        format!("exited with code {}", status.code().unwrap_or(-1))
+    }
+}
+
+impl Coordinator<'_> {
+    fn spawn(&self, args: &[&str], jobs: &[Job]) -> Result<Worker> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own process group: Ctrl-C reaches the coordinator only, which then stops workers
+            // itself and writes the reports.
+            .process_group(0);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting worker {}", self.exe.display()))?;
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let mut stdin = child.stdin.take().expect("piped");
+        let lines: Vec<String> = jobs
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()?;
+        std::thread::spawn(move || {
+            // A worker that dies early closes the pipe; the error is its death, seen elsewhere.
+            for l in lines {
+                if writeln!(stdin, "{l}").is_err() {
+                    break;
+                }
+            }
+        });
+        let txo = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let msg = match serde_json::from_str::<Event>(&line) {
+                    Ok(e) => Msg::Event(e),
+                    Err(_) => Msg::Garbage(line),
+                };
+                if txo.send(msg).is_err() {
+                    return;
+                }
+            }
+            let _ = txo.send(Msg::StdoutClosed);
+        });
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                        if tx.send(Msg::Log(line)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(Msg::StderrClosed);
+        });
+        Ok(Worker {
+            child,
+            rx,
+            stderr_tail: VecDeque::new(),
+        })
+    }
+
+    /// Checks that workers can run on this machine: starts `worker --self-test` and returns
+    /// what it loaded (backend modules, devices). A CPU backend variant that crashes in the
+    /// self-test (an instruction set the CPU advertises but the machine does not allow) is
+    /// excluded for every later worker and the test repeated with the next best variant; the
+    /// returned notes say so. Fails with the worker's own error when llama.cpp cannot start.
+    pub fn probe(&mut self) -> Result<(BackendInfo, Vec<String>)> {
+        let mut notes = Vec::new();
+        let mut excluded: Vec<String> = Vec::new();
+        loop {
+            match self.probe_once() {
+                Ok(info) => return Ok((info, notes)),
+                Err(ProbeError::Crashed {
+                    variant: Some(v),
+                    why,
+                }) if excluded.len() < 16 => {
+                    notes.push(format!(
+                        "the CPU backend variant {v:?} crashed in the self-test on this machine ({why}); \
+                         excluding it (as {}={v} would)",
+                        crate::engine::CPU_EXCLUDE_ENV
+                    ));
+                    excluded.push(v);
+                    self.env
+                        .retain(|(k, _)| k != crate::engine::CPU_EXCLUDE_ENV);
+                    self.env
+                        .push((crate::engine::CPU_EXCLUDE_ENV.into(), excluded.join(",")));
+                }
+                Err(ProbeError::Crashed { why, .. }) => {
+                    bail!("the worker self-test crashed: {why}")
+                }
+                Err(ProbeError::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn probe_once(&self) -> Result<BackendInfo, ProbeError> {
+        let mut w = self.spawn(&["worker", "--self-test"], &[])?;
+        let mut info = None;
+        let (mut out_done, mut err_done) = (false, false);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !(out_done && err_done) {
+            match w.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Msg::Event(Event::Ready { backend })) => info = Some(backend),
+                Ok(Msg::Log(l)) => push_tail(&mut w.stderr_tail, l),
+                Ok(Msg::StdoutClosed) => out_done = true,
+                Ok(Msg::StderrClosed) => err_done = true,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if Instant::now() > deadline || self.interrupted.load(Ordering::SeqCst) {
+                        w.kill();
+                        return Err(ProbeError::Other(anyhow::anyhow!(
+                            "the worker self-test did not finish within 120 s: {}",
+                            w.tail(5)
+                        )));
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let status = w.child.wait()?;
+        match info {
+            Some(i) if status.success() => Ok(i),
+            Some(i) if status.signal().is_some() => Err(ProbeError::Crashed {
+                variant: i
+                    .modules
+                    .iter()
+                    .find_map(|m| crate::engine::cpu_variant(m).map(String::from)),
+                why: describe_exit(status),
+            }),
+            _ => Err(ProbeError::Other(anyhow::anyhow!(
+                "the worker could not initialise llama.cpp ({}): {}",
+                describe_exit(status),
+                w.tail(6)
+            ))),
+        }
+    }
+
+    /// Runs the jobs, one worker per run of consecutive jobs with the same model file.
+    pub fn run(&self, jobs: Vec<Job>, obs: &mut dyn Observer) -> Result<Ended> {
+        let mut i = 0;
+        while i < jobs.len() {
+            let mut j = i + 1;
+            while j < jobs.len() && jobs[j].model_path == jobs[i].model_path {
+                j += 1;
+            }
+            if self.run_group(&jobs[i..j], obs)? == Ended::Interrupted {
+                return Ok(Ended::Interrupted);
+            }
+            i = j;
+        }
+        Ok(Ended::Complete)
+    }
+
+    fn run_group(&self, group: &[Job], obs: &mut dyn Observer) -> Result<Ended> {
+        let mut pending: Vec<Job> = group.to_vec();
+        while !pending.is_empty() {
+            if self.interrupted.load(Ordering::SeqCst) {
+                return Ok(Ended::Interrupted);
+            }
+            let mut w = self.spawn(&["worker"], &pending)?;
+            let mut current: Option<(usize, Instant)> = None;
+            let mut ready = false;
+            let mut loaded = false;
+            let mut timed_out: Option<u64> = None;
+            let (mut out_done, mut err_done) = (false, false);
+            let find =
+                |pending: &[Job], idx: usize| pending.iter().position(|j| j.cell.index == idx);
+            while !(out_done && err_done) {
+                match w.rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Msg::Event(e)) => match e {
+                        Event::Ready { backend } => {
+                            ready = true;
+                            obs.ready(&backend);
+                        }
+                        Event::Started { cell } => {
+                            current = Some((cell, Instant::now()));
+                            if let Some(k) = find(&pending, cell) {
+                                obs.started(&pending[k].cell);
+                            }
+                        }
+                        Event::Progress {
+                            cell,
+                            phase,
+                            done,
+                            total,
+                        } => {
+                            if phase == "load" && done == total {
+                                loaded = true;
+                            }
+                            if let Some(k) = find(&pending, cell) {
+                                obs.progress(&pending[k].cell, &phase, done, total);
+                            }
+                        }
+                        Event::Done { cell, measurement } => {
+                            current = None;
+                            if let Some(k) = find(&pending, cell) {
+                                let job = pending.remove(k);
+                                obs.finished(&job.cell, Outcome::Measured(measurement))?;
+                            }
+                        }
+                        Event::Failed { cell, reason } => {
+                            current = None;
+                            if let Some(k) = find(&pending, cell) {
+                                let job = pending.remove(k);
+                                obs.finished(&job.cell, Outcome::Failed(reason))?;
+                            }
+                        }
+                    },
+                    Ok(Msg::Garbage(line)) => {
+                        obs.worker_log(&line);
+                        push_tail(&mut w.stderr_tail, line);
+                    }
+                    Ok(Msg::Log(line)) => {
+                        obs.worker_log(&line);
+                        push_tail(&mut w.stderr_tail, line);
+                    }
+                    Ok(Msg::StdoutClosed) => out_done = true,
+                    Ok(Msg::StderrClosed) => err_done = true,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if self.interrupted.load(Ordering::SeqCst) {
+                            w.kill();
+                            return Ok(Ended::Interrupted);
+                        }
+                        if let Some((idx, t0)) = current {
+                            let limit = find(&pending, idx)
+                                .map_or(u64::MAX, |k| pending[k].cell.params.timeout_s);
+                            if t0.elapsed() > Duration::from_secs(limit) {
+                                timed_out = Some(limit);
+                                w.kill();
+                                break;
+                            }
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            let status = w.child.wait()?;
+            if pending.is_empty() {
+                break;
+            }
+            let cause = match timed_out {
+                Some(s) => format!("timed out after {s} s (timeout_s) and was stopped"),
+                None => format!("worker {}", describe_exit(status)),
+            };
+            let tail = w.tail(4);
+            let reason = if tail.is_empty() {
+                cause
+            } else {
+                format!("{cause}: {tail}")
+            };
+            // Which cells does this death fail? The cell in flight; and every remaining cell of
+            // the file when the worker never got as far as a loaded model (they would die the
+            // same way).
+            let doomed: Vec<Job> = if !ready || (current.is_some() && !loaded) {
+                std::mem::take(&mut pending)
+            } else if let Some(k) = current.and_then(|(idx, _)| find(&pending, idx)) {
+                vec![pending.remove(k)]
+            } else {
+                // Died between cells: nothing specific to blame, fail the next one so the
+                // loop always makes progress.
+                vec![pending.remove(0)]
+            };
+            for job in doomed {
+                obs.finished(&job.cell, Outcome::Failed(reason.clone()))?;
+            }
+        }
+        Ok(Ended::Complete)
+    }
+}
+
+fn push_tail(tail: &mut VecDeque<String>, line: String) {
+    tail.push_back(line);
+    if tail.len() > STDERR_KEEP {
+        tail.pop_front();
+    }
+}

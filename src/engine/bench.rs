@@ -1,0 +1,515 @@
+//! Loading a model and measuring one cell: the user-visible generation test (TTFT, decode
+//! speed with greedy sampling, inter-token latency), llama-bench's pp and tg tests, llama.cpp's
+//! own performance counters of the same context, and memory.
+//!
+//! The timed regions hold nothing but llama.cpp calls, an argmax and a timestamp per token:
+//! buffers are allocated before the clock starts, random tokens are drawn before it, text is
+//! detokenized after it, and telemetry hooks run outside it.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use llama_cpp_sys_2 as sys;
+use rand::{RngExt, SeedableRng};
+
+use super::memory::{breakdown, host_rss};
+use super::Engine;
+use crate::config::{FlashAttn, GpuLayers};
+use crate::plan::Cell;
+use crate::protocol::{Measurement, ModelInfo, RepSample};
+
+/// Hooks the worker uses to take GPU readings around timed regions (never inside them).
+pub trait Probe {
+    /// After the model is loaded and the context created.
+    fn after_load(&mut self) {}
+    /// After the warm-up repetitions.
+    fn after_warmup(&mut self) {}
+    /// Just before a timed generation repetition.
+    fn decode_begin(&mut self) {}
+    /// Just after a timed generation repetition that produced `tokens` tokens.
+    fn decode_end(&mut self, _tokens: u32) {}
+    /// Progress: `phase` (`warmup` or `rep`), `done` of `total`.
+    fn progress(&mut self, _phase: &str, _done: u32, _total: u32) {}
+}
+
+/// Index of the largest logit (the first one on ties; NaNs are ignored): greedy sampling.
+///
+/// Two passes: a lane-wise maximum the compiler vectorises, then the position of that value.
+pub fn argmax(logits: &[f32]) -> usize {
+    const L: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let chunks = logits.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..L {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &x in lanes.iter().chain(rest) {
+        if x > m {
+            m = x;
+        }
+    }
+    logits.iter().position(|&x| x == m).unwrap_or(0)
+}
+
+/// A model loaded in this worker.
+pub struct LoadedModel {
+    ptr: NonNull<sys::llama_model>,
+    pub path: PathBuf,
+    pub n_gpu_layers: GpuLayers,
+    pub load_s: f64,
+    pub cold: bool,
+}
+
+impl Drop for LoadedModel {
+    fn drop(&mut self) {
+        // SAFETY: the model was returned by llama_model_load_from_file and is freed once.
+        unsafe { sys::llama_model_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// Drops `path` from the page cache so the next load reads from disk (`--cold`).
+fn evict_from_page_cache(path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path)?;
+    f.sync_all().ok();
+    use std::os::fd::AsRawFd;
+    // SAFETY: advisory call on an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        bail!("posix_fadvise(DONTNEED) failed with {rc}");
+    }
+    Ok(())
+}
+
+impl LoadedModel {
+    /// Loads a GGUF file, timing it (`load_s`).
+    pub fn load(
+        _engine: &Engine,
+        path: &Path,
+        n_gpu_layers: GpuLayers,
+        cold: bool,
+    ) -> Result<Self> {
+        if cold {
+            evict_from_page_cache(path)
+                .context("--cold: evicting the model from the page cache")?;
+        }
+        let c = CString::new(path.as_os_str().as_bytes())?;
+        let t0 = Instant::now();
+        // SAFETY: default params with the layer count set; the path outlives the call.
+        let raw = unsafe {
+            let mut p = sys::llama_model_default_params();
+            p.n_gpu_layers = n_gpu_layers.as_llama();
+            sys::llama_model_load_from_file(c.as_ptr(), p)
+        };
+        let load_s = t0.elapsed().as_secs_f64();
+        let ptr = NonNull::new(raw).ok_or_else(|| {
+            anyhow!(
+                "llama.cpp could not load {} (see its log above)",
+                path.display()
+            )
+        })?;
+        Ok(LoadedModel {
+            ptr,
+            path: path.to_path_buf(),
+            n_gpu_layers,
+            load_s,
+            cold,
+        })
+    }
+
+    fn info(&self) -> ModelInfo {
+        let m = self.ptr.as_ptr();
+        let mut desc = [0u8; 256];
+        // SAFETY: getters on a live model; desc is written NUL-terminated within its length.
+        unsafe {
+            sys::llama_model_desc(m, desc.as_mut_ptr().cast(), desc.len());
+            ModelInfo {
+                desc: super::cstr(desc.as_ptr().cast()),
+                n_params: sys::llama_model_n_params(m),
+                size_bytes: sys::llama_model_size(m),
+                n_layer: sys::llama_model_n_layer(m) as u32,
+                n_embd: sys::llama_model_n_embd(m) as u32,
+                n_head: sys::llama_model_n_head(m) as u32,
+                n_head_kv: sys::llama_model_n_head_kv(m) as u32,
+                n_vocab: sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(m)) as u32,
+                n_ctx_train: sys::llama_model_n_ctx_train(m) as u32,
+            }
+        }
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<sys::llama_token>> {
+        // SAFETY: vocab of a live model; buffer sized from llama's own count (negative = needed).
+        unsafe {
+            let vocab = sys::llama_model_get_vocab(self.ptr.as_ptr());
+            let add_bos = sys::llama_vocab_get_add_bos(vocab);
+            let mut buf = vec![0; text.len() + 8];
+            let mut n = sys::llama_tokenize(
+                vocab,
+                text.as_ptr().cast(),
+                text.len() as i32,
+                buf.as_mut_ptr(),
+                buf.len() as i32,
+                add_bos,
+                false,
+            );
+            if n < 0 {
+                buf.resize((-n) as usize, 0);
+                n = sys::llama_tokenize(
+                    vocab,
+                    text.as_ptr().cast(),
+                    text.len() as i32,
+                    buf.as_mut_ptr(),
+                    buf.len() as i32,
+                    add_bos,
+                    false,
+                );
+            }
+            if n <= 0 {
+                bail!("the prompt tokenized to no tokens");
+            }
+            buf.truncate(n as usize);
+            Ok(buf)
+        }
+    }
+
+    fn detokenize(&self, tokens: &[sys::llama_token]) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        // SAFETY: vocab of a live model; each piece is written within buf's length.
+        unsafe {
+            let vocab = sys::llama_model_get_vocab(self.ptr.as_ptr());
+            for &t in tokens {
+                let n = sys::llama_token_to_piece(
+                    vocab,
+                    t,
+                    buf.as_mut_ptr().cast(),
+                    buf.len() as i32,
+                    0,
+                    false,
+                );
+                if n > 0 {
+                    out.extend_from_slice(&buf[..n as usize]);
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Measures one cell on this model: context creation, warm-up, timed repetitions.
+    pub fn measure(
+        &self,
+        engine: &Engine,
+        cell: &Cell,
+        probe: &mut dyn Probe,
+    ) -> Result<Measurement> {
+        let p = &cell.params;
+        let prompt = self.tokenize(&p.prompt)?;
+        let n_ctx = p.n_prompt.max(prompt.len() as u32) + p.n_gen;
+        let t0 = Instant::now();
+        let mut ctx = Context::new(self, cell, n_ctx)?;
+        let ctx_s = t0.elapsed().as_secs_f64();
+        let mut memory = breakdown(ctx.ptr());
+        memory.host_rss_after_load_bytes = host_rss().current_bytes;
+        probe.after_load();
+
+        // SAFETY: vocab getters on a live model.
+        let (n_vocab, bos) = unsafe {
+            let vocab = sys::llama_model_get_vocab(self.ptr.as_ptr());
+            let bos = sys::llama_vocab_get_add_bos(vocab).then(|| sys::llama_vocab_bos(vocab));
+            (sys::llama_vocab_n_tokens(vocab), bos)
+        };
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(cell.index as u64);
+        let mut random_tokens = |n: u32| -> Vec<sys::llama_token> {
+            let mut v: Vec<sys::llama_token> =
+                (0..n).map(|_| rng.random_range(0..n_vocab)).collect();
+            if let (Some(b), Some(first)) = (bos, v.first_mut()) {
+                *first = b;
+            }
+            v
+        };
+        let pp_tokens = random_tokens(p.n_prompt);
+        let tg_tokens = random_tokens(p.n_gen);
+
+        let mut gen = GenBuffers::new(p.n_gen);
+        for w in 0..p.warmup {
+            ctx.generate(&prompt, &mut gen)?;
+            ctx.prompt_processing(&pp_tokens, p.n_batch)?;
+            ctx.token_generation(&tg_tokens)?;
+            probe.progress("warmup", w + 1, p.warmup);
+        }
+        memory.host_rss_after_warmup_bytes = host_rss().current_bytes;
+        probe.after_warmup();
+
+        let mut reps = Vec::with_capacity(p.repetitions as usize);
+        for r in 0..p.repetitions {
+            probe.decode_begin();
+            let ttft_ms = ctx.generate(&prompt, &mut gen)?;
+            probe.decode_end(p.n_gen);
+            let n = gen.token_ms.len();
+            let decode_ms = gen.token_ms[n - 1] - gen.token_ms[0];
+            let (pp_ms, pp_llama) = ctx.prompt_processing(&pp_tokens, p.n_batch)?;
+            let (tg_ms, tg_llama) = ctx.token_generation(&tg_tokens)?;
+            reps.push(RepSample {
+                ttft_ms,
+                token_ms: gen.token_ms.clone(),
+                decode_tok_s: (n - 1) as f64 / (decode_ms / 1e3),
+                pp_ms,
+                pp_tok_s: f64::from(p.n_prompt) / (pp_ms / 1e3),
+                tg_ms,
+                tg_tok_s: f64::from(p.n_gen) / (tg_ms / 1e3),
+                pp_tok_s_llama: pp_llama,
+                tg_tok_s_llama: tg_llama,
+            });
+            probe.progress("rep", r + 1, p.repetitions);
+        }
+        memory.host_rss_peak_bytes = host_rss().peak_bytes;
+
+        let (backend, device) = placement(engine, &memory.buffers);
+        Ok(Measurement {
+            backend,
+            device,
+            load_s: self.load_s,
+            load_cold: self.cold,
+            ctx_s,
+            // SAFETY: getter on a live context.
+            n_ctx: unsafe { sys::llama_n_ctx(ctx.ptr()) },
+            prompt_tokens: prompt.len() as u32,
+            model: self.info(),
+            memory,
+            gpu: Default::default(),
+            reps,
+            generated_text: self.detokenize(&gen.tokens),
+        })
+    }
+}
+
+/// Backend and device holding the model's weights: the first device buffer with weights, or
+/// the CPU.
+fn placement(engine: &Engine, buffers: &[crate::protocol::BufferMemory]) -> (String, String) {
+    let devs = &engine.info.devices;
+    let on_device = buffers.iter().find(|b| !b.host && b.model_bytes > 0);
+    let dev = on_device
+        .and_then(|b| devs.iter().find(|d| b.name.starts_with(&d.name)))
+        .or_else(|| devs.iter().find(|d| d.kind == "cpu"));
+    match dev {
+        Some(d) => (d.backend.clone(), d.description.clone()),
+        None => ("CPU".into(), String::new()),
+    }
+}
+
+/// Preallocated outputs of the generation test.
+struct GenBuffers {
+    tokens: Vec<sys::llama_token>,
+    token_ms: Vec<f64>,
+}
+
+impl GenBuffers {
+    fn new(n_gen: u32) -> Self {
+        GenBuffers {
+            tokens: Vec::with_capacity(n_gen as usize),
+            token_ms: Vec::with_capacity(n_gen as usize),
+        }
+    }
+}
+
+/// A llama.cpp context with the parameters of one cell.
+struct Context {
+    ptr: NonNull<sys::llama_context>,
+    n_gen: u32,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_init_from_model, freed once.
+        unsafe { sys::llama_free(self.ptr.as_ptr()) }
+    }
+}
+
+fn kv_type(name: &str) -> Result<sys::ggml_type> {
+    Ok(match name {
+        "f32" => sys::GGML_TYPE_F32,
+        "f16" => sys::GGML_TYPE_F16,
+        "bf16" => sys::GGML_TYPE_BF16,
+        "q8_0" => sys::GGML_TYPE_Q8_0,
+        "q4_0" => sys::GGML_TYPE_Q4_0,
+        "q4_1" => sys::GGML_TYPE_Q4_1,
+        "q5_0" => sys::GGML_TYPE_Q5_0,
+        "q5_1" => sys::GGML_TYPE_Q5_1,
+        other => bail!("unsupported KV cache type {other:?}"),
+    })
+}
+
+impl Context {
+    fn new(model: &LoadedModel, cell: &Cell, n_ctx: u32) -> Result<Self> {
+        let p = &cell.params;
+        // SAFETY: default params with plain fields set; the model outlives the context.
+        let raw = unsafe {
+            let mut c = sys::llama_context_default_params();
+            c.n_ctx = n_ctx;
+            c.n_batch = p.n_batch;
+            c.n_ubatch = p.n_ubatch;
+            c.n_threads = p.n_threads as i32;
+            c.n_threads_batch = p.n_threads as i32;
+            c.flash_attn_type = match p.flash_attn {
+                FlashAttn::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                FlashAttn::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+                FlashAttn::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            };
+            c.type_k = kv_type(&p.type_k)?;
+            c.type_v = kv_type(&p.type_v)?;
+            // performance counters on: tg/pp are cross-checked against them
+            c.no_perf = false;
+            sys::llama_init_from_model(model.ptr.as_ptr(), c)
+        };
+        let ptr = NonNull::new(raw).ok_or_else(|| {
+            anyhow!("llama.cpp could not create a context of {n_ctx} tokens (see its log above)")
+        })?;
+        Ok(Context {
+            ptr,
+            n_gen: p.n_gen,
+        })
+    }
+
+    fn ptr(&self) -> *mut sys::llama_context {
+        self.ptr.as_ptr()
+    }
+
+    fn clear(&mut self) {
+        // SAFETY: live context.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr()), true) }
+    }
+
+    fn decode(&mut self, tokens: &[sys::llama_token]) -> Result<()> {
+        // SAFETY: llama_batch_get_one borrows `tokens` (not written) for the duration of decode.
+        let rc = unsafe {
+            let batch = sys::llama_batch_get_one(tokens.as_ptr().cast_mut(), tokens.len() as i32);
+            sys::llama_decode(self.ptr(), batch)
+        };
+        if rc != 0 {
+            bail!("llama_decode failed with code {rc} (1 = no KV slot, 2 = aborted, <0 = error)");
+        }
+        Ok(())
+    }
+
+    fn last_logits(&mut self) -> &[f32] {
+        // SAFETY: after a successful decode the last token's logits exist and have n_vocab entries.
+        unsafe {
+            let vocab = sys::llama_model_get_vocab(sys::llama_get_model(self.ptr()));
+            let n = sys::llama_vocab_n_tokens(vocab) as usize;
+            let p = sys::llama_get_logits_ith(self.ptr(), -1);
+            std::slice::from_raw_parts(p, n)
+        }
+    }
+
+    /// The user-visible test: the tokenized prompt, then `n_gen` tokens with greedy sampling.
+    /// Returns TTFT in ms; per-token times land in `out.token_ms`.
+    fn generate(&mut self, prompt: &[sys::llama_token], out: &mut GenBuffers) -> Result<f64> {
+        self.clear();
+        out.tokens.clear();
+        out.token_ms.clear();
+        let t0 = Instant::now();
+        self.decode(prompt)?;
+        let mut tok = argmax(self.last_logits()) as sys::llama_token;
+        out.token_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        out.tokens.push(tok);
+        for _ in 1..self.n_gen {
+            self.decode(std::slice::from_ref(&tok))?;
+            tok = argmax(self.last_logits()) as sys::llama_token;
+            out.token_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            out.tokens.push(tok);
+        }
+        Ok(out.token_ms[0])
+    }
+
+    fn perf(&self) -> sys::llama_perf_context_data {
+        // SAFETY: live context.
+        unsafe { sys::llama_perf_context(self.ptr()) }
+    }
+
+    fn reset_perf(&mut self) {
+        // SAFETY: live context.
+        unsafe { sys::llama_perf_context_reset(self.ptr()) }
+    }
+
+    /// llama-bench's pp: the tokens decoded in `n_batch` chunks, then synchronised. Returns the
+    /// wall time in ms and the rate llama.cpp's counters saw.
+    fn prompt_processing(
+        &mut self,
+        tokens: &[sys::llama_token],
+        n_batch: u32,
+    ) -> Result<(f64, Option<f64>)> {
+        self.clear();
+        self.reset_perf();
+        let t0 = Instant::now();
+        for chunk in tokens.chunks(n_batch as usize) {
+            self.decode(chunk)?;
+        }
+        // SAFETY: live context.
+        unsafe { sys::llama_synchronize(self.ptr()) };
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let d = self.perf();
+        let llama = (d.t_p_eval_ms > 0.0).then(|| f64::from(d.n_p_eval) / (d.t_p_eval_ms / 1e3));
+        Ok((ms, llama))
+    }
+
+    /// llama-bench's tg: one token at a time, no sampling, synchronised after each.
+    fn token_generation(&mut self, tokens: &[sys::llama_token]) -> Result<(f64, Option<f64>)> {
+        self.clear();
+        self.reset_perf();
+        let t0 = Instant::now();
+        for t in tokens {
+            self.decode(std::slice::from_ref(t))?;
+            // SAFETY: live context.
+            unsafe { sys::llama_synchronize(self.ptr()) };
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let d = self.perf();
+        let llama = (d.t_eval_ms > 0.0).then(|| f64::from(d.n_eval) / (d.t_eval_ms / 1e3));
+        Ok((ms, llama))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    fn naive(v: &[f32]) -> usize {
+        let mut best = 0;
+        for (i, &x) in v.iter().enumerate() {
+            if x > v[best] || v[best].is_nan() && !x.is_nan() {
+                best = i;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn argmax_matches_a_naive_scan() {
+        let mut seed = 7u64;
+        for n in [1usize, 15, 16, 17, 1000, 50257] {
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 40) as f32 / 1e4 - 800.0
+                })
+                .collect();
+            assert_eq!(argmax(&v), naive(&v), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn argmax_ties_nan_and_negatives() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, -5.0, -1.0]), 2);
+        assert_eq!(argmax(&[-3.0; 40]), 0);
+        assert_eq!(argmax(&[]), 0);
+    }
+}

@@ -1,0 +1,277 @@
+//! The only module that prints. Human output (progress bars, per-test blocks, the final
+//! table, warnings, errors) goes to stderr; stdout carries results only when `--format` asks.
+
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::acquire::Progress;
+use crate::plan::Cell;
+use crate::report::md::{bytes, mean_sd};
+use crate::report::{CellResult, CellStatus, Report};
+
+/// Writes human output to stderr, with at most one progress bar at a time.
+pub struct Printer {
+    verbose: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+fn bar_target() -> ProgressDrawTarget {
+    if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr_with_hz(10)
+    } else {
+        ProgressDrawTarget::hidden()
+    }
+}
+
+impl Printer {
+    pub fn new(verbose: bool) -> Self {
+        Printer {
+            verbose,
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// Prints a line to stderr above any progress bar.
+    pub fn line(&self, s: &str) {
+        let bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        match bar.as_ref() {
+            Some(b) if !b.is_hidden() => b.println(s),
+            _ => {
+                let _ = writeln!(std::io::stderr(), "{s}");
+            }
+        }
+    }
+
+    pub fn warn(&self, s: &str) {
+        self.line(&format!("warning: {s}"));
+    }
+
+    /// An error chain, once, at the end (called from `main`).
+    pub fn error(&self, e: &anyhow::Error) {
+        self.clear_bar();
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
+    }
+
+    /// Results for `--format`: exactly this on stdout.
+    pub fn stdout(&self, s: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(s.as_bytes());
+        let _ = out.flush();
+    }
+
+    /// A line of llama.cpp's log (only with `-v`).
+    pub fn worker_log(&self, s: &str) {
+        if self.verbose && !s.trim().is_empty() {
+            self.line(&format!("  | {s}"));
+        }
+    }
+
+    fn set_bar(&self, b: Option<ProgressBar>) {
+        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            old.finish_and_clear();
+        }
+        *slot = b;
+    }
+
+    fn clear_bar(&self) {
+        self.set_bar(None);
+    }
+
+    /// The header of a run.
+    pub fn run_header(&self, run_dir: &str, cells: usize, models: usize, backend: &str) {
+        self.line(&format!(
+            "quantbench {}: {cells} cells ({models} models) on {backend}; reports in {run_dir}",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
+
+    /// `TEST i/N` block header when a cell starts, then a progress bar for its phases.
+    pub fn cell_started(&self, n: usize, total: usize, c: &Cell) {
+        let p = &c.params;
+        self.clear_bar();
+        self.line(&format!(
+            "\nTEST {n}/{total}  {} ({}) · {}  [pp{} tg{}, {} reps + {} warm-up, {} threads, ngl {}]",
+            c.model, c.label, c.quant, p.n_prompt, p.n_gen, p.repetitions, p.warmup, p.n_threads, p.n_gpu_layers
+        ));
+        let b = ProgressBar::with_draw_target(Some(u64::from(p.repetitions)), bar_target());
+        b.set_style(
+            ProgressStyle::with_template("  {spinner} {msg:<14} [{bar:24}] {pos}/{len} {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b.set_message("loading");
+        b.enable_steady_tick(Duration::from_millis(120));
+        self.set_bar(Some(b));
+    }
+
+    pub fn cell_progress(&self, phase: &str, done: u32, total: u32) {
+        let bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = bar.as_ref() {
+            match phase {
+                "load" => b.set_message(if done < total { "loading" } else { "loaded" }),
+                "warmup" => {
+                    b.set_message(format!("warm-up {done}/{total}"));
+                }
+                _ => {
+                    b.set_message("repetitions");
+                    b.set_length(u64::from(total));
+                    b.set_position(u64::from(done));
+                }
+            }
+        }
+    }
+
+    /// The rest of the `TEST` block when a cell ends.
+    pub fn cell_finished(&self, r: &CellResult) {
+        self.clear_bar();
+        let mut s = String::new();
+        if let Some(o) = &r.origin {
+            s += &format!(
+                "  file     {} ({}{})\n",
+                o.path.display(),
+                bytes(o.size_bytes),
+                if o.synthetic {
+                    ", synthetic weights"
+                } else {
+                    ""
+                }
+            );
+        }
+        if r.status == CellStatus::Failed {
+            s += &format!(
+                "  FAILED   {}\n",
+                r.error.as_deref().unwrap_or("unknown reason")
+            );
+            self.line(s.trim_end());
+            return;
+        }
+        s += &format!(
+            "  device   {} · {}\n",
+            r.backend.as_deref().unwrap_or("?"),
+            r.device.as_deref().unwrap_or("?")
+        );
+        s += &format!(
+            "  load     {:.3} s{} (context {:.3} s)\n",
+            r.load_s.unwrap_or(f64::NAN),
+            if r.load_cold == Some(true) {
+                " cold"
+            } else {
+                ""
+            },
+            r.ctx_s.unwrap_or(f64::NAN)
+        );
+        if let Some(m) = &r.memory {
+            let main = match (r.vram_bytes, r.mem_bytes) {
+                (Some(v), _) if v > 0 => format!("VRAM {}", bytes(v)),
+                (_, Some(h)) => format!("host RSS {}", bytes(h)),
+                _ => "?".into(),
+            };
+            s += &format!(
+                "  memory   {main} · weights {} device + {} host · KV {} · compute {}\n",
+                bytes(m.weights_gpu_bytes),
+                bytes(m.weights_host_bytes),
+                bytes(m.kv_bytes),
+                bytes(m.compute_bytes)
+            );
+        }
+        s += &format!("  TTFT     {} ms\n", mean_sd(r, "ttft_ms"));
+        s += &format!(
+            "  decode   {} tok/s  (ITL p50 {:.2} ms, p90 {:.2}, p99 {:.2})\n",
+            mean_sd(r, "decode_tok_s"),
+            r.itl_ms_p50.unwrap_or(f64::NAN),
+            r.itl_ms_p90.unwrap_or(f64::NAN),
+            r.itl_ms_p99.unwrap_or(f64::NAN)
+        );
+        s += &format!(
+            "  pp{:<5}  {} tok/s   tg{}: {} tok/s\n",
+            r.params.n_prompt,
+            mean_sd(r, "pp_tok_s"),
+            r.params.n_gen,
+            mean_sd(r, "tg_tok_s")
+        );
+        if let Some(t) = &r.generated_text {
+            let preview: String = format!("{}{}", r.params.prompt, t)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect();
+            s += &format!("  text     {preview:?}\n");
+        }
+        self.line(s.trim_end());
+    }
+
+    /// The final results table, aligned.
+    pub fn final_table(&self, report: &Report) {
+        self.clear_bar();
+        let (head, rows) = crate::report::md::table(report);
+        let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let fmt_row = |cells: Vec<String>| {
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        let mut s = String::from("\n");
+        s += &fmt_row(head.iter().map(|h| h.to_string()).collect());
+        s += "\n";
+        s += &fmt_row(widths.iter().map(|w| "-".repeat(*w)).collect());
+        for r in rows {
+            s += "\n";
+            s += &fmt_row(r);
+        }
+        self.line(&s);
+    }
+}
+
+impl Progress for Printer {
+    fn begin(&self, label: &str, total_bytes: Option<u64>) {
+        let b = match total_bytes {
+            Some(n) => {
+                let b = ProgressBar::with_draw_target(Some(n), bar_target());
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "  {msg} [{bar:28}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                b
+            }
+            None => {
+                let b = ProgressBar::with_draw_target(None, bar_target());
+                b.set_style(
+                    ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                        .expect("valid template"),
+                );
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            }
+        };
+        b.set_message(label.to_string());
+        self.set_bar(Some(b));
+        if !std::io::stderr().is_terminal() {
+            self.line(&format!("  {label} ..."));
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            b.inc(n);
+        }
+    }
+    fn end(&self) {
+        self.clear_bar();
+    }
+}

@@ -1,0 +1,224 @@
+//! Matrix + overrides → the flat list of [`Cell`]s to measure, model-major.
+//!
+//! Pure: no I/O, no llama.cpp. A cell is one model × quant × (n_prompt, n_gen) combination with
+//! every measurement parameter resolved.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FlashAttn, GpuLayers, Matrix, ModelSpec};
+use crate::quant::Quant;
+
+/// Measurement parameters of one cell, fully resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CellParams {
+    pub prompt: String,
+    pub n_prompt: u32,
+    pub n_gen: u32,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    pub n_gpu_layers: GpuLayers,
+    pub flash_attn: FlashAttn,
+    pub type_k: String,
+    pub type_v: String,
+    pub n_threads: u32,
+    pub repetitions: u32,
+    pub warmup: u32,
+    pub timeout_s: u64,
+}
+
+/// One measurement: a model file at one quant with one parameter set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Position in the plan, 0-based.
+    pub index: usize,
+    /// Index of the model in the matrix.
+    pub model_index: usize,
+    pub model: String,
+    pub label: String,
+    pub quant: Quant,
+    pub params: CellParams,
+}
+
+impl Cell {
+    /// Stable identity of the cell within a matrix, used by `--resume`.
+    pub fn key(&self) -> String {
+        format!(
+            "{}:{}:pp{}:tg{}:ngl{}:fa{}:b{}:ub{}:k{}:v{}:t{}",
+            self.model,
+            self.quant,
+            self.params.n_prompt,
+            self.params.n_gen,
+            self.params.n_gpu_layers,
+            self.params.flash_attn.name(),
+            self.params.n_batch,
+            self.params.n_ubatch,
+            self.params.type_k,
+            self.params.type_v,
+            self.params.n_threads,
+        )
+    }
+}
+
+/// Command-line overrides applied to every cell.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub repetitions: Option<u32>,
+    pub warmup: Option<u32>,
+    pub n_gen: Option<Vec<u32>>,
+    pub n_prompt: Option<Vec<u32>>,
+    pub n_gpu_layers: Option<GpuLayers>,
+    pub n_threads: Option<u32>,
+    /// `NAME` or `NAME:QUANT` filters; empty = everything.
+    pub only: Vec<String>,
+}
+
+/// An `--only` filter that matches nothing in the matrix.
+#[derive(Debug, thiserror::Error)]
+#[error("--only {filter:?} matches no cell; models in the matrix: {models}")]
+pub struct FilterError {
+    pub filter: String,
+    pub models: String,
+}
+
+/// Default CPU thread count: every core the process may use.
+pub fn default_threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+fn selected(only: &[String], model: &ModelSpec, quant: Quant) -> bool {
+    only.is_empty()
+        || only.iter().any(|f| match f.split_once(':') {
+            Some((name, q)) => name == model.name && Quant::parse(q) == Some(quant),
+            None => f == &model.name,
+        })
+}
+
+/// Expands the matrix into cells, model-major (all cells of a model file are adjacent).
+pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError> {
+    for f in &ov.only {
+        let hit = matrix.models.iter().any(|m| {
+            m.params
+                .quants
+                .iter()
+                .any(|q| selected(std::slice::from_ref(f), m, *q))
+        });
+        if !hit {
+            return Err(FilterError {
+                filter: f.clone(),
+                models: matrix
+                    .models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    let mut cells = Vec::new();
+    for (model_index, m) in matrix.models.iter().enumerate() {
+        let p = &m.params;
+        for &quant in &p.quants {
+            if !selected(&ov.only, m, quant) {
+                continue;
+            }
+            for &n_prompt in ov.n_prompt.as_ref().unwrap_or(&p.n_prompt) {
+                for &n_gen in ov.n_gen.as_ref().unwrap_or(&p.n_gen) {
+                    cells.push(Cell {
+                        index: cells.len(),
+                        model_index,
+                        model: m.name.clone(),
+                        label: m.label.clone(),
+                        quant,
+                        params: CellParams {
+                            prompt: p.prompt.clone(),
+                            n_prompt,
+                            n_gen,
+                            n_batch: p.n_batch,
+                            n_ubatch: p.n_ubatch.min(p.n_batch),
+                            n_gpu_layers: ov.n_gpu_layers.unwrap_or(p.n_gpu_layers),
+                            flash_attn: p.flash_attn,
+                            type_k: p.type_k.clone(),
+                            type_v: p.type_v.clone(),
+                            n_threads: ov.n_threads.or(p.n_threads).unwrap_or_else(default_threads),
+                            repetitions: ov.repetitions.unwrap_or(p.repetitions),
+                            warmup: ov.warmup.unwrap_or(p.warmup),
+                            timeout_s: p.timeout_s,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    Ok(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use std::path::Path;
+
+    fn matrix() -> Matrix {
+        config::parse(
+            "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n\
+             [[model]]\nname = \"b\"\nsynthetic = \"tiny\"\nquants = [\"F16\"]\nn_gen = [128, 50]\n",
+            Path::new("m.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn expands_model_major_with_indices() {
+        let cells = expand(&matrix(), &Overrides::default()).unwrap();
+        let names: Vec<String> = cells
+            .iter()
+            .map(|c| format!("{}:{}:{}", c.model, c.quant, c.params.n_gen))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a:F16:50",
+                "a:Q8_0:50",
+                "a:Q4_K_M:50",
+                "b:F16:128",
+                "b:F16:50"
+            ]
+        );
+        assert!(cells.iter().enumerate().all(|(i, c)| c.index == i));
+    }
+
+    #[test]
+    fn overrides_apply_to_every_cell() {
+        let ov = Overrides {
+            repetitions: Some(2),
+            n_gen: Some(vec![8]),
+            n_threads: Some(3),
+            ..Default::default()
+        };
+        let cells = expand(&matrix(), &ov).unwrap();
+        assert_eq!(cells.len(), 4);
+        assert!(cells
+            .iter()
+            .all(|c| c.params.repetitions == 2 && c.params.n_gen == 8 && c.params.n_threads == 3));
+    }
+
+    #[test]
+    fn only_filters_by_name_and_quant() {
+        let ov = |f: &[&str]| Overrides {
+            only: f.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(expand(&matrix(), &ov(&["a:q8_0"])).unwrap().len(), 1);
+        assert_eq!(expand(&matrix(), &ov(&["b"])).unwrap().len(), 2);
+        let e = expand(&matrix(), &ov(&["c"])).unwrap_err();
+        assert!(e.to_string().contains("models in the matrix: a, b"), "{e}");
+        assert!(expand(&matrix(), &ov(&["b:Q8_0"])).is_err());
+    }
+
+    #[test]
+    fn keys_are_unique_per_cell() {
+        let cells = expand(&matrix(), &Overrides::default()).unwrap();
+        let keys: std::collections::HashSet<_> = cells.iter().map(Cell::key).collect();
+        assert_eq!(keys.len(), cells.len());
+    }
+}

@@ -1,0 +1,180 @@
+//! The coordinator ↔ worker protocol: [`Job`]s in on the worker's stdin, [`Event`]s out on its
+//! stdout, one JSON object per line. Plain data; no I/O here.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::GpuCellTelemetry;
+use crate::plan::Cell;
+
+/// One cell for a worker to measure.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Job {
+    pub cell: Cell,
+    pub model_path: PathBuf,
+    /// Evict the model file from the page cache before loading (`--cold`).
+    pub cold: bool,
+}
+
+/// What the worker found when it initialised llama.cpp.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// llama.cpp's `llama_version()`.
+    pub llama_version: String,
+    /// ggml's version and build commit.
+    pub ggml_version: String,
+    pub ggml_commit: String,
+    /// Devices registered by the loaded backend modules.
+    pub devices: Vec<DeviceInfo>,
+    /// Backend module files loaded, in load order.
+    pub modules: Vec<String>,
+    /// `llama_print_system_info()`: CPU features the CPU backend uses.
+    pub system_info: String,
+}
+
+/// A ggml backend device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// ggml device name, e.g. `CUDA0` or `CPU`.
+    pub name: String,
+    pub description: String,
+    /// `cpu`, `gpu`, `igpu` or `accel`.
+    pub kind: String,
+    /// Backend (registry) name, e.g. `CUDA` or `CPU`.
+    pub backend: String,
+    pub memory_total_bytes: u64,
+    pub memory_free_bytes: u64,
+}
+
+/// Architecture facts llama.cpp reports for a loaded model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// `llama_model_desc`, e.g. `gpt2 0.1B F16`.
+    pub desc: String,
+    /// Parameters (llama-bench's `model_n_params`).
+    pub n_params: u64,
+    /// Bytes of all tensors (llama-bench's `model_size`).
+    pub size_bytes: u64,
+    pub n_layer: u32,
+    pub n_embd: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub n_vocab: u32,
+    pub n_ctx_train: u32,
+}
+
+/// One buffer type in llama.cpp's memory breakdown (`llama_get_memory_breakdown`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BufferMemory {
+    /// Buffer type name, e.g. `CUDA0`, `CPU`, `CPU_Mapped`, `CUDA_Host`.
+    pub name: String,
+    /// Host memory (true) or device memory.
+    pub host: bool,
+    pub model_bytes: u64,
+    pub context_bytes: u64,
+    pub compute_bytes: u64,
+}
+
+/// Memory of a cell, from llama.cpp's accounting and the worker's own process.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryMeasurement {
+    pub buffers: Vec<BufferMemory>,
+    /// Weights in device buffers.
+    pub weights_gpu_bytes: u64,
+    /// Weights in host buffers (mmapped or copied).
+    pub weights_host_bytes: u64,
+    /// KV cache (llama.cpp's "context" memory), all buffers.
+    pub kv_bytes: u64,
+    /// Compute (scratch) buffers, all buffers.
+    pub compute_bytes: u64,
+    /// Resident set size of the worker after loading and creating the context.
+    pub host_rss_after_load_bytes: u64,
+    /// Resident set size after warm-up.
+    pub host_rss_after_warmup_bytes: u64,
+    /// Peak resident set size of the worker (VmHWM) at the end of the cell.
+    pub host_rss_peak_bytes: u64,
+}
+
+/// One timed repetition. Times in milliseconds, rates in tokens per second.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepSample {
+    /// Time from submitting the tokenized prompt to the first generated token.
+    pub ttft_ms: f64,
+    /// Time of each generated token since the prompt was submitted (`token_ms[0]` = TTFT).
+    pub token_ms: Vec<f64>,
+    /// `(n_gen − 1) / (t_last − t_first)`.
+    pub decode_tok_s: f64,
+    /// Prompt processing: `n_prompt` random tokens in `n_batch` chunks.
+    pub pp_ms: f64,
+    pub pp_tok_s: f64,
+    /// Token generation: `n_gen` tokens one at a time, no sampling.
+    pub tg_ms: f64,
+    pub tg_tok_s: f64,
+    /// The same pp and tg as llama.cpp's own performance counters saw them.
+    pub pp_tok_s_llama: Option<f64>,
+    pub tg_tok_s_llama: Option<f64>,
+}
+
+/// Everything a worker measured for one cell.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Backend and device the model's layers ran on (`CPU` when none were offloaded).
+    pub backend: String,
+    pub device: String,
+    /// Model load wall time (shared by the cells of one worker that use the same load).
+    pub load_s: f64,
+    /// Whether the file was evicted from the page cache before this load.
+    pub load_cold: bool,
+    pub ctx_s: f64,
+    pub n_ctx: u32,
+    /// Tokens of the user-visible prompt.
+    pub prompt_tokens: u32,
+    pub model: ModelInfo,
+    pub memory: MemoryMeasurement,
+    pub gpu: GpuCellTelemetry,
+    pub reps: Vec<RepSample>,
+    /// Text generated in the last repetition.
+    pub generated_text: String,
+}
+
+/// What a worker reports, one per line on stdout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// llama.cpp initialised; sent once before any cell.
+    Ready { backend: BackendInfo },
+    /// A cell was taken and its model is loading (if not loaded already).
+    Started { cell: usize },
+    /// Progress inside a cell (`phase` is `load`, `warmup` or `rep`).
+    Progress {
+        cell: usize,
+        phase: String,
+        done: u32,
+        total: u32,
+    },
+    /// The cell was measured.
+    Done {
+        cell: usize,
+        measurement: Box<Measurement>,
+    },
+    /// The cell could not be measured; the worker goes on with the next.
+    Failed { cell: usize, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_single_lines() {
+        let e = Event::Failed {
+            cell: 3,
+            reason: "bad\nfile".into(),
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(!s.contains('\n'));
+        assert!(s.starts_with("{\"event\":\"failed\""), "{s}");
+        assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
+    }
+}

@@ -1,0 +1,166 @@
+//! `results.csv`: one row per cell, stable column order, units in the names. Column names that
+//! mean what llama-bench's mean use llama-bench's. Failed cells are rows with `status=failed`
+//! and `error`; metric columns are empty where a value does not exist.
+
+use anyhow::Result;
+
+use super::{CellResult, CellStatus, Format, Report};
+
+pub struct Csv;
+
+type Col = (&'static str, fn(&Report, &CellResult) -> String);
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn num(v: Option<f64>) -> String {
+    // Enough digits for spreadsheets, no float noise.
+    v.map(|x| format!("{}", (x * 1e6).round() / 1e6))
+        .unwrap_or_default()
+}
+
+macro_rules! stat_cols {
+    ($m:literal) => {
+        [
+            (
+                $m,
+                (|_, c| num(c.metrics.get($m).map(|s| s.mean)))
+                    as fn(&Report, &CellResult) -> String,
+            ),
+            (concat!($m, "_sd"), |_, c| {
+                num(c.metrics.get($m).map(|s| s.sd))
+            }),
+            (concat!($m, "_median"), |_, c| {
+                num(c.metrics.get($m).map(|s| s.median))
+            }),
+            (concat!($m, "_min"), |_, c| {
+                num(c.metrics.get($m).map(|s| s.min))
+            }),
+            (concat!($m, "_max"), |_, c| {
+                num(c.metrics.get($m).map(|s| s.max))
+            }),
+        ]
+    };
+}
+
+/// Every column, in order.
+pub fn columns() -> Vec<Col> {
+    let head: Vec<Col> = vec![
+        ("run_id", |r, _| r.run_id.clone()),
+        ("index", |_, c| c.index.to_string()),
+        ("model", |_, c| c.model.clone()),
+        ("label", |_, c| c.label.clone()),
+        ("quant", |_, c| c.quant.to_string()),
+        ("status", |_, c| match c.status {
+            CellStatus::Ok => "ok".into(),
+            CellStatus::Failed => "failed".into(),
+        }),
+        ("error", |_, c| c.error.clone().unwrap_or_default()),
+        ("source", |_, c| {
+            opt(c.origin.as_ref().map(|o| o.kind.clone()))
+        }),
+        ("synthetic", |_, c| {
+            opt(c.origin.as_ref().map(|o| o.synthetic))
+        }),
+        ("file", |_, c| {
+            opt(c.origin.as_ref().map(|o| o.path.display().to_string()))
+        }),
+        ("file_sha256", |_, c| {
+            opt(c.origin.as_ref().map(|o| o.sha256.clone()))
+        }),
+        ("hf_repo", |_, c| {
+            opt(c.origin.as_ref().and_then(|o| o.repo.clone()))
+        }),
+        ("hf_commit", |_, c| {
+            opt(c.origin.as_ref().and_then(|o| o.commit.clone()))
+        }),
+        ("model_type", |_, c| {
+            opt(c.model_info.as_ref().map(|m| m.desc.clone()))
+        }),
+        ("model_size", |_, c| {
+            opt(c.model_info.as_ref().map(|m| m.size_bytes))
+        }),
+        ("model_n_params", |_, c| {
+            opt(c.model_info.as_ref().map(|m| m.n_params))
+        }),
+        ("n_prompt", |_, c| c.params.n_prompt.to_string()),
+        ("n_gen", |_, c| c.params.n_gen.to_string()),
+        ("n_batch", |_, c| c.params.n_batch.to_string()),
+        ("n_ubatch", |_, c| c.params.n_ubatch.to_string()),
+        ("n_ctx", |_, c| opt(c.n_ctx)),
+        ("n_gpu_layers", |_, c| c.params.n_gpu_layers.to_string()),
+        ("flash_attn", |_, c| c.params.flash_attn.name().into()),
+        ("type_k", |_, c| c.params.type_k.clone()),
+        ("type_v", |_, c| c.params.type_v.clone()),
+        ("n_threads", |_, c| c.params.n_threads.to_string()),
+        ("repetitions", |_, c| c.params.repetitions.to_string()),
+        ("warmup", |_, c| c.params.warmup.to_string()),
+        ("backend", |_, c| opt(c.backend.clone())),
+        ("device", |_, c| opt(c.device.clone())),
+        ("load_s", |_, c| num(c.load_s)),
+        ("load_cold", |_, c| opt(c.load_cold)),
+        ("ctx_s", |_, c| num(c.ctx_s)),
+    ];
+    let mut cols = head;
+    cols.extend(stat_cols!("ttft_ms"));
+    cols.extend(stat_cols!("decode_tok_s"));
+    cols.extend::<[Col; 3]>([
+        ("itl_ms_p50", |_, c| num(c.itl_ms_p50)),
+        ("itl_ms_p90", |_, c| num(c.itl_ms_p90)),
+        ("itl_ms_p99", |_, c| num(c.itl_ms_p99)),
+    ]);
+    cols.extend(stat_cols!("pp_tok_s"));
+    cols.extend(stat_cols!("tg_tok_s"));
+    let tail: Vec<Col> = vec![
+        ("pp_tok_s_llama", |_, c| num(c.mean("pp_tok_s_llama"))),
+        ("tg_tok_s_llama", |_, c| num(c.mean("tg_tok_s_llama"))),
+        ("vram_bytes", |_, c| opt(c.vram_bytes)),
+        ("vram_source", |_, c| opt(c.vram_source.clone())),
+        ("weights_gpu_bytes", |_, c| {
+            opt(c.memory.as_ref().map(|m| m.weights_gpu_bytes))
+        }),
+        ("weights_host_bytes", |_, c| {
+            opt(c.memory.as_ref().map(|m| m.weights_host_bytes))
+        }),
+        ("kv_bytes", |_, c| {
+            opt(c.memory.as_ref().map(|m| m.kv_bytes))
+        }),
+        ("compute_bytes", |_, c| {
+            opt(c.memory.as_ref().map(|m| m.compute_bytes))
+        }),
+        ("host_rss_bytes", |_, c| {
+            opt(c.memory.as_ref().map(|m| m.host_rss_after_warmup_bytes))
+        }),
+        ("mem_basis", |_, c| opt(c.mem_basis.clone())),
+        ("efficiency_tok_s_per_gb", |_, c| {
+            num(c.efficiency_tok_s_per_gb)
+        }),
+        ("energy_j_per_tok", |_, c| num(c.energy_j_per_tok)),
+        ("bw_util", |_, c| num(c.bw_util)),
+        ("quantbench_version", |r, _| r.quantbench.version.clone()),
+        ("git_commit", |r, _| r.quantbench.git_commit.clone()),
+        ("build_profile", |r, _| r.quantbench.build_profile.clone()),
+        ("llama_version", |r, _| {
+            r.environment.llama.llama_version.clone()
+        }),
+        ("started_at", |r, _| r.started_at.clone()),
+    ];
+    cols.extend(tail);
+    cols
+}
+
+impl Format for Csv {
+    fn file_name(&self) -> &'static str {
+        "results.csv"
+    }
+    fn render(&self, report: &Report) -> Result<String> {
+        let cols = columns();
+        let mut w = ::csv::Writer::from_writer(Vec::new());
+        w.write_record(cols.iter().map(|(n, _)| *n))?;
+        for c in &report.cells {
+            w.write_record(cols.iter().map(|(_, f)| f(report, c)))?;
+        }
+        Ok(String::from_utf8(w.into_inner()?)?)
+    }
+}

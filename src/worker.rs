@@ -1,0 +1,286 @@
+//! The child-process side (`quantbench worker`, hidden): jobs in on stdin, JSON events out on
+//! stdout. One worker serves the cells of one model file; llama.cpp's log goes to stderr.
+//!
+//! stdout is reserved for events: at start the real stdout is duplicated for them and file
+//! descriptor 1 is pointed at stderr, so nothing llama.cpp prints can corrupt the protocol.
+
+use std::fs::File;
+use std::io::{BufRead, BufWriter, Write};
+use std::os::fd::FromRawFd;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::engine::{self, Engine, LoadedModel};
+use crate::gpu::GpuCellTelemetry;
+use crate::plan::Cell;
+use crate::protocol::{Event, Job};
+use crate::quant::Quant;
+
+/// Environment variable that makes workers inject a fault, for testing failure handling:
+/// `KIND` or `KIND@MODEL` or `KIND@MODEL:QUANT`, KIND one of `crash`, `hang`, `error`, `oom`.
+pub const FAULT_ENV: &str = "QUANTBENCH_FAULT";
+
+struct Events {
+    out: BufWriter<File>,
+}
+
+impl Events {
+    fn send(&mut self, e: &Event) {
+        // A coordinator that went away will kill us; nothing useful to do with a write error.
+        if serde_json::to_writer(&mut self.out, e).is_ok() {
+            let _ = self.out.write_all(b"\n");
+            let _ = self.out.flush();
+        }
+    }
+}
+
+/// Takes fd 1 for events and sends everything else written to stdout to stderr.
+fn take_stdout() -> Result<Events> {
+    // SAFETY: plain descriptor duplication at start-up, before any other thread writes.
+    let fd = unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            anyhow::bail!("cannot set up the worker's event channel");
+        }
+        // Die with the coordinator rather than run on as an orphan holding the GPU.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        fd
+    };
+    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+    Ok(Events {
+        out: BufWriter::new(unsafe { File::from_raw_fd(fd) }),
+    })
+}
+
+/// Entry point of `quantbench worker`: serves jobs until stdin closes.
+pub fn serve() -> Result<()> {
+    let mut events = take_stdout()?;
+    let engine = engine::init()?;
+    events.send(&Event::Ready {
+        backend: engine.info.clone(),
+    });
+    let gpu_env = crate::gpu::environment();
+    let mut loaded: Option<LoadedModel> = None;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading jobs from stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let job: Job = serde_json::from_str(&line).context("malformed job")?;
+        let cell = job.cell.index;
+        events.send(&Event::Started { cell });
+        match run_job(&engine, &job, &mut loaded, &mut events, &gpu_env) {
+            Ok(measurement) => events.send(&Event::Done {
+                cell,
+                measurement: Box::new(measurement),
+            }),
+            Err(e) => {
+                let mut reason = format!("{e:#}");
+                let log = engine::recent_log();
+                if !log.is_empty() {
+                    reason.push_str(" | llama.cpp: ");
+                    reason.push_str(&log.join(" | "));
+                }
+                events.send(&Event::Failed { cell, reason });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_job(
+    engine: &Engine,
+    job: &Job,
+    loaded: &mut Option<LoadedModel>,
+    events: &mut Events,
+    gpu_env: &crate::gpu::GpuEnvironment,
+) -> Result<crate::protocol::Measurement> {
+    engine::clear_recent_log();
+    inject_fault(&job.cell)?;
+    let p = &job.cell.params;
+    let reuse = loaded
+        .as_ref()
+        .is_some_and(|m| m.path == job.model_path && m.n_gpu_layers == p.n_gpu_layers && !job.cold);
+    if !reuse {
+        *loaded = None; // free the previous model first
+        events.send(&Event::Progress {
+            cell: job.cell.index,
+            phase: "load".into(),
+            done: 0,
+            total: 1,
+        });
+        *loaded = Some(LoadedModel::load(
+            engine,
+            &job.model_path,
+            p.n_gpu_layers,
+            job.cold,
+        )?);
+        events.send(&Event::Progress {
+            cell: job.cell.index,
+            phase: "load".into(),
+            done: 1,
+            total: 1,
+        });
+    }
+    let model = loaded.as_ref().expect("loaded above");
+    let mut probe = CellProbe {
+        events,
+        cell: job.cell.index,
+    };
+    let mut m = model.measure(engine, &job.cell, &mut probe)?;
+    m.gpu = GpuCellTelemetry {
+        unavailable_reason: Some(match &gpu_env.unavailable_reason {
+            Some(r) => r.clone(),
+            None => "GPU telemetry is not collected by this version".into(),
+        }),
+        ..Default::default()
+    };
+    Ok(m)
+}
+
+struct CellProbe<'a> {
+    events: &'a mut Events,
+    cell: usize,
+}
+
+impl engine::Probe for CellProbe<'_> {
+    fn progress(&mut self, phase: &str, done: u32, total: u32) {
+        self.events.send(&Event::Progress {
+            cell: self.cell,
+            phase: phase.into(),
+            done,
+            total,
+        });
+    }
+}
+
+/// Parsed [`FAULT_ENV`].
+fn fault_for(spec: &str, cell: &Cell) -> Option<String> {
+    let (kind, target) = match spec.split_once('@') {
+        Some((k, t)) => (k, Some(t)),
+        None => (spec, None),
+    };
+    let hit = match target {
+        None => true,
+        Some(t) => match t.split_once(':') {
+            Some((m, q)) => m == cell.model && Quant::parse(q) == Some(cell.quant),
+            None => t == cell.model,
+        },
+    };
+    hit.then(|| kind.to_string())
+}
+
+fn inject_fault(cell: &Cell) -> Result<()> {
+    let Ok(spec) = std::env::var(FAULT_ENV) else {
+        return Ok(());
+    };
+    match fault_for(&spec, cell).as_deref() {
+        None => Ok(()),
+        Some("crash") => {
+            eprintln!("quantbench worker: injected crash ({FAULT_ENV}={spec})");
+            std::process::abort()
+        }
+        Some("hang") => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        Some("oom") => {
+            // What llama.cpp's CUDA backend prints before it aborts on an allocation failure.
+            eprintln!("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 15258.00 MiB on device 0: cudaMalloc failed: out of memory");
+            eprintln!("llama_model_load: error loading model: unable to allocate CUDA0 buffer (injected by {FAULT_ENV})");
+            std::process::abort()
+        }
+        Some("error") => anyhow::bail!("injected error ({FAULT_ENV}={spec})"),
+        Some(other) => anyhow::bail!("{FAULT_ENV}: unknown fault kind {other:?}"),
+    }
+}
+
+/// Entry point of `quantbench worker --self-test`: initialises llama.cpp, reports what it
+/// loaded, then runs a few tokens of the `tiny` synthetic model at F16, Q8_0 and Q4_K_M on the
+/// CPU. A CPU backend variant that the machine cannot run (CPUID advertises an instruction set
+/// the hypervisor does not allow) crashes here, before any cell, and the coordinator picks
+/// another variant.
+pub fn self_test() -> Result<()> {
+    let mut events = take_stdout()?;
+    let engine = engine::init()?;
+    events.send(&Event::Ready {
+        backend: engine.info.clone(),
+    });
+    let dir = std::env::temp_dir().join(format!("quantbench-selftest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| -> Result<()> {
+        let f16 = dir.join("tiny-F16.gguf");
+        let preset = crate::acquire::synthetic::preset("tiny").expect("tiny preset exists");
+        let mut w = BufWriter::new(File::create(&f16)?);
+        preset.write(0, &mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?;
+        let mut files = vec![(Quant::F16, f16.clone())];
+        for q in ["Q8_0", "Q4_K_M"] {
+            let quant = Quant::parse(q).expect("known quant");
+            let out = dir.join(format!("tiny-{q}.gguf"));
+            engine::quantize(&f16, &out, quant, crate::plan::default_threads())?;
+            files.push((quant, out));
+        }
+        for (index, (quant, path)) in files.into_iter().enumerate() {
+            let cell = Cell {
+                index,
+                model_index: 0,
+                model: "self-test".into(),
+                label: "self-test".into(),
+                quant,
+                params: crate::plan::CellParams {
+                    prompt: "self test".into(),
+                    n_prompt: 16,
+                    n_gen: 4,
+                    n_batch: 16,
+                    n_ubatch: 16,
+                    n_gpu_layers: crate::config::GpuLayers::N(0),
+                    flash_attn: crate::config::FlashAttn::Auto,
+                    type_k: "f16".into(),
+                    type_v: "f16".into(),
+                    n_threads: crate::plan::default_threads(),
+                    repetitions: 1,
+                    warmup: 0,
+                    timeout_s: 60,
+                },
+            };
+            let model = LoadedModel::load(&engine, &path, cell.params.n_gpu_layers, false)?;
+            model.measure(&engine, &cell, &mut NoProbe)?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result.context("CPU self-test with the tiny synthetic model")
+}
+
+struct NoProbe;
+impl engine::Probe for NoProbe {}
+
+/// Entry point of `quantbench worker --quantize IN OUT QUANT`: derives one file.
+pub fn quantize(input: &Path, output: &Path, quant: Quant) -> Result<()> {
+    let _engine = engine::init()?;
+    engine::quantize(input, output, quant, crate::plan::default_threads())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self};
+    use crate::plan::{expand, Overrides};
+
+    #[test]
+    fn fault_targets() {
+        let m = config::parse(
+            "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let cells = expand(&m, &Overrides::default()).unwrap();
+        let q8 = &cells[1];
+        assert_eq!(fault_for("crash", q8).as_deref(), Some("crash"));
+        assert_eq!(fault_for("crash@a", q8).as_deref(), Some("crash"));
+        assert_eq!(fault_for("crash@a:q8_0", q8).as_deref(), Some("crash"));
+        assert_eq!(fault_for("crash@a:F16", q8), None);
+        assert_eq!(fault_for("hang@b", q8), None);
+    }
+}

@@ -1,0 +1,473 @@
+//! End-to-end tests of the real CLI on the `tiny` synthetic model with real llama.cpp (CPU).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// A scratch folder with its own cache, config and reports.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn config(&self, text: &str) -> PathBuf {
+        let p = self.path().join("models.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("quantbench").unwrap();
+        c.current_dir(self.path())
+            .env("QUANTBENCH_CACHE", self.path().join("cache"))
+            .env_remove("QUANTBENCH_FAULT")
+            .env_remove("QUANTBENCH_BACKEND_DIR");
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().arg("run").args(args).output().unwrap()
+    }
+    /// The only run folder under reports/.
+    fn run_dir(&self) -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path().join("reports"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.pop().unwrap()
+    }
+}
+
+const TINY: &str = r#"
+schema = 1
+[defaults]
+n_gen = 8
+n_prompt = 32
+repetitions = 3
+warmup = 1
+
+[[model]]
+name = "tiny"
+synthetic = "tiny"
+"#;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn cells(report: &Value) -> &Vec<Value> {
+    report["cells"].as_array().unwrap()
+}
+
+/// The CSV columns the contract names (DESIGN.md §4, §5).
+const CONTRACT_COLUMNS: &[&str] = &[
+    "model",
+    "quant",
+    "status",
+    "error",
+    "model_size",
+    "model_n_params",
+    "n_prompt",
+    "n_gen",
+    "n_batch",
+    "n_ubatch",
+    "n_gpu_layers",
+    "flash_attn",
+    "type_k",
+    "type_v",
+    "load_s",
+    "ctx_s",
+    "ttft_ms",
+    "decode_tok_s",
+    "itl_ms_p50",
+    "itl_ms_p90",
+    "itl_ms_p99",
+    "pp_tok_s",
+    "tg_tok_s",
+    "vram_bytes",
+    "vram_source",
+    "weights_gpu_bytes",
+    "weights_host_bytes",
+    "kv_bytes",
+    "compute_bytes",
+    "efficiency_tok_s_per_gb",
+    "energy_j_per_tok",
+    "bw_util",
+    "file_sha256",
+    "synthetic",
+    "backend",
+    "device",
+];
+
+#[test]
+fn tiny_matrix_end_to_end() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("TEST 1/3") && err.contains("TEST 3/3"),
+        "{err}"
+    );
+    assert!(err.contains("decode"), "{err}");
+
+    let dir = s.run_dir();
+    for f in ["results.jsonl", "results.json", "results.csv", "summary.md"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+
+    let report = json(&dir.join("results.json"));
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["status"], "complete");
+    assert_eq!(report["synthetic_weights"], true);
+    assert!(report["environment"]["llama"]["llama_version"].is_string());
+    assert!(report["quantbench"]["git_commit"].is_string());
+    let cells = cells(&report);
+    assert_eq!(cells.len(), 3);
+    let quants: Vec<&str> = cells.iter().map(|c| c["quant"].as_str().unwrap()).collect();
+    assert_eq!(quants, ["F16", "Q8_0", "Q4_K_M"]);
+    let mut sizes = Vec::new();
+    for c in cells {
+        assert_eq!(c["status"], "ok", "{c}");
+        assert_eq!(c["backend"], "CPU");
+        assert_eq!(c["origin"]["synthetic"], true);
+        assert_eq!(c["origin"]["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(c["mem_basis"], "host_rss");
+        assert!(c["vram_bytes"].is_null());
+        assert!(
+            c["gpu"]["unavailable_reason"].is_string(),
+            "GPU fields need a reason"
+        );
+        assert!(c["memory"]["weights_host_bytes"].as_u64().unwrap() > 0);
+        assert!(c["memory"]["kv_bytes"].as_u64().unwrap() > 0);
+        assert!(c["load_s"].as_f64().unwrap() > 0.0);
+        sizes.push(c["model_info"]["size_bytes"].as_u64().unwrap());
+
+        // decode_tok_s of every repetition agrees with its per-token timestamps
+        let samples = c["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 3);
+        let mut rates = Vec::new();
+        for r in samples {
+            let t: Vec<f64> = r["token_ms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(t.len(), 8);
+            assert!(t.windows(2).all(|w| w[1] > w[0]), "timestamps increase");
+            assert_eq!(r["ttft_ms"].as_f64().unwrap(), t[0]);
+            let expect = 7.0 / ((t[7] - t[0]) / 1e3);
+            let got = r["decode_tok_s"].as_f64().unwrap();
+            assert!((got - expect).abs() / expect < 1e-9, "{got} vs {expect}");
+            rates.push(got);
+            for k in ["pp_tok_s", "tg_tok_s"] {
+                assert!(r[k].as_f64().unwrap() > 0.0);
+            }
+        }
+        let mean = rates.iter().sum::<f64>() / 3.0;
+        let m = c["metrics"]["decode_tok_s"]["mean"].as_f64().unwrap();
+        assert!((m - mean).abs() / mean < 1e-9);
+        assert!(c["itl_ms_p99"].as_f64().unwrap() >= c["itl_ms_p50"].as_f64().unwrap());
+        // llama.cpp's own counters saw the same tg as our clock, give or take
+        let tg = c["metrics"]["tg_tok_s"]["mean"].as_f64().unwrap();
+        let tg_llama = c["metrics"]["tg_tok_s_llama"]["mean"].as_f64().unwrap();
+        assert!((tg_llama / tg - 1.0).abs() < 0.5, "{tg} vs {tg_llama}");
+    }
+    assert!(
+        sizes[0] > sizes[1] && sizes[1] > sizes[2],
+        "F16 > Q8_0 > Q4_K_M: {sizes:?}"
+    );
+
+    let mut rdr = csv::Reader::from_path(dir.join("results.csv")).unwrap();
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    for col in CONTRACT_COLUMNS {
+        assert!(
+            header.iter().any(|h| h == col),
+            "CSV lacks {col}: {header:?}"
+        );
+    }
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    let status = header.iter().position(|h| h == "status").unwrap();
+    assert!(rows.iter().all(|r| &r[status] == "ok"));
+
+    let jsonl = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
+    let types: Vec<String> = jsonl
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types, ["run", "cell", "cell", "cell", "end"]);
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("| tiny | Q4_K_M | ok |"), "{md}");
+    assert!(md.contains("synthetic weights"));
+}
+
+#[test]
+fn every_format_parses_on_stdout() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let base = ["--only", "tiny:Q8_0", "-r", "1", "--warmup", "0"];
+    let run = |fmt: &str| {
+        let mut args = base.to_vec();
+        args.extend(["--format", fmt]);
+        let out = s.run(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let j: Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(j["schema_version"], 1);
+    assert_eq!(cells(&j).len(), 1);
+    let c = run("csv");
+    let mut rdr = csv::Reader::from_reader(c.as_bytes());
+    assert_eq!(rdr.records().count(), 1);
+    let m = run("md");
+    assert!(m.starts_with("# quantbench run"), "{m}");
+    assert!(m.contains("| tiny | Q8_0 | ok |"), "{m}");
+    let t = s.run(&base);
+    assert!(t.stdout.is_empty(), "table format writes nothing on stdout");
+}
+
+#[test]
+fn broken_files_fail_their_cells_and_the_rest_runs() {
+    let s = Scratch::new();
+    let models = s.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    std::fs::write(models.join("junk-F16.gguf"), b"this is not a model").unwrap();
+    // a GGUF header promising far more than the file holds
+    let mut trunc = b"GGUF".to_vec();
+    trunc.extend(3u32.to_le_bytes());
+    trunc.extend(1000u64.to_le_bytes());
+    trunc.extend(1000u64.to_le_bytes());
+    trunc.extend([7u8; 64]);
+    std::fs::write(models.join("trunc-F16.gguf"), trunc).unwrap();
+    s.config(&format!(
+        "{TINY}quants = [\"F16\"]\n\
+         [[model]]\nname = \"junk\"\npath = \"models/junk-{{QUANT}}.gguf\"\nquants = [\"F16\"]\n\
+         [[model]]\nname = \"trunc\"\npath = \"models/trunc-{{QUANT}}.gguf\"\nquants = [\"F16\"]\n\
+         [[model]]\nname = \"gone\"\npath = \"models/gone-{{QUANT}}.gguf\"\nquants = [\"F16\"]\n"
+    ));
+    let out = s.run(&["-r", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = json(&s.run_dir().join("results.json"));
+    let by_name = |n: &str| {
+        cells(&report)
+            .iter()
+            .find(|c| c["model"] == n)
+            .unwrap_or_else(|| panic!("no cell {n}"))
+            .clone()
+    };
+    assert_eq!(by_name("tiny")["status"], "ok");
+    for (name, why) in [
+        ("junk", "not a GGUF file"),
+        ("trunc", "could not load"),
+        ("gone", "not found"),
+    ] {
+        let c = by_name(name);
+        assert_eq!(c["status"], "failed");
+        let e = c["error"].as_str().unwrap();
+        assert!(e.contains(why), "{name}: {e}");
+    }
+    let csv = std::fs::read_to_string(s.run_dir().join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().filter(|l| l.contains(",failed,")).count(),
+        3,
+        "{csv}"
+    );
+}
+
+#[test]
+fn config_typo_exits_2_with_position() {
+    let s = Scratch::new();
+    s.config("schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\nquant = [\"F16\"]\n");
+    let out = s.run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("models.toml:5:1:"), "{err}");
+    assert!(err.contains("did you mean \"quants\""), "{err}");
+    assert!(
+        !s.path().join("reports").exists(),
+        "nothing written for a bad config"
+    );
+
+    let out = s
+        .cmd()
+        .args(["run", "--config", "nope.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nope.toml: file not found"));
+}
+
+#[test]
+fn a_crashing_worker_fails_one_cell_only() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s
+        .cmd()
+        .args(["run", "-r", "1"])
+        .env("QUANTBENCH_FAULT", "crash@tiny:Q8_0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = json(&s.run_dir().join("results.json"));
+    let status: Vec<&str> = cells(&report)
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["ok", "failed", "ok"]);
+    let e = cells(&report)[1]["error"].as_str().unwrap();
+    assert!(
+        e.contains("signal 6") && e.contains("injected crash"),
+        "{e}"
+    );
+    assert_eq!(report["status"], "complete");
+}
+
+#[test]
+fn a_hanging_worker_is_stopped_at_the_timeout() {
+    let s = Scratch::new();
+    s.config(&format!(
+        "{TINY}quants = [\"F16\", \"Q8_0\"]\ntimeout_s = 3\n"
+    ));
+    let out = s
+        .cmd()
+        .args(["run", "-r", "1"])
+        .env("QUANTBENCH_FAULT", "hang@tiny:F16")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = json(&s.run_dir().join("results.json"));
+    let c = cells(&report);
+    assert_eq!(c[0]["status"], "failed");
+    assert!(c[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("timed out after 3 s"));
+    assert_eq!(c[1]["status"], "ok");
+}
+
+#[test]
+fn resume_keeps_measured_cells_and_reruns_failed_ones() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s
+        .cmd()
+        .args(["run", "-r", "1"])
+        .env("QUANTBENCH_FAULT", "error@tiny:Q4_K_M")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let dir = s.run_dir();
+    let first = json(&dir.join("results.json"));
+    assert!(cells(&first)[2]["error"]
+        .as_str()
+        .unwrap()
+        .contains("injected error"));
+
+    let out = s.run(&["-r", "1", "--resume", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resuming: 2 of 3"),
+        "{}",
+        stderr(&out)
+    );
+    let second = json(&dir.join("results.json"));
+    let c = cells(&second);
+    assert_eq!(c.len(), 3);
+    assert!(c.iter().all(|c| c["status"] == "ok"));
+    // the cells measured before are kept as they were
+    assert_eq!(c[0]["samples"], cells(&first)[0]["samples"]);
+    assert_eq!(c[1]["samples"], cells(&first)[1]["samples"]);
+}
+
+#[test]
+fn ctrl_c_writes_valid_reports_and_exits_130() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("quantbench"))
+        .current_dir(s.path())
+        .env("QUANTBENCH_CACHE", s.path().join("cache"))
+        .env("QUANTBENCH_FAULT", "hang@tiny:Q8_0")
+        .args(["run", "-r", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until the first cell is in the report, then interrupt during the hanging cell
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first cell never finished"
+        );
+        let done = std::fs::read_dir(s.path().join("reports"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("results.jsonl")).ok())
+            .is_some_and(|t| t.contains("\"type\":\"cell\""));
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
+    let report = json(&s.run_dir().join("results.json"));
+    assert_eq!(report["status"], "interrupted");
+    assert_eq!(cells(&report).len(), 1);
+    assert_eq!(cells(&report)[0]["status"], "ok");
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn list_and_fetch() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s.cmd().arg("list").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("3 cells") && err.contains("Q4_K_M") && err.contains("no"),
+        "{err}"
+    );
+
+    let out = s.cmd().arg("fetch").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = s.cmd().args(["list", "--format", "json"]).output().unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["cached"] == true), "{rows:?}");
+    assert!(
+        !s.path().join("reports").exists(),
+        "fetch and list measure nothing"
+    );
+}
