@@ -140,6 +140,10 @@ pub struct ListArgs {
     /// `json` prints the plan on stdout.
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,
+    /// Check fits against this much memory instead of the GPU's (or host's) free memory,
+    /// e.g. `48GB` or `80GiB`: "how many of these fit on a 48 GB card?".
+    #[arg(long, value_parser = crate::capacity::parse_size)]
+    pub device_memory: Option<u64>,
 }
 
 #[derive(Args, Debug)]

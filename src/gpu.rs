@@ -2,6 +2,13 @@
 //! memory, and per-cell readings. "Unavailable" is a value: every field degrades to `None`
 //! with a reason instead of failing the run. Never prints.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nvml_wrapper::bitmasks::device::ThrottleReasons;
+use nvml_wrapper::enum_wrappers::device::Clock;
+use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::Nvml;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +59,8 @@ pub struct GpuCellTelemetry {
     pub mem_clock_mhz_max: Option<u32>,
     /// Throttle reasons seen during timed regions (idle and application-clock settings excluded).
     pub throttle_reasons: Vec<String>,
+    /// Peak memory bandwidth of the device (NVML bus width × max memory clock × 2).
+    pub peak_bandwidth_bytes_s: Option<f64>,
 }
 
 /// Reads what NVML knows about the machine's GPUs.
@@ -83,9 +92,7 @@ pub fn environment() -> GpuEnvironment {
         };
         let mem = d.memory_info().ok();
         let bus = d.memory_bus_width().ok();
-        let clock = d
-            .max_clock_info(nvml_wrapper::enum_wrappers::device::Clock::Memory)
-            .ok();
+        let clock = d.max_clock_info(Clock::Memory).ok();
         env.gpus.push(GpuInfo {
             index: i,
             name: d.name().unwrap_or_default(),
@@ -105,4 +112,226 @@ pub fn environment() -> GpuEnvironment {
         env.unavailable_reason = Some("NVML found no NVIDIA GPU".into());
     }
     env
+}
+
+/// Throttle reasons that do not mean the GPU was held back by power, heat or a slowdown.
+fn benign(r: ThrottleReasons) -> bool {
+    r == ThrottleReasons::GPU_IDLE
+        || r == ThrottleReasons::APPLICATIONS_CLOCKS_SETTING
+        || r == ThrottleReasons::DISPLAY_CLOCK_SETTING
+        || r == ThrottleReasons::NONE
+}
+
+/// NVML access for one worker process and the GPU it uses. Opened before llama.cpp is
+/// initialised, so the device's memory use before this process touched it is the baseline of
+/// the device-wide fallback.
+pub struct GpuSession {
+    nvml: Arc<Nvml>,
+    index: u32,
+    pid: u32,
+    baseline_used_bytes: u64,
+    pub peak_bandwidth_bytes_s: Option<f64>,
+}
+
+/// Normalises a PCI bus id (`00000000:01:00.0` or `0000:01:00.0`) to `01:00.0`.
+fn pci_tail(id: &str) -> String {
+    let parts: Vec<&str> = id.split(':').collect();
+    parts[parts.len().saturating_sub(2)..].join(":").to_lowercase()
+}
+
+impl GpuSession {
+    /// Opens NVML and picks the GPU with PCI bus id `pci` (the first GPU when `None`).
+    pub fn open(pci: Option<&str>) -> Result<Self, String> {
+        let nvml = Nvml::init().map_err(|e| format!("NVML unavailable (no NVIDIA driver?): {e}"))?;
+        let count = nvml.device_count().map_err(|e| format!("NVML: {e}"))?;
+        let mut index = None;
+        for i in 0..count {
+            let Ok(d) = nvml.device_by_index(i) else { continue };
+            let bus = d.pci_info().map(|p| p.bus_id).unwrap_or_default();
+            if pci.is_none_or(|p| pci_tail(p) == pci_tail(&bus)) {
+                index = Some(i);
+                break;
+            }
+        }
+        let index = index.ok_or_else(|| match pci {
+            Some(p) => format!("NVML has no GPU with PCI bus id {p}"),
+            None => "NVML found no NVIDIA GPU".to_string(),
+        })?;
+        let (baseline, bw) = {
+            let d = nvml.device_by_index(index).map_err(|e| format!("NVML: {e}"))?;
+            let used = d.memory_info().map(|m| m.used).unwrap_or(0);
+            let bus = d.memory_bus_width().ok();
+            let clock = d.max_clock_info(Clock::Memory).ok();
+            let bw = match (bus, clock) {
+                (Some(b), Some(c)) => Some(f64::from(b) / 8.0 * f64::from(c) * 1e6 * 2.0),
+                _ => None,
+            };
+            (used, bw)
+        };
+        Ok(GpuSession {
+            nvml: Arc::new(nvml),
+            index,
+            pid: std::process::id(),
+            baseline_used_bytes: baseline,
+            peak_bandwidth_bytes_s: bw,
+        })
+    }
+
+    /// Whether this session's GPU has PCI bus id `pci`.
+    pub fn matches(&self, pci: &str) -> bool {
+        self.nvml
+            .device_by_index(self.index)
+            .and_then(|d| d.pci_info())
+            .is_ok_and(|p| pci_tail(&p.bus_id) == pci_tail(pci))
+    }
+
+    /// Device memory this process holds now, and how it was measured.
+    pub fn vram(&self) -> (Option<u64>, &'static str) {
+        vram_of(&self.nvml, self.index, self.pid, self.baseline_used_bytes)
+    }
+
+    /// The device's energy counter in millijoules (Volta and newer).
+    pub fn energy_mj(&self) -> Option<u64> {
+        self.nvml
+            .device_by_index(self.index)
+            .ok()?
+            .total_energy_consumption()
+            .ok()
+    }
+
+    /// Starts sampling memory (always) and clocks and throttle reasons (while timed) every
+    /// `period`, on a thread of its own.
+    pub fn monitor(&self, period: Duration) -> CellMonitor {
+        let state = Arc::new(Mutex::new(Sampled::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let timed = Arc::new(AtomicBool::new(false));
+        let (nvml, index, pid, base) = (
+            self.nvml.clone(),
+            self.index,
+            self.pid,
+            self.baseline_used_bytes,
+        );
+        let (st, sp, tm) = (state.clone(), stop.clone(), timed.clone());
+        let thread = std::thread::spawn(move || {
+            while !sp.load(Ordering::Relaxed) {
+                let (vram, _) = vram_of(&nvml, index, pid, base);
+                let timed_now = tm.load(Ordering::Relaxed);
+                let (mut sm, mut mem, mut reasons) = (None, None, ThrottleReasons::empty());
+                if timed_now {
+                    if let Ok(d) = nvml.device_by_index(index) {
+                        sm = d.clock_info(Clock::SM).ok();
+                        mem = d.clock_info(Clock::Memory).ok();
+                        reasons = d.current_throttle_reasons().unwrap_or(ThrottleReasons::empty());
+                    }
+                }
+                {
+                    let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(v) = vram {
+                        s.vram_peak = Some(s.vram_peak.map_or(v, |p: u64| p.max(v)));
+                    }
+                    let minmax = |slot: &mut (Option<u32>, Option<u32>), v: Option<u32>| {
+                        if let Some(v) = v {
+                            slot.0 = Some(slot.0.map_or(v, |x| x.min(v)));
+                            slot.1 = Some(slot.1.map_or(v, |x| x.max(v)));
+                        }
+                    };
+                    minmax(&mut s.sm, sm);
+                    minmax(&mut s.mem, mem);
+                    for (name, flag) in reasons.iter_names() {
+                        if !benign(flag) && !s.throttle.iter().any(|n| n == name) {
+                            s.throttle.push(name.to_string());
+                        }
+                    }
+                }
+                std::thread::sleep(period);
+            }
+        });
+        CellMonitor {
+            state,
+            stop,
+            timed,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn vram_of(nvml: &Nvml, index: u32, pid: u32, baseline: u64) -> (Option<u64>, &'static str) {
+    let Ok(d) = nvml.device_by_index(index) else {
+        return (None, "unavailable");
+    };
+    if let Ok(procs) = d.running_compute_processes() {
+        if let Some(p) = procs.iter().find(|p| p.pid == pid) {
+            if let UsedGpuMemory::Used(b) = p.used_gpu_memory {
+                return (Some(b), "nvml_process");
+            }
+        }
+    }
+    // In a container the process may be listed under another PID namespace's id, or not at all.
+    match d.memory_info() {
+        Ok(m) => (Some(m.used.saturating_sub(baseline)), "nvml_device_delta"),
+        Err(_) => (None, "unavailable"),
+    }
+}
+
+#[derive(Default)]
+struct Sampled {
+    vram_peak: Option<u64>,
+    sm: (Option<u32>, Option<u32>),
+    mem: (Option<u32>, Option<u32>),
+    throttle: Vec<String>,
+}
+
+/// A running sampler for one cell.
+pub struct CellMonitor {
+    state: Arc<Mutex<Sampled>>,
+    stop: Arc<AtomicBool>,
+    timed: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CellMonitor {
+    /// Marks the start or end of timed regions (clocks and throttling are read only inside).
+    pub fn set_timed(&self, on: bool) {
+        self.timed.store(on, Ordering::Relaxed);
+    }
+
+    /// Stops sampling and writes what was seen into `t`.
+    pub fn finish(mut self, t: &mut GpuCellTelemetry) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        t.vram_peak_bytes = s.vram_peak;
+        (t.sm_clock_mhz_min, t.sm_clock_mhz_max) = s.sm;
+        (t.mem_clock_mhz_min, t.mem_clock_mhz_max) = s.mem;
+        t.throttle_reasons = s.throttle.clone();
+    }
+}
+
+impl Drop for CellMonitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_ids_match_across_formats() {
+        assert_eq!(pci_tail("00000000:1B:00.0"), pci_tail("0000:1b:00.0"));
+        assert_ne!(pci_tail("0000:1b:00.0"), pci_tail("0000:1c:00.0"));
+    }
+
+    #[test]
+    fn no_gpu_is_a_value_not_an_error() {
+        // On a machine without NVIDIA's driver this must degrade, not fail.
+        let env = environment();
+        if env.gpus.is_empty() {
+            assert!(env.unavailable_reason.is_some());
+            assert!(GpuSession::open(None).is_err());
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! parses the command line and dispatches to `commands`.
 
 pub mod acquire;
+pub mod capacity;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -95,9 +95,14 @@ impl Printer {
     pub fn cell_started(&self, n: usize, total: usize, c: &Cell) {
         let p = &c.params;
         self.clear_bar();
+        let label = if c.label == c.model {
+            String::new()
+        } else {
+            format!(" ({})", c.label)
+        };
         self.line(&format!(
-            "\nTEST {n}/{total}  {} ({}) · {}  [pp{} tg{}, {} reps + {} warm-up, {} threads, ngl {}]",
-            c.model, c.label, c.quant, p.n_prompt, p.n_gen, p.repetitions, p.warmup, p.n_threads, p.n_gpu_layers
+            "\nTEST {n}/{total}  {}{label} · {}  [pp{} tg{}, {} reps + {} warm-up, {} threads, ngl {}]",
+            c.model, c.quant, p.n_prompt, p.n_gen, p.repetitions, p.warmup, p.n_threads, p.n_gpu_layers
         ));
         let b = ProgressBar::with_draw_target(Some(u64::from(p.repetitions)), bar_target());
         b.set_style(
@@ -180,6 +185,24 @@ impl Printer {
                 bytes(m.compute_bytes)
             );
         }
+        if let Some(g) = r.gpu.as_ref().filter(|g| g.unavailable_reason.is_none()) {
+            let pct = |v: Option<f64>| v.map_or("–".into(), |x| format!("{:.0}%", x * 100.0));
+            s += &format!(
+                "  GPU      VRAM after load {} · peak {} ({}) · {} J/token · bandwidth {} of peak · SM {}–{} MHz · {}\n",
+                g.vram_after_load_bytes.map_or("–".into(), bytes),
+                g.vram_peak_bytes.map_or("–".into(), bytes),
+                g.vram_source.as_deref().unwrap_or("?"),
+                r.energy_j_per_tok.map_or("–".into(), |e| format!("{e:.3}")),
+                pct(r.bw_util),
+                g.sm_clock_mhz_min.map_or("?".into(), |v| v.to_string()),
+                g.sm_clock_mhz_max.map_or("?".into(), |v| v.to_string()),
+                if g.throttle_reasons.is_empty() {
+                    "no throttling".to_string()
+                } else {
+                    format!("THROTTLED: {}", g.throttle_reasons.join(", "))
+                }
+            );
+        }
         s += &format!("  TTFT     {} ms\n", mean_sd(r, "ttft_ms"));
         s += &format!(
             "  decode   {} tok/s  (ITL p50 {:.2} ms, p90 {:.2}, p99 {:.2})\n",
@@ -188,12 +211,15 @@ impl Printer {
             r.itl_ms_p90.unwrap_or(f64::NAN),
             r.itl_ms_p99.unwrap_or(f64::NAN)
         );
+        let llama = |m: &str| r.mean(m).map_or("–".into(), |v| format!("{v:.1}"));
         s += &format!(
-            "  pp{:<5}  {} tok/s   tg{}: {} tok/s\n",
+            "  pp{:<5}  {} tok/s   tg{}: {} tok/s   (llama.cpp's counters: pp {}, tg {})\n",
             r.params.n_prompt,
             mean_sd(r, "pp_tok_s"),
             r.params.n_gen,
-            mean_sd(r, "tg_tok_s")
+            mean_sd(r, "tg_tok_s"),
+            llama("pp_tok_s_llama"),
+            llama("tg_tok_s_llama")
         );
         if let Some(t) = &r.generated_text {
             let preview: String = format!("{}{}", r.params.prompt, t)

@@ -45,6 +45,9 @@ pub struct DeviceInfo {
     pub backend: String,
     pub memory_total_bytes: u64,
     pub memory_free_bytes: u64,
+    /// PCI bus id for GPUs (empty where ggml does not report one).
+    #[serde(default)]
+    pub device_id: String,
 }
 
 /// Architecture facts llama.cpp reports for a loaded model.

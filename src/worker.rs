@@ -12,7 +12,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::engine::{self, Engine, LoadedModel};
-use crate::gpu::GpuCellTelemetry;
+use std::time::Duration;
+
+use crate::gpu::{CellMonitor, GpuCellTelemetry, GpuSession};
 use crate::plan::Cell;
 use crate::protocol::{Event, Job};
 use crate::quant::Quant;
@@ -56,11 +58,23 @@ fn take_stdout() -> Result<Events> {
 /// Entry point of `quantbench worker`: serves jobs until stdin closes.
 pub fn serve() -> Result<()> {
     let mut events = take_stdout()?;
+    // NVML before llama.cpp touches the GPU: its memory use now is the baseline of the
+    // device-wide fallback for per-process VRAM.
+    let early = GpuSession::open(None);
     let engine = engine::init()?;
     events.send(&Event::Ready {
         backend: engine.info.clone(),
     });
-    let gpu_env = crate::gpu::environment();
+    let gpu: Result<GpuSession, String> = match engine.info.devices.iter().find(|d| d.kind == "gpu") {
+        None => Err(match early {
+            Err(e) => e,
+            Ok(_) => "no GPU backend device was registered (CPU run)".to_string(),
+        }),
+        Some(d) => match early {
+            Ok(s) if d.device_id.is_empty() || s.matches(&d.device_id) => Ok(s),
+            _ => GpuSession::open(Some(&d.device_id).filter(|id| !id.is_empty()).map(String::as_str)),
+        },
+    };
     let mut loaded: Option<LoadedModel> = None;
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading jobs from stdin")?;
@@ -70,7 +84,7 @@ pub fn serve() -> Result<()> {
         let job: Job = serde_json::from_str(&line).context("malformed job")?;
         let cell = job.cell.index;
         events.send(&Event::Started { cell });
-        match run_job(&engine, &job, &mut loaded, &mut events, &gpu_env) {
+        match run_job(&engine, &job, &mut loaded, &mut events, &gpu) {
             Ok(measurement) => events.send(&Event::Done {
                 cell,
                 measurement: Box::new(measurement),
@@ -94,11 +108,14 @@ fn run_job(
     job: &Job,
     loaded: &mut Option<LoadedModel>,
     events: &mut Events,
-    gpu_env: &crate::gpu::GpuEnvironment,
+    gpu: &Result<GpuSession, String>,
 ) -> Result<crate::protocol::Measurement> {
     engine::clear_recent_log();
     inject_fault(&job.cell)?;
     let p = &job.cell.params;
+    let session = gpu.as_ref().ok();
+    // Sample from before the load, so the peak covers loading too.
+    let monitor = session.map(|g| g.monitor(Duration::from_millis(20)));
     let reuse = loaded
         .as_ref()
         .is_some_and(|m| m.path == job.model_path && m.n_gpu_layers == p.n_gpu_layers && !job.cold);
@@ -127,24 +144,69 @@ fn run_job(
     let mut probe = CellProbe {
         events,
         cell: job.cell.index,
+        session,
+        monitor: monitor.as_ref(),
+        telemetry: GpuCellTelemetry::default(),
+        energy_start: None,
     };
-    let mut m = model.measure(engine, &job.cell, &mut probe)?;
-    m.gpu = GpuCellTelemetry {
-        unavailable_reason: Some(match &gpu_env.unavailable_reason {
-            Some(r) => r.clone(),
-            None => "GPU telemetry is not collected by this version".into(),
-        }),
-        ..Default::default()
-    };
+    let result = model.measure(engine, &job.cell, &mut probe);
+    let mut telemetry = std::mem::take(&mut probe.telemetry);
+    if let Some(mon) = monitor {
+        mon.finish(&mut telemetry);
+    }
+    let mut m = result?;
+    match gpu {
+        Ok(g) => {
+            telemetry.peak_bandwidth_bytes_s = g.peak_bandwidth_bytes_s;
+        }
+        Err(reason) => telemetry.unavailable_reason = Some(reason.clone()),
+    }
+    m.gpu = telemetry;
     Ok(m)
 }
 
+/// The worker's hooks around the engine's timed regions: progress events and GPU readings.
 struct CellProbe<'a> {
     events: &'a mut Events,
     cell: usize,
+    session: Option<&'a GpuSession>,
+    monitor: Option<&'a CellMonitor>,
+    telemetry: GpuCellTelemetry,
+    energy_start: Option<u64>,
 }
 
 impl engine::Probe for CellProbe<'_> {
+    fn after_load(&mut self) {
+        if let Some(g) = self.session {
+            let (v, source) = g.vram();
+            self.telemetry.vram_after_load_bytes = v;
+            self.telemetry.vram_source = Some(source.to_string());
+        }
+    }
+    fn after_warmup(&mut self) {
+        if let Some(g) = self.session {
+            self.telemetry.vram_after_warmup_bytes = g.vram().0;
+        }
+        if let Some(m) = self.monitor {
+            m.set_timed(true);
+        }
+    }
+    fn decode_begin(&mut self) {
+        self.energy_start = self.session.and_then(GpuSession::energy_mj);
+    }
+    fn decode_end(&mut self, tokens: u32) {
+        let end = self.session.and_then(GpuSession::energy_mj);
+        if let (Some(a), Some(b)) = (self.energy_start.take(), end) {
+            let t = &mut self.telemetry;
+            t.decode_energy_j = Some(t.decode_energy_j.unwrap_or(0.0) + (b.saturating_sub(a)) as f64 / 1e3);
+            t.decode_tokens = Some(t.decode_tokens.unwrap_or(0) + u64::from(tokens));
+        }
+    }
+    fn timed_end(&mut self) {
+        if let Some(m) = self.monitor {
+            m.set_timed(false);
+        }
+    }
     fn progress(&mut self, phase: &str, done: u32, total: u32) {
         self.events.send(&Event::Progress {
             cell: self.cell,

@@ -250,6 +250,122 @@ pub fn sniff(r: &mut impl Read) -> io::Result<Sniff> {
     })
 }
 
+/// A metadata value as read back: scalars, strings, and arrays by their length only.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Meta {
+    Int(i128),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Array { len: u64 },
+}
+
+impl Meta {
+    /// The value as an unsigned integer, if it is one.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Meta::Int(i) => u64::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+}
+
+fn rd<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    r.read_exact(&mut b)?;
+    Ok(b)
+}
+
+fn rd_u32(r: &mut impl Read) -> io::Result<u32> {
+    Ok(u32::from_le_bytes(rd(r)?))
+}
+
+fn rd_u64(r: &mut impl Read) -> io::Result<u64> {
+    Ok(u64::from_le_bytes(rd(r)?))
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+fn rd_str(r: &mut impl Read) -> io::Result<String> {
+    let n = rd_u64(r)?;
+    if n > 1 << 24 {
+        return Err(bad("GGUF string longer than 16 MiB"));
+    }
+    let mut b = vec![0u8; n as usize];
+    r.read_exact(&mut b)?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Size in bytes of a fixed-size GGUF value type; `None` for strings and arrays.
+fn fixed_size(t: u32) -> Option<u64> {
+    match t {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
+}
+
+fn rd_scalar(r: &mut impl Read, t: u32) -> io::Result<Meta> {
+    Ok(match t {
+        0 => Meta::Int(i128::from(u8::from_le_bytes(rd(r)?))),
+        1 => Meta::Int(i128::from(i8::from_le_bytes(rd(r)?))),
+        2 => Meta::Int(i128::from(u16::from_le_bytes(rd(r)?))),
+        3 => Meta::Int(i128::from(i16::from_le_bytes(rd(r)?))),
+        4 => Meta::Int(i128::from(u32::from_le_bytes(rd(r)?))),
+        5 => Meta::Int(i128::from(i32::from_le_bytes(rd(r)?))),
+        6 => Meta::Float(f64::from(f32::from_le_bytes(rd(r)?))),
+        7 => Meta::Bool(rd::<1>(r)?[0] != 0),
+        8 => Meta::Str(rd_str(r)?),
+        10 => Meta::Int(i128::from(u64::from_le_bytes(rd(r)?))),
+        11 => Meta::Int(i128::from(i64::from_le_bytes(rd(r)?))),
+        12 => Meta::Float(f64::from_le_bytes(rd(r)?)),
+        _ => return Err(bad("unknown GGUF value type")),
+    })
+}
+
+/// Reads the metadata key/values of a GGUF file (arrays are skipped, keeping their length).
+pub fn read_metadata(r: &mut impl Read) -> io::Result<Vec<(String, Meta)>> {
+    if rd::<4>(r)? != MAGIC {
+        return Err(bad("not a GGUF file"));
+    }
+    let version = rd_u32(r)?;
+    if !(2..=3).contains(&version) {
+        return Err(bad("unsupported GGUF version"));
+    }
+    let _n_tensors = rd_u64(r)?;
+    let n_kv = rd_u64(r)?;
+    let mut out = Vec::new();
+    for _ in 0..n_kv {
+        let key = rd_str(r)?;
+        let t = rd_u32(r)?;
+        let v = if t == T_ARRAY {
+            let et = rd_u32(r)?;
+            let len = rd_u64(r)?;
+            match fixed_size(et) {
+                Some(sz) => {
+                    io::copy(&mut r.by_ref().take(sz * len), &mut io::sink())?;
+                }
+                None if et == T_STRING => {
+                    for _ in 0..len {
+                        let n = rd_u64(r)?;
+                        io::copy(&mut r.by_ref().take(n), &mut io::sink())?;
+                    }
+                }
+                None => return Err(bad("nested GGUF arrays are not supported")),
+            }
+            Meta::Array { len }
+        } else {
+            rd_scalar(r, t)?
+        };
+        out.push((key, v));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +392,9 @@ mod tests {
         assert_eq!(u32::from_le_bytes(buf[4..8].try_into().unwrap()), 3);
         assert_eq!(u64::from_le_bytes(buf[8..16].try_into().unwrap()), 1);
         assert_eq!(u64::from_le_bytes(buf[16..24].try_into().unwrap()), 2);
+        let meta = read_metadata(&mut buf.as_slice()).unwrap();
+        assert_eq!(meta[0], ("general.architecture".into(), Meta::Str("gpt2".into())));
+        assert_eq!(meta[1].1.as_u64(), Some(7));
         // data section starts aligned and the tensor is padded to the alignment
         assert_eq!(buf.len() as u64 % ALIGNMENT, 0);
         assert_eq!(

@@ -86,6 +86,8 @@ pub struct Planned {
     /// Size of the file if it exists, else an estimate.
     pub size_bytes: Option<u64>,
     pub size_is_estimate: bool,
+    /// Architecture numbers, when known (synthetic preset, or a local file's metadata).
+    pub shape: Option<crate::capacity::Shape>,
 }
 
 fn synthetic_dir(opts: &Options, preset: &synthetic::Preset, seed: u64) -> PathBuf {
@@ -138,17 +140,23 @@ pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Option
                     }
                 ),
                 path: Some(path),
+                shape: Some(preset.shape()),
             }
         }
         Source::Path { template } => {
             let path = PathBuf::from(fill_template(template, quant));
             let size = std::fs::metadata(&path).ok().map(|md| md.len());
+            let shape = File::open(&path)
+                .ok()
+                .and_then(|f| gguf::read_metadata(&mut BufReader::new(f)).ok())
+                .and_then(|m| crate::capacity::Shape::from_metadata(&m));
             Planned {
                 cached: size.is_some(),
                 size_is_estimate: false,
                 size_bytes: size,
                 source: "local file".into(),
                 path: Some(path),
+                shape,
             }
         }
         Source::Hf { repo, revision, .. } => Planned {
@@ -157,6 +165,7 @@ pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Option
             cached: false,
             size_bytes: None,
             size_is_estimate: false,
+            shape: None,
         },
     }
 }

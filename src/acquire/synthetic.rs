@@ -180,6 +180,18 @@ impl Preset {
         t
     }
 
+    /// The numbers memory estimates need.
+    pub fn shape(&self) -> crate::capacity::Shape {
+        crate::capacity::Shape {
+            n_layer: self.n_layer,
+            n_embd: self.n_embd,
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            n_ff: self.n_ff,
+            n_vocab: self.n_vocab,
+        }
+    }
+
     /// Number of parameters (elements of all tensors).
     pub fn n_params(&self) -> u64 {
         self.tensors().iter().map(TensorInfo::n_elements).sum()
@@ -456,6 +468,16 @@ mod tests {
         assert_eq!(a, write(1));
         assert_ne!(a, write(2));
         assert!(a.len() > 4_000_000 && a.len() < 8_000_000, "{}", a.len());
+    }
+
+    #[test]
+    fn metadata_reads_back() {
+        let p = preset("tiny-llama").unwrap();
+        let mut v = Vec::new();
+        p.write(0, &mut v).unwrap();
+        let meta = gguf::read_metadata(&mut v.as_slice()).unwrap();
+        let shape = crate::capacity::Shape::from_metadata(&meta).unwrap();
+        assert_eq!(shape, p.shape());
     }
 
     #[test]

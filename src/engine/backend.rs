@@ -263,6 +263,8 @@ fn devices() -> Vec<DeviceInfo> {
                 let dev = sys::ggml_backend_dev_get(i);
                 let (mut free, mut total) = (0usize, 0usize);
                 sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+                let mut props: sys::ggml_backend_dev_props = std::mem::zeroed();
+                sys::ggml_backend_dev_get_props(dev, &mut props);
                 let kind = match sys::ggml_backend_dev_type(dev) {
                     sys::GGML_BACKEND_DEVICE_TYPE_CPU => "cpu",
                     sys::GGML_BACKEND_DEVICE_TYPE_GPU => "gpu",
@@ -278,6 +280,7 @@ fn devices() -> Vec<DeviceInfo> {
                     )),
                     memory_total_bytes: total as u64,
                     memory_free_bytes: free as u64,
+                    device_id: cstr(props.device_id),
                 }
             })
             .collect()

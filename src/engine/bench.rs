@@ -32,30 +32,48 @@ pub trait Probe {
     fn decode_begin(&mut self) {}
     /// Just after a timed generation repetition that produced `tokens` tokens.
     fn decode_end(&mut self, _tokens: u32) {}
+    /// After the last timed repetition.
+    fn timed_end(&mut self) {}
     /// Progress: `phase` (`warmup` or `rep`), `done` of `total`.
     fn progress(&mut self, _phase: &str, _done: u32, _total: u32) {}
 }
 
 /// Index of the largest logit (the first one on ties; NaNs are ignored): greedy sampling.
 ///
-/// Two passes: a lane-wise maximum the compiler vectorises, then the position of that value.
+/// One pass over 16 lanes, each keeping its maximum and the chunk where it was seen, which the
+/// compiler turns into vector compares and blends; then the best lane (lowest index on ties).
 pub fn argmax(logits: &[f32]) -> usize {
     const L: usize = 16;
-    let mut lanes = [f32::NEG_INFINITY; L];
+    let mut best = [f32::NEG_INFINITY; L];
+    let mut at = [0u32; L];
     let chunks = logits.chunks_exact(L);
     let rest = chunks.remainder();
-    for c in chunks {
+    for (k, c) in chunks.enumerate() {
+        let k = k as u32;
         for i in 0..L {
-            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+            let take = c[i] > best[i];
+            best[i] = if take { c[i] } else { best[i] };
+            at[i] = if take { k } else { at[i] };
         }
     }
-    let mut m = f32::NEG_INFINITY;
-    for &x in lanes.iter().chain(rest) {
+    let (mut m, mut idx) = (f32::NEG_INFINITY, usize::MAX);
+    for i in 0..L {
+        let j = at[i] as usize * L + i;
+        if best[i] > m || (best[i] == m && j < idx) {
+            (m, idx) = (best[i], j);
+        }
+    }
+    let base = logits.len() - rest.len();
+    for (i, &x) in rest.iter().enumerate() {
         if x > m {
-            m = x;
+            (m, idx) = (x, base + i);
         }
     }
-    logits.iter().position(|&x| x == m).unwrap_or(0)
+    if m == f32::NEG_INFINITY {
+        // all NaN or -inf: the first finite-or-infinite entry, else 0
+        return logits.iter().position(|&x| x == m).unwrap_or(0);
+    }
+    idx
 }
 
 /// A model loaded in this worker.
@@ -268,6 +286,7 @@ impl LoadedModel {
             });
             probe.progress("rep", r + 1, p.repetitions);
         }
+        probe.timed_end();
         memory.host_rss_peak_bytes = host_rss().peak_bytes;
 
         let (backend, device) = placement(engine, &memory.buffers);
@@ -511,5 +530,13 @@ mod tests {
         assert_eq!(argmax(&[f32::NAN, -5.0, -1.0]), 2);
         assert_eq!(argmax(&[-3.0; 40]), 0);
         assert_eq!(argmax(&[]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 3]), 0);
+        let mut v = vec![0.0f32; 100];
+        v[69] = 9.0;
+        v[37] = 9.0;
+        v[99] = 9.0;
+        assert_eq!(argmax(&v), 37, "first of equal maxima across lanes and the tail");
+        v[98] = 10.0;
+        assert_eq!(argmax(&v), 98, "the tail can win");
     }
 }

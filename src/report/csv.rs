@@ -117,6 +117,8 @@ pub fn columns() -> Vec<Col> {
         ("tg_tok_s_llama", |_, c| num(c.mean("tg_tok_s_llama"))),
         ("vram_bytes", |_, c| opt(c.vram_bytes)),
         ("vram_source", |_, c| opt(c.vram_source.clone())),
+        ("vram_after_load_bytes", |_, c| opt(c.gpu.as_ref().and_then(|g| g.vram_after_load_bytes))),
+        ("vram_peak_bytes", |_, c| opt(c.gpu.as_ref().and_then(|g| g.vram_peak_bytes))),
         ("weights_gpu_bytes", |_, c| {
             opt(c.memory.as_ref().map(|m| m.weights_gpu_bytes))
         }),
@@ -138,6 +140,9 @@ pub fn columns() -> Vec<Col> {
         }),
         ("energy_j_per_tok", |_, c| num(c.energy_j_per_tok)),
         ("bw_util", |_, c| num(c.bw_util)),
+        ("throttled", |_, c| opt(c.throttled)),
+        ("sm_clock_mhz_min", |_, c| opt(c.gpu.as_ref().and_then(|g| g.sm_clock_mhz_min))),
+        ("sm_clock_mhz_max", |_, c| opt(c.gpu.as_ref().and_then(|g| g.sm_clock_mhz_max))),
         ("quantbench_version", |r, _| r.quantbench.version.clone()),
         ("git_commit", |r, _| r.quantbench.git_commit.clone()),
         ("build_profile", |r, _| r.quantbench.build_profile.clone()),

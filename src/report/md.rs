@@ -137,6 +137,8 @@ impl Format for Markdown {
         for row in rows {
             s += &format!("| {} |\n", row.join(" | "));
         }
+        s += &harness_check(r);
+        s += &gpu_table(r);
         let failed: Vec<_> = r
             .cells
             .iter()
@@ -155,6 +157,94 @@ impl Format for Markdown {
         }
         Ok(s)
     }
+}
+
+fn pct(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:+.1}%", (a / b - 1.0) * 100.0),
+        _ => "–".into(),
+    }
+}
+
+/// How close the harness' clock is to llama.cpp's own counters, and what greedy sampling and
+/// the per-token loop cost relative to bare token generation.
+fn harness_check(r: &Report) -> String {
+    let ok: Vec<&CellResult> = r.cells.iter().filter(|c| c.status == CellStatus::Ok).collect();
+    if ok.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Harness check\n\n`tg` and `pp` by the harness clock vs llama.cpp's own counters \
+         (`llama_perf_context`) of the same context, and `decode_tok_s` (greedy sampling, \
+         what a user sees) as a share of `tg_tok_s` (no sampling).\n\n\
+         | model | quant | n_gen | tg tok/s | tg (llama.cpp) | Δ | pp tok/s | pp (llama.cpp) | Δ | decode / tg |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for c in ok {
+        let f = |m: &str| c.mean(m).map_or("–".into(), |v| format!("{v:.1}"));
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            c.model,
+            c.quant,
+            c.params.n_gen,
+            f("tg_tok_s"),
+            f("tg_tok_s_llama"),
+            pct(c.mean("tg_tok_s"), c.mean("tg_tok_s_llama")),
+            f("pp_tok_s"),
+            f("pp_tok_s_llama"),
+            pct(c.mean("pp_tok_s"), c.mean("pp_tok_s_llama")),
+            match (c.mean("decode_tok_s"), c.mean("tg_tok_s")) {
+                (Some(d), Some(t)) if t > 0.0 => format!("{:.1}%", d / t * 100.0),
+                _ => "–".into(),
+            }
+        );
+    }
+    s
+}
+
+/// GPU memory, energy, bandwidth and clocks, for cells that ran with NVML telemetry.
+fn gpu_table(r: &Report) -> String {
+    let rows: Vec<&CellResult> = r
+        .cells
+        .iter()
+        .filter(|c| c.gpu.as_ref().is_some_and(|g| g.unavailable_reason.is_none()))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## GPU\n\n| model | quant | n_gen | VRAM after load | after warm-up | peak | source | \
+         weights (device) | KV | compute | J/token | bw_util | SM MHz | throttled |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for c in rows {
+        let g = c.gpu.as_ref().expect("filtered");
+        let m = c.memory.as_ref();
+        let b = |v: Option<u64>| v.map_or("–".into(), bytes);
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}–{} | {} |\n",
+            c.model,
+            c.quant,
+            c.params.n_gen,
+            b(g.vram_after_load_bytes),
+            b(g.vram_after_warmup_bytes),
+            b(g.vram_peak_bytes),
+            g.vram_source.as_deref().unwrap_or("–"),
+            b(m.map(|m| m.weights_gpu_bytes)),
+            b(m.map(|m| m.kv_bytes)),
+            b(m.map(|m| m.compute_bytes)),
+            c.energy_j_per_tok.map_or("–".into(), |v| format!("{v:.3}")),
+            c.bw_util.map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+            g.sm_clock_mhz_min.map_or("?".into(), |v| v.to_string()),
+            g.sm_clock_mhz_max.map_or("?".into(), |v| v.to_string()),
+            if g.throttle_reasons.is_empty() {
+                "no".to_string()
+            } else {
+                g.throttle_reasons.join(", ")
+            }
+        );
+    }
+    s
 }
 
 #[cfg(test)]

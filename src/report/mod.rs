@@ -124,7 +124,10 @@ pub struct CellResult {
     pub vram_bytes: Option<u64>,
     pub vram_source: Option<String>,
     pub energy_j_per_tok: Option<f64>,
+    /// Bytes read per decoded token (device weights + KV) × `tg_tok_s` / peak bandwidth.
     pub bw_util: Option<f64>,
+    /// The GPU reported power, thermal or slowdown throttling during timed regions.
+    pub throttled: Option<bool>,
     pub memory: Option<MemoryMeasurement>,
     pub gpu: Option<GpuCellTelemetry>,
     pub samples: Vec<RepSample>,
@@ -195,6 +198,7 @@ impl CellResult {
             vram_source: None,
             energy_j_per_tok: None,
             bw_util: None,
+            throttled: None,
             memory: None,
             gpu: None,
             samples: Vec::new(),
@@ -257,6 +261,15 @@ impl CellResult {
             (Some(j), Some(n)) if n > 0 => Some(j / n as f64),
             _ => None,
         };
+        let tg = r.metrics.get("tg_tok_s").map(|s| s.mean);
+        let read_per_token = m.memory.weights_gpu_bytes + m.memory.kv_bytes;
+        r.bw_util = match (g.peak_bandwidth_bytes_s, tg) {
+            (Some(peak), Some(tg)) if peak > 0.0 && m.memory.weights_gpu_bytes > 0 => {
+                Some(read_per_token as f64 * tg / peak)
+            }
+            _ => None,
+        };
+        r.throttled = g.unavailable_reason.is_none().then(|| !g.throttle_reasons.is_empty());
         r.n_ctx = Some(m.n_ctx);
         r.prompt_tokens = Some(m.prompt_tokens);
         r.backend = Some(m.backend);

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Package quantbench for running on another x86-64 Linux machine (glibc >= 2.36):
+#   dist/quantbench-<version>-linux-x86_64.tar.xz
+# holding the binary, llama.cpp's shared libraries, every CPU backend module (ggml picks the best
+# one for the CPU at run time) and libgomp. The binary finds them next to itself ($ORIGIN). Add
+# a GPU backend by putting its module (e.g. libggml-cuda.so) in the same folder or in a folder
+# named with --backend-dir.
+#
+#   scripts/package.sh                    # builds (release) if needed
+#   scripts/package.sh --with-llama-src   # also dist/llama.cpp-src.tar.xz: the llama.cpp sources
+#                                         # of the pinned crate, for scripts/build-cuda-backend.sh
+#                                         # on a GPU host without network
+set -euo pipefail
+with_src=0
+[ "${1:-}" = "--with-llama-src" ] && with_src=1
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash scripts/prereqs.sh
+cargo build --release --quiet
+target="${CARGO_TARGET_DIR:-$root/target}"
+bin="$target/release/quantbench"
+version="$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)"
+name="quantbench-$version-linux-x86_64"
+stage="$root/dist/$name"
+rm -rf "$stage" && mkdir -p "$stage"
+cp "$bin" "$stage/"
+# llama.cpp's libraries under their sonames, as the binary asks for them
+for lib in $(ldd "$bin" | awk '/libllama|libggml/ {print $3}'); do
+  cp -L "$lib" "$stage/$(basename "$lib")"
+done
+# the CPU backend modules the build installed (the folder the binary also searches at run time)
+backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d -newer Cargo.toml | head -n1)"
+[ -n "$backends" ] || backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d | head -n1)"
+cp "$backends"/libggml-*.so "$stage/"
+# OpenMP runtime of the CPU backend: not on every machine
+cp -L "$(ldd "$backends"/libggml-cpu-x64.so | awk '/libgomp/ {print $3}')" "$stage/"
+strip --strip-unneeded "$stage"/*.so* "$stage/quantbench" 2>/dev/null || true
+cp README.md models.toml "$stage/"
+tar -C "$root/dist" -cJf "$root/dist/$name.tar.xz" "$name"
+ls -la "$root/dist/$name.tar.xz"
+if [ "$with_src" = 1 ]; then
+  cache="$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$backends/../build/CMakeCache.txt")"
+  tar -C "$(dirname "$cache")" -cJf "$root/dist/llama.cpp-src.tar.xz" "$(basename "$cache")"
+  ls -la "$root/dist/llama.cpp-src.tar.xz"
+fi
