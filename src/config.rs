@@ -118,6 +118,26 @@ impl FlashAttn {
     }
 }
 
+/// Where the greedy sampling of the generation test runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampling {
+    /// In the backend, inside `llama_decode` (an argmax op on the GPU); only the token id comes
+    /// back to the host.
+    Backend,
+    /// On the host: the logits are copied out and the argmax is taken by quantbench.
+    Host,
+}
+
+impl Sampling {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sampling::Backend => "backend",
+            Sampling::Host => "host",
+        }
+    }
+}
+
 /// KV cache element types accepted for `type_k` / `type_v`.
 pub const KV_TYPES: &[&str] = &["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"];
 
@@ -142,6 +162,8 @@ pub struct Params {
     pub type_v: String,
     /// A cell (load included) running longer than this is stopped and marked failed.
     pub timeout_s: u64,
+    /// Where the generation test's greedy sampling runs.
+    pub sampling: Sampling,
 }
 
 impl Default for Params {
@@ -164,6 +186,7 @@ impl Default for Params {
             type_k: "f16".into(),
             type_v: "f16".into(),
             timeout_s: 1800,
+            sampling: Sampling::Backend,
         }
     }
 }
@@ -262,6 +285,7 @@ macro_rules! raw_table {
             type_k: Option<Spanned<String>>,
             type_v: Option<Spanned<String>>,
             timeout_s: Option<Spanned<i64>>,
+            sampling: Option<Spanned<String>>,
         }
         impl $name {
             fn params(&self) -> RawParams<'_> {
@@ -280,6 +304,7 @@ macro_rules! raw_table {
                     type_k: self.type_k.as_ref(),
                     type_v: self.type_v.as_ref(),
                     timeout_s: self.timeout_s.as_ref(),
+                    sampling: self.sampling.as_ref(),
                 }
             }
         }
@@ -314,6 +339,7 @@ struct RawParams<'a> {
     type_k: Option<&'a Spanned<String>>,
     type_v: Option<&'a Spanned<String>>,
     timeout_s: Option<&'a Spanned<i64>>,
+    sampling: Option<&'a Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -536,12 +562,14 @@ impl Cx<'_> {
                         ),
                     ))
                 }
-                IntOrString::Str(s) => return Err(self.err(
-                    v.span(),
-                    format!(
+                IntOrString::Str(s) => {
+                    return Err(self.err(
+                        v.span(),
+                        format!(
                         "n_gpu_layers = {s:?}: use \"all\" or a number of layers (0 = CPU only)"
                     ),
-                )),
+                    ))
+                }
             };
         }
         if let Some(v) = r.flash_attn {
@@ -587,6 +615,18 @@ impl Cx<'_> {
         }
         if let Some(v) = r.timeout_s {
             p.timeout_s = self.int(v, "timeout_s", 1, 7 * 24 * 3600)?;
+        }
+        if let Some(v) = r.sampling {
+            p.sampling = match v.get_ref().as_str() {
+                "backend" => Sampling::Backend,
+                "host" => Sampling::Host,
+                other => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("sampling = {other:?}: use \"backend\" or \"host\""),
+                    ))
+                }
+            };
         }
         Ok(p)
     }

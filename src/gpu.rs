@@ -136,17 +136,22 @@ pub struct GpuSession {
 /// Normalises a PCI bus id (`00000000:01:00.0` or `0000:01:00.0`) to `01:00.0`.
 fn pci_tail(id: &str) -> String {
     let parts: Vec<&str> = id.split(':').collect();
-    parts[parts.len().saturating_sub(2)..].join(":").to_lowercase()
+    parts[parts.len().saturating_sub(2)..]
+        .join(":")
+        .to_lowercase()
 }
 
 impl GpuSession {
     /// Opens NVML and picks the GPU with PCI bus id `pci` (the first GPU when `None`).
     pub fn open(pci: Option<&str>) -> Result<Self, String> {
-        let nvml = Nvml::init().map_err(|e| format!("NVML unavailable (no NVIDIA driver?): {e}"))?;
+        let nvml =
+            Nvml::init().map_err(|e| format!("NVML unavailable (no NVIDIA driver?): {e}"))?;
         let count = nvml.device_count().map_err(|e| format!("NVML: {e}"))?;
         let mut index = None;
         for i in 0..count {
-            let Ok(d) = nvml.device_by_index(i) else { continue };
+            let Ok(d) = nvml.device_by_index(i) else {
+                continue;
+            };
             let bus = d.pci_info().map(|p| p.bus_id).unwrap_or_default();
             if pci.is_none_or(|p| pci_tail(p) == pci_tail(&bus)) {
                 index = Some(i);
@@ -158,7 +163,9 @@ impl GpuSession {
             None => "NVML found no NVIDIA GPU".to_string(),
         })?;
         let (baseline, bw) = {
-            let d = nvml.device_by_index(index).map_err(|e| format!("NVML: {e}"))?;
+            let d = nvml
+                .device_by_index(index)
+                .map_err(|e| format!("NVML: {e}"))?;
             let used = d.memory_info().map(|m| m.used).unwrap_or(0);
             let bus = d.memory_bus_width().ok();
             let clock = d.max_clock_info(Clock::Memory).ok();
@@ -199,58 +206,76 @@ impl GpuSession {
             .ok()
     }
 
-    /// Starts sampling memory (always) and clocks and throttle reasons (while timed) every
-    /// `period`, on a thread of its own.
-    pub fn monitor(&self, period: Duration) -> CellMonitor {
+    /// Starts a sampling thread: outside timed regions it reads this process' device memory
+    /// every `untimed` (the peak covers load, context creation and warm-up, which allocate all
+    /// the timed repetitions use); inside timed regions only the clocks and throttle reasons,
+    /// every `timed` (`None`: not at all), so that NVML calls stay out of the measurement.
+    pub fn monitor(&self, untimed: Duration, timed: Option<Duration>) -> CellMonitor {
         let state = Arc::new(Mutex::new(Sampled::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let timed = Arc::new(AtomicBool::new(false));
+        let timed_flag = Arc::new(AtomicBool::new(false));
         let (nvml, index, pid, base) = (
             self.nvml.clone(),
             self.index,
             self.pid,
             self.baseline_used_bytes,
         );
-        let (st, sp, tm) = (state.clone(), stop.clone(), timed.clone());
+        let (st, sp, tm) = (state.clone(), stop.clone(), timed_flag.clone());
         let thread = std::thread::spawn(move || {
+            let tick = Duration::from_millis(2);
+            let mut last: Option<std::time::Instant> = None;
             while !sp.load(Ordering::Relaxed) {
-                let (vram, _) = vram_of(&nvml, index, pid, base);
-                let timed_now = tm.load(Ordering::Relaxed);
-                let (mut sm, mut mem, mut reasons) = (None, None, ThrottleReasons::empty());
-                if timed_now {
-                    if let Ok(d) = nvml.device_by_index(index) {
-                        sm = d.clock_info(Clock::SM).ok();
-                        mem = d.clock_info(Clock::Memory).ok();
-                        reasons = d.current_throttle_reasons().unwrap_or(ThrottleReasons::empty());
-                    }
+                let in_timed = tm.load(Ordering::Relaxed);
+                let period = if in_timed { timed } else { Some(untimed) };
+                let due = match (period, last) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(p), Some(t)) => t.elapsed() >= p,
+                };
+                if due {
+                    last = Some(std::time::Instant::now());
+                    sample(&nvml, index, pid, base, in_timed, &st);
                 }
-                {
-                    let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(v) = vram {
-                        s.vram_peak = Some(s.vram_peak.map_or(v, |p: u64| p.max(v)));
-                    }
-                    let minmax = |slot: &mut (Option<u32>, Option<u32>), v: Option<u32>| {
-                        if let Some(v) = v {
-                            slot.0 = Some(slot.0.map_or(v, |x| x.min(v)));
-                            slot.1 = Some(slot.1.map_or(v, |x| x.max(v)));
-                        }
-                    };
-                    minmax(&mut s.sm, sm);
-                    minmax(&mut s.mem, mem);
-                    for (name, flag) in reasons.iter_names() {
-                        if !benign(flag) && !s.throttle.iter().any(|n| n == name) {
-                            s.throttle.push(name.to_string());
-                        }
-                    }
-                }
-                std::thread::sleep(period);
+                std::thread::sleep(tick);
             }
+            // one last memory reading after the timed regions
+            sample(&nvml, index, pid, base, false, &st);
         });
         CellMonitor {
             state,
             stop,
-            timed,
+            timed: timed_flag,
             thread: Some(thread),
+        }
+    }
+}
+
+/// One sampler reading: memory outside timed regions, clocks and throttling inside.
+fn sample(nvml: &Nvml, index: u32, pid: u32, base: u64, in_timed: bool, st: &Mutex<Sampled>) {
+    let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+    if !in_timed {
+        if let (Some(v), _) = vram_of(nvml, index, pid, base) {
+            s.vram_peak = Some(s.vram_peak.map_or(v, |p: u64| p.max(v)));
+        }
+        return;
+    }
+    let Ok(d) = nvml.device_by_index(index) else {
+        return;
+    };
+    let minmax = |slot: &mut (Option<u32>, Option<u32>), v: Option<u32>| {
+        if let Some(v) = v {
+            slot.0 = Some(slot.0.map_or(v, |x| x.min(v)));
+            slot.1 = Some(slot.1.map_or(v, |x| x.max(v)));
+        }
+    };
+    minmax(&mut s.sm, d.clock_info(Clock::SM).ok());
+    minmax(&mut s.mem, d.clock_info(Clock::Memory).ok());
+    let reasons = d
+        .current_throttle_reasons()
+        .unwrap_or(ThrottleReasons::empty());
+    for (name, flag) in reasons.iter_names() {
+        if !benign(flag) && !s.throttle.iter().any(|n| n == name) {
+            s.throttle.push(name.to_string());
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FlashAttn, GpuLayers, Matrix, ModelSpec};
+use crate::config::{FlashAttn, GpuLayers, Matrix, ModelSpec, Sampling};
 use crate::quant::Quant;
 
 /// Measurement parameters of one cell, fully resolved.
@@ -24,6 +24,8 @@ pub struct CellParams {
     pub repetitions: u32,
     pub warmup: u32,
     pub timeout_s: u64,
+    /// Where the generation test's greedy sampling runs.
+    pub sampling: Sampling,
 }
 
 /// One measurement: a model file at one quant with one parameter set.
@@ -43,7 +45,7 @@ impl Cell {
     /// Stable identity of the cell within a matrix, used by `--resume`.
     pub fn key(&self) -> String {
         format!(
-            "{}:{}:pp{}:tg{}:ngl{}:fa{}:b{}:ub{}:k{}:v{}:t{}",
+            "{}:{}:pp{}:tg{}:ngl{}:fa{}:b{}:ub{}:k{}:v{}:t{}:s{}",
             self.model,
             self.quant,
             self.params.n_prompt,
@@ -55,6 +57,7 @@ impl Cell {
             self.params.type_k,
             self.params.type_v,
             self.params.n_threads,
+            self.params.sampling.name(),
         )
     }
 }
@@ -143,6 +146,7 @@ pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError>
                             repetitions: ov.repetitions.unwrap_or(p.repetitions),
                             warmup: ov.warmup.unwrap_or(p.warmup),
                             timeout_s: p.timeout_s,
+                            sampling: p.sampling,
                         },
                     });
                 }

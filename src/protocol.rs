@@ -108,6 +108,9 @@ pub struct RepSample {
     pub token_ms: Vec<f64>,
     /// `(n_gen − 1) / (t_last − t_first)`.
     pub decode_tok_s: f64,
+    /// Mean time per decode step spent in greedy sampling (argmax over the logits), µs.
+    #[serde(default)]
+    pub sample_us: f64,
     /// Prompt processing: `n_prompt` random tokens in `n_batch` chunks.
     pub pp_ms: f64,
     pub pp_tok_s: f64,

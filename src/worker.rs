@@ -65,14 +65,19 @@ pub fn serve() -> Result<()> {
     events.send(&Event::Ready {
         backend: engine.info.clone(),
     });
-    let gpu: Result<GpuSession, String> = match engine.info.devices.iter().find(|d| d.kind == "gpu") {
+    let gpu: Result<GpuSession, String> = match engine.info.devices.iter().find(|d| d.kind == "gpu")
+    {
         None => Err(match early {
             Err(e) => e,
             Ok(_) => "no GPU backend device was registered (CPU run)".to_string(),
         }),
         Some(d) => match early {
             Ok(s) if d.device_id.is_empty() || s.matches(&d.device_id) => Ok(s),
-            _ => GpuSession::open(Some(&d.device_id).filter(|id| !id.is_empty()).map(String::as_str)),
+            _ => GpuSession::open(
+                Some(&d.device_id)
+                    .filter(|id| !id.is_empty())
+                    .map(String::as_str),
+            ),
         },
     };
     let mut loaded: Option<LoadedModel> = None;
@@ -115,7 +120,13 @@ fn run_job(
     let p = &job.cell.params;
     let session = gpu.as_ref().ok();
     // Sample from before the load, so the peak covers loading too.
-    let monitor = session.map(|g| g.monitor(Duration::from_millis(20)));
+    let (untimed_ms, timed_ms) = sample_periods();
+    let monitor = session.filter(|_| untimed_ms > 0).map(|g| {
+        g.monitor(
+            Duration::from_millis(untimed_ms),
+            (timed_ms > 0).then(|| Duration::from_millis(timed_ms)),
+        )
+    });
     let reuse = loaded
         .as_ref()
         .is_some_and(|m| m.path == job.model_path && m.n_gpu_layers == p.n_gpu_layers && !job.cold);
@@ -165,6 +176,22 @@ fn run_job(
     Ok(m)
 }
 
+/// GPU sampler periods in ms (outside, inside timed regions): `QUANTBENCH_GPU_SAMPLE_MS`
+/// (default 20; 0 turns the sampler off) and `QUANTBENCH_GPU_TIMED_SAMPLE_MS` (default 100;
+/// 0 = no readings inside timed regions).
+fn sample_periods() -> (u64, u64) {
+    let get = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    (
+        get("QUANTBENCH_GPU_SAMPLE_MS", 20),
+        get("QUANTBENCH_GPU_TIMED_SAMPLE_MS", 100),
+    )
+}
+
 /// The worker's hooks around the engine's timed regions: progress events and GPU readings.
 struct CellProbe<'a> {
     events: &'a mut Events,
@@ -187,6 +214,8 @@ impl engine::Probe for CellProbe<'_> {
         if let Some(g) = self.session {
             self.telemetry.vram_after_warmup_bytes = g.vram().0;
         }
+    }
+    fn timed_begin(&mut self) {
         if let Some(m) = self.monitor {
             m.set_timed(true);
         }
@@ -198,7 +227,8 @@ impl engine::Probe for CellProbe<'_> {
         let end = self.session.and_then(GpuSession::energy_mj);
         if let (Some(a), Some(b)) = (self.energy_start.take(), end) {
             let t = &mut self.telemetry;
-            t.decode_energy_j = Some(t.decode_energy_j.unwrap_or(0.0) + (b.saturating_sub(a)) as f64 / 1e3);
+            t.decode_energy_j =
+                Some(t.decode_energy_j.unwrap_or(0.0) + (b.saturating_sub(a)) as f64 / 1e3);
             t.decode_tokens = Some(t.decode_tokens.unwrap_or(0) + u64::from(tokens));
         }
     }
@@ -304,6 +334,7 @@ pub fn self_test() -> Result<()> {
                     repetitions: 1,
                     warmup: 0,
                     timeout_s: 60,
+                    sampling: crate::config::Sampling::Backend,
                 },
             };
             let model = LoadedModel::load(&engine, &path, cell.params.n_gpu_layers, false)?;

@@ -393,7 +393,10 @@ mod tests {
         assert_eq!(u64::from_le_bytes(buf[8..16].try_into().unwrap()), 1);
         assert_eq!(u64::from_le_bytes(buf[16..24].try_into().unwrap()), 2);
         let meta = read_metadata(&mut buf.as_slice()).unwrap();
-        assert_eq!(meta[0], ("general.architecture".into(), Meta::Str("gpt2".into())));
+        assert_eq!(
+            meta[0],
+            ("general.architecture".into(), Meta::Str("gpt2".into()))
+        );
         assert_eq!(meta[1].1.as_u64(), Some(7));
         // data section starts aligned and the tensor is padded to the alignment
         assert_eq!(buf.len() as u64 % ALIGNMENT, 0);

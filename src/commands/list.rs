@@ -109,7 +109,8 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
         .collect();
     if args.format == ListFormat::Json {
         let out = serde_json::json!({ "memory": budget, "cells": rows });
-        ctx.printer.stdout(&(serde_json::to_string_pretty(&out)? + "\n"));
+        ctx.printer
+            .stdout(&(serde_json::to_string_pretty(&out)? + "\n"));
         return Ok(exit::OK);
     }
     ctx.printer.line(&format!(
@@ -139,7 +140,8 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
             r.repetitions,
             if r.cached { "yes" } else { "no" },
             size,
-            r.estimate.map_or("?".into(), |e| format!("~{}", bytes(e.total()))),
+            r.estimate
+                .map_or("?".into(), |e| format!("~{}", bytes(e.total()))),
             r.fits.map_or("?", |f| if f { "yes" } else { "NO" }),
             r.copies.map_or("?".into(), |c| c.to_string()),
             r.source

@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use llama_cpp_sys_2 as sys;
@@ -18,7 +18,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::memory::{breakdown, host_rss};
 use super::Engine;
-use crate::config::{FlashAttn, GpuLayers};
+use crate::config::{FlashAttn, GpuLayers, Sampling};
 use crate::plan::Cell;
 use crate::protocol::{Measurement, ModelInfo, RepSample};
 
@@ -32,7 +32,9 @@ pub trait Probe {
     fn decode_begin(&mut self) {}
     /// Just after a timed generation repetition that produced `tokens` tokens.
     fn decode_end(&mut self, _tokens: u32) {}
-    /// After the last timed repetition.
+    /// Before a block of timed repetitions.
+    fn timed_begin(&mut self) {}
+    /// After a block of timed repetitions.
     fn timed_end(&mut self) {}
     /// Progress: `phase` (`warmup` or `rep`), `done` of `total`.
     fn progress(&mut self, _phase: &str, _done: u32, _total: u32) {}
@@ -254,37 +256,54 @@ impl LoadedModel {
         let pp_tokens = random_tokens(p.n_prompt);
         let tg_tokens = random_tokens(p.n_gen);
 
-        let mut gen = GenBuffers::new(p.n_gen);
+        // Phase 1, llama-bench's pp and tg, on the context as llama.cpp creates it by default
+        // (no backend sampler, raw logits copied out): the memory figures describe this context.
+        let total = 2 * p.repetitions;
         for w in 0..p.warmup {
-            ctx.generate(&prompt, &mut gen)?;
             ctx.prompt_processing(&pp_tokens, p.n_batch)?;
             ctx.token_generation(&tg_tokens)?;
             probe.progress("warmup", w + 1, p.warmup);
         }
         memory.host_rss_after_warmup_bytes = host_rss().current_bytes;
         probe.after_warmup();
-
-        let mut reps = Vec::with_capacity(p.repetitions as usize);
+        let mut reps: Vec<RepSample> = Vec::with_capacity(p.repetitions as usize);
+        probe.timed_begin();
         for r in 0..p.repetitions {
-            probe.decode_begin();
-            let ttft_ms = ctx.generate(&prompt, &mut gen)?;
-            probe.decode_end(p.n_gen);
-            let n = gen.token_ms.len();
-            let decode_ms = gen.token_ms[n - 1] - gen.token_ms[0];
             let (pp_ms, pp_llama) = ctx.prompt_processing(&pp_tokens, p.n_batch)?;
             let (tg_ms, tg_llama) = ctx.token_generation(&tg_tokens)?;
             reps.push(RepSample {
-                ttft_ms,
-                token_ms: gen.token_ms.clone(),
-                decode_tok_s: (n - 1) as f64 / (decode_ms / 1e3),
                 pp_ms,
                 pp_tok_s: f64::from(p.n_prompt) / (pp_ms / 1e3),
                 tg_ms,
                 tg_tok_s: f64::from(p.n_gen) / (tg_ms / 1e3),
                 pp_tok_s_llama: pp_llama,
                 tg_tok_s_llama: tg_llama,
+                ..Default::default()
             });
-            probe.progress("rep", r + 1, p.repetitions);
+            probe.progress("rep", r + 1, total);
+        }
+        probe.timed_end();
+
+        // Phase 2, what a user sees: the prompt, then greedy generation, with the sampler in
+        // the backend when `sampling = "backend"`. Attaching it makes llama.cpp re-reserve its
+        // compute buffers (adding a padded copy of the logits) on the next decode, so at least
+        // one warm-up runs first.
+        ctx.attach_sampler();
+        let mut gen = GenBuffers::new(p.n_gen);
+        for _ in 0..p.warmup.max(1) {
+            ctx.generate(&prompt, &mut gen)?;
+        }
+        probe.timed_begin();
+        for (r, rep) in reps.iter_mut().enumerate() {
+            probe.decode_begin();
+            rep.ttft_ms = ctx.generate(&prompt, &mut gen)?;
+            probe.decode_end(p.n_gen);
+            let n = gen.token_ms.len();
+            let decode_ms = gen.token_ms[n - 1] - gen.token_ms[0];
+            rep.token_ms = gen.token_ms.clone();
+            rep.decode_tok_s = (n - 1) as f64 / (decode_ms / 1e3);
+            rep.sample_us = gen.sample_us;
+            probe.progress("rep", p.repetitions + r as u32 + 1, total);
         }
         probe.timed_end();
         memory.host_rss_peak_bytes = host_rss().peak_bytes;
@@ -326,6 +345,8 @@ fn placement(engine: &Engine, buffers: &[crate::protocol::BufferMemory]) -> (Str
 struct GenBuffers {
     tokens: Vec<sys::llama_token>,
     token_ms: Vec<f64>,
+    /// Mean time of the greedy sampling step (reading the logits, argmax), µs per token.
+    sample_us: f64,
 }
 
 impl GenBuffers {
@@ -333,6 +354,7 @@ impl GenBuffers {
         GenBuffers {
             tokens: Vec::with_capacity(n_gen as usize),
             token_ms: Vec::with_capacity(n_gen as usize),
+            sample_us: 0.0,
         }
     }
 }
@@ -341,12 +363,23 @@ impl GenBuffers {
 struct Context {
     ptr: NonNull<sys::llama_context>,
     n_gen: u32,
+    /// Greedy sampler chain run by the backend inside `llama_decode` (`sampling = "backend"`);
+    /// owned here, freed after the context.
+    sampler: Option<NonNull<sys::llama_sampler>>,
+    /// Whether the sampler is attached to sequence 0 (only for the generation test).
+    sampler_attached: bool,
 }
 
 impl Drop for Context {
     fn drop(&mut self) {
-        // SAFETY: created by llama_init_from_model, freed once.
-        unsafe { sys::llama_free(self.ptr.as_ptr()) }
+        // SAFETY: created by llama_init_from_model / llama_sampler_chain_init, freed once, the
+        // context (which refers to the sampler) first.
+        unsafe {
+            sys::llama_free(self.ptr.as_ptr());
+            if let Some(s) = self.sampler {
+                sys::llama_sampler_free(s.as_ptr());
+            }
+        }
     }
 }
 
@@ -367,6 +400,17 @@ fn kv_type(name: &str) -> Result<sys::ggml_type> {
 impl Context {
     fn new(model: &LoadedModel, cell: &Cell, n_ctx: u32) -> Result<Self> {
         let p = &cell.params;
+        let (type_k, type_v) = (kv_type(&p.type_k)?, kv_type(&p.type_v)?);
+        let sampler = match p.sampling {
+            // SAFETY: a new chain owning a new greedy sampler.
+            Sampling::Backend => unsafe {
+                let chain =
+                    sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params());
+                sys::llama_sampler_chain_add(chain, sys::llama_sampler_init_greedy());
+                NonNull::new(chain)
+            },
+            Sampling::Host => None,
+        };
         // SAFETY: default params with plain fields set; the model outlives the context.
         let raw = unsafe {
             let mut c = sys::llama_context_default_params();
@@ -380,19 +424,54 @@ impl Context {
                 FlashAttn::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
                 FlashAttn::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
             };
-            c.type_k = kv_type(&p.type_k)?;
-            c.type_v = kv_type(&p.type_v)?;
+            c.type_k = type_k;
+            c.type_v = type_v;
             // performance counters on: tg/pp are cross-checked against them
             c.no_perf = false;
             sys::llama_init_from_model(model.ptr.as_ptr(), c)
         };
-        let ptr = NonNull::new(raw).ok_or_else(|| {
-            anyhow!("llama.cpp could not create a context of {n_ctx} tokens (see its log above)")
-        })?;
+        let Some(ptr) = NonNull::new(raw) else {
+            if let Some(s) = sampler {
+                // SAFETY: not attached to any context.
+                unsafe { sys::llama_sampler_free(s.as_ptr()) };
+            }
+            bail!("llama.cpp could not create a context of {n_ctx} tokens (see its log above)");
+        };
         Ok(Context {
             ptr,
             n_gen: p.n_gen,
+            sampler,
+            sampler_attached: false,
         })
+    }
+
+    /// Puts the greedy sampler into the backend for sequence 0 (`sampling = "backend"`).
+    /// When the backend cannot run it, tokens are taken on the host instead.
+    fn attach_sampler(&mut self) {
+        if let Some(s) = self.sampler {
+            // SAFETY: live context and sampler; the sampler outlives the context (Drop order).
+            self.sampler_attached = unsafe { sys::llama_set_sampler(self.ptr(), 0, s.as_ptr()) };
+        }
+    }
+
+    /// The next token: sampled by the backend inside llama_decode, or the argmax of the logits
+    /// on the host. Returns the token and the host-side time the step took.
+    fn next_token(&mut self) -> (sys::llama_token, Duration) {
+        if self.sampler_attached {
+            // SAFETY: live context; synchronise first so the timed part is the read alone.
+            unsafe { sys::llama_synchronize(self.ptr()) };
+            let ts = Instant::now();
+            // SAFETY: live context after a decode with the sampler attached.
+            let t = unsafe { sys::llama_get_sampled_token_ith(self.ptr(), -1) };
+            if t >= 0 {
+                return (t, ts.elapsed());
+            }
+            // The backend could not sample (unsupported op): llama.cpp then copied the logits.
+        }
+        let logits = self.last_logits();
+        let ts = Instant::now();
+        let t = argmax(logits) as sys::llama_token;
+        (t, ts.elapsed())
     }
 
     fn ptr(&self) -> *mut sys::llama_context {
@@ -434,15 +513,19 @@ impl Context {
         out.token_ms.clear();
         let t0 = Instant::now();
         self.decode(prompt)?;
-        let mut tok = argmax(self.last_logits()) as sys::llama_token;
+        let (mut tok, _) = self.next_token();
         out.token_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         out.tokens.push(tok);
+        let mut sampling = Duration::ZERO;
         for _ in 1..self.n_gen {
             self.decode(std::slice::from_ref(&tok))?;
-            tok = argmax(self.last_logits()) as sys::llama_token;
+            let (t, spent) = self.next_token();
+            tok = t;
+            sampling += spent;
             out.token_ms.push(t0.elapsed().as_secs_f64() * 1e3);
             out.tokens.push(tok);
         }
+        out.sample_us = sampling.as_secs_f64() * 1e6 / f64::from(self.n_gen.max(2) - 1);
         Ok(out.token_ms[0])
     }
 
@@ -535,7 +618,11 @@ mod tests {
         v[69] = 9.0;
         v[37] = 9.0;
         v[99] = 9.0;
-        assert_eq!(argmax(&v), 37, "first of equal maxima across lanes and the tail");
+        assert_eq!(
+            argmax(&v),
+            37,
+            "first of equal maxima across lanes and the tail"
+        );
         v[98] = 10.0;
         assert_eq!(argmax(&v), 98, "the tail can win");
     }

@@ -96,6 +96,7 @@ pub fn columns() -> Vec<Col> {
         ("n_threads", |_, c| c.params.n_threads.to_string()),
         ("repetitions", |_, c| c.params.repetitions.to_string()),
         ("warmup", |_, c| c.params.warmup.to_string()),
+        ("sampling", |_, c| c.params.sampling.name().into()),
         ("backend", |_, c| opt(c.backend.clone())),
         ("device", |_, c| opt(c.device.clone())),
         ("load_s", |_, c| num(c.load_s)),
@@ -115,10 +116,15 @@ pub fn columns() -> Vec<Col> {
     let tail: Vec<Col> = vec![
         ("pp_tok_s_llama", |_, c| num(c.mean("pp_tok_s_llama"))),
         ("tg_tok_s_llama", |_, c| num(c.mean("tg_tok_s_llama"))),
+        ("sample_us", |_, c| num(c.mean("sample_us"))),
         ("vram_bytes", |_, c| opt(c.vram_bytes)),
         ("vram_source", |_, c| opt(c.vram_source.clone())),
-        ("vram_after_load_bytes", |_, c| opt(c.gpu.as_ref().and_then(|g| g.vram_after_load_bytes))),
-        ("vram_peak_bytes", |_, c| opt(c.gpu.as_ref().and_then(|g| g.vram_peak_bytes))),
+        ("vram_after_load_bytes", |_, c| {
+            opt(c.gpu.as_ref().and_then(|g| g.vram_after_load_bytes))
+        }),
+        ("vram_peak_bytes", |_, c| {
+            opt(c.gpu.as_ref().and_then(|g| g.vram_peak_bytes))
+        }),
         ("weights_gpu_bytes", |_, c| {
             opt(c.memory.as_ref().map(|m| m.weights_gpu_bytes))
         }),
@@ -141,8 +147,12 @@ pub fn columns() -> Vec<Col> {
         ("energy_j_per_tok", |_, c| num(c.energy_j_per_tok)),
         ("bw_util", |_, c| num(c.bw_util)),
         ("throttled", |_, c| opt(c.throttled)),
-        ("sm_clock_mhz_min", |_, c| opt(c.gpu.as_ref().and_then(|g| g.sm_clock_mhz_min))),
-        ("sm_clock_mhz_max", |_, c| opt(c.gpu.as_ref().and_then(|g| g.sm_clock_mhz_max))),
+        ("sm_clock_mhz_min", |_, c| {
+            opt(c.gpu.as_ref().and_then(|g| g.sm_clock_mhz_min))
+        }),
+        ("sm_clock_mhz_max", |_, c| {
+            opt(c.gpu.as_ref().and_then(|g| g.sm_clock_mhz_max))
+        }),
         ("quantbench_version", |r, _| r.quantbench.version.clone()),
         ("git_commit", |r, _| r.quantbench.git_commit.clone()),
         ("build_profile", |r, _| r.quantbench.build_profile.clone()),

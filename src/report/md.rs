@@ -169,7 +169,11 @@ fn pct(a: Option<f64>, b: Option<f64>) -> String {
 /// How close the harness' clock is to llama.cpp's own counters, and what greedy sampling and
 /// the per-token loop cost relative to bare token generation.
 fn harness_check(r: &Report) -> String {
-    let ok: Vec<&CellResult> = r.cells.iter().filter(|c| c.status == CellStatus::Ok).collect();
+    let ok: Vec<&CellResult> = r
+        .cells
+        .iter()
+        .filter(|c| c.status == CellStatus::Ok)
+        .collect();
     if ok.is_empty() {
         return String::new();
     }
@@ -177,13 +181,13 @@ fn harness_check(r: &Report) -> String {
         "\n## Harness check\n\n`tg` and `pp` by the harness clock vs llama.cpp's own counters \
          (`llama_perf_context`) of the same context, and `decode_tok_s` (greedy sampling, \
          what a user sees) as a share of `tg_tok_s` (no sampling).\n\n\
-         | model | quant | n_gen | tg tok/s | tg (llama.cpp) | Δ | pp tok/s | pp (llama.cpp) | Δ | decode / tg |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | model | quant | n_gen | tg tok/s | tg (llama.cpp) | Δ | pp tok/s | pp (llama.cpp) | Δ | decode / tg | sampling µs/token |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in ok {
         let f = |m: &str| c.mean(m).map_or("–".into(), |v| format!("{v:.1}"));
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.model,
             c.quant,
             c.params.n_gen,
@@ -196,7 +200,9 @@ fn harness_check(r: &Report) -> String {
             match (c.mean("decode_tok_s"), c.mean("tg_tok_s")) {
                 (Some(d), Some(t)) if t > 0.0 => format!("{:.1}%", d / t * 100.0),
                 _ => "–".into(),
-            }
+            },
+            c.mean("sample_us")
+                .map_or("–".into(), |v| format!("{v:.1}"))
         );
     }
     s
@@ -207,7 +213,11 @@ fn gpu_table(r: &Report) -> String {
     let rows: Vec<&CellResult> = r
         .cells
         .iter()
-        .filter(|c| c.gpu.as_ref().is_some_and(|g| g.unavailable_reason.is_none()))
+        .filter(|c| {
+            c.gpu
+                .as_ref()
+                .is_some_and(|g| g.unavailable_reason.is_none())
+        })
         .collect();
     if rows.is_empty() {
         return String::new();
@@ -234,7 +244,8 @@ fn gpu_table(r: &Report) -> String {
             b(m.map(|m| m.kv_bytes)),
             b(m.map(|m| m.compute_bytes)),
             c.energy_j_per_tok.map_or("–".into(), |v| format!("{v:.3}")),
-            c.bw_util.map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
+            c.bw_util
+                .map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
             g.sm_clock_mhz_min.map_or("?".into(), |v| v.to_string()),
             g.sm_clock_mhz_max.map_or("?".into(), |v| v.to_string()),
             if g.throttle_reasons.is_empty() {

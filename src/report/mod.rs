@@ -164,6 +164,7 @@ pub const METRICS: &[&str] = &[
     "tg_tok_s",
     "pp_tok_s_llama",
     "tg_tok_s_llama",
+    "sample_us",
 ];
 
 impl CellResult {
@@ -211,7 +212,7 @@ impl CellResult {
         let mut r = CellResult::failed(cell, origin, String::new());
         r.status = CellStatus::Ok;
         r.error = None;
-        let series: [(&str, Vec<f64>); 6] = [
+        let series: [(&str, Vec<f64>); 7] = [
             ("ttft_ms", m.reps.iter().map(|s| s.ttft_ms).collect()),
             (
                 "decode_tok_s",
@@ -227,6 +228,7 @@ impl CellResult {
                 "tg_tok_s_llama",
                 m.reps.iter().filter_map(|s| s.tg_tok_s_llama).collect(),
             ),
+            ("sample_us", m.reps.iter().map(|s| s.sample_us).collect()),
         ];
         for (name, v) in series {
             if let Some(s) = summarize(&v) {
@@ -269,7 +271,10 @@ impl CellResult {
             }
             _ => None,
         };
-        r.throttled = g.unavailable_reason.is_none().then(|| !g.throttle_reasons.is_empty());
+        r.throttled = g
+            .unavailable_reason
+            .is_none()
+            .then_some(!g.throttle_reasons.is_empty());
         r.n_ctx = Some(m.n_ctx);
         r.prompt_tokens = Some(m.prompt_tokens);
         r.backend = Some(m.backend);
