@@ -51,8 +51,9 @@ gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -S "$src" -B "$work/build" "${gen[@]}" -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   -DGGML_BACKEND_DL=ON -DBUILD_SHARED_LIBS=ON -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_NATIVE=OFF \
-  -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-  -DLLAMA_BUILD_TOOLS=OFF -DGGML_CUDA_NCCL=OFF -DCMAKE_BUILD_TYPE=Release >&2
+  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMON=OFF \
+  -DGGML_CUDA_NCCL=OFF -DCMAKE_BUILD_TYPE=Release >&2
 cmake --build "$work/build" --target ggml-cuda -j "$(nproc)" >&2
 mkdir -p "$out"
 cp "$(find "$work/build" -name 'libggml-cuda.so' -type f | head -n1)" "$out/libggml-cuda.so"
