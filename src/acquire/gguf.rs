@@ -39,6 +39,7 @@ impl TensorType {
 /// A metadata value. Arrays are homogeneous, as GGUF requires.
 #[derive(Clone, Debug)]
 pub enum Value {
+    U16(u16),
     U32(u32),
     I32(i32),
     F32(f32),
@@ -49,6 +50,7 @@ pub enum Value {
     F32Array(Vec<f32>),
 }
 
+const T_UINT16: u32 = 2;
 const T_INT32: u32 = 5;
 const T_UINT32: u32 = 4;
 const T_FLOAT32: u32 = 6;
@@ -86,6 +88,10 @@ fn put_str(w: &mut impl Write, s: &str) -> io::Result<()> {
 
 fn put_value(w: &mut impl Write, v: &Value) -> io::Result<()> {
     match v {
+        Value::U16(x) => {
+            w.write_all(&T_UINT16.to_le_bytes())?;
+            w.write_all(&x.to_le_bytes())
+        }
         Value::U32(x) => {
             w.write_all(&T_UINT32.to_le_bytes())?;
             w.write_all(&x.to_le_bytes())

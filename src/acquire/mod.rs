@@ -6,6 +6,7 @@
 //! through the [`Progress`] trait; this module never prints.
 
 pub mod gguf;
+pub mod hub;
 pub mod synthetic;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ pub struct Options {
     pub cache_dir: PathBuf,
     /// The `quantbench` executable, run as `worker --quantize` to derive quants.
     pub exe: PathBuf,
+    /// The Hugging Face hub (endpoint, token, cache, offline).
+    pub hub: hub::HubConfig,
 }
 
 /// quantbench's cache folder: `$QUANTBENCH_CACHE`, else `$XDG_CACHE_HOME/quantbench`, else
@@ -159,14 +162,12 @@ pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Option
                 shape,
             }
         }
-        Source::Hf { repo, revision, .. } => Planned {
-            path: None,
-            source: format!("hf {repo}@{revision}"),
-            cached: false,
-            size_bytes: None,
-            size_is_estimate: false,
-            shape: None,
-        },
+        Source::Hf {
+            repo,
+            revision,
+            file,
+            derive,
+        } => describe_hf(repo, revision, file.as_deref(), *derive, quant, opts),
     }
 }
 
@@ -197,11 +198,22 @@ pub fn acquire(
             Source::Path { template } => {
                 acquire_path(Path::new(&fill_template(template, c.quant)), opts, progress)
             }
-            Source::Hf { repo, .. } => Err(anyhow::anyhow!(
-                "model {:?}: the `hf` source ({repo}) is validated but downloading from the hub \
-                 is not available in this build; download the file and use `path` instead",
-                m.name
-            )),
+            Source::Hf {
+                repo,
+                revision,
+                file,
+                derive,
+            } => acquire_hf(
+                &HfSpec {
+                    repo,
+                    revision,
+                    file: file.as_deref(),
+                    derive: *derive,
+                },
+                c.quant,
+                opts,
+                progress,
+            ),
         };
         out.insert(key, r.map_err(|e| format!("{e:#}")));
     }
@@ -400,6 +412,277 @@ fn acquire_path(path: &Path, opts: &Options, progress: &dyn Progress) -> Result<
     })
 }
 
+/// An `hf` model entry.
+struct HfSpec<'a> {
+    repo: &'a str,
+    revision: &'a str,
+    file: Option<&'a str>,
+    derive: bool,
+}
+
+/// The files (a single file or a shard set) for `quant`: from the template, or found in the
+/// repo listing (the cached snapshot's files when offline). `Ok(None)`: the repo has none.
+fn hf_files(
+    hub: &hub::Hub,
+    spec: &HfSpec<'_>,
+    quant: Quant,
+    listing: &mut Option<Vec<String>>,
+) -> Result<Option<Vec<String>>> {
+    if let Some(t) = spec.file {
+        return Ok(Some(hub::shard_set(&fill_template(t, quant))));
+    }
+    if listing.is_none() {
+        *listing = Some(if hub.cfg.offline {
+            let commit = hub.cached_commit(spec.repo, spec.revision).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "offline: {}@{} is not in the hub cache ({}); run `quantbench fetch` \
+                     with network access first",
+                    spec.repo,
+                    spec.revision,
+                    hub.cfg.cache_dir.display()
+                )
+            })?;
+            hub.cached_files(spec.repo, &commit)
+        } else {
+            hub.list_files(spec.repo, spec.revision)?.1
+        });
+    }
+    hub::find_quant(listing.as_deref().unwrap_or_default(), quant)
+        .map_err(|e| anyhow::anyhow!("{}@{}: {e}", spec.repo, spec.revision))
+}
+
+/// Downloads (or, offline, finds in the cache) every file of a set.
+fn hf_fetch(
+    hub: &hub::Hub,
+    spec: &HfSpec<'_>,
+    files: &[String],
+    progress: &dyn Progress,
+) -> Result<Vec<hub::CachedFile>> {
+    files
+        .iter()
+        .map(|f| {
+            if hub.cfg.offline {
+                hub.cached(spec.repo, spec.revision, f).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "offline: {}@{}: {f} is not in the hub cache ({}); run `quantbench \
+                         fetch` with network access first",
+                        spec.repo,
+                        spec.revision,
+                        hub.cfg.cache_dir.display()
+                    )
+                })
+            } else {
+                hub.download(spec.repo, spec.revision, f, progress)
+            }
+        })
+        .collect()
+}
+
+/// Size and sha256 of a downloaded file or shard set. LFS files are named by their sha256
+/// (already verified); a shard set's identity is the sha256 of its shards' sha256s, one per
+/// line, in shard order.
+fn hf_identity(
+    files: &[hub::CachedFile],
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<(u64, String)> {
+    let mut size = 0;
+    let mut hashes = Vec::new();
+    for f in files {
+        let (n, sha) = if f.etag.len() == 64 && f.etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (std::fs::metadata(&f.path)?.len(), f.etag.to_lowercase())
+        } else {
+            file_identity(&f.path, opts, progress)?
+        };
+        size += n;
+        hashes.push(sha);
+    }
+    let sha = if hashes.len() == 1 {
+        hashes.pop().unwrap_or_default()
+    } else {
+        hex::encode(Sha256::digest(hashes.join("\n").as_bytes()))
+    };
+    Ok((size, sha))
+}
+
+fn acquire_hf(
+    spec: &HfSpec<'_>,
+    quant: Quant,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<Origin> {
+    let hub = hub::Hub::new(opts.hub.clone());
+    let mut listing = None;
+    let found = hf_files(&hub, spec, quant, &mut listing)?;
+    let origin =
+        |kind: &str, files: &[hub::CachedFile], path: PathBuf, derived_from| -> Result<Origin> {
+            let (size_bytes, sha256) = if kind == "hf" {
+                hf_identity(files, opts, progress)?
+            } else {
+                file_identity(&path, opts, progress)?
+            };
+            Ok(Origin {
+                kind: kind.into(),
+                synthetic: false,
+                path,
+                size_bytes,
+                sha256,
+                preset: None,
+                seed: None,
+                repo: Some(spec.repo.into()),
+                revision: Some(spec.revision.into()),
+                commit: files.first().map(|f| f.commit.clone()),
+                derived_from,
+            })
+        };
+    if let Some(set) = found {
+        let fetched = hf_fetch(&hub, spec, &set, progress);
+        match fetched {
+            Ok(files) => return origin("hf", &files, files[0].path.clone(), None),
+            // a templated name the repo lacks: derive it when allowed
+            Err(e) if spec.derive && spec.file.is_some() && e.to_string().contains("404") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !spec.derive && hub.cfg.offline {
+        bail!(
+            "offline: the cached snapshot of {}@{} has no file for {quant}{}; run `quantbench \
+             fetch` with network access first",
+            spec.repo,
+            spec.revision,
+            listing
+                .map(|l| format!(" (cached: {})", l.join(", ")))
+                .unwrap_or_default()
+        );
+    }
+    if !spec.derive {
+        let files = listing.map(|l| {
+            l.iter()
+                .filter(|f| f.ends_with(".gguf"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        bail!(
+            "{}@{} has no GGUF file for {quant}{}; set `derive = true` to make it from the \
+             F16/BF16/F32 file, or name the file with `file`",
+            spec.repo,
+            spec.revision,
+            files
+                .map(|f| format!(" (GGUF files: {f})"))
+                .unwrap_or_default()
+        );
+    }
+    // Derive: quantize the repo's float file locally.
+    let mut source = None;
+    for q in Quant::derive_sources() {
+        if let Some(set) = hf_files(&hub, spec, q, &mut listing)? {
+            match hf_fetch(&hub, spec, &set, progress) {
+                Ok(files) => {
+                    source = Some((q, files));
+                    break;
+                }
+                Err(e) if spec.file.is_some() && e.to_string().contains("404") => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let Some((from, files)) = source else {
+        bail!(
+            "{}@{} has neither a {quant} file nor an F16/BF16/F32 file to derive it from",
+            spec.repo,
+            spec.revision
+        );
+    };
+    let out = derived_path(opts, spec.repo, &files[0].commit, &files[0].path, quant);
+    if !out.exists() {
+        std::fs::create_dir_all(out.parent().expect("has parent"))?;
+        derive(&files[0].path, &out, quant, opts, progress)?;
+    }
+    origin("derived", &files, out, Some(from))
+}
+
+/// Where a quant derived from a hub file is cached: `derived/OWNER--NAME/COMMIT/STEM-QUANT.gguf`.
+fn derived_path(opts: &Options, repo: &str, commit: &str, source: &Path, quant: Quant) -> PathBuf {
+    let stem = source
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .trim_end_matches(".gguf")
+        .to_string();
+    opts.cache_dir
+        .join("derived")
+        .join(repo.replace('/', "--"))
+        .join(commit)
+        .join(format!("{stem}-{quant}.gguf"))
+}
+
+/// `list`'s view of an `hf` cell: from the cache only (no network).
+fn describe_hf(
+    repo: &str,
+    revision: &str,
+    file: Option<&str>,
+    derive: bool,
+    quant: Quant,
+    opts: &Options,
+) -> Planned {
+    let hub = hub::Hub::new(hub::HubConfig {
+        offline: true,
+        ..opts.hub.clone()
+    });
+    let spec = HfSpec {
+        repo,
+        revision,
+        file,
+        derive,
+    };
+    let mut listing = None;
+    let found = hf_files(&hub, &spec, quant, &mut listing).ok().flatten();
+    let cached = found
+        .as_ref()
+        .and_then(|set| hf_fetch(&hub, &spec, set, &Silent).ok());
+    let derived = if cached.is_none() && derive {
+        Quant::derive_sources().into_iter().find_map(|q| {
+            let set = hf_files(&hub, &spec, q, &mut listing).ok().flatten()?;
+            let files = hf_fetch(&hub, &spec, &set, &Silent).ok()?;
+            let out = derived_path(opts, repo, &files[0].commit, &files[0].path, quant);
+            out.exists().then_some(out)
+        })
+    } else {
+        None
+    };
+    let (path, cached_now) = match (&cached, &derived) {
+        (Some(files), _) => (Some(files[0].path.clone()), true),
+        (None, Some(p)) => (Some(p.clone()), true),
+        _ => (None, false),
+    };
+    let what = match (file, &found) {
+        (Some(t), _) => fill_template(t, quant),
+        (None, Some(set)) => set[0].clone(),
+        (None, None) => "found in the listing at fetch".into(),
+    };
+    let size = path
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len());
+    let shape = path
+        .as_ref()
+        .and_then(|p| File::open(p).ok())
+        .and_then(|f| gguf::read_metadata(&mut BufReader::new(f)).ok())
+        .and_then(|m| crate::capacity::Shape::from_metadata(&m));
+    Planned {
+        path,
+        source: format!(
+            "hf {repo}@{revision}: {what}{}",
+            if derived.is_some() { " (derived)" } else { "" }
+        ),
+        cached: cached_now,
+        size_bytes: size,
+        size_is_estimate: false,
+        shape,
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct HashRecord {
     path: PathBuf,
@@ -500,6 +783,7 @@ mod tests {
         Options {
             cache_dir: dir.to_path_buf(),
             exe: PathBuf::from("/nonexistent"),
+            hub: hub::HubConfig::from_env(true),
         }
     }
 

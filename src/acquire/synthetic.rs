@@ -280,32 +280,67 @@ impl Preset {
     /// Writes the whole F16 GGUF file for `seed` to `w`.
     pub fn write(&self, seed: u64, w: impl Write) -> io::Result<()> {
         let tensors = self.tensors();
-        let mut data = gguf::write_header(w, &self.metadata(seed), &tensors)?;
-        let largest = tensors
-            .iter()
-            .map(TensorInfo::n_elements)
-            .max()
-            .unwrap_or(0);
-        let mut pool = Pool::new(largest, seed);
-        let mut ones = Vec::new();
-        for t in &tensors {
-            let n = t.n_elements() as usize;
-            if t.ty == TensorType::F32 {
-                // 1-D tensors: norm weights are ones, biases zeros.
-                let v: f32 = if t.name.ends_with(".weight") {
-                    1.0
-                } else {
-                    0.0
-                };
-                ones.clear();
-                ones.extend(std::iter::repeat_n(v.to_le_bytes(), n).flatten());
-                data.tensor(&ones)?;
-            } else {
-                data.tensor(pool.take(n))?;
-            }
-        }
-        data.finish()?.flush()
+        let data = gguf::write_header(w, &self.metadata(seed), &tensors)?;
+        let mut pool = Pool::for_tensors(&tensors, seed);
+        write_tensors(data, &tensors, &mut pool)
     }
+
+    /// Writes the F16 model as `n` shards the way llama.cpp's `gguf-split` does: the tensors in
+    /// `n` consecutive groups, all metadata in the first shard, and `split.no`,
+    /// `split.count`, `split.tensors.count` in every shard. `open(i)` gives shard `i`'s writer.
+    pub fn write_split<W: Write>(
+        &self,
+        seed: u64,
+        n: u16,
+        mut open: impl FnMut(u16) -> io::Result<W>,
+    ) -> io::Result<()> {
+        let tensors = self.tensors();
+        let mut pool = Pool::for_tensors(&tensors, seed);
+        let per = tensors.len().div_ceil(usize::from(n.max(1)));
+        for (i, group) in tensors.chunks(per).enumerate() {
+            let i = i as u16;
+            let mut kv = if i == 0 {
+                self.metadata(seed)
+            } else {
+                Vec::new()
+            };
+            kv.push(("split.no".into(), Value::U16(i)));
+            kv.push(("split.count".into(), Value::U16(n)));
+            kv.push((
+                "split.tensors.count".into(),
+                Value::I32(tensors.len() as i32),
+            ));
+            let data = gguf::write_header(open(i)?, &kv, group)?;
+            write_tensors(data, group, &mut pool)?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams tensor data: 1-D tensors are norm weights (ones) or biases (zeros), 2-D ones slices of
+/// the random pool.
+fn write_tensors<W: Write>(
+    mut data: gguf::DataWriter<W>,
+    tensors: &[TensorInfo],
+    pool: &mut Pool,
+) -> io::Result<()> {
+    let mut ones = Vec::new();
+    for t in tensors {
+        let n = t.n_elements() as usize;
+        if t.ty == TensorType::F32 {
+            let v: f32 = if t.name.ends_with(".weight") {
+                1.0
+            } else {
+                0.0
+            };
+            ones.clear();
+            ones.extend(std::iter::repeat_n(v.to_le_bytes(), n).flatten());
+            data.tensor(&ones)?;
+        } else {
+            data.tensor(pool.take(n))?;
+        }
+    }
+    data.finish()?.flush()
 }
 
 /// Random normal × 0.02 values as little-endian F16 bytes; tensors are slices at random offsets.
@@ -315,6 +350,15 @@ struct Pool {
 }
 
 impl Pool {
+    fn for_tensors(tensors: &[TensorInfo], seed: u64) -> Self {
+        let largest = tensors
+            .iter()
+            .map(TensorInfo::n_elements)
+            .max()
+            .unwrap_or(0);
+        Pool::new(largest, seed)
+    }
+
     fn new(largest: u64, seed: u64) -> Self {
         let n = (largest as f64 * 1.25) as usize + 1024;
         let mut rng = Pcg64Mcg::seed_from_u64(seed);

@@ -12,7 +12,7 @@ use crate::report::md::bytes;
 
 pub fn run(ctx: &Ctx, args: &MatrixArgs) -> Result<u8> {
     let (matrix, cells) = load_plan(args, &OverrideArgs::default())?;
-    let opts = ctx.acquire_options()?;
+    let opts = ctx.acquire_options(args.offline)?;
     let stop = || ctx.interrupted.load(Ordering::SeqCst);
     let origins = acquire::acquire(&matrix, &cells, &opts, &ctx.printer, &stop);
     let mut failed = 0;

@@ -67,7 +67,7 @@ fn budget(given: Option<u64>, wants_gpu: bool) -> Budget {
 
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     let (matrix, cells) = load_plan(&args.matrix, &args.overrides)?;
-    let opts = ctx.acquire_options()?;
+    let opts = ctx.acquire_options(args.matrix.offline)?;
     let wants_gpu = cells
         .iter()
         .any(|c| c.params.n_gpu_layers != GpuLayers::N(0));

@@ -37,10 +37,11 @@ pub struct Ctx {
 
 impl Ctx {
     /// Acquisition options for this invocation.
-    pub fn acquire_options(&self) -> Result<acquire::Options> {
+    pub fn acquire_options(&self, offline: bool) -> Result<acquire::Options> {
         Ok(acquire::Options {
             cache_dir: self.cache_dir.clone(),
             exe: std::env::current_exe().context("locating the quantbench executable")?,
+            hub: acquire::hub::HubConfig::from_env(offline),
         })
     }
 

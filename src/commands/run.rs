@@ -258,7 +258,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         ));
     }
 
-    let opts = ctx.acquire_options()?;
+    let opts = ctx.acquire_options(args.matrix.offline)?;
     let stop = || ctx.interrupted.load(Ordering::SeqCst);
     let origins = acquire::acquire(&matrix, &todo, &opts, &ctx.printer, &stop);
     report.synthetic_weights = origins.values().any(|o| matches!(o, Ok(o) if o.synthetic))

@@ -1,0 +1,741 @@
+//! The Hugging Face hub: resolving files (templates or discovery in the repo listing),
+//! downloading them as reliably as the hub's own clients, and the cache in the hub's standard
+//! layout, shared with Python's `huggingface_hub`:
+//!
+//! ```text
+//! $HF_HUB_CACHE/models--OWNER--NAME/blobs/ETAG            (ETAG = the sha256 for LFS files)
+//!                                   blobs/ETAG.incomplete (a partial download, resumed)
+//!                                   refs/REVISION         (the commit a branch or tag pointed at)
+//!                                   snapshots/COMMIT/FILE -> ../../blobs/ETAG
+//! $HF_HUB_CACHE/.locks/models--OWNER--NAME/ETAG.lock       (flock, as Python's filelock)
+//! ```
+//!
+//! Why not the `hf-hub` crate: its 0.4 sync client resumes, but neither verifies size and sha256
+//! against what the hub announced, nor tells 401 from 404, nor retries the metadata request, and
+//! it keeps partial files under a name Python does not know. This module does those on `ureq`.
+//! The token is never printed, logged or written anywhere. Never prints; progress goes through
+//! [`super::Progress`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
+
+use super::Progress;
+use crate::quant::Quant;
+
+/// A hub token; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Where and how to reach the hub.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// `HF_ENDPOINT`, default `https://huggingface.co`.
+    pub endpoint: String,
+    pub token: Option<Token>,
+    /// `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    pub cache_dir: PathBuf,
+    /// `--offline` or `HF_HUB_OFFLINE=1`: cache only.
+    pub offline: bool,
+    /// Attempts after the first on connection errors, 5xx and 429.
+    pub retries: u32,
+    /// First back-off delay; doubled each retry, capped at 30 s.
+    pub backoff: Duration,
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl HubConfig {
+    /// Reads the environment the way `huggingface_hub` does.
+    pub fn from_env(offline: bool) -> Self {
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+        let hf_home = env("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            env("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".cache"))
+                .join("huggingface")
+        });
+        let cache_dir = env("HF_HUB_CACHE")
+            .or_else(|| env("HUGGINGFACE_HUB_CACHE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| hf_home.join("hub"));
+        let token = env("HF_TOKEN")
+            .or_else(|| env("HUGGING_FACE_HUB_TOKEN"))
+            .or_else(|| {
+                let path = env("HF_TOKEN_PATH")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| hf_home.join("token"));
+                fs::read_to_string(path).ok().map(|t| t.trim().to_string())
+            })
+            .filter(|t| !t.is_empty())
+            .map(Token);
+        let truthy = |k: &str| {
+            env(k).is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON"))
+        };
+        HubConfig {
+            endpoint: env("HF_ENDPOINT")
+                .unwrap_or_else(|| "https://huggingface.co".into())
+                .trim_end_matches('/')
+                .to_string(),
+            token,
+            cache_dir,
+            offline: offline || truthy("HF_HUB_OFFLINE"),
+            retries: env("QUANTBENCH_HUB_RETRIES")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5),
+            backoff: Duration::from_millis(
+                env("QUANTBENCH_HUB_BACKOFF_MS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000),
+            ),
+        }
+    }
+}
+
+/// What the hub says about a file before it is downloaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileMeta {
+    /// The commit the revision resolved to (`X-Repo-Commit`).
+    pub commit: String,
+    /// `X-Linked-Etag` (the sha256 of an LFS file) or `ETag`.
+    pub etag: String,
+    /// `X-Linked-Size` or `Content-Length`.
+    pub size: u64,
+    /// Where the bytes are (the CDN URL of a redirect), or the resolve URL itself.
+    pub url: String,
+}
+
+/// A file in the local cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedFile {
+    /// The snapshot path (a link to the blob).
+    pub path: PathBuf,
+    pub commit: String,
+    /// The blob's name: the sha256 for LFS files.
+    pub etag: String,
+}
+
+/// A client for one hub endpoint and cache.
+pub struct Hub {
+    pub cfg: HubConfig,
+    agent: ureq::Agent,
+}
+
+/// Characters escaped in a revision (everything but letters and digits, like Python's
+/// `quote(revision, safe="")`) and in a file path (where `/` stays).
+const REV: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+const PATH: &AsciiSet = &REV.remove(b'/');
+
+fn is_commit(rev: &str) -> bool {
+    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Transient: worth retrying.
+fn transient(code: u16) -> bool {
+    code == 429 || code >= 500
+}
+
+impl Hub {
+    pub fn new(cfg: HubConfig) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout_connect(Duration::from_secs(15))
+            .timeout_read(Duration::from_secs(60))
+            .user_agent(concat!("quantbench/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Hub { cfg, agent }
+    }
+
+    /// `models--OWNER--NAME` under the cache.
+    pub fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.cfg
+            .cache_dir
+            .join(format!("models--{}", repo.replace('/', "--")))
+    }
+
+    fn same_host(&self, url: &str) -> bool {
+        url.starts_with(&self.cfg.endpoint)
+    }
+
+    fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let mut r = self.agent.request(method, url);
+        if let (Some(t), true) = (&self.cfg.token, self.same_host(url)) {
+            r = r.set("Authorization", &format!("Bearer {}", t.0));
+        }
+        r
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        (self.cfg.backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(30))
+    }
+
+    /// Sends the request `make` builds until it succeeds, fails for good, or the retries are
+    /// spent.
+    fn with_retries(&self, what: &str, make: impl Fn() -> ureq::Request) -> Result<ureq::Response> {
+        let mut attempt = 0;
+        loop {
+            let err = match make().call() {
+                Ok(r) => return Ok(r),
+                Err(ureq::Error::Status(code, resp)) if transient(code) => {
+                    format!("HTTP {code} {}", resp.status_text())
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    return Err(status_error(code, &resp, what))
+                }
+                Err(ureq::Error::Transport(t)) => t.to_string(),
+            };
+            if attempt >= self.cfg.retries {
+                bail!("{what}: {err} (gave up after {} attempts)", attempt + 1);
+            }
+            std::thread::sleep(self.backoff(attempt));
+            attempt += 1;
+        }
+    }
+
+    fn resolve_url(&self, repo: &str, revision: &str, file: &str) -> String {
+        format!(
+            "{}/{repo}/resolve/{}/{}",
+            self.cfg.endpoint,
+            utf8_percent_encode(revision, REV),
+            utf8_percent_encode(file, PATH)
+        )
+    }
+
+    /// Resolves a file: which commit, which blob (etag), how big, where the bytes are.
+    pub fn head(&self, repo: &str, revision: &str, file: &str) -> Result<FileMeta> {
+        let what = format!("{repo}@{revision}: {file}");
+        let mut url = self.resolve_url(repo, revision, file);
+        for _ in 0..5 {
+            let resp = self.with_retries(&what, || {
+                self.request("HEAD", &url)
+                    .set("Accept-Encoding", "identity")
+            })?;
+            let header = |k: &str| resp.header(k).map(str::to_string);
+            let status = resp.status();
+            let location = header("Location");
+            if (300..400).contains(&status) {
+                let loc = location.ok_or_else(|| anyhow!("{what}: redirect without Location"))?;
+                if loc.starts_with('/') {
+                    // a hub-internal redirect (a renamed repo): ask again there
+                    url = format!("{}{loc}", self.cfg.endpoint);
+                    continue;
+                }
+                // a redirect to the CDN: the metadata is on this response
+                return meta_from(&what, header, loc);
+            }
+            return meta_from(&what, header, url);
+        }
+        bail!("{what}: too many redirects")
+    }
+
+    /// The files of a repo at a revision, and the commit it resolved to.
+    pub fn list_files(&self, repo: &str, revision: &str) -> Result<(String, Vec<String>)> {
+        #[derive(Deserialize)]
+        struct Sibling {
+            rfilename: String,
+        }
+        #[derive(Deserialize)]
+        struct Info {
+            sha: Option<String>,
+            #[serde(default)]
+            siblings: Vec<Sibling>,
+        }
+        let url = format!(
+            "{}/api/models/{repo}/revision/{}",
+            self.cfg.endpoint,
+            utf8_percent_encode(revision, REV)
+        );
+        let what = format!("{repo}@{revision}: listing the repository");
+        let resp = self.with_retries(&what, || self.request("GET", &url))?;
+        let info: Info = resp
+            .into_json()
+            .with_context(|| format!("{what}: the listing is not the JSON the hub sends"))?;
+        let commit = info
+            .sha
+            .ok_or_else(|| anyhow!("{what}: the listing has no commit sha"))?;
+        Ok((
+            commit,
+            info.siblings.into_iter().map(|s| s.rfilename).collect(),
+        ))
+    }
+
+    fn lock(&self, repo: &str, etag: &str) -> Result<File> {
+        let dir = self
+            .cfg
+            .cache_dir
+            .join(".locks")
+            .join(format!("models--{}", repo.replace('/', "--")));
+        fs::create_dir_all(&dir)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{etag}.lock")))?;
+        // SAFETY: flock on an open descriptor; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("cannot lock {}", dir.display());
+        }
+        Ok(f)
+    }
+
+    /// Downloads one file into the cache (resuming a partial download, verifying size and
+    /// sha256) and links it into the snapshot of its commit. Returns the cached file.
+    pub fn download(
+        &self,
+        repo: &str,
+        revision: &str,
+        file: &str,
+        progress: &dyn Progress,
+    ) -> Result<CachedFile> {
+        let meta = self.head(repo, revision, file)?;
+        let dir = self.repo_dir(repo);
+        let blob = dir.join("blobs").join(&meta.etag);
+        fs::create_dir_all(blob.parent().expect("has parent"))?;
+        let _lock = self.lock(repo, &meta.etag)?;
+        let complete = fs::metadata(&blob).is_ok_and(|m| m.len() == meta.size);
+        if !complete {
+            let partial = blob.with_file_name(format!("{}.incomplete", meta.etag));
+            self.fetch_bytes(&meta, &partial, file, progress)
+                .with_context(|| format!("{repo}@{revision}: downloading {file}"))?;
+            verify(&partial, &meta, progress)
+                .with_context(|| format!("{repo}@{revision}: {file}"))?;
+            fs::rename(&partial, &blob)?;
+        }
+        let snapshot = dir.join("snapshots").join(&meta.commit).join(file);
+        link_snapshot(&snapshot, &meta.etag, file)?;
+        if revision != meta.commit {
+            let r = dir.join("refs").join(revision);
+            fs::create_dir_all(r.parent().expect("has parent"))?;
+            fs::write(&r, &meta.commit)?;
+        }
+        Ok(CachedFile {
+            path: snapshot,
+            commit: meta.commit,
+            etag: meta.etag,
+        })
+    }
+
+    /// Appends the missing bytes to `partial`, resuming where it ends; retries transfers that
+    /// break off.
+    fn fetch_bytes(
+        &self,
+        meta: &FileMeta,
+        partial: &Path,
+        file: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(partial)?;
+        let mut start = f.seek(SeekFrom::End(0))?;
+        if start > meta.size {
+            f.set_len(0)?;
+            start = 0;
+        }
+        progress.begin(&format!("downloading {file}"), Some(meta.size));
+        progress.advance(start);
+        let result = (|| -> Result<()> {
+            let mut attempt = 0;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                if start == meta.size {
+                    return Ok(());
+                }
+                let what = format!("GET {file}");
+                let resp = self.with_retries(&what, || {
+                    self.request("GET", &meta.url)
+                        .set("Range", &format!("bytes={start}-"))
+                });
+                let resp = match resp {
+                    Ok(r) => r,
+                    // nothing left to send: the partial file is already whole
+                    Err(e) if e.to_string().contains("HTTP 416") => {
+                        return if f.metadata()?.len() == meta.size {
+                            Ok(())
+                        } else {
+                            f.set_len(0)?;
+                            start = 0;
+                            continue;
+                        };
+                    }
+                    Err(e) => return Err(e),
+                };
+                if resp.status() == 200 && start > 0 {
+                    // the server ignored the range: start over
+                    f.set_len(0)?;
+                    f.seek(SeekFrom::Start(0))?;
+                    start = 0;
+                }
+                let mut reader = resp.into_reader();
+                let broke = loop {
+                    match reader.read(&mut buf) {
+                        Ok(0) => break None,
+                        Ok(n) => {
+                            f.write_all(&buf[..n])?;
+                            start += n as u64;
+                            progress.advance(n as u64);
+                        }
+                        Err(e) => break Some(e),
+                    }
+                };
+                f.flush()?;
+                if start >= meta.size {
+                    return Ok(());
+                }
+                // the connection ended early: resume from here
+                if attempt >= self.cfg.retries {
+                    bail!(
+                        "the transfer broke off at byte {start} of {} {}; run again to resume",
+                        meta.size,
+                        broke.map(|e| format!("({e})")).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(self.backoff(attempt));
+                attempt += 1;
+            }
+        })();
+        progress.end();
+        result
+    }
+
+    /// The commit a revision points at in the cache (a commit revision is itself).
+    pub fn cached_commit(&self, repo: &str, revision: &str) -> Option<String> {
+        if is_commit(revision) {
+            return Some(revision.to_string());
+        }
+        fs::read_to_string(self.repo_dir(repo).join("refs").join(revision))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// A file of a revision in the cache, if it is complete there.
+    pub fn cached(&self, repo: &str, revision: &str, file: &str) -> Option<CachedFile> {
+        let commit = self.cached_commit(repo, revision)?;
+        let path = self
+            .repo_dir(repo)
+            .join("snapshots")
+            .join(&commit)
+            .join(file);
+        let target = fs::canonicalize(&path).ok()?;
+        let etag = target.file_name()?.to_string_lossy().into_owned();
+        target
+            .is_file()
+            .then_some(CachedFile { path, commit, etag })
+    }
+
+    /// The files of a cached snapshot (for discovery offline).
+    pub fn cached_files(&self, repo: &str, commit: &str) -> Vec<String> {
+        let root = self.repo_dir(repo).join("snapshots").join(commit);
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(&root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn status_error(code: u16, resp: &ureq::Response, what: &str) -> anyhow::Error {
+    let hub_code = resp.header("X-Error-Code").unwrap_or("").to_string();
+    let hub_msg = resp.header("X-Error-Message").unwrap_or("").to_string();
+    match code {
+        401 | 403 => anyhow!(
+            "{what}: HTTP {code}: access denied. The repository may be gated or private: set \
+             HF_TOKEN to a token of an account that has accepted the model's licence on its hub page{}",
+            if hub_msg.is_empty() { String::new() } else { format!(" ({hub_msg})") }
+        ),
+        404 => {
+            let which = match hub_code.as_str() {
+                "RepoNotFound" => "the repository does not exist (or is private: set HF_TOKEN)",
+                "RevisionNotFound" => "the revision does not exist",
+                "EntryNotFound" => "the file does not exist at that revision",
+                _ => "not found (check the repository, the revision and the file name)",
+            };
+            anyhow!("{what}: HTTP 404: {which}")
+        }
+        416 => anyhow!("HTTP 416"),
+        _ => anyhow!("{what}: HTTP {code} {}", resp.status_text()),
+    }
+}
+
+fn meta_from(what: &str, header: impl Fn(&str) -> Option<String>, url: String) -> Result<FileMeta> {
+    let commit = header("X-Repo-Commit")
+        .ok_or_else(|| anyhow!("{what}: the hub sent no X-Repo-Commit (is HF_ENDPOINT a hub?)"))?;
+    let etag = header("X-Linked-Etag")
+        .or_else(|| header("ETag"))
+        .ok_or_else(|| anyhow!("{what}: the hub sent no ETag"))?;
+    let etag = etag
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_string();
+    let size = header("X-Linked-Size")
+        .or_else(|| header("Content-Length"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("{what}: the hub sent no file size"))?;
+    if etag.is_empty() || etag.contains('/') || etag.contains("..") {
+        bail!("{what}: unusable ETag {etag:?}");
+    }
+    Ok(FileMeta {
+        commit,
+        etag,
+        size,
+        url,
+    })
+}
+
+/// Checks a finished download against the hub's size and, for LFS files, sha256. A bad file is
+/// removed, so the next attempt starts clean.
+fn verify(path: &Path, meta: &FileMeta, progress: &dyn Progress) -> Result<()> {
+    let len = fs::metadata(path)?.len();
+    if len != meta.size {
+        fs::remove_file(path).ok();
+        bail!(
+            "size mismatch: the hub announced {} bytes, {len} arrived; the bad download was removed, run again",
+            meta.size
+        );
+    }
+    if is_sha256(&meta.etag) {
+        progress.begin("verifying sha256", Some(len));
+        let got = super::sha256_file(path, progress);
+        progress.end();
+        let got = got?;
+        if !got.eq_ignore_ascii_case(&meta.etag) {
+            fs::remove_file(path).ok();
+            bail!(
+                "sha256 mismatch: the hub announced {}, the downloaded bytes hash to {got}; the \
+                 corrupt download was removed, run again",
+                meta.etag
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `snapshots/COMMIT/FILE` → `../../blobs/ETAG` (one more `../` per folder in FILE).
+fn link_snapshot(snapshot: &Path, etag: &str, file: &str) -> Result<()> {
+    fs::create_dir_all(snapshot.parent().expect("has parent"))?;
+    let depth = file.matches('/').count();
+    let target = PathBuf::from(format!("{}../../blobs/{etag}", "../".repeat(depth)));
+    match fs::read_link(snapshot) {
+        Ok(t) if t == target => return Ok(()),
+        Ok(_) => fs::remove_file(snapshot)?,
+        Err(_) if snapshot.exists() => fs::remove_file(snapshot)?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(&target, snapshot)
+        .with_context(|| format!("linking {}", snapshot.display()))
+}
+
+/// `…-00001-of-00003.gguf` → (prefix before `-00001`, index 1, count 3).
+pub fn shard_of(file: &str) -> Option<(String, u32, u32)> {
+    let stem = file.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (prefix, index) = rest.rsplit_once('-')?;
+    if index.len() != 5 || count.len() != 5 {
+        return None;
+    }
+    Some((prefix.to_string(), index.parse().ok()?, count.parse().ok()?))
+}
+
+/// All shard names of the set `file` belongs to (just `file` when it is not sharded).
+pub fn shard_set(file: &str) -> Vec<String> {
+    match shard_of(file) {
+        Some((prefix, _, n)) => (1..=n)
+            .map(|i| format!("{prefix}-{i:05}-of-{n:05}.gguf"))
+            .collect(),
+        None => vec![file.to_string()],
+    }
+}
+
+/// Whether `name` carries the quant tag as a whole token (case-insensitive): `q4_k_m` matches
+/// `model-Q4_K_M.gguf`, `F16` does not match `model-bf16.gguf`.
+fn has_tag(name: &str, tag: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    let t = tag.to_ascii_lowercase();
+    let bytes = n.as_bytes();
+    let mut from = 0;
+    while let Some(i) = n[from..].find(&t) {
+        let s = from + i;
+        let e = s + t.len();
+        let before = s == 0 || !bytes[s - 1].is_ascii_alphanumeric();
+        let after = e == bytes.len() || !(bytes[e].is_ascii_alphanumeric() || bytes[e] == b'_');
+        if before && after {
+            return true;
+        }
+        from = s + 1;
+    }
+    false
+}
+
+/// The tags a quant goes by in file names: its name, and `fp16`/`fp32` for F16/F32.
+fn tags(quant: Quant) -> Vec<&'static str> {
+    match quant.name() {
+        "F16" => vec!["F16", "FP16"],
+        "F32" => vec!["F32", "FP32"],
+        n => vec![n],
+    }
+}
+
+/// Finds the GGUF file (or shard set) for `quant` among a repo's files. `Ok(None)` when there is
+/// none; an error listing the candidates when there is more than one. Multimodal projector
+/// files (`mmproj*`) are never candidates.
+pub fn find_quant(files: &[String], quant: Quant) -> Result<Option<Vec<String>>> {
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    for f in files {
+        let base = f.rsplit('/').next().unwrap_or(f);
+        if !f.to_ascii_lowercase().ends_with(".gguf")
+            || base.to_ascii_lowercase().starts_with("mmproj")
+            || !tags(quant).iter().any(|t| has_tag(f, t))
+        {
+            continue;
+        }
+        let set = shard_set(f);
+        if !sets.contains(&set) {
+            sets.push(set);
+        }
+    }
+    match sets.len() {
+        0 => Ok(None),
+        1 => Ok(sets.pop()),
+        _ => bail!(
+            "{} files match {quant}: {}; name one with `file = \"...\"` in the config",
+            sets.len(),
+            sets.iter()
+                .map(|s| s[0].as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Quant {
+        Quant::parse(s).unwrap()
+    }
+
+    #[test]
+    fn tags_match_whole_tokens_only() {
+        assert!(has_tag("qwen2.5-0.5b-instruct-q4_k_m.gguf", "Q4_K_M"));
+        assert!(has_tag("Model.F16.gguf", "f16"));
+        assert!(!has_tag("model-bf16.gguf", "F16"));
+        assert!(!has_tag("model-q4_k_m_l.gguf", "Q4_K_M"));
+        assert!(!has_tag("model-q8_0.gguf", "Q8"));
+        assert!(has_tag("Q8_0/model-00001-of-00002.gguf", "q8_0"));
+    }
+
+    #[test]
+    fn discovery_finds_one_file_or_says_which() {
+        let files: Vec<String> = [
+            "README.md",
+            "m-F16.gguf",
+            "m-BF16.gguf",
+            "m-Q8_0.gguf",
+            "m-fp32.gguf",
+            "m-Q4_K_M-00001-of-00002.gguf",
+            "m-Q4_K_M-00002-of-00002.gguf",
+            "mmproj-m-f16.gguf",
+            "other-q8_0.gguf",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            find_quant(&files, q("F16")).unwrap(),
+            Some(vec!["m-F16.gguf".into()])
+        );
+        assert_eq!(
+            find_quant(&files, q("Q4_K_M")).unwrap(),
+            Some(vec![
+                "m-Q4_K_M-00001-of-00002.gguf".into(),
+                "m-Q4_K_M-00002-of-00002.gguf".into()
+            ])
+        );
+        assert_eq!(find_quant(&files, q("Q6_K")).unwrap(), None);
+        assert_eq!(
+            find_quant(&files, q("F32")).unwrap(),
+            Some(vec!["m-fp32.gguf".into()])
+        );
+        let e = find_quant(&files, q("Q8_0")).unwrap_err().to_string();
+        assert!(
+            e.contains("m-Q8_0.gguf") && e.contains("other-q8_0.gguf"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shards() {
+        assert_eq!(
+            shard_of("a/b-00002-of-00003.gguf"),
+            Some(("a/b".into(), 2, 3))
+        );
+        assert_eq!(shard_of("b.gguf"), None);
+        assert_eq!(shard_set("x-00001-of-00002.gguf").len(), 2);
+    }
+
+    #[test]
+    fn tokens_stay_secret() {
+        let t = Token("hf_secret".into());
+        assert!(!format!("{t:?}").contains("secret"));
+        let cfg = HubConfig {
+            endpoint: "http://x".into(),
+            token: Some(t),
+            cache_dir: PathBuf::new(),
+            offline: false,
+            retries: 0,
+            backoff: Duration::ZERO,
+        };
+        assert!(!format!("{cfg:?}").contains("hf_secret"));
+    }
+
+    #[test]
+    fn encoding() {
+        let h = Hub::new(HubConfig {
+            endpoint: "http://h".into(),
+            token: None,
+            cache_dir: PathBuf::new(),
+            offline: false,
+            retries: 0,
+            backoff: Duration::ZERO,
+        });
+        assert_eq!(
+            h.resolve_url("o/n", "refs/pr/1", "dir/a b.gguf"),
+            "http://h/o/n/resolve/refs%2Fpr%2F1/dir/a%20b.gguf"
+        );
+    }
+}

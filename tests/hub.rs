@@ -1,0 +1,927 @@
+//! The `hf` source against a real HTTP server on 127.0.0.1 that behaves like the Hugging Face
+//! hub: resolve URLs answer with a redirect to a CDN path carrying `X-Linked-Etag`,
+//! `X-Linked-Size` and `X-Repo-Commit`; the CDN honours ranges; the listing endpoint lists a
+//! repo's files; gated repos answer 401 without the token; unknown things answer 404 with the
+//! hub's `X-Error-Code`. Faults (a connection dropped mid-file, corrupted bytes, slow transfer)
+//! are injected by the server. The GGUF files it serves are real ones made by quantbench.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "hf_test_SECRET_token_4242";
+
+#[derive(Default, Clone)]
+struct Repo {
+    commit: String,
+    files: BTreeMap<String, Arc<Vec<u8>>>,
+    gated: bool,
+}
+
+#[derive(Default)]
+struct State {
+    repos: BTreeMap<String, Repo>,
+    /// CDN: close the connection after this many bytes of the named file, once.
+    drop_after: Option<(String, usize)>,
+    /// CDN: flip a byte in the named file's body.
+    corrupt: Option<String>,
+    /// CDN: sleep this long per 64 KiB sent.
+    slow: Option<Duration>,
+    /// Hub: answer this many resolve requests with 503 first.
+    fail_next: u32,
+    /// Every request: (method, path, Range header, had the token).
+    log: Vec<(String, String, Option<String>, bool)>,
+}
+
+struct FakeHub {
+    url: String,
+    state: Arc<Mutex<State>>,
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+impl FakeHub {
+    /// Two listeners, as on the real hub: the hub itself, and the CDN its resolve URLs redirect
+    /// to on another origin (another port here), which clients must not send the token to.
+    fn start() -> FakeHub {
+        let hub = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cdn = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", hub.local_addr().unwrap());
+        let cdn_url = format!("http://{}", cdn.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State::default()));
+        for listener in [hub, cdn] {
+            let (st, cdn_url) = (state.clone(), cdn_url.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(conn) = conn else { continue };
+                    let (st, cdn_url) = (st.clone(), cdn_url.clone());
+                    std::thread::spawn(move || {
+                        let _ = serve(conn, &st, &cdn_url);
+                    });
+                }
+            });
+        }
+        FakeHub { url, state }
+    }
+
+    fn add_repo(&self, name: &str, files: &[(&str, Vec<u8>)], gated: bool) -> String {
+        let commit = sha(name.as_bytes())[..40].to_string();
+        self.state.lock().unwrap().repos.insert(
+            name.to_string(),
+            Repo {
+                commit: commit.clone(),
+                files: files
+                    .iter()
+                    .map(|(n, b)| (n.to_string(), Arc::new(b.clone())))
+                    .collect(),
+                gated,
+            },
+        );
+        commit
+    }
+
+    fn log(&self) -> Vec<(String, String, Option<String>, bool)> {
+        self.state.lock().unwrap().log.clone()
+    }
+}
+
+fn respond(
+    s: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut h = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        h += &format!("{k}: {v}\r\n");
+    }
+    if !headers.iter().any(|(k, _)| *k == "Content-Length") {
+        h += &format!("Content-Length: {}\r\n", body.len());
+    }
+    h += "\r\n";
+    s.write_all(h.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()
+}
+
+fn not_found(s: &mut TcpStream, code: &str) -> std::io::Result<()> {
+    respond(
+        s,
+        "404 Not Found",
+        &[("X-Error-Code", code.into())],
+        b"not found",
+    )
+}
+
+fn serve(mut s: TcpStream, st: &Mutex<State>, cdn: &str) -> std::io::Result<()> {
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let authed =
+        headers.get("authorization").map(String::as_str) == Some(&format!("Bearer {TOKEN}"));
+    let range = headers.get("range").cloned();
+    let mut state = st.lock().unwrap();
+    state
+        .log
+        .push((method.clone(), path.clone(), range.clone(), authed));
+
+    // /api/models/OWNER/NAME/revision/REV
+    if let Some(rest) = path.strip_prefix("/api/models/") {
+        let segs: Vec<&str> = rest.splitn(4, '/').collect();
+        let name = format!("{}/{}", segs[0], segs.get(1).unwrap_or(&""));
+        let Some(repo) = state.repos.get(&name).cloned() else {
+            drop(state);
+            return not_found(&mut s, "RepoNotFound");
+        };
+        drop(state);
+        if repo.gated && !authed {
+            return respond(&mut s, "401 Unauthorized", &[], b"gated");
+        }
+        let body = serde_json::json!({
+            "id": name,
+            "sha": repo.commit,
+            "siblings": repo.files.keys().map(|f| serde_json::json!({"rfilename": f})).collect::<Vec<_>>(),
+        });
+        return respond(
+            &mut s,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            body.to_string().as_bytes(),
+        );
+    }
+
+    // /cdn/SHA
+    if let Some(blob) = path.strip_prefix("/cdn/") {
+        let found = state
+            .repos
+            .values()
+            .flat_map(|r| r.files.iter())
+            .find(|(_, b)| sha(b) == blob)
+            .map(|(n, b)| (n.clone(), b.clone()));
+        let Some((name, bytes)) = found else {
+            drop(state);
+            return not_found(&mut s, "EntryNotFound");
+        };
+        let mut body = (*bytes).clone();
+        if state.corrupt.as_deref() == Some(name.as_str()) {
+            let mid = body.len() / 2;
+            body[mid] ^= 0xff;
+        }
+        let start: usize = range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let drop_at = match &state.drop_after {
+            Some((f, n)) if *f == name => {
+                let n = *n;
+                state.drop_after = None;
+                Some(n)
+            }
+            _ => None,
+        };
+        let slow = state.slow;
+        drop(state);
+        if start >= body.len() && !body.is_empty() {
+            return respond(&mut s, "416 Range Not Satisfiable", &[], b"");
+        }
+        let total = body.len();
+        let part = &body[start..];
+        let (status, mut hdrs) = if range.is_some() {
+            (
+                "206 Partial Content",
+                vec![(
+                    "Content-Range",
+                    format!("bytes {start}-{}/{total}", total - 1),
+                )],
+            )
+        } else {
+            ("200 OK", vec![])
+        };
+        hdrs.push(("Content-Length", part.len().to_string()));
+        let mut h = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+        for (k, v) in &hdrs {
+            h += &format!("{k}: {v}\r\n");
+        }
+        h += "\r\n";
+        s.write_all(h.as_bytes())?;
+        let limit = drop_at.map_or(part.len(), |n| n.min(part.len()));
+        for chunk in part[..limit].chunks(64 << 10) {
+            s.write_all(chunk)?;
+            if let Some(d) = slow {
+                std::thread::sleep(d);
+            }
+        }
+        // a dropped connection: stop short of Content-Length
+        return s.flush();
+    }
+
+    // /OWNER/NAME/resolve/REV/FILE
+    let segs: Vec<&str> = path.trim_start_matches('/').splitn(5, '/').collect();
+    if segs.len() == 5 && segs[2] == "resolve" {
+        let name = format!("{}/{}", segs[0], segs[1]);
+        let rev = percent_decode(segs[3]);
+        let file = percent_decode(segs[4]);
+        let Some(repo) = state.repos.get(&name).cloned() else {
+            drop(state);
+            return not_found(&mut s, "RepoNotFound");
+        };
+        if state.fail_next > 0 {
+            state.fail_next -= 1;
+            drop(state);
+            return respond(&mut s, "503 Service Unavailable", &[], b"busy");
+        }
+        drop(state);
+        if repo.gated && !authed {
+            return respond(&mut s, "401 Unauthorized", &[], b"gated");
+        }
+        if rev != "main" && rev != repo.commit {
+            return not_found(&mut s, "RevisionNotFound");
+        }
+        let Some(bytes) = repo.files.get(&file) else {
+            return not_found(&mut s, "EntryNotFound");
+        };
+        let sum = sha(bytes);
+        return respond(
+            &mut s,
+            "302 Found",
+            &[
+                ("Location", format!("{cdn}/cdn/{sum}")),
+                ("X-Repo-Commit", repo.commit.clone()),
+                ("X-Linked-Etag", format!("\"{sum}\"")),
+                ("X-Linked-Size", bytes.len().to_string()),
+                ("ETag", "\"W/not-the-sha\"".into()),
+            ],
+            b"",
+        );
+    }
+    drop(state);
+    not_found(&mut s, "")
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+// ---- test helpers ------------------------------------------------------------------------------
+
+struct Scratch {
+    dir: tempfile::TempDir,
+    hub_url: String,
+}
+
+/// Real tiny GGUF files (F16, Q8_0, Q4_K_M), made once by quantbench itself.
+fn tiny_files() -> &'static BTreeMap<String, Vec<u8>> {
+    static FILES: std::sync::OnceLock<BTreeMap<String, Vec<u8>>> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("models.toml"),
+            "schema = 1\n[[model]]\nname = \"t\"\nsynthetic = \"tiny\"\n",
+        )
+        .unwrap();
+        let out = Command::cargo_bin("quantbench")
+            .unwrap()
+            .current_dir(dir.path())
+            .env("QUANTBENCH_CACHE", dir.path().join("c"))
+            .arg("fetch")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ["F16", "Q8_0", "Q4_K_M"]
+            .iter()
+            .map(|q| {
+                let p = dir
+                    .path()
+                    .join(format!("c/synthetic/tiny-seed0-w1/tiny-{q}.gguf"));
+                (q.to_string(), std::fs::read(p).unwrap())
+            })
+            .collect()
+    })
+}
+
+fn tiny(q: &str) -> Vec<u8> {
+    tiny_files()[q].clone()
+}
+
+impl Scratch {
+    fn new(hub: &FakeHub) -> Self {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+            hub_url: hub.url.clone(),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn hub_cache(&self) -> PathBuf {
+        self.path().join("hf-cache")
+    }
+    fn config(&self, models: &str) {
+        std::fs::write(
+            self.path().join("models.toml"),
+            format!("schema = 1\n[defaults]\nn_gen = 4\nn_prompt = 8\nrepetitions = 1\nwarmup = 0\n{models}"),
+        )
+        .unwrap();
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("quantbench").unwrap();
+        c.current_dir(self.path())
+            .env("QUANTBENCH_CACHE", self.path().join("qb-cache"))
+            .env("HF_ENDPOINT", &self.hub_url)
+            .env("HF_HUB_CACHE", self.hub_cache())
+            .env("QUANTBENCH_HUB_RETRIES", "3")
+            .env("QUANTBENCH_HUB_BACKOFF_MS", "20")
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HOME")
+            .env_remove("HF_HUB_OFFLINE")
+            .env_remove("QUANTBENCH_FAULT");
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+    fn report(&self) -> Value {
+        let dir = std::fs::read_dir(self.path().join("reports"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max()
+            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+    }
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn cells(r: &Value) -> Vec<Value> {
+    r["cells"].as_array().unwrap().clone()
+}
+
+// ---- tests -----------------------------------------------------------------------------------
+
+#[test]
+fn happy_path_measures_and_lays_out_the_cache_like_the_hub() {
+    let hub = FakeHub::start();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("tiny-F16.gguf", tiny("F16")),
+        ("tiny-Q8_0.gguf", tiny("Q8_0")),
+        ("tiny-Q4_K_M.gguf", tiny("Q4_K_M")),
+        ("README.md", b"# tiny".to_vec()),
+    ];
+    let commit = hub.add_repo("acme/tiny-GGUF", &files, false);
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"tiny\"\nhf = \"acme/tiny-GGUF\"\nfile = \"tiny-{QUANT}.gguf\"\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let r = s.report();
+    assert_eq!(r["synthetic_weights"], false);
+    for (c, (name, bytes)) in cells(&r).iter().zip(&files) {
+        assert_eq!(c["status"], "ok", "{c}");
+        let o = &c["origin"];
+        assert_eq!(o["kind"], "hf");
+        assert_eq!(o["repo"], "acme/tiny-GGUF");
+        assert_eq!(o["revision"], "main");
+        assert_eq!(o["commit"], commit.as_str());
+        assert_eq!(o["sha256"], sha(bytes).as_str());
+        assert!(o["path"].as_str().unwrap().ends_with(name));
+    }
+    let csv = std::fs::read_to_string(
+        std::fs::read_dir(s.path().join("reports"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("results.csv"),
+    )
+    .unwrap();
+    assert!(csv.contains(&commit), "the commit is in every CSV row");
+
+    // the cache, file by file
+    let repo = s.hub_cache().join("models--acme--tiny-GGUF");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+        commit
+    );
+    for (name, bytes) in &files[..3] {
+        let blob = repo.join("blobs").join(sha(bytes));
+        assert_eq!(std::fs::read(&blob).unwrap(), *bytes);
+        let link = repo.join("snapshots").join(&commit).join(name);
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            PathBuf::from(format!("../../blobs/{}", sha(bytes)))
+        );
+    }
+    let blobs = std::fs::read_dir(repo.join("blobs")).unwrap().count();
+    assert_eq!(blobs, 3, "no partial files left, README not fetched");
+
+    // list shows where each file comes from and that it is cached
+    let out = s.run(&["list", "--format", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for row in plan["cells"].as_array().unwrap() {
+        assert_eq!(row["cached"], true, "{row}");
+        assert!(row["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("hf acme/tiny-GGUF@main: tiny-"));
+    }
+    // a second run downloads nothing: one listing-free HEAD per file, no CDN request
+    let before = hub
+        .log()
+        .iter()
+        .filter(|l| l.1.starts_with("/cdn/"))
+        .count();
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let after = hub
+        .log()
+        .iter()
+        .filter(|l| l.1.starts_with("/cdn/"))
+        .count();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_missing_quant_is_derived_and_discovery_is_case_insensitive() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/only-f16", &[("Only-F16.GGUF", tiny("F16"))], false);
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"only\"\nhf = \"acme/only-f16\"\nderive = true\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let c = cells(&s.report());
+    assert_eq!(c[0]["origin"]["kind"], "hf");
+    for d in &c[1..] {
+        assert_eq!(d["status"], "ok");
+        assert_eq!(d["origin"]["kind"], "derived");
+        assert_eq!(d["origin"]["derived_from"], "F16");
+        assert!(d["origin"]["path"]
+            .as_str()
+            .unwrap()
+            .contains("/derived/acme--only-f16/"));
+    }
+    let sizes: Vec<u64> = c
+        .iter()
+        .map(|c| c["model_info"]["size_bytes"].as_u64().unwrap())
+        .collect();
+    assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2], "{sizes:?}");
+
+    // without derive the message says what to do
+    s.config("[[model]]\nname = \"only\"\nhf = \"acme/only-f16\"\nquants = [\"Q8_0\"]\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(3));
+    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("no GGUF file for Q8_0") && e.contains("derive = true"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ambiguous_discovery_lists_the_candidates() {
+    let hub = FakeHub::start();
+    hub.add_repo(
+        "acme/two",
+        &[("a-Q8_0.gguf", tiny("Q8_0")), ("b-q8_0.gguf", tiny("Q8_0"))],
+        false,
+    );
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"two\"\nhf = \"acme/two\"\nquants = [\"Q8_0\"]\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("a-Q8_0.gguf") && e.contains("b-q8_0.gguf") && e.contains("file ="),
+        "{e}"
+    );
+}
+
+#[test]
+fn not_found_names_repo_revision_and_file() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/tiny", &[("tiny-F16.gguf", tiny("F16"))], false);
+    let s = Scratch::new(&hub);
+    s.config(
+        "[[model]]\nname = \"nofile\"\nhf = \"acme/tiny\"\nfile = \"tiny-{QUANT}.gguf\"\nquants = [\"Q8_0\"]\n\
+         [[model]]\nname = \"norepo\"\nhf = \"acme/nope\"\nfile = \"x-{QUANT}.gguf\"\nquants = [\"Q8_0\"]\n\
+         [[model]]\nname = \"norev\"\nhf = \"acme/tiny\"\nrevision = \"v9\"\nfile = \"tiny-{QUANT}.gguf\"\nquants = [\"F16\"]\n",
+    );
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    let c = cells(&s.report());
+    let e = |i: usize| c[i]["error"].as_str().unwrap().to_string();
+    assert!(
+        e(0).contains("acme/tiny@main: tiny-q8_0.gguf")
+            || e(0).contains("acme/tiny@main: tiny-Q8_0.gguf"),
+        "{}",
+        e(0)
+    );
+    assert!(
+        e(0).contains("404") && e(0).contains("file does not exist"),
+        "{}",
+        e(0)
+    );
+    assert!(
+        e(1).contains("acme/nope@main") && e(1).contains("repository does not exist"),
+        "{}",
+        e(1)
+    );
+    assert!(
+        e(2).contains("acme/tiny@v9") && e(2).contains("revision does not exist"),
+        "{}",
+        e(2)
+    );
+}
+
+#[test]
+fn gated_repos_need_the_token_which_is_never_shown() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/gated", &[("g-F16.gguf", tiny("F16"))], true);
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"g\"\nhf = \"acme/gated\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(3));
+    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("401") && e.contains("HF_TOKEN") && e.contains("licence"),
+        "{e}"
+    );
+
+    let out = s
+        .cmd()
+        .args(["run", "-v"])
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(cells(&s.report())[0]["status"], "ok");
+    // the hub got the token, the CDN (another origin) never did
+    let log = hub.log();
+    assert!(log.iter().any(|l| l.1.contains("/resolve/") && l.3));
+    assert!(log
+        .iter()
+        .filter(|l| l.1.starts_with("/cdn/"))
+        .all(|l| !l.3));
+    // nowhere in what quantbench printed or wrote
+    let mut texts = vec![String::from_utf8_lossy(&out.stdout).into_owned(), err(&out)];
+    for e in walk(s.path()) {
+        if let Ok(t) = std::fs::read(&e) {
+            texts.push(String::from_utf8_lossy(&t).into_owned());
+        }
+    }
+    assert!(texts.iter().all(|t| !t.contains(TOKEN)), "the token leaked");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_symlink() {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_dropped_connection_resumes_where_it_stopped() {
+    let hub = FakeHub::start();
+    let bytes = tiny("F16");
+    hub.add_repo("acme/drop", &[("d-F16.gguf", bytes.clone())], false);
+    hub.state.lock().unwrap().drop_after = Some(("d-F16.gguf".into(), 1_000_000));
+    // and the hub is briefly overloaded: two 503s before it answers
+    hub.state.lock().unwrap().fail_next = 2;
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"d\"\nhf = \"acme/drop\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let ranges: Vec<Option<String>> = hub
+        .log()
+        .into_iter()
+        .filter(|l| l.1.starts_with("/cdn/"))
+        .map(|l| l.2)
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![
+            Some("bytes=0-".to_string()),
+            Some("bytes=1000000-".to_string())
+        ],
+        "one broken transfer, then a resumed one"
+    );
+    let heads = hub
+        .log()
+        .iter()
+        .filter(|l| l.1.contains("/resolve/"))
+        .count();
+    assert!(
+        heads >= 3,
+        "the 503s were retried: {heads} resolve requests"
+    );
+    let blob = s
+        .hub_cache()
+        .join("models--acme--drop/blobs")
+        .join(sha(&bytes));
+    assert_eq!(std::fs::read(blob).unwrap(), bytes);
+}
+
+#[test]
+fn corrupted_bytes_are_detected_and_removed() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/bad", &[("b-F16.gguf", tiny("F16"))], false);
+    hub.state.lock().unwrap().corrupt = Some("b-F16.gguf".into());
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"b\"\nhf = \"acme/bad\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    assert!(
+        err(&out).contains("sha256 mismatch") && err(&out).contains("removed"),
+        "{}",
+        err(&out)
+    );
+    let blobs = s.hub_cache().join("models--acme--bad/blobs");
+    assert_eq!(
+        std::fs::read_dir(blobs).unwrap().count(),
+        0,
+        "no bad blob and no partial left"
+    );
+    // the server heals: a new fetch succeeds
+    hub.state.lock().unwrap().corrupt = None;
+    let out = s.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+}
+
+#[test]
+fn offline_uses_the_cache_and_names_what_is_missing() {
+    let hub = FakeHub::start();
+    hub.add_repo(
+        "acme/tiny",
+        &[("t-F16.gguf", tiny("F16")), ("t-Q8_0.gguf", tiny("Q8_0"))],
+        false,
+    );
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"t\"\nhf = \"acme/tiny\"\nquants = [\"F16\"]\n");
+    assert_eq!(s.run(&["fetch"]).status.code(), Some(0));
+    let requests = hub.log().len();
+
+    // hit: measured with the cache alone, no request made
+    let out = s.run(&["run", "--offline"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(hub.log().len(), requests);
+    // HF_HUB_OFFLINE=1 means the same
+    let out = s
+        .cmd()
+        .args(["run"])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(hub.log().len(), requests);
+
+    // miss: a quant not downloaded
+    s.config("[[model]]\nname = \"t\"\nhf = \"acme/tiny\"\nquants = [\"Q8_0\"]\n");
+    let out = s.run(&["run", "--offline"]);
+    assert_eq!(out.status.code(), Some(3));
+    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("offline") && e.contains("acme/tiny@main") && e.contains("quantbench fetch"),
+        "{e}"
+    );
+    // and a repo never fetched
+    s.config("[[model]]\nname = \"x\"\nhf = \"acme/never\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["run", "--offline"]);
+    assert_eq!(out.status.code(), Some(3));
+    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert!(e.contains("acme/never@main is not in the hub cache"), "{e}");
+    assert_eq!(
+        hub.log().len(),
+        requests,
+        "offline never touches the network"
+    );
+}
+
+#[test]
+fn sharded_files_are_fetched_whole_and_loaded_from_the_first() {
+    let hub = FakeHub::start();
+    let preset = quantbench::acquire::synthetic::preset("tiny").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    preset
+        .write_split(0, 3, |i| {
+            std::fs::File::create(tmp.path().join(i.to_string()))
+        })
+        .unwrap();
+    let shards: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(tmp.path().join(i.to_string())).unwrap())
+        .collect();
+    let names: Vec<String> = (1..=3)
+        .map(|i| format!("big-F16-{i:05}-of-00003.gguf"))
+        .collect();
+    let files: Vec<(&str, Vec<u8>)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(shards.clone())
+        .collect();
+    hub.add_repo("acme/sharded", &files, false);
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"big\"\nhf = \"acme/sharded\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let c = &cells(&s.report())[0];
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(c["origin"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("big-F16-00001-of-00003.gguf"));
+    let total: usize = shards.iter().map(Vec::len).sum();
+    assert_eq!(c["origin"]["size_bytes"].as_u64().unwrap() as usize, total);
+    let commit = &c["origin"]["commit"].as_str().unwrap().to_string();
+    for n in &names {
+        let p = s
+            .hub_cache()
+            .join("models--acme--sharded/snapshots")
+            .join(commit)
+            .join(n);
+        assert!(p.exists(), "{n} fetched");
+    }
+}
+
+#[test]
+fn a_killed_fetch_resumes_when_restarted() {
+    let hub = FakeHub::start();
+    let q = [
+        ("m-F16.gguf", tiny("F16")),
+        ("m-Q8_0.gguf", tiny("Q8_0")),
+        ("m-Q4_K_M.gguf", tiny("Q4_K_M")),
+    ];
+    hub.add_repo("acme/slow", &q, false);
+    hub.state.lock().unwrap().slow = Some(Duration::from_millis(40));
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"m\"\nhf = \"acme/slow\"\nfile = \"m-{QUANT}.gguf\"\n");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("quantbench"))
+        .current_dir(s.path())
+        .env("QUANTBENCH_CACHE", s.path().join("qb-cache"))
+        .env("HF_ENDPOINT", &s.hub_url)
+        .env("HF_HUB_CACHE", s.hub_cache())
+        .arg("fetch")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // kill it once part of the first file is on disk
+    let blobs = s.hub_cache().join("models--acme--slow/blobs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial download appeared"
+        );
+        let partial = std::fs::read_dir(&blobs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with(".incomplete")
+                    && e.metadata().map(|m| m.len()).unwrap_or(0) > 500_000
+            });
+        if partial {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let first = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&first.stderr).contains("downloading m-F16.gguf"));
+
+    hub.state.lock().unwrap().slow = None;
+    let out = s.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert!(
+        err(&out).contains("downloading"),
+        "progress is shown: {}",
+        err(&out)
+    );
+    let resumed = hub
+        .log()
+        .iter()
+        .filter(|l| l.1.starts_with("/cdn/"))
+        .filter_map(|l| l.2.clone())
+        .any(|r| r != "bytes=0-");
+    assert!(
+        resumed,
+        "the second fetch resumed the partial file: {:?}",
+        hub.log()
+    );
+    for (name, bytes) in &q {
+        let _ = name;
+        assert_eq!(std::fs::read(blobs.join(sha(bytes))).unwrap(), *bytes);
+    }
+}
+
+#[test]
+fn python_huggingface_hub_and_quantbench_share_the_cache() {
+    // Python's client is the reference; CI installs it (.ci/run). Elsewhere the test says so and
+    // passes only when QUANTBENCH_REQUIRE_PYTHON_HUB is unset.
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import huggingface_hub"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("QUANTBENCH_REQUIRE_PYTHON_HUB").is_none(),
+            "python3 -m pip install huggingface_hub"
+        );
+        eprintln!("skipped: python3 has no huggingface_hub");
+        return;
+    }
+    let hub = FakeHub::start();
+    let commit = hub.add_repo(
+        "acme/shared",
+        &[("s-F16.gguf", tiny("F16")), ("s-Q8_0.gguf", tiny("Q8_0"))],
+        false,
+    );
+    let s = Scratch::new(&hub);
+    // quantbench downloads F16; Python finds it offline
+    s.config("[[model]]\nname = \"s\"\nhf = \"acme/shared\"\nquants = [\"F16\"]\n");
+    assert_eq!(s.run(&["fetch"]).status.code(), Some(0));
+    let py = |code: &str, offline: bool| {
+        let mut c = std::process::Command::new("python3");
+        c.args(["-c", code])
+            .env("HF_ENDPOINT", &s.hub_url)
+            .env("HF_HUB_CACHE", s.hub_cache())
+            .env("HF_HUB_DISABLE_TELEMETRY", "1")
+            .env("HF_HUB_DISABLE_XET", "1");
+        if offline {
+            c.env("HF_HUB_OFFLINE", "1");
+        }
+        c.output().unwrap()
+    };
+    let out = py(
+        "from huggingface_hub import hf_hub_download as d; print(d('acme/shared', 's-F16.gguf', local_files_only=True))",
+        true,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&commit));
+
+    // Python downloads Q8_0; quantbench uses it offline
+    let out = py(
+        "from huggingface_hub import hf_hub_download as d; print(d('acme/shared', 's-Q8_0.gguf'))",
+        false,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.config("[[model]]\nname = \"s\"\nhf = \"acme/shared\"\nquants = [\"Q8_0\"]\n");
+    let before = hub.log().len();
+    let out = s.run(&["run", "--offline"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(hub.log().len(), before);
+    assert_eq!(cells(&s.report())[0]["origin"]["commit"], commit.as_str());
+}
