@@ -45,6 +45,10 @@ pub enum Command {
     Fetch(MatrixArgs),
     /// Print the plan: cells, file sources, cache state, sizes, fit in memory.
     List(ListArgs),
+    /// Compare two reports (results.json, results.csv, or run folders) cell by cell.
+    Compare(CompareArgs),
+    /// Draw the charts and report.html of a run folder again from its results.json.
+    Report(ReportArgs),
     /// Internal: measure cells sent on stdin (one worker process per model file).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -123,6 +127,53 @@ pub struct RunArgs {
     /// Evict each model file from the page cache before loading it (cold load times).
     #[arg(long)]
     pub cold: bool,
+    /// Compare the run with this baseline at the end (a results.json or results.csv, a run
+    /// folder, or a folder of several baseline runs); exit 1 on a regression.
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
+    /// Store the run's results.json as a baseline: PATH is a file, or an existing folder (or one
+    /// ending in '/') to add the run to, as `RUN_ID.json` (after a run without failed cells or
+    /// regressions).
+    #[arg(long, value_name = "PATH")]
+    pub save_baseline: Option<PathBuf>,
+    /// Regression threshold: PCT for every metric, or METRIC=PCT. Repeatable.
+    #[arg(long, value_name = "[METRIC=]PCT")]
+    pub threshold: Vec<String>,
+    /// Skip the charts and report.html.
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A run folder (holding results.json).
+    pub dir: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareFormat {
+    /// Human table on stderr only.
+    Table,
+    Md,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// BASE... CURRENT: the baseline report(s), then the report to judge. A report is a
+    /// results.json, a results.csv, or a run folder; a folder of reports counts as several
+    /// baseline runs. With three or more baseline runs, significance comes from their spread.
+    #[arg(required = true, num_args = 2.., value_name = "REPORT")]
+    pub reports: Vec<PathBuf>,
+    /// Regression threshold: PCT for every metric, or METRIC=PCT. Repeatable.
+    #[arg(long, value_name = "[METRIC=]PCT")]
+    pub threshold: Vec<String>,
+    /// Also print the comparison on stdout in this format.
+    #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
+    pub format: CompareFormat,
+    /// Read `[compare]` thresholds from this matrix file (when it exists).
+    #[arg(long, short = 'c', default_value = "models.toml")]
+    pub config: PathBuf,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

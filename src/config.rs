@@ -3,7 +3,7 @@
 //! Owns parsing and validation of the user's matrix file. Every error names the file, line and
 //! column and says what to do. Pure apart from reading the file; never prints.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -234,6 +234,8 @@ pub struct ModelSpec {
 pub struct Matrix {
     pub path: PathBuf,
     pub models: Vec<ModelSpec>,
+    /// Regression thresholds (`[compare]`), percent by metric.
+    pub compare: crate::compare::Thresholds,
 }
 
 /// Fills `{quant}` (lower case) and `{QUANT}` (upper case) in a file template.
@@ -348,6 +350,7 @@ struct RawConfig {
     schema: Option<Spanned<i64>>,
     defaults: Option<RawDefaults>,
     model: Option<Vec<Spanned<RawModel>>>,
+    compare: Option<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
 }
 
 // ---- loading --------------------------------------------------------------------------------
@@ -414,9 +417,45 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         }
         models.push(spec);
     }
+    let mut compare = crate::compare::Thresholds::default();
+    for (k, v) in raw.compare.iter().flatten() {
+        let Some(def) = crate::compare::metric(k.get_ref()) else {
+            let names: Vec<&str> = crate::compare::METRICS.iter().map(|m| m.name).collect();
+            let hint = names
+                .iter()
+                .map(|n| (strsim::jaro_winkler(k.get_ref(), n), *n))
+                .filter(|(s, _)| *s > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map_or(String::new(), |(_, n)| format!("did you mean {n:?}? "));
+            return Err(cx.err(
+                k.span(),
+                format!(
+                    "[compare]: unknown metric {:?}; {hint}known: {}",
+                    k.get_ref(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        let pct = match v.get_ref() {
+            toml::Value::Integer(i) => *i as f64,
+            toml::Value::Float(f) => *f,
+            _ => f64::NAN,
+        };
+        if !(0.0..=1000.0).contains(&pct) {
+            return Err(cx.err(
+                v.span(),
+                format!(
+                    "[compare] {} must be a percentage, e.g. {} = 5",
+                    def.name, def.name
+                ),
+            ));
+        }
+        compare.0.insert(def.name.to_string(), pct);
+    }
     Ok(Matrix {
         path: path.to_path_buf(),
         models,
+        compare,
     })
 }
 
@@ -853,6 +892,22 @@ mod tests {
             assert_eq!((e.line, e.col), (*line, *col), "{text:?}: {e}");
             assert!(e.to_string().starts_with("/cfg/models.toml:"), "{e}");
         }
+    }
+
+    #[test]
+    fn compare_thresholds_from_the_file() {
+        let m = p(&format!(
+            "{MIN}[compare]\ndecode_tok_s = 3\nttft_ms = 12.5\n"
+        ))
+        .unwrap();
+        assert_eq!(m.compare.0["decode_tok_s"], 3.0);
+        assert_eq!(m.compare.0["ttft_ms"], 12.5);
+        assert_eq!(m.compare.0["pp_tok_s"], 35.0, "the default stays");
+        let e = p(&format!("{MIN}[compare]\ndecode_tok = 3\n")).unwrap_err();
+        assert!(e.message.contains("did you mean \"decode_tok_s\""), "{e}");
+        assert_eq!((e.line, e.col), (6, 1));
+        let e = p(&format!("{MIN}[compare]\ndecode_tok_s = \"x\"\n")).unwrap_err();
+        assert!(e.message.contains("percentage"), "{e}");
     }
 
     #[test]

@@ -50,9 +50,11 @@ pub struct GpuCellTelemetry {
     pub vram_after_load_bytes: Option<u64>,
     pub vram_after_warmup_bytes: Option<u64>,
     pub vram_peak_bytes: Option<u64>,
-    /// Energy over the timed generation repetitions, in joules, and the tokens they produced.
+    /// Energy of the generation test, in joules, and the tokens generated: measured over extra
+    /// untimed rounds lasting at least 2 s (`energy_window_s`), as NVML's counter is coarse.
     pub decode_energy_j: Option<f64>,
     pub decode_tokens: Option<u64>,
+    pub energy_window_s: Option<f64>,
     pub sm_clock_mhz_min: Option<u32>,
     pub sm_clock_mhz_max: Option<u32>,
     pub mem_clock_mhz_min: Option<u32>,

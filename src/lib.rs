@@ -7,6 +7,7 @@ pub mod acquire;
 pub mod capacity;
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod coordinator;
 pub mod engine;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         });
     }
     let ctx = Ctx {
-        printer: Printer::new(cli.verbose),
+        printer: Printer::new(cli.verbose).with_stop(interrupted.clone()),
         cache_dir: cli
             .cache_dir
             .clone()
@@ -47,6 +47,8 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(&ctx, a),
         Command::Fetch(a) => commands::fetch::run(&ctx, a),
         Command::List(a) => commands::list::run(&ctx, a),
+        Command::Compare(a) => commands::compare::run(&ctx, a),
+        Command::Report(a) => commands::report::run(&ctx, a),
         Command::Worker(_) => unreachable!("handled above"),
     };
     match result {

@@ -18,6 +18,8 @@ use crate::report::{CellResult, CellStatus, Report};
 pub struct Printer {
     verbose: bool,
     bar: Mutex<Option<ProgressBar>>,
+    /// Set by the Ctrl-C handler; long acquisition steps check it.
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 fn bar_target() -> ProgressDrawTarget {
@@ -33,7 +35,14 @@ impl Printer {
         Printer {
             verbose,
             bar: Mutex::new(None),
+            stop: None,
         }
+    }
+
+    /// Lets progress reporting tell long steps that the user asked to stop.
+    pub fn with_stop(mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
     }
 
     /// Prints a line to stderr above any progress bar.
@@ -262,6 +271,59 @@ impl Printer {
     }
 }
 
+impl Printer {
+    /// The comparison with a baseline: regressions first, one line per metric.
+    pub fn comparison(&self, cmp: &crate::compare::Comparison) {
+        self.clear_bar();
+        let head = [
+            "model",
+            "quant",
+            "cell",
+            "metric",
+            "baseline",
+            "current",
+            "change",
+            "p",
+            "threshold",
+            "verdict",
+        ];
+        let rows = crate::compare::rows(cmp);
+        let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let fmt = |cells: &[String]| {
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        let mut s = format!(
+            "\ncompare: {} ({}) → {} ({})\n",
+            cmp.base, cmp.base_run_id, cmp.current, cmp.current_run_id
+        );
+        s += &fmt(&head.map(String::from));
+        s += "\n";
+        s += &fmt(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+        for r in rows {
+            s += "\n";
+            s += &fmt(&r);
+        }
+        s += &format!(
+            "\n\n{} regression{}, {} improvement{}",
+            cmp.regressions,
+            if cmp.regressions == 1 { "" } else { "s" },
+            cmp.improvements,
+            if cmp.improvements == 1 { "" } else { "s" }
+        );
+        self.line(&s);
+    }
+}
+
 impl Progress for Printer {
     fn begin(&self, label: &str, total_bytes: Option<u64>) {
         let b = match total_bytes {
@@ -299,5 +361,10 @@ impl Progress for Printer {
     }
     fn end(&self) {
         self.clear_bar();
+    }
+    fn cancelled(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
     }
 }

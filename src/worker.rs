@@ -220,16 +220,19 @@ impl engine::Probe for CellProbe<'_> {
             m.set_timed(true);
         }
     }
-    fn decode_begin(&mut self) {
+    fn wants_energy(&self) -> bool {
+        self.session.and_then(GpuSession::energy_mj).is_some()
+    }
+    fn energy_begin(&mut self) {
         self.energy_start = self.session.and_then(GpuSession::energy_mj);
     }
-    fn decode_end(&mut self, tokens: u32) {
+    fn energy_end(&mut self, tokens: u64, seconds: f64) {
         let end = self.session.and_then(GpuSession::energy_mj);
         if let (Some(a), Some(b)) = (self.energy_start.take(), end) {
             let t = &mut self.telemetry;
-            t.decode_energy_j =
-                Some(t.decode_energy_j.unwrap_or(0.0) + (b.saturating_sub(a)) as f64 / 1e3);
-            t.decode_tokens = Some(t.decode_tokens.unwrap_or(0) + u64::from(tokens));
+            t.decode_energy_j = Some(b.saturating_sub(a) as f64 / 1e3);
+            t.decode_tokens = Some(tokens);
+            t.energy_window_s = Some(seconds);
         }
     }
     fn timed_end(&mut self) {

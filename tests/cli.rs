@@ -488,3 +488,37 @@ fn list_and_fetch() {
         "fetch and list measure nothing"
     );
 }
+
+#[test]
+fn cold_loads_and_the_verbose_log() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s.run(&[
+        "-v",
+        "--cold",
+        "--only",
+        "tiny:F16",
+        "-r",
+        "1",
+        "--no-plots",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("  | ") && err.contains("llama"),
+        "-v shows llama.cpp's log: {err}"
+    );
+    let report = json(&s.run_dir().join("results.json"));
+    assert_eq!(cells(&report)[0]["load_cold"], true);
+    // without -v the log stays hidden
+    let quiet = s.run(&[
+        "--only",
+        "tiny:F16",
+        "-r",
+        "1",
+        "--no-plots",
+        "--out",
+        "quiet",
+    ]);
+    assert!(!stderr(&quiet).contains("  | "), "{}", stderr(&quiet));
+}

@@ -389,6 +389,10 @@ impl Hub {
                 }
                 let mut reader = resp.into_reader();
                 let broke = loop {
+                    if progress.cancelled() {
+                        f.flush()?;
+                        bail!("interrupted at byte {start} of {}; `quantbench fetch` resumes from there", meta.size);
+                    }
                     match reader.read(&mut buf) {
                         Ok(0) => break None,
                         Ok(n) => {

@@ -53,6 +53,15 @@ pub trait Progress {
     fn advance(&self, bytes: u64);
     /// The step ended.
     fn end(&self);
+    /// The user asked to stop (Ctrl-C): long steps give up, leaving resumable state.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// The error a step returns when [`Progress::cancelled`] says to stop.
+pub fn interrupted() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted")
 }
 
 /// Acquisition settings.
@@ -275,6 +284,9 @@ struct ProgressWriter<'a, W: Write> {
 
 impl<W: Write> Write for ProgressWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.progress.cancelled() {
+            return Err(interrupted());
+        }
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.pending += n as u64;
@@ -759,6 +771,9 @@ pub fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String> {
         let n = r.read(&mut buf)?;
         if n == 0 {
             break;
+        }
+        if progress.cancelled() {
+            return Err(interrupted().into());
         }
         h.update(&buf[..n]);
         progress.advance(n as u64);

@@ -1,7 +1,9 @@
 //! One file per subcommand: glue between the CLI options and the core modules.
 
+pub mod compare;
 pub mod fetch;
 pub mod list;
+pub mod report;
 pub mod run;
 pub mod worker;
 

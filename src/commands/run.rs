@@ -175,6 +175,16 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
     if cells.is_empty() {
         bail!("the plan has no cells");
     }
+    // Read the baseline before measuring anything: a bad one is a setup error (exit 2).
+    let mut thresholds = matrix.compare.clone();
+    thresholds.apply_cli(&args.threshold)?;
+    let baseline = match &args.baseline {
+        Some(p) => Some(
+            crate::compare::read_many(std::slice::from_ref(p))
+                .context("reading the --baseline report")?,
+        ),
+        None => None,
+    };
     let (previous_header, previous) = match &args.resume {
         Some(dir) => read_previous(dir)?,
         None => (None, Vec::new()),
@@ -295,6 +305,8 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
                 model_path: o.path.clone(),
                 cold: args.cold,
             }),
+            // after Ctrl-C the run ends as interrupted; --resume tries these again
+            Some(Err(_)) if stop() => {}
             Some(Err(reason)) => {
                 obs.finished(c, Outcome::Failed(reason.clone()))?;
             }
@@ -352,6 +364,59 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
     if let Some(t) = text {
         ctx.printer.stdout(&t);
     }
+    let regressed = match &baseline {
+        Some(b) => {
+            let cur = crate::compare::from_report(&report, &dir.join("results.json"));
+            let cmp = crate::compare::compare(b, &cur, &thresholds);
+            super::compare::show(ctx, &cmp, crate::cli::CompareFormat::Table)?;
+            report::write_atomic(
+                &dir.join("comparison.json"),
+                (serde_json::to_string_pretty(&cmp)? + "\n").as_bytes(),
+            )?;
+            report::write_atomic(
+                &dir.join("comparison.md"),
+                crate::compare::markdown(&cmp).as_bytes(),
+            )?;
+            cmp.has_regression()
+        }
+        None => false,
+    };
+    if !args.no_plots {
+        // Charts are a view of the reports already written: failing to draw one loses nothing.
+        match report::write_visuals(&report, &dir) {
+            Ok(_) => ctx
+                .printer
+                .line(&format!("charts and report.html: {}", dir.display())),
+            Err(e) => ctx.printer.warn(&format!("charts not drawn: {e:#}")),
+        }
+    }
+    if let Some(path) = &args.save_baseline {
+        if report.status == RunStatus::Complete && failed == 0 && !regressed {
+            let as_dir = path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/');
+            let path = if as_dir {
+                std::fs::create_dir_all(path)?;
+                path.join(format!("{}.json", report.run_id))
+            } else {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)?;
+                }
+                path.clone()
+            };
+            report::write_atomic(&path, report::json::Json.render(&report)?.as_bytes())?;
+            ctx.printer
+                .line(&format!("saved as the baseline: {}", path.display()));
+        } else {
+            ctx.printer.warn(&format!(
+                "not saved as the baseline ({}): {} kept",
+                if regressed {
+                    "regression"
+                } else {
+                    "incomplete run or failed cells"
+                },
+                path.display()
+            ));
+        }
+    }
     Ok(match report.status {
         RunStatus::Interrupted => {
             ctx.printer.line(&format!(
@@ -361,6 +426,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
             ));
             exit::INTERRUPTED
         }
+        _ if regressed => exit::REGRESSION,
         _ if failed > 0 => exit::CELLS_FAILED,
         _ => exit::OK,
     })

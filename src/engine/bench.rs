@@ -22,16 +22,23 @@ use crate::config::{FlashAttn, GpuLayers, Sampling};
 use crate::plan::Cell;
 use crate::protocol::{Measurement, ModelInfo, RepSample};
 
+/// Shortest generation window energy is measured over, seconds.
+pub const ENERGY_WINDOW_S: f64 = 2.0;
+
 /// Hooks the worker uses to take GPU readings around timed regions (never inside them).
 pub trait Probe {
     /// After the model is loaded and the context created.
     fn after_load(&mut self) {}
     /// After the warm-up repetitions.
     fn after_warmup(&mut self) {}
-    /// Just before a timed generation repetition.
-    fn decode_begin(&mut self) {}
-    /// Just after a timed generation repetition that produced `tokens` tokens.
-    fn decode_end(&mut self, _tokens: u32) {}
+    /// Whether to run the energy measurement (GPU with an energy counter).
+    fn wants_energy(&self) -> bool {
+        false
+    }
+    /// Before the generation rounds of the energy measurement.
+    fn energy_begin(&mut self) {}
+    /// After them: `tokens` generated over `seconds`.
+    fn energy_end(&mut self, _tokens: u64, _seconds: f64) {}
     /// Before a block of timed repetitions.
     fn timed_begin(&mut self) {}
     /// After a block of timed repetitions.
@@ -295,9 +302,7 @@ impl LoadedModel {
         }
         probe.timed_begin();
         for (r, rep) in reps.iter_mut().enumerate() {
-            probe.decode_begin();
             rep.ttft_ms = ctx.generate(&prompt, &mut gen)?;
-            probe.decode_end(p.n_gen);
             let n = gen.token_ms.len();
             let decode_ms = gen.token_ms[n - 1] - gen.token_ms[0];
             rep.token_ms = gen.token_ms.clone();
@@ -306,6 +311,19 @@ impl LoadedModel {
             probe.progress("rep", p.repetitions + r as u32 + 1, total);
         }
         probe.timed_end();
+
+        // Energy: NVML's energy counter is too coarse for one short generation round (30 ms on
+        // GPT-2), so the same generation runs, untimed, for at least ENERGY_WINDOW_S.
+        if probe.wants_energy() {
+            probe.energy_begin();
+            let t0 = Instant::now();
+            let mut tokens = 0u64;
+            while tokens == 0 || t0.elapsed().as_secs_f64() < ENERGY_WINDOW_S {
+                ctx.generate(&prompt, &mut gen)?;
+                tokens += u64::from(p.n_gen);
+            }
+            probe.energy_end(tokens, t0.elapsed().as_secs_f64());
+        }
         memory.host_rss_peak_bytes = host_rss().peak_bytes;
 
         let (backend, device) = placement(engine, &memory.buffers);

@@ -141,6 +141,7 @@ pub fn columns() -> Vec<Col> {
             opt(c.memory.as_ref().map(|m| m.host_rss_after_warmup_bytes))
         }),
         ("mem_basis", |_, c| opt(c.mem_basis.clone())),
+        ("mem_bytes", |_, c| opt(c.mem_bytes)),
         ("efficiency_tok_s_per_gb", |_, c| {
             num(c.efficiency_tok_s_per_gb)
         }),

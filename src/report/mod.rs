@@ -3,7 +3,9 @@
 //!
 //! Fields are only ever added; `schema_version` changes when the meaning of one does.
 
+pub mod charts;
 pub mod csv;
+pub mod html;
 pub mod json;
 pub mod md;
 
@@ -330,6 +332,21 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
         write_atomic(&dir.join(f.file_name()), f.render(report)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// Draws the charts (PNG and SVG) and writes `report.html` into `dir`, with the comparison of
+/// `dir/comparison.json` when the run had a baseline. Returns the files written.
+pub fn write_visuals(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
+    let charts = charts::write_all(report, dir)?;
+    let cmp: Option<crate::compare::Comparison> =
+        std::fs::read_to_string(dir.join("comparison.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let page = html::render(report, &charts, cmp.as_ref())?;
+    write_atomic(&dir.join("report.html"), page.as_bytes())?;
+    let mut files: Vec<PathBuf> = charts.into_iter().flat_map(|c| [c.png, c.svg]).collect();
+    files.push(dir.join("report.html"));
+    Ok(files)
 }
 
 /// Reads a `results.json`.

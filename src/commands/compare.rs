@@ -1,0 +1,49 @@
+//! `quantbench compare BASE CURRENT`: the regression gate.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{exit, Ctx};
+use crate::cli::{CompareArgs, CompareFormat};
+use crate::compare::{self, Comparison, Thresholds};
+
+/// Thresholds: defaults, then `[compare]` of the matrix file (if it exists), then `--threshold`.
+pub fn thresholds(config: Option<&Path>, cli: &[String]) -> Result<Thresholds> {
+    let mut t = match config.filter(|p| p.exists()) {
+        Some(p) => crate::config::load(p)?.compare,
+        None => Thresholds::default(),
+    };
+    t.apply_cli(cli)?;
+    Ok(t)
+}
+
+/// Prints a comparison: the table on stderr, and the format asked for on stdout.
+pub fn show(ctx: &Ctx, cmp: &Comparison, format: CompareFormat) -> Result<()> {
+    ctx.printer.comparison(cmp);
+    match format {
+        CompareFormat::Table => {}
+        CompareFormat::Md => ctx.printer.stdout(&compare::markdown(cmp)),
+        CompareFormat::Json => ctx
+            .printer
+            .stdout(&(serde_json::to_string_pretty(cmp)? + "\n")),
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Ctx, args: &CompareArgs) -> Result<u8> {
+    let thr = thresholds(Some(&args.config), &args.threshold)?;
+    let (current, bases) = args
+        .reports
+        .split_last()
+        .expect("clap requires at least two reports");
+    let base = compare::read_many(bases).context("reading the baseline")?;
+    let cur = compare::read(current).context("reading the current report")?;
+    let cmp = compare::compare(&base, &cur, &thr);
+    show(ctx, &cmp, args.format)?;
+    Ok(if cmp.has_regression() {
+        exit::REGRESSION
+    } else {
+        exit::OK
+    })
+}

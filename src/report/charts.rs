@@ -1,0 +1,739 @@
+//! Charts of a run, drawn with plotters into PNG and SVG files: memory, throughput, latency
+//! (grouped bars per model × quant, error bars from the repetition samples), the efficiency
+//! heatmap, the memory/speed trade-off with its Pareto front, and the per-token latency
+//! distribution of every cell. Failed cells are drawn as failed, never dropped.
+//!
+//! Text is rendered with DejaVu Sans from the `dejavu` crate (registered with plotters' ab_glyph
+//! backend), so the PNGs look the same on a machine without any fonts installed. Never prints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{CellResult, CellStatus, Report};
+use crate::stats::percentile;
+
+const FONT: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in: registration cannot fail on a valid TTF.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+/// One chart file (both formats are written).
+pub struct ChartFile {
+    pub stem: &'static str,
+    pub title: &'static str,
+    pub png: PathBuf,
+    pub svg: PathBuf,
+}
+
+/// Quant colours: the three default quants get fixed ones, others a palette.
+fn quant_color(q: &str, i: usize) -> RGBColor {
+    match q {
+        "F16" => RGBColor(31, 119, 180),
+        "Q8_0" => RGBColor(255, 127, 14),
+        "Q4_K_M" => RGBColor(44, 160, 44),
+        _ => {
+            let c = Palette99::pick(i + 3).to_rgba();
+            RGBColor(c.0, c.1, c.2)
+        }
+    }
+}
+
+/// The x groups (a model, plus its cell label when a model has cells with several parameter
+/// sets) and the series (quants), in report order.
+struct Layout {
+    groups: Vec<String>,
+    series: Vec<String>,
+    cells: BTreeMap<(usize, usize), usize>,
+}
+
+fn layout(r: &Report) -> Layout {
+    let mut params_per_model: BTreeMap<&str, Vec<(u32, u32)>> = BTreeMap::new();
+    for c in &r.cells {
+        let v = params_per_model.entry(c.model.as_str()).or_default();
+        let p = (c.params.n_prompt, c.params.n_gen);
+        if !v.contains(&p) {
+            v.push(p);
+        }
+    }
+    let group_of = |c: &CellResult| {
+        if params_per_model[c.model.as_str()].len() > 1 {
+            format!("{} pp{} tg{}", c.model, c.params.n_prompt, c.params.n_gen)
+        } else {
+            c.model.clone()
+        }
+    };
+    let mut groups: Vec<String> = Vec::new();
+    let mut series: Vec<String> = Vec::new();
+    let mut cells = BTreeMap::new();
+    for (i, c) in r.cells.iter().enumerate() {
+        let g = group_of(c);
+        let q = c.quant.to_string();
+        if !groups.contains(&g) {
+            groups.push(g.clone());
+        }
+        if !series.contains(&q) {
+            series.push(q.clone());
+        }
+        let gi = groups.iter().position(|x| *x == g).expect("pushed");
+        let si = series.iter().position(|x| *x == q).expect("pushed");
+        cells.insert((gi, si), i);
+    }
+    Layout {
+        groups,
+        series,
+        cells,
+    }
+}
+
+/// A bar: value, error interval, or failed.
+struct BarValue {
+    value: Option<f64>,
+    err: Option<(f64, f64)>,
+}
+
+type Err2<DB> = DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>;
+
+fn de<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing a chart: {e:?}")
+}
+
+/// Grouped bars with error bars, labels under each group, a legend, and "failed" where a cell
+/// failed.
+#[allow(clippy::too_many_arguments)]
+fn grouped_bars<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+    title: &str,
+    y_desc: &str,
+    value: &dyn Fn(&CellResult) -> BarValue,
+    fmt_value: &dyn Fn(f64) -> String,
+) -> Result<(), Err2<DB>> {
+    let n_groups = lay.groups.len().max(1);
+    let n_series = lay.series.len().max(1);
+    let mut y_max: f64 = 0.0;
+    for &i in lay.cells.values() {
+        let v = value(&r.cells[i]);
+        y_max = y_max.max(v.err.map_or(v.value.unwrap_or(0.0), |e| e.1));
+    }
+    let y_max = if y_max > 0.0 { y_max * 1.18 } else { 1.0 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
+        .margin(16)
+        .x_label_area_size(70)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0f64..n_groups as f64, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc(y_desc)
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 15))
+        .y_label_formatter(&|v| fmt_value(*v))
+        .draw()?;
+    let width = 0.8 / n_series as f64;
+    for (si, q) in lay.series.iter().enumerate() {
+        let color = quant_color(q, si);
+        let mut rects = Vec::new();
+        for gi in 0..lay.groups.len() {
+            let Some(&ci) = lay.cells.get(&(gi, si)) else {
+                continue;
+            };
+            let x0 = gi as f64 + 0.1 + si as f64 * width;
+            let v = value(&r.cells[ci]);
+            if let (CellStatus::Ok, Some(y)) = (r.cells[ci].status, v.value) {
+                rects.push(Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.92, y)],
+                    color.filled(),
+                ));
+            }
+        }
+        chart
+            .draw_series(rects)?
+            .label(q.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+        for gi in 0..lay.groups.len() {
+            let Some(&ci) = lay.cells.get(&(gi, si)) else {
+                continue;
+            };
+            let c = &r.cells[ci];
+            let xc = gi as f64 + 0.1 + si as f64 * width + width * 0.46;
+            let v = value(c);
+            match (c.status, v.value) {
+                (CellStatus::Ok, Some(y)) => {
+                    if let Some((lo, hi)) = v.err {
+                        chart.draw_series(std::iter::once(ErrorBar::new_vertical(
+                            xc,
+                            lo,
+                            y,
+                            hi,
+                            BLACK.stroke_width(2),
+                            10,
+                        )))?;
+                    }
+                    chart.draw_series(std::iter::once(Text::new(
+                        fmt_value(y),
+                        (xc, v.err.map_or(y, |e| e.1) + y_max * 0.012),
+                        (FONT, 13)
+                            .into_font()
+                            .color(&BLACK)
+                            .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                    )))?;
+                }
+                _ => {
+                    let label = if c.status == CellStatus::Failed {
+                        "FAILED"
+                    } else {
+                        "n/a"
+                    };
+                    chart.draw_series(std::iter::once(Text::new(
+                        label,
+                        (xc, y_max * 0.02),
+                        (FONT, 14)
+                            .into_font()
+                            .style(FontStyle::Bold)
+                            .transform(FontTransform::Rotate270)
+                            .color(&RED)
+                            .pos(Pos::new(HPos::Left, VPos::Center)),
+                    )))?;
+                }
+            }
+        }
+    }
+    // group labels centred under each group
+    for (gi, g) in lay.groups.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(gi as f64 + 0.5, 0.0));
+        area.draw(&Text::new(
+            g.clone(),
+            (px, py + 12),
+            (FONT, 17)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 16))
+        .draw()?;
+    Ok(())
+}
+
+fn sd_err(c: &CellResult, m: &str) -> BarValue {
+    match c.metrics.get(m) {
+        Some(s) => BarValue {
+            value: Some(s.mean),
+            err: Some(((s.mean - s.sd).max(0.0), s.mean + s.sd)),
+        },
+        None => BarValue {
+            value: None,
+            err: None,
+        },
+    }
+}
+
+fn short(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn memory_basis(r: &Report) -> &'static str {
+    if r.cells
+        .iter()
+        .any(|c| c.mem_basis.as_deref() == Some("vram"))
+    {
+        "device memory per process (VRAM, NVML), GiB"
+    } else {
+        "host memory of the worker (RSS), GiB"
+    }
+}
+
+fn memory<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
+    let title = format!("Memory by model and quantization — {}", device_name(r));
+    grouped_bars(
+        a,
+        r,
+        lay,
+        &title,
+        memory_basis(r),
+        &|c| BarValue {
+            value: c.mem_bytes.map(|b| b as f64 / 1073741824.0),
+            err: None,
+        },
+        &|v| format!("{v:.2}"),
+    )
+}
+
+fn throughput<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
+    let title = format!("Decode speed (greedy sampling) — {}", device_name(r));
+    grouped_bars(
+        a,
+        r,
+        lay,
+        &title,
+        "decode_tok_s, tokens/s (mean ± sd over repetitions)",
+        &|c| sd_err(c, "decode_tok_s"),
+        &short,
+    )
+}
+
+fn latency<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
+    let (left, right) = a.split_horizontally(a.dim_in_pixel().0 / 2);
+    grouped_bars(
+        &left,
+        r,
+        lay,
+        "Time to first token",
+        "ttft_ms, ms (mean ± sd over repetitions)",
+        &|c| sd_err(c, "ttft_ms"),
+        &short,
+    )?;
+    grouped_bars(
+        &right,
+        r,
+        lay,
+        "Inter-token latency",
+        "ITL, ms (bar: median; whisker: p90 to p99)",
+        &|c| BarValue {
+            value: c.itl_ms_p50,
+            err: c.itl_ms_p90.zip(c.itl_ms_p99),
+        },
+        &short,
+    )
+}
+
+fn device_name(r: &Report) -> String {
+    r.cells
+        .iter()
+        .find_map(|c| c.device.clone())
+        .unwrap_or_else(|| r.environment.cpu.clone())
+}
+
+/// Viridis-like colour ramp, 0..=1.
+fn ramp(t: f64) -> RGBColor {
+    const STOPS: [(f64, (u8, u8, u8)); 5] = [
+        (0.0, (68, 1, 84)),
+        (0.25, (59, 82, 139)),
+        (0.5, (33, 145, 140)),
+        (0.75, (94, 201, 98)),
+        (1.0, (253, 231, 37)),
+    ];
+    let t = t.clamp(0.0, 1.0);
+    for w in STOPS.windows(2) {
+        let ((t0, c0), (t1, c1)) = (w[0], w[1]);
+        if t <= t1 {
+            let f = (t - t0) / (t1 - t0);
+            let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * f) as u8;
+            return RGBColor(mix(c0.0, c1.0), mix(c0.1, c1.1), mix(c0.2, c1.2));
+        }
+    }
+    RGBColor(253, 231, 37)
+}
+
+fn heatmap<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
+    let (nx, ny) = (lay.series.len().max(1), lay.groups.len().max(1));
+    let vals: Vec<f64> = r
+        .cells
+        .iter()
+        .filter_map(|c| c.efficiency_tok_s_per_gb)
+        .collect();
+    let (lo, hi) = (
+        vals.iter().copied().fold(f64::INFINITY, f64::min),
+        vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let basis = if memory_basis(r).starts_with("device") {
+        "VRAM"
+    } else {
+        "host RSS"
+    };
+    let title = format!("Efficiency: decode tokens/s per GB of {basis}");
+    let mut chart = ChartBuilder::on(a)
+        .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(220)
+        .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(0)
+        .y_labels(0)
+        .draw()?;
+    for (&(gi, si), &ci) in &lay.cells {
+        let c = &r.cells[ci];
+        let y0 = (ny - 1 - gi) as f64;
+        let (fill, text, text_color) = match (c.status, c.efficiency_tok_s_per_gb) {
+            (CellStatus::Ok, Some(v)) => {
+                let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+                (ramp(t), short(v), if t > 0.6 { BLACK } else { WHITE })
+            }
+            (CellStatus::Failed, _) => (RGBColor(200, 200, 200), "FAILED".to_string(), RED),
+            _ => (RGBColor(230, 230, 230), "n/a".to_string(), BLACK),
+        };
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(si as f64 + 0.02, y0 + 0.04), (si as f64 + 0.98, y0 + 0.96)],
+            fill.filled(),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            text,
+            (si as f64 + 0.5, y0 + 0.5),
+            (FONT, 22)
+                .into_font()
+                .style(FontStyle::Bold)
+                .color(&text_color)
+                .pos(Pos::new(HPos::Center, VPos::Center)),
+        )))?;
+    }
+    for (si, q) in lay.series.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(si as f64 + 0.5, 0.0));
+        a.draw(&Text::new(
+            q.clone(),
+            (px, py + 10),
+            (FONT, 18)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+    for (gi, g) in lay.groups.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(0.0, (ny - 1 - gi) as f64 + 0.5));
+        a.draw(&Text::new(
+            g.clone(),
+            (px - 12, py),
+            (FONT, 18)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Right, VPos::Center)),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Indices of the cells on the Pareto front: no other cell uses less or equal memory and
+/// decodes at least as fast, with one of the two strictly better.
+pub fn pareto(points: &[(f64, f64)]) -> Vec<usize> {
+    (0..points.len())
+        .filter(|&i| {
+            let (m, d) = points[i];
+            !points
+                .iter()
+                .enumerate()
+                .any(|(j, &(m2, d2))| j != i && m2 <= m && d2 >= d && (m2 < m || d2 > d))
+        })
+        .collect()
+}
+
+fn tradeoff<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
+    let ok: Vec<&CellResult> = r
+        .cells
+        .iter()
+        .filter(|c| {
+            c.status == CellStatus::Ok && c.mem_bytes.is_some() && c.mean("decode_tok_s").is_some()
+        })
+        .collect();
+    let pts: Vec<(f64, f64)> = ok
+        .iter()
+        .map(|c| {
+            (
+                c.mem_bytes.unwrap_or(0) as f64 / 1073741824.0,
+                c.mean("decode_tok_s").unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let front = pareto(&pts);
+    let x_max = pts.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-3) * 1.15;
+    let y_max = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.15;
+    let failed: Vec<String> = r
+        .cells
+        .iter()
+        .filter(|c| c.status == CellStatus::Failed)
+        .map(|c| format!("{} {}", c.model, c.quant))
+        .collect();
+    let mut chart = ChartBuilder::on(a)
+        .caption(
+            "Trade-off: memory vs decode speed (ringed: Pareto-optimal)",
+            (FONT, 26).into_font().style(FontStyle::Bold),
+        )
+        .margin(20)
+        .x_label_area_size(60)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc(memory_basis(r))
+        .y_desc("decode_tok_s, tokens/s")
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 15))
+        .draw()?;
+    let mut front_pts: Vec<(f64, f64)> = front.iter().map(|&i| pts[i]).collect();
+    front_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    chart.draw_series(LineSeries::new(front_pts, BLACK.mix(0.5).stroke_width(2)))?;
+    for (si, q) in lay.series.iter().enumerate() {
+        let color = quant_color(q, si);
+        let mine: Vec<usize> = (0..ok.len())
+            .filter(|&i| ok[i].quant.to_string() == *q)
+            .collect();
+        chart
+            .draw_series(mine.iter().map(|&i| Circle::new(pts[i], 8, color.filled())))?
+            .label(q.as_str())
+            .legend(move |(x, y)| Circle::new((x + 7, y), 6, color.filled()));
+    }
+    chart.draw_series(
+        front
+            .iter()
+            .map(|&i| Circle::new(pts[i], 14, BLACK.stroke_width(2))),
+    )?;
+    chart.draw_series(ok.iter().zip(&pts).map(|(c, p)| {
+        Text::new(
+            format!("{} {}", c.model, c.quant),
+            (p.0, p.1),
+            (FONT, 14)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Bottom)),
+        )
+    }))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 16))
+        .draw()?;
+    if !failed.is_empty() {
+        a.draw(&Text::new(
+            format!("FAILED (not plotted): {}", failed.join(", ")),
+            (110, 50),
+            (FONT, 16).into_font().color(&RED),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Inter-token latencies of a cell, all repetitions pooled (ms).
+fn itls(c: &CellResult) -> Vec<f64> {
+    c.samples
+        .iter()
+        .flat_map(|s| s.token_ms.windows(2).map(|w| w[1] - w[0]))
+        .collect()
+}
+
+fn distribution<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    r: &Report,
+) -> Result<(), Err2<DB>> {
+    let n = r.cells.len().max(1);
+    let all: Vec<f64> = r.cells.iter().flat_map(itls).filter(|v| *v > 0.0).collect();
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo / 1.3, hi * 1.3)
+    } else {
+        (0.01, 100.0)
+    };
+    let mut chart = ChartBuilder::on(a)
+        .caption(
+            "Per-token latency (box: p25–p75, line: median, whiskers: p5–p95, dot: p99)",
+            (FONT, 24).into_font().style(FontStyle::Bold),
+        )
+        .margin(16)
+        .x_label_area_size(60)
+        .y_label_area_size(260)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..n as f64)?;
+    chart
+        .configure_mesh()
+        .y_labels(0)
+        .disable_y_mesh()
+        .x_desc("inter-token latency, ms (log scale)")
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 15))
+        .draw()?;
+    for (i, c) in r.cells.iter().enumerate() {
+        let y = (n - 1 - i) as f64 + 0.5;
+        let (px, py) = chart.backend_coord(&(lo, y));
+        a.draw(&Text::new(
+            format!(
+                "{} {} pp{} tg{}",
+                c.model, c.quant, c.params.n_prompt, c.params.n_gen
+            ),
+            (px - 12, py),
+            (FONT, 15)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Right, VPos::Center)),
+        ))?;
+        let v = itls(c);
+        if c.status == CellStatus::Failed || v.is_empty() {
+            chart.draw_series(std::iter::once(Text::new(
+                if c.status == CellStatus::Failed {
+                    "FAILED"
+                } else {
+                    "no samples"
+                },
+                (lo * 1.1, y),
+                (FONT, 15)
+                    .into_font()
+                    .style(FontStyle::Bold)
+                    .color(&RED)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
+            )))?;
+            continue;
+        }
+        let p = |q| percentile(&v, q).unwrap_or(0.0).max(lo);
+        let color = quant_color(&c.quant.to_string(), i);
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(p(5.0), y), (p(95.0), y)],
+            BLACK.stroke_width(1),
+        )))?;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(p(25.0), y - 0.3), (p(75.0), y + 0.3)],
+            color.mix(0.7).filled(),
+        )))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(p(50.0), y - 0.34), (p(50.0), y + 0.34)],
+            BLACK.stroke_width(3),
+        )))?;
+        chart.draw_series(std::iter::once(Circle::new((p(99.0), y), 4, RED.filled())))?;
+    }
+    Ok(())
+}
+
+/// Draws one chart on any backend.
+fn draw_on<DB: DrawingBackend>(
+    stem: &str,
+    area: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
+    area.fill(&WHITE)?;
+    match stem {
+        "memory_comparison" => memory(area, r, lay),
+        "throughput_comparison" => throughput(area, r, lay),
+        "latency_comparison" => latency(area, r, lay),
+        "efficiency_heatmap" => heatmap(area, r, lay),
+        "tradeoff" => tradeoff(area, r, lay),
+        _ => distribution(area, r),
+    }
+}
+
+/// The charts a report has, with their pixel sizes.
+pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
+    let lay = layout(r);
+    let bars_w = (260 + 140 * lay.groups.len() as u32 * lay.series.len().max(1) as u32 / 2)
+        .clamp(1000, 2400);
+    vec![
+        ("memory_comparison", "Memory", (bars_w, 700)),
+        ("throughput_comparison", "Throughput", (bars_w, 700)),
+        (
+            "latency_comparison",
+            "Latency",
+            ((bars_w * 2).min(2800), 700),
+        ),
+        (
+            "efficiency_heatmap",
+            "Efficiency",
+            (
+                300 + 220 * lay.series.len() as u32,
+                160 + 90 * lay.groups.len() as u32,
+            ),
+        ),
+        ("tradeoff", "Memory / speed trade-off", (1200, 800)),
+        (
+            "latency_distribution",
+            "Per-token latency distribution",
+            (1400, 140 + 44 * r.cells.len() as u32),
+        ),
+    ]
+}
+
+/// Writes every chart of `r` into `dir` as PNG and SVG.
+pub fn write_all(r: &Report, dir: &Path) -> Result<Vec<ChartFile>> {
+    register_font();
+    let lay = layout(r);
+    let mut out = Vec::new();
+    for (stem, title, size) in specs(r) {
+        let png = dir.join(format!("{stem}.png"));
+        let svg = dir.join(format!("{stem}.svg"));
+        {
+            let root = BitMapBackend::new(&png, size).into_drawing_area();
+            draw_on(stem, &root, r, &lay).map_err(de)?;
+            root.present().map_err(de)?;
+        }
+        {
+            let root = SVGBackend::new(&svg, size).into_drawing_area();
+            draw_on(stem, &root, r, &lay).map_err(de)?;
+            root.present().map_err(de)?;
+        }
+        out.push(ChartFile {
+            stem,
+            title,
+            png,
+            svg,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pareto_front() {
+        let pts = [
+            (1.0, 10.0),
+            (2.0, 20.0),
+            (2.0, 15.0),
+            (3.0, 20.0),
+            (0.5, 5.0),
+        ];
+        assert_eq!(pareto(&pts), vec![0, 1, 4]);
+    }
+
+    #[test]
+    fn ramp_ends() {
+        assert_eq!(ramp(0.0), RGBColor(68, 1, 84));
+        assert_eq!(ramp(1.0), RGBColor(253, 231, 37));
+    }
+}
