@@ -97,6 +97,12 @@ fn layout(r: &Report) -> Layout {
     }
 }
 
+/// A backend pixel position in the coordinates of `area` (which may not start at the origin).
+fn local<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, (x, y): (i32, i32)) -> (i32, i32) {
+    let (x0, y0) = area.get_base_pixel();
+    (x - x0, y - y0)
+}
+
 /// A bar: value, error interval, or failed.
 struct BarValue {
     value: Option<f64>,
@@ -215,7 +221,7 @@ fn grouped_bars<DB: DrawingBackend>(
     }
     // group labels centred under each group
     for (gi, g) in lay.groups.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(gi as f64 + 0.5, 0.0));
+        let (px, py) = local(area, chart.backend_coord(&(gi as f64 + 0.5, 0.0)));
         area.draw(&Text::new(
             g.clone(),
             (px, py + 12),
@@ -422,7 +428,7 @@ fn heatmap<DB: DrawingBackend>(
         )))?;
     }
     for (si, q) in lay.series.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(si as f64 + 0.5, 0.0));
+        let (px, py) = local(a, chart.backend_coord(&(si as f64 + 0.5, 0.0)));
         a.draw(&Text::new(
             q.clone(),
             (px, py + 10),
@@ -433,7 +439,7 @@ fn heatmap<DB: DrawingBackend>(
         ))?;
     }
     for (gi, g) in lay.groups.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(0.0, (ny - 1 - gi) as f64 + 0.5));
+        let (px, py) = local(a, chart.backend_coord(&(0.0, (ny - 1 - gi) as f64 + 0.5)));
         a.draw(&Text::new(
             g.clone(),
             (px - 12, py),
@@ -482,8 +488,30 @@ fn tradeoff<DB: DrawingBackend>(
         })
         .collect();
     let front = pareto(&pts);
-    let x_max = pts.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-3) * 1.15;
-    let y_max = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.15;
+    let fold = |f: fn(&(f64, f64)) -> f64, min: bool| {
+        pts.iter()
+            .map(f)
+            .fold(if min { f64::INFINITY } else { 0.0 }, |a, b| {
+                if min {
+                    a.min(b)
+                } else {
+                    a.max(b)
+                }
+            })
+    };
+    // log-log: models differ by orders of magnitude in size and speed
+    let (x_lo, x_hi) = (fold(|p| p.0, true), fold(|p| p.0, false));
+    let (y_lo, y_hi) = (fold(|p| p.1, true), fold(|p| p.1, false));
+    let (x_lo, x_hi) = if x_lo.is_finite() && x_hi > 0.0 {
+        (x_lo / 1.6, x_hi * 1.6)
+    } else {
+        (0.01, 10.0)
+    };
+    let (y_lo, y_hi) = if y_lo.is_finite() && y_hi > 0.0 {
+        (y_lo / 1.6, y_hi * 1.6)
+    } else {
+        (1.0, 1000.0)
+    };
     let failed: Vec<String> = r
         .cells
         .iter()
@@ -498,11 +526,15 @@ fn tradeoff<DB: DrawingBackend>(
         .margin(20)
         .x_label_area_size(60)
         .y_label_area_size(90)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc(memory_basis(r))
-        .y_desc("decode_tok_s, tokens/s")
+        .x_desc(format!("{} (log scale)", memory_basis(r)))
+        .y_desc("decode_tok_s, tokens/s (log scale)")
+        .x_labels(8)
+        .y_labels(8)
+        .x_label_formatter(&|v| short(*v))
+        .y_label_formatter(&|v| short(*v))
         .axis_desc_style((FONT, 18))
         .label_style((FONT, 15))
         .draw()?;
@@ -524,16 +556,69 @@ fn tradeoff<DB: DrawingBackend>(
             .iter()
             .map(|&i| Circle::new(pts[i], 14, BLACK.stroke_width(2))),
     )?;
-    chart.draw_series(ok.iter().zip(&pts).map(|(c, p)| {
-        Text::new(
-            format!("{} {}", c.model, c.quant),
-            (p.0, p.1),
+    let several: std::collections::BTreeSet<(&str, String)> = {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut dup = std::collections::BTreeSet::new();
+        for c in &ok {
+            let k = (c.model.as_str(), c.quant.to_string());
+            if !seen.insert(k.clone()) {
+                dup.insert(k);
+            }
+        }
+        dup
+    };
+    // Labels: Pareto-optimal points first, each put beside its point where it overlaps no
+    // label already placed; crowded points stay unlabelled (the results table has them all).
+    let mut order: Vec<usize> = (0..ok.len()).collect();
+    order.sort_by_key(|i| !front.contains(i));
+    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut unlabelled = 0;
+    for i in order {
+        let c = ok[i];
+        let tag = if several.contains(&(c.model.as_str(), c.quant.to_string())) {
+            format!(" tg{}", c.params.n_gen)
+        } else {
+            String::new()
+        };
+        let text = format!("{} {}{tag}", c.model, c.quant);
+        let (w, h) = (text.chars().count() as i32 * 8, 16);
+        let (px, py) = local(a, chart.backend_coord(&pts[i]));
+        let spot = [
+            (12, -h / 2),
+            (-12 - w, -h / 2),
+            (-w / 2, -12 - h),
+            (-w / 2, 12),
+        ]
+        .into_iter()
+        .map(|(dx, dy)| (px + dx, py + dy, px + dx + w, py + dy + h))
+        .find(|r| {
+            placed
+                .iter()
+                .all(|q| r.2 < q.0 || q.2 < r.0 || r.3 < q.1 || q.3 < r.1)
+        });
+        match spot {
+            Some(r) => {
+                placed.push(r);
+                a.draw(&Text::new(
+                    text,
+                    (r.0, r.1),
+                    (FONT, 14).into_font().color(&BLACK),
+                ))?;
+            }
+            None => unlabelled += 1,
+        }
+    }
+    if unlabelled > 0 {
+        let (w, _) = a.dim_in_pixel();
+        a.draw(&Text::new(
+            format!("{unlabelled} crowded point(s) unlabelled: see the results table"),
+            (w as i32 - 30, 62),
             (FONT, 14)
                 .into_font()
                 .color(&BLACK)
-                .pos(Pos::new(HPos::Left, VPos::Bottom)),
-        )
-    }))?;
+                .pos(Pos::new(HPos::Right, VPos::Top)),
+        ))?;
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -591,7 +676,7 @@ fn distribution<DB: DrawingBackend>(
         .draw()?;
     for (i, c) in r.cells.iter().enumerate() {
         let y = (n - 1 - i) as f64 + 0.5;
-        let (px, py) = chart.backend_coord(&(lo, y));
+        let (px, py) = local(a, chart.backend_coord(&(lo, y)));
         a.draw(&Text::new(
             format!(
                 "{} {} pp{} tg{}",
