@@ -84,7 +84,7 @@ def main():
     metrics = ("decode_tok_s", "itl_ms_p50", "tg_tok_s", "pp_tok_s", "ttft_ms")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        for s in (0.03, 0.05, 0.10):
+        for s in (0.03, 0.05, 0.10, 0.15, 0.20):
             caught = Counter()
             total = Counter()
             for a, b in pairs:

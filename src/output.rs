@@ -283,7 +283,7 @@ impl Printer {
             "baseline",
             "current",
             "change",
-            "p",
+            "p (test)",
             "threshold",
             "verdict",
         ];

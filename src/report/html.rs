@@ -244,15 +244,26 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     if let Some(c) = cmp {
         write!(
             h,
-            "<h2 id=\"comparison\">Comparison</h2>\n<p>Baseline <code>{}</code> ({}) → this run ({}). A \
-             regression needs a change beyond the threshold in the bad direction and Welch's t-test \
-             p &lt; 0.05 on the repetition samples (metrics measured once: an absolute change beyond a \
-             floor). {} regression(s), {} improvement(s).</p>\n<div class=\"scroll\"><table>\n<tr>\
+            "<h2 id=\"comparison\">Comparison</h2>\n<p>Baseline <code>{}</code> ({}) → this run ({}). {} \
+             {} regression(s), {} improvement(s).</p>\n<div class=\"scroll\"><table>\n<tr>\
              <th class=\"l\">model</th><th class=\"l\">quant</th><th class=\"l\">cell</th><th class=\"l\">metric</th>\
-             <th>baseline</th><th>current</th><th>change</th><th>p</th><th>threshold</th><th class=\"l\">verdict</th></tr>\n",
+             <th>baseline</th><th>current</th><th>change</th><th>p (test)</th><th>threshold</th><th class=\"l\">verdict</th></tr>\n",
             esc(&c.base),
             esc(&c.base_run_id),
             esc(&c.current_run_id),
+            if c.base_runs >= 3 {
+                format!(
+                    "With {} baseline runs, a regression needs a change beyond the threshold in the \
+                     bad direction and p &lt; 0.05 against the spread of the baseline runs (a t \
+                     prediction interval on the per-run means).",
+                    c.base_runs
+                )
+            } else {
+                "A regression needs a change beyond the threshold in the bad direction and Welch's \
+                 t-test p &lt; 0.05 on the repetition samples (metrics measured once: an absolute \
+                 change beyond a floor)."
+                    .to_string()
+            },
             c.regressions,
             c.improvements
         )?;
