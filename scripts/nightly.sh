@@ -2,38 +2,40 @@
 # The nightly regression gate: run the matrix, compare it with the stored baseline, append one row
 # per cell to <out>/history.csv (open it in a spreadsheet to see the trend), keep the last N runs.
 #
-#   scripts/nightly.sh [--config models.toml] [--out reports] [--baseline FILE] [--keep 14]
-#                      [--update-baseline] [-- extra `quantbench run` arguments]
+#   scripts/nightly.sh [--config models.toml] [--out reports] [--baseline DIR] [--baseline-runs 5]
+#                      [--keep 14] [-- extra `quantbench run` arguments]
 #
-# The first night, when there is no baseline yet, the run becomes the baseline. Later nights are
-# compared with it; --update-baseline replaces it after a night with no regression and no failed
-# cell (without it the baseline stays fixed, so slow drifts add up and get caught).
+# The baseline is a folder of runs (default <out>/baseline/). The first nights' clean runs (no
+# failed cell, no regression) are added to it until it holds --baseline-runs of them; from then on
+# it stays fixed, so slow drifts add up and get caught. With three or more baseline runs the gate
+# tests each night against their spread, which is what two runs of the same build differ by.
 # Exit status: quantbench's (0 ok, 1 regression, 2 setup error, 3 failed cells, 130 interrupted).
 # QUANTBENCH=path/to/quantbench runs a given binary instead of building with scripts/quantbench.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-config=models.toml out=reports baseline="" keep=14 update=0 extra=()
+config=models.toml out=reports baseline="" keep=14 want=5 extra=()
 while (($#)); do
   case "$1" in
     --config) config="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --baseline) baseline="$2"; shift 2 ;;
     --keep) keep="$2"; shift 2 ;;
-    --update-baseline) update=1; shift ;;
+    --baseline-runs) want="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "nightly.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-baseline="${baseline:-$out/baseline.json}"
+baseline="${baseline:-$out/baseline}"
 qb="${QUANTBENCH:-$root/scripts/quantbench}"
 args=(run --config "$config" --out "$out")
-if [ -f "$baseline" ]; then
+have="$(ls -1 "$baseline"/*.json 2>/dev/null | wc -l)"
+if [ "$have" -gt 0 ]; then
   args+=(--baseline "$baseline")
-  [ "$update" = 1 ] && args+=(--save-baseline "$baseline")
-else
-  echo "nightly.sh: no baseline at $baseline yet: this run becomes it" >&2
-  args+=(--save-baseline "$baseline")
+fi
+if [ "$have" -lt "$want" ]; then
+  echo "nightly.sh: the baseline holds $have of $want runs: a clean run tonight joins it" >&2
+  args+=(--save-baseline "$baseline/")
 fi
 "$qb" "${args[@]}" "${extra[@]}"
 code=$?

@@ -1,5 +1,6 @@
 //! The child-process side (`quantbench worker`, hidden): jobs in on stdin, JSON events out on
-//! stdout. One worker serves the cells of one model file; llama.cpp's log goes to stderr.
+//! stdout. The coordinator gives each worker one cell (it can serve several: a model already
+//! loaded with the same settings is reused); llama.cpp's log goes to stderr.
 //!
 //! stdout is reserved for events: at start the real stdout is duplicated for them and file
 //! descriptor 1 is pointed at stderr, so nothing llama.cpp prints can corrupt the protocol.
