@@ -245,30 +245,33 @@ impl Printer {
     pub fn final_table(&self, report: &Report) {
         self.clear_bar();
         let (head, rows) = crate::report::md::table(report);
-        let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let fmt_row = |cells: Vec<String>| {
-            cells
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-        };
-        let mut s = String::from("\n");
-        s += &fmt_row(head.iter().map(|h| h.to_string()).collect());
-        s += "\n";
-        s += &fmt_row(widths.iter().map(|w| "-".repeat(*w)).collect());
-        for r in rows {
-            s += "\n";
-            s += &fmt_row(r);
-        }
-        self.line(&s);
+        self.line(&format!("\n{}", aligned(&head, &rows)));
     }
+}
+
+/// Columns padded to their widest cell, a dashed rule under the header.
+fn aligned(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let fmt = |cells: &mut dyn Iterator<Item = String>| {
+        cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut s = fmt(&mut head.iter().map(|h| h.to_string()));
+    s += "\n";
+    s += &fmt(&mut widths.iter().map(|w| "-".repeat(*w)));
+    for r in rows {
+        s += "\n";
+        s += &fmt(&mut r.iter().cloned());
+    }
+    s
 }
 
 impl Printer {
@@ -288,31 +291,11 @@ impl Printer {
             "verdict",
         ];
         let rows = crate::compare::rows(cmp);
-        let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let fmt = |cells: &[String]| {
-            cells
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-        };
         let mut s = format!(
             "\ncompare: {} ({}) → {} ({})\n",
             cmp.base, cmp.base_run_id, cmp.current, cmp.current_run_id
         );
-        s += &fmt(&head.map(String::from));
-        s += "\n";
-        s += &fmt(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
-        for r in rows {
-            s += "\n";
-            s += &fmt(&r);
-        }
+        s += &aligned(&head, &rows);
         s += &format!(
             "\n\n{} regression{}, {} improvement{}",
             cmp.regressions,

@@ -171,23 +171,13 @@ impl LoadedModel {
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<sys::llama_token>> {
-        // SAFETY: vocab of a live model; buffer sized from llama's own count (negative = needed).
+        // SAFETY: vocab of a live model; llama_tokenize writes at most buf.len() tokens and
+        // returns minus the count needed when the buffer is too small.
         unsafe {
             let vocab = sys::llama_model_get_vocab(self.ptr.as_ptr());
             let add_bos = sys::llama_vocab_get_add_bos(vocab);
-            let mut buf = vec![0; text.len() + 8];
-            let mut n = sys::llama_tokenize(
-                vocab,
-                text.as_ptr().cast(),
-                text.len() as i32,
-                buf.as_mut_ptr(),
-                buf.len() as i32,
-                add_bos,
-                false,
-            );
-            if n < 0 {
-                buf.resize((-n) as usize, 0);
-                n = sys::llama_tokenize(
+            let run = |buf: &mut Vec<sys::llama_token>| {
+                sys::llama_tokenize(
                     vocab,
                     text.as_ptr().cast(),
                     text.len() as i32,
@@ -195,7 +185,13 @@ impl LoadedModel {
                     buf.len() as i32,
                     add_bos,
                     false,
-                );
+                )
+            };
+            let mut buf = vec![0; text.len() + 8];
+            let mut n = run(&mut buf);
+            if n < 0 {
+                buf.resize((-n) as usize, 0);
+                n = run(&mut buf);
             }
             if n <= 0 {
                 bail!("the prompt tokenized to no tokens");
