@@ -148,7 +148,10 @@ fn a_20_percent_slowdown_is_a_regression_and_2_percent_is_noise() {
     let md = String::from_utf8_lossy(&out.stdout);
     // every cell's decode is 20% down; whether each one is also significant depends on how
     // noisy its five repetitions were on this machine, so at least one must be flagged
-    assert!(md.contains(" regression") && !md.contains("**0 regressions"), "{md}");
+    assert!(
+        md.contains(" regression") && !md.contains("**0 regressions"),
+        "{md}"
+    );
     assert!(
         md.contains("| decode_tok_s |") && md.contains("REGRESSED"),
         "{md}"
