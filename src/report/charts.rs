@@ -255,7 +255,7 @@ fn sd_err(c: &CellResult, m: &str) -> BarValue {
 }
 
 fn short(v: f64) -> String {
-    if v >= 100.0 {
+    if v >= 100.0 || (v >= 1.0 && (v - v.round()).abs() < 1e-9) {
         format!("{v:.0}")
     } else if v >= 10.0 {
         format!("{v:.1}")
@@ -671,6 +671,7 @@ fn distribution<DB: DrawingBackend>(
         .y_labels(0)
         .disable_y_mesh()
         .x_desc("inter-token latency, ms (log scale)")
+        .x_label_formatter(&|v| short(*v))
         .axis_desc_style((FONT, 18))
         .label_style((FONT, 15))
         .draw()?;
