@@ -771,10 +771,9 @@ pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comp
         cells.push(cell(c, worst, None, metrics));
     }
     let mut seen = std::collections::BTreeSet::new();
-    for (i, m) in lookup.iter().enumerate() {
+    for m in &lookup {
         for (key, b) in m {
             if !cur_by.contains_key(key) && seen.insert(key.clone()) {
-                let _ = i;
                 cells.push(cell(
                     b,
                     Verdict::Missing,

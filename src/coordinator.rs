@@ -281,127 +281,87 @@ impl Coordinator<'_> {
     /// in the second cell and to carry 66 MiB of the first cell's device memory into the second
     /// one's VRAM figure; a process per cell costs one model load per cell (from the page cache).
     pub fn run(&self, jobs: Vec<Job>, obs: &mut dyn Observer) -> Result<Ended> {
-        for job in jobs {
-            if self.run_group(std::slice::from_ref(&job), obs)? == Ended::Interrupted {
+        for job in &jobs {
+            if self.run_cell(job, obs)? == Ended::Interrupted {
                 return Ok(Ended::Interrupted);
             }
         }
         Ok(Ended::Complete)
     }
 
-    fn run_group(&self, group: &[Job], obs: &mut dyn Observer) -> Result<Ended> {
-        let mut pending: Vec<Job> = group.to_vec();
-        while !pending.is_empty() {
-            if self.interrupted.load(Ordering::SeqCst) {
-                return Ok(Ended::Interrupted);
-            }
-            let mut w = self.spawn(&["worker"], &pending)?;
-            let mut current: Option<(usize, Instant)> = None;
-            let mut ready = false;
-            let mut loaded = false;
-            let mut timed_out: Option<u64> = None;
-            let (mut out_done, mut err_done) = (false, false);
-            let find =
-                |pending: &[Job], idx: usize| pending.iter().position(|j| j.cell.index == idx);
-            while !(out_done && err_done) {
-                match w.rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(Msg::Event(e)) => match e {
-                        Event::Ready { backend } => {
-                            ready = true;
-                            obs.ready(&backend);
-                        }
-                        Event::Started { cell } => {
-                            current = Some((cell, Instant::now()));
-                            if let Some(k) = find(&pending, cell) {
-                                obs.started(&pending[k].cell);
-                            }
-                        }
-                        Event::Progress {
-                            cell,
-                            phase,
-                            done,
-                            total,
-                        } => {
-                            if phase == "load" && done == total {
-                                loaded = true;
-                            }
-                            if let Some(k) = find(&pending, cell) {
-                                obs.progress(&pending[k].cell, &phase, done, total);
-                            }
-                        }
-                        Event::Done { cell, measurement } => {
-                            current = None;
-                            if let Some(k) = find(&pending, cell) {
-                                let job = pending.remove(k);
-                                obs.finished(&job.cell, Outcome::Measured(measurement))?;
-                            }
-                        }
-                        Event::Failed { cell, reason } => {
-                            current = None;
-                            if let Some(k) = find(&pending, cell) {
-                                let job = pending.remove(k);
-                                obs.finished(&job.cell, Outcome::Failed(reason))?;
-                            }
-                        }
-                    },
-                    Ok(Msg::Garbage(line)) => {
-                        obs.worker_log(&line);
-                        push_tail(&mut w.stderr_tail, line);
+    /// Measures one cell in a worker of its own; a worker that dies or overruns `timeout_s`
+    /// fails the cell with the reason and the tail of its log.
+    fn run_cell(&self, job: &Job, obs: &mut dyn Observer) -> Result<Ended> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Ok(Ended::Interrupted);
+        }
+        let mut w = self.spawn(&["worker"], std::slice::from_ref(job))?;
+        let ours = |cell: usize| cell == job.cell.index;
+        let mut started: Option<Instant> = None;
+        let mut finished = false;
+        let mut timed_out: Option<u64> = None;
+        let (mut out_done, mut err_done) = (false, false);
+        while !(out_done && err_done) {
+            match w.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Msg::Event(e)) => match e {
+                    Event::Ready { backend } => obs.ready(&backend),
+                    Event::Started { cell } if ours(cell) => {
+                        started = Some(Instant::now());
+                        obs.started(&job.cell);
                     }
-                    Ok(Msg::Log(line)) => {
-                        obs.worker_log(&line);
-                        push_tail(&mut w.stderr_tail, line);
+                    Event::Progress {
+                        cell,
+                        phase,
+                        done,
+                        total,
+                    } if ours(cell) => obs.progress(&job.cell, &phase, done, total),
+                    Event::Done { cell, measurement } if ours(cell) => {
+                        obs.finished(&job.cell, Outcome::Measured(measurement))?;
+                        finished = true;
                     }
-                    Ok(Msg::StdoutClosed) => out_done = true,
-                    Ok(Msg::StderrClosed) => err_done = true,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if self.interrupted.load(Ordering::SeqCst) {
-                            w.kill();
-                            return Ok(Ended::Interrupted);
-                        }
-                        if let Some((idx, t0)) = current {
-                            let limit = find(&pending, idx)
-                                .map_or(u64::MAX, |k| pending[k].cell.params.timeout_s);
-                            if t0.elapsed() > Duration::from_secs(limit) {
-                                timed_out = Some(limit);
-                                w.kill();
-                                break;
-                            }
-                        }
+                    Event::Failed { cell, reason } if ours(cell) => {
+                        obs.finished(&job.cell, Outcome::Failed(reason))?;
+                        finished = true;
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    _ => {}
+                },
+                Ok(Msg::Garbage(line) | Msg::Log(line)) => {
+                    obs.worker_log(&line);
+                    push_tail(&mut w.stderr_tail, line);
                 }
-            }
-            let status = w.child.wait()?;
-            if pending.is_empty() {
-                break;
-            }
-            let cause = match timed_out {
-                Some(s) => format!("timed out after {s} s (timeout_s) and was stopped"),
-                None => format!("worker {}", describe_exit(status)),
-            };
-            let tail = w.tail(4);
-            let reason = if tail.is_empty() {
-                cause
-            } else {
-                format!("{cause}: {tail}")
-            };
-            // Which cells does this death fail? The cell in flight; and every remaining cell of
-            // the file when the worker never got as far as a loaded model (they would die the
-            // same way).
-            let doomed: Vec<Job> = if !ready || (current.is_some() && !loaded) {
-                std::mem::take(&mut pending)
-            } else if let Some(k) = current.and_then(|(idx, _)| find(&pending, idx)) {
-                vec![pending.remove(k)]
-            } else {
-                // Died between cells: nothing specific to blame, fail the next one so the
-                // loop always makes progress.
-                vec![pending.remove(0)]
-            };
-            for job in doomed {
-                obs.finished(&job.cell, Outcome::Failed(reason.clone()))?;
+                Ok(Msg::StdoutClosed) => out_done = true,
+                Ok(Msg::StderrClosed) => err_done = true,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.interrupted.load(Ordering::SeqCst) {
+                        w.kill();
+                        return Ok(Ended::Interrupted);
+                    }
+                    let limit = job.cell.params.timeout_s;
+                    let overrun = |t0: Instant| t0.elapsed() > Duration::from_secs(limit);
+                    if !finished && started.is_some_and(overrun) {
+                        timed_out = Some(limit);
+                        w.kill();
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        let status = w.child.wait()?;
+        if finished {
+            return Ok(Ended::Complete);
+        }
+        let cause = match timed_out {
+            Some(s) => format!("timed out after {s} s (timeout_s) and was stopped"),
+            None => format!("worker {}", describe_exit(status)),
+        };
+        let tail = w.tail(4);
+        let reason = if tail.is_empty() {
+            cause
+        } else {
+            format!("{cause}: {tail}")
+        };
+        obs.finished(&job.cell, Outcome::Failed(reason))?;
         Ok(Ended::Complete)
     }
 }

@@ -370,7 +370,7 @@ impl Hub {
                 let resp = match resp {
                     Ok(r) => r,
                     // nothing left to send: the partial file is already whole
-                    Err(e) if e.to_string().contains("HTTP 416") => {
+                    Err(e) if http_status(&e) == Some(416) => {
                         return if f.metadata()?.len() == meta.size {
                             Ok(())
                         } else {
@@ -471,11 +471,42 @@ impl Hub {
     }
 }
 
+/// A final (not retried) HTTP status from the hub. It travels typed inside the `anyhow` error so
+/// that callers tell a missing file or an exhausted range from other failures by its code, not
+/// by reading the message.
+#[derive(Debug)]
+pub struct HttpStatus {
+    pub code: u16,
+    message: String,
+}
+
+impl std::fmt::Display for HttpStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HttpStatus {}
+
+/// The hub's HTTP status behind `e`, if `e` is (or wraps) one.
+pub fn http_status(e: &anyhow::Error) -> Option<u16> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<HttpStatus>())
+        .map(|s| s.code)
+}
+
 fn status_error(code: u16, resp: &ureq::Response, what: &str) -> anyhow::Error {
+    anyhow::Error::new(HttpStatus {
+        code,
+        message: status_message(code, resp, what),
+    })
+}
+
+fn status_message(code: u16, resp: &ureq::Response, what: &str) -> String {
     let hub_code = resp.header("X-Error-Code").unwrap_or("").to_string();
     let hub_msg = resp.header("X-Error-Message").unwrap_or("").to_string();
     match code {
-        401 | 403 => anyhow!(
+        401 | 403 => format!(
             "{what}: HTTP {code}: access denied. The repository may be gated or private: set \
              HF_TOKEN to a token of an account that has accepted the model's licence on its hub page{}",
             if hub_msg.is_empty() { String::new() } else { format!(" ({hub_msg})") }
@@ -487,10 +518,10 @@ fn status_error(code: u16, resp: &ureq::Response, what: &str) -> anyhow::Error {
                 "EntryNotFound" => "the file does not exist at that revision",
                 _ => "not found (check the repository, the revision and the file name)",
             };
-            anyhow!("{what}: HTTP 404: {which}")
+            format!("{what}: HTTP 404: {which}")
         }
-        416 => anyhow!("HTTP 416"),
-        _ => anyhow!("{what}: HTTP {code} {}", resp.status_text()),
+        416 => format!("{what}: HTTP 416 (range not satisfiable)"),
+        _ => format!("{what}: HTTP {code} {}", resp.status_text()),
     }
 }
 
@@ -651,6 +682,18 @@ mod tests {
 
     fn q(s: &str) -> Quant {
         Quant::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_status_survives_added_context() {
+        let e = anyhow::Error::new(HttpStatus {
+            code: 404,
+            message: "acme/x@main: a.gguf: HTTP 404: the file does not exist".into(),
+        })
+        .context("acme/x@main: downloading a.gguf");
+        assert_eq!(http_status(&e), Some(404));
+        assert!(format!("{e:#}").contains("HTTP 404: the file does not exist"));
+        assert_eq!(http_status(&anyhow!("HTTP 404 in a message only")), None);
     }
 
     #[test]

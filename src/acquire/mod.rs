@@ -552,7 +552,7 @@ fn acquire_hf(
         match fetched {
             Ok(files) => return origin("hf", &files, files[0].path.clone(), None),
             // a templated name the repo lacks: derive it when allowed
-            Err(e) if spec.derive && spec.file.is_some() && e.to_string().contains("404") => {}
+            Err(e) if spec.derive && spec.file.is_some() && hub::http_status(&e) == Some(404) => {}
             Err(e) => return Err(e),
         }
     }
@@ -594,7 +594,7 @@ fn acquire_hf(
                     source = Some((q, files));
                     break;
                 }
-                Err(e) if spec.file.is_some() && e.to_string().contains("404") => continue,
+                Err(e) if spec.file.is_some() && hub::http_status(&e) == Some(404) => continue,
                 Err(e) => return Err(e),
             }
         }
