@@ -76,6 +76,60 @@ impl Estimate {
     pub fn copies_in(&self, free: u64) -> u64 {
         free / self.total().max(1)
     }
+
+    /// Memory per GPU when the model is spread by `shares` (fractions summing to 1; a GPU
+    /// with share 0 holds nothing): weights and KV cache by share, the compute buffers and
+    /// the runtime overhead on every GPU used (each runs its layers with buffers of its own).
+    pub fn per_gpu(&self, shares: &[f64]) -> Vec<u64> {
+        shares
+            .iter()
+            .map(|&f| {
+                if f <= 0.0 {
+                    0
+                } else {
+                    ((self.weights_bytes + self.kv_bytes) as f64 * f) as u64
+                        + self.compute_bytes
+                        + self.overhead_bytes
+                }
+            })
+            .collect()
+    }
+}
+
+/// Each GPU's share of a model placed with `split_mode`, `main_gpu` and `tensor_split` on GPUs
+/// with `free` bytes each, the way llama.cpp splits it: all on `main_gpu` for `none`, by
+/// `tensor_split` when given, else in proportion to free memory.
+pub fn shares(
+    split_mode: crate::config::SplitMode,
+    main_gpu: u32,
+    tensor_split: &crate::config::TensorSplit,
+    free: &[u64],
+) -> Vec<f64> {
+    // GPUs named by the placement but missing from `free` get their share too (and then do
+    // not fit).
+    let n = free
+        .len()
+        .max(tensor_split.0.len())
+        .max(main_gpu as usize + 1);
+    let mut out = vec![0.0; n];
+    if split_mode == crate::config::SplitMode::None {
+        if let Some(s) = out.get_mut(main_gpu as usize) {
+            *s = 1.0;
+        }
+        return out;
+    }
+    if !tensor_split.is_auto() {
+        for (o, f) in out.iter_mut().zip(tensor_split.fractions()) {
+            *o = f;
+        }
+        return out;
+    }
+    let n = free.len().max(1);
+    let sum: u64 = free.iter().sum();
+    if sum == 0 {
+        return vec![1.0 / n as f64; n];
+    }
+    free.iter().map(|f| *f as f64 / sum as f64).collect()
 }
 
 /// Estimates the memory of a model of `file_bytes` and `shape` at context `n_ctx`.
@@ -162,6 +216,35 @@ mod tests {
         };
         assert_eq!(e.copies_in(100), 5);
         assert_eq!(e.copies_in(19), 0);
+    }
+
+    #[test]
+    fn split_models_need_a_share_each_plus_buffers() {
+        use crate::config::{SplitMode, TensorSplit};
+        let e = Estimate {
+            weights_bytes: 800,
+            kv_bytes: 200,
+            compute_bytes: 30,
+            overhead_bytes: 50,
+        };
+        let free = [1000, 1000];
+        let none = shares(SplitMode::None, 1, &TensorSplit::default(), &free);
+        assert_eq!(none, [0.0, 1.0]);
+        assert_eq!(e.per_gpu(&none), [0, 1080]);
+        let auto = shares(SplitMode::Layer, 0, &TensorSplit::default(), &[3000, 1000]);
+        assert_eq!(auto, [0.75, 0.25]);
+        assert_eq!(e.per_gpu(&auto), [830, 330]);
+        let ts = shares(SplitMode::Row, 0, &TensorSplit(vec![1.0, 3.0]), &free);
+        assert_eq!(ts, [0.25, 0.75]);
+        // GPUs the placement names beyond those present get their share (and do not fit)
+        assert_eq!(
+            shares(SplitMode::None, 2, &TensorSplit::default(), &free),
+            [0.0, 0.0, 1.0]
+        );
+        assert_eq!(
+            shares(SplitMode::Layer, 0, &TensorSplit(vec![1.0, 1.0]), &[1000]),
+            [0.5, 0.5]
+        );
     }
 
     #[test]

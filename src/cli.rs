@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::GpuLayers;
+use crate::config::{GpuLayers, SplitMode, TensorSplit};
 use crate::plan::Overrides;
 
 #[derive(Parser, Debug)]
@@ -89,6 +89,21 @@ pub struct OverrideArgs {
     /// CPU threads [default: all cores].
     #[arg(long)]
     pub threads: Option<u32>,
+    /// How to spread a model over several GPUs: none, layer, row or tensor (comma-separated
+    /// list = one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = parse_split_mode)]
+    pub split_mode: Option<Vec<SplitMode>>,
+    /// The GPU of split mode "none" (comma-separated list = one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(0..16))]
+    pub main_gpu: Option<Vec<u32>>,
+    /// Shares of the model per GPU, e.g. 3/1, or "auto" (by free memory). Repeatable: one
+    /// cell per value.
+    #[arg(long, value_parser = TensorSplit::parse)]
+    pub tensor_split: Option<Vec<TensorSplit>>,
+}
+
+fn parse_split_mode(s: &str) -> Result<SplitMode, String> {
+    SplitMode::parse(s).ok_or_else(|| format!("{s:?}: use none, layer, row or tensor"))
 }
 
 fn parse_gpu_layers(s: &str) -> Result<GpuLayers, String> {
@@ -217,6 +232,9 @@ impl OverrideArgs {
             n_prompt: self.n_prompt.clone(),
             n_gpu_layers: self.n_gpu_layers,
             n_threads: self.threads,
+            split_mode: self.split_mode.clone(),
+            main_gpu: self.main_gpu.clone(),
+            tensor_split: self.tensor_split.clone(),
             only: only.to_vec(),
         }
     }
@@ -253,5 +271,35 @@ mod tests {
         assert_eq!(o.repetitions, Some(3));
         assert_eq!(o.n_gpu_layers, Some(GpuLayers::All));
         assert!(Cli::try_parse_from(["quantbench", "run", "--n-gen", "1"]).is_err());
+        let c = Cli::try_parse_from([
+            "quantbench",
+            "run",
+            "--split-mode",
+            "none,row",
+            "--main-gpu",
+            "1",
+            "--tensor-split",
+            "3/1",
+            "--tensor-split",
+            "auto",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        let o = r.overrides.to_overrides(&[]);
+        assert_eq!(o.split_mode, Some(vec![SplitMode::None, SplitMode::Row]));
+        assert_eq!(o.main_gpu, Some(vec![1]));
+        assert_eq!(
+            o.tensor_split,
+            Some(vec![TensorSplit(vec![3.0, 1.0]), TensorSplit::default()])
+        );
+        for bad in [
+            ["--split-mode", "rows"],
+            ["--tensor-split", "0/0"],
+            ["--tensor-split", "1/x"],
+        ] {
+            let mut args = vec!["quantbench", "run"];
+            args.extend(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 }

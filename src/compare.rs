@@ -217,8 +217,16 @@ fn params_key(
     tk: &str,
     tv: &str,
     sampling: &str,
+    placement: Option<String>,
 ) -> String {
     format!("pp{n_prompt} tg{n_gen} b{n_batch} ub{n_ubatch} ngl {ngl} fa {fa} kv {tk}/{tv} sampling {sampling}")
+        + &placement.map(|t| format!(" {t}")).unwrap_or_default()
+}
+
+/// Short cell label for tables: `pp512 tg50`, then the multi-GPU placement where it is not
+/// llama.cpp's default.
+fn cell_label(n_prompt: &str, n_gen: &str, placement: Option<String>) -> String {
+    format!("pp{n_prompt} tg{n_gen}") + &placement.map(|t| format!(" {t}")).unwrap_or_default()
 }
 
 /// Reads baseline reports: each path is a report file, a run folder, or a folder of reports
@@ -377,8 +385,13 @@ pub fn from_report(r: &Report, path: &Path) -> ReportView {
                     &p.type_k,
                     &p.type_v,
                     p.sampling.name(),
+                    p.placement_tag(),
                 ),
-                label: format!("pp{} tg{}", p.n_prompt, p.n_gen),
+                label: cell_label(
+                    &p.n_prompt.to_string(),
+                    &p.n_gen.to_string(),
+                    p.placement_tag(),
+                ),
                 threads: p.n_threads.to_string(),
                 device: c.device.clone().unwrap_or_default(),
                 backend: c.backend.clone().unwrap_or_default(),
@@ -439,6 +452,12 @@ fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
         run_id = get("run_id");
         build_profile = get("build_profile");
         let reps = get("repetitions").parse::<usize>().unwrap_or(1);
+        // columns added with multi-GPU support: absent in older CSVs (= the default placement)
+        let placement = crate::plan::placement_tag(
+            &get("split_mode"),
+            get("main_gpu").parse().unwrap_or(0),
+            &get("tensor_split"),
+        );
         let mut stats = BTreeMap::new();
         for name in ["decode_tok_s", "tg_tok_s", "pp_tok_s", "ttft_ms"] {
             if let Some(mean) = num(name) {
@@ -479,8 +498,9 @@ fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
                 &get("type_k"),
                 &get("type_v"),
                 &get("sampling"),
+                placement.clone(),
             ),
-            label: format!("pp{} tg{}", get("n_prompt"), get("n_gen")),
+            label: cell_label(&get("n_prompt"), &get("n_gen"), placement),
             threads: get("n_threads"),
             device: get("device"),
             backend: get("backend"),

@@ -138,6 +138,148 @@ impl Sampling {
     }
 }
 
+/// How llama.cpp spreads a model over several GPUs (llama.cpp's `split_mode`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitMode {
+    /// One GPU (`main_gpu`) holds the whole model.
+    None,
+    /// Whole layers (and their KV cache) go to the GPUs in proportion to `tensor_split`;
+    /// llama.cpp's default.
+    #[default]
+    Layer,
+    /// Like `layer`, and each weight matrix is split by rows across the GPUs as well.
+    Row,
+    /// llama.cpp's experimental tensor parallelism.
+    Tensor,
+}
+
+impl SplitMode {
+    pub const ALL: [SplitMode; 4] = [
+        SplitMode::None,
+        SplitMode::Layer,
+        SplitMode::Row,
+        SplitMode::Tensor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitMode::None => "none",
+            SplitMode::Layer => "layer",
+            SplitMode::Row => "row",
+            SplitMode::Tensor => "tensor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SplitMode> {
+        Self::ALL.into_iter().find(|m| m.name() == s.to_lowercase())
+    }
+
+    /// Whether `main_gpu` means anything in this mode (only `none` picks one GPU).
+    pub fn uses_main_gpu(self) -> bool {
+        self == SplitMode::None
+    }
+
+    /// Whether `tensor_split` means anything in this mode.
+    pub fn uses_tensor_split(self) -> bool {
+        self != SplitMode::None
+    }
+}
+
+/// Most GPUs llama.cpp spreads a model over (`llama_max_devices()` of the pinned llama.cpp).
+pub const MAX_DEVICES: usize = 16;
+
+/// Shares of the model per GPU (llama.cpp's `tensor_split`), in the order llama.cpp lists the
+/// GPUs. Empty = llama.cpp's default, proportional to each GPU's free memory (`auto`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct TensorSplit(pub Vec<f32>);
+
+impl Eq for TensorSplit {}
+
+impl std::hash::Hash for TensorSplit {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        for x in &self.0 {
+            x.to_bits().hash(h);
+        }
+    }
+}
+
+impl TensorSplit {
+    pub fn is_auto(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses `auto`, or shares separated by `/` or `,` (`3/1`, `0.5,0.5`).
+    pub fn parse(s: &str) -> Result<TensorSplit, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "auto" {
+            return Ok(TensorSplit::default());
+        }
+        let v: Result<Vec<f32>, _> = s
+            .split(['/', ','])
+            .map(|x| x.trim().parse::<f32>())
+            .collect();
+        let v = v.map_err(|_| {
+            format!("tensor_split {s:?}: use shares per GPU such as 3/1, or \"auto\"")
+        })?;
+        TensorSplit::checked(v)
+    }
+
+    /// Validates shares: at most [`MAX_DEVICES`], none negative, at least one above zero.
+    pub fn checked(v: Vec<f32>) -> Result<TensorSplit, String> {
+        if v.len() > MAX_DEVICES {
+            return Err(format!(
+                "tensor_split has {} shares; llama.cpp uses at most {MAX_DEVICES} GPUs",
+                v.len()
+            ));
+        }
+        if v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            return Err("tensor_split shares must be numbers of at least 0".into());
+        }
+        if !v.is_empty() && v.iter().all(|x| *x == 0.0) {
+            return Err(
+                "tensor_split is all zeros: give each GPU a share (e.g. [1, 1]) or use \"auto\""
+                    .into(),
+            );
+        }
+        Ok(TensorSplit(v))
+    }
+
+    /// Each GPU's fraction of the model (empty for `auto`).
+    pub fn fractions(&self) -> Vec<f64> {
+        let sum: f64 = self.0.iter().map(|x| f64::from(*x)).sum();
+        self.0.iter().map(|x| f64::from(*x) / sum).collect()
+    }
+
+    /// The highest GPU index with a share above zero, plus one.
+    pub fn devices_needed(&self) -> usize {
+        self.0.iter().rposition(|x| *x > 0.0).map_or(0, |i| i + 1)
+    }
+}
+
+impl fmt::Display for TensorSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_auto() {
+            return f.write_str("auto");
+        }
+        let parts: Vec<String> = self.0.iter().map(|x| format!("{x}")).collect();
+        f.write_str(&parts.join("/"))
+    }
+}
+
 /// KV cache element types accepted for `type_k` / `type_v`.
 pub const KV_TYPES: &[&str] = &["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"];
 
@@ -164,6 +306,12 @@ pub struct Params {
     pub timeout_s: u64,
     /// Where the generation test's greedy sampling runs.
     pub sampling: Sampling,
+    /// Multi-GPU placement; each value is a separate cell.
+    pub split_mode: Vec<SplitMode>,
+    /// The GPU of `split_mode = "none"`; each value is a separate cell.
+    pub main_gpu: Vec<u32>,
+    /// Shares per GPU for the split modes; each value is a separate cell.
+    pub tensor_split: Vec<TensorSplit>,
 }
 
 impl Default for Params {
@@ -187,6 +335,9 @@ impl Default for Params {
             type_v: "f16".into(),
             timeout_s: 1800,
             sampling: Sampling::Backend,
+            split_mode: vec![SplitMode::Layer],
+            main_gpu: vec![0],
+            tensor_split: vec![TensorSplit::default()],
         }
     }
 }
@@ -260,6 +411,13 @@ enum OneOrMany {
 
 #[derive(Deserialize)]
 #[serde(untagged)]
+enum StrOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
 enum IntOrString {
     Int(i64),
     Str(String),
@@ -288,6 +446,9 @@ macro_rules! raw_table {
             type_v: Option<Spanned<String>>,
             timeout_s: Option<Spanned<i64>>,
             sampling: Option<Spanned<String>>,
+            split_mode: Option<Spanned<StrOrMany>>,
+            main_gpu: Option<Spanned<OneOrMany>>,
+            tensor_split: Option<Spanned<toml::Value>>,
         }
         impl $name {
             fn params(&self) -> RawParams<'_> {
@@ -307,6 +468,9 @@ macro_rules! raw_table {
                     type_v: self.type_v.as_ref(),
                     timeout_s: self.timeout_s.as_ref(),
                     sampling: self.sampling.as_ref(),
+                    split_mode: self.split_mode.as_ref(),
+                    main_gpu: self.main_gpu.as_ref(),
+                    tensor_split: self.tensor_split.as_ref(),
                 }
             }
         }
@@ -342,6 +506,9 @@ struct RawParams<'a> {
     type_v: Option<&'a Spanned<String>>,
     timeout_s: Option<&'a Spanned<i64>>,
     sampling: Option<&'a Spanned<String>>,
+    split_mode: Option<&'a Spanned<StrOrMany>>,
+    main_gpu: Option<&'a Spanned<OneOrMany>>,
+    tensor_split: Option<&'a Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -667,6 +834,55 @@ impl Cx<'_> {
                 }
             };
         }
+        if let Some(v) = r.split_mode {
+            let names = match v.get_ref() {
+                StrOrMany::One(s) => vec![s.clone()],
+                StrOrMany::Many(v) => v.clone(),
+            };
+            if names.is_empty() {
+                return Err(self.err(v.span(), "split_mode must not be an empty list".into()));
+            }
+            let mut modes = Vec::new();
+            for n in names {
+                let m = SplitMode::parse(&n).ok_or_else(|| {
+                    self.err(
+                        v.span(),
+                        format!(
+                            "split_mode = {n:?}: use \"none\" (one GPU), \"layer\", \"row\" or \"tensor\""
+                        ),
+                    )
+                })?;
+                if modes.contains(&m) {
+                    return Err(self.err(v.span(), format!("split_mode {n:?} is listed twice")));
+                }
+                modes.push(m);
+            }
+            p.split_mode = modes;
+        }
+        if let Some(v) = r.main_gpu {
+            let gpus = self.int_list(v, "main_gpu", 0)?;
+            if let Some(g) = gpus.iter().find(|g| **g as usize >= MAX_DEVICES) {
+                return Err(self.err(
+                    v.span(),
+                    format!(
+                        "main_gpu = {g} is out of range: GPUs are numbered 0 to {}",
+                        MAX_DEVICES - 1
+                    ),
+                ));
+            }
+            if let Some((i, g)) = gpus
+                .iter()
+                .enumerate()
+                .find(|(i, g)| gpus[..*i].contains(g))
+            {
+                let _ = i;
+                return Err(self.err(v.span(), format!("main_gpu {g} is listed twice")));
+            }
+            p.main_gpu = gpus;
+        }
+        if let Some(v) = r.tensor_split {
+            p.tensor_split = tensor_splits(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
+        }
         Ok(p)
     }
 
@@ -813,6 +1029,45 @@ impl Cx<'_> {
     }
 }
 
+/// `tensor_split`: `"auto"`, one split (`[3, 1]`), or several, each a separate cell
+/// (`[[1, 1], [3, 1], "auto"]`).
+fn tensor_splits(v: &toml::Value) -> Result<Vec<TensorSplit>, String> {
+    use toml::Value;
+    const HOW: &str = "use shares per GPU such as [3, 1], several such lists, or \"auto\"";
+    let share = |x: &Value| match x {
+        Value::Integer(i) => Ok(*i as f32),
+        Value::Float(f) => Ok(*f as f32),
+        _ => Err(format!("tensor_split: {HOW}")),
+    };
+    let one = |x: &Value| -> Result<TensorSplit, String> {
+        match x {
+            Value::String(s) if s == "auto" => Ok(TensorSplit::default()),
+            Value::Array(a) => TensorSplit::checked(a.iter().map(share).collect::<Result<_, _>>()?),
+            _ => Err(format!("tensor_split: {HOW}")),
+        }
+    };
+    let splits = match v {
+        Value::Array(a) if a.is_empty() => Vec::new(),
+        Value::Array(a)
+            if a.iter()
+                .all(|x| matches!(x, Value::Integer(_) | Value::Float(_))) =>
+        {
+            vec![one(v)?]
+        }
+        Value::Array(a) => a.iter().map(one).collect::<Result<Vec<_>, _>>()?,
+        other => vec![one(other)?],
+    };
+    if splits.is_empty() {
+        return Err(format!("tensor_split must not be an empty list: {HOW}"));
+    }
+    for (i, s) in splits.iter().enumerate() {
+        if splits[..i].contains(s) {
+            return Err(format!("tensor_split {s} is listed twice"));
+        }
+    }
+    Ok(splits)
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -908,6 +1163,89 @@ mod tests {
         assert_eq!((e.line, e.col), (6, 1));
         let e = p(&format!("{MIN}[compare]\ndecode_tok_s = \"x\"\n")).unwrap_err();
         assert!(e.message.contains("percentage"), "{e}");
+    }
+
+    #[test]
+    fn multi_gpu_parameters() {
+        let m = p(&format!(
+            "{MIN}split_mode = [\"none\", \"Layer\", \"row\"]\nmain_gpu = [0, 1]\n\
+             tensor_split = [[1, 1], [3, 1], \"auto\"]\n"
+        ))
+        .unwrap();
+        let a = &m.models[0].params;
+        assert_eq!(
+            a.split_mode,
+            [SplitMode::None, SplitMode::Layer, SplitMode::Row]
+        );
+        assert_eq!(a.main_gpu, [0, 1]);
+        assert_eq!(
+            a.tensor_split,
+            [
+                TensorSplit(vec![1.0, 1.0]),
+                TensorSplit(vec![3.0, 1.0]),
+                TensorSplit::default()
+            ]
+        );
+        // single values
+        let m = p(&format!(
+            "{MIN}split_mode = \"row\"\nmain_gpu = 1\ntensor_split = [0.6, 0.4]\n"
+        ))
+        .unwrap();
+        let a = &m.models[0].params;
+        assert_eq!(a.split_mode, [SplitMode::Row]);
+        assert_eq!(a.main_gpu, [1]);
+        assert_eq!(a.tensor_split, [TensorSplit(vec![0.6, 0.4])]);
+        assert_eq!(a.tensor_split[0].to_string(), "0.6/0.4");
+        // defaults: llama.cpp's
+        let d = Params::default();
+        assert_eq!(
+            (d.split_mode, d.main_gpu, d.tensor_split),
+            (
+                vec![SplitMode::Layer],
+                vec![0],
+                vec![TensorSplit::default()]
+            )
+        );
+        let bad: &[(&str, &str)] = &[
+            (
+                "split_mode = \"rows\"",
+                "use \"none\" (one GPU), \"layer\", \"row\" or \"tensor\"",
+            ),
+            ("split_mode = []", "must not be an empty list"),
+            ("split_mode = [\"row\", \"row\"]", "listed twice"),
+            ("main_gpu = -1", "out of range"),
+            ("main_gpu = 16", "GPUs are numbered 0 to 15"),
+            ("main_gpu = [1, 1]", "listed twice"),
+            ("tensor_split = [0, 0]", "all zeros"),
+            ("tensor_split = [1, -1]", "at least 0"),
+            ("tensor_split = []", "must not be an empty list"),
+            ("tensor_split = \"half\"", "shares per GPU"),
+            ("tensor_split = [[1, 1], [1, 1]]", "listed twice"),
+            (
+                "tensor_split = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]",
+                "at most 16 GPUs",
+            ),
+        ];
+        for (line, want) in bad {
+            let e = p(&format!("{MIN}{line}\n")).unwrap_err();
+            assert!(e.message.contains(want), "{line}: {}", e.message);
+            assert_eq!(e.line, 5, "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn tensor_split_from_the_command_line() {
+        assert_eq!(
+            TensorSplit::parse("3/1").unwrap(),
+            TensorSplit(vec![3.0, 1.0])
+        );
+        assert_eq!(
+            TensorSplit::parse("0.5,0.5").unwrap().fractions(),
+            [0.5, 0.5]
+        );
+        assert!(TensorSplit::parse("auto").unwrap().is_auto());
+        assert!(TensorSplit::parse("1/zero").is_err());
+        assert_eq!(TensorSplit(vec![1.0, 2.0, 0.0]).devices_needed(), 2);
     }
 
     #[test]

@@ -61,8 +61,27 @@ pub struct GpuCellTelemetry {
     pub mem_clock_mhz_max: Option<u32>,
     /// Throttle reasons seen during timed regions (idle and application-clock settings excluded).
     pub throttle_reasons: Vec<String>,
-    /// Peak memory bandwidth of the device (NVML bus width × max memory clock × 2).
+    /// Peak memory bandwidth the model can draw on (NVML bus width × max memory clock × 2):
+    /// one GPU's for `none` and `layer` (layers run one GPU after the other), the sum over its
+    /// GPUs for `row` and `tensor`.
     pub peak_bandwidth_bytes_s: Option<f64>,
+    /// Each GPU's share of `vram_*`, in the order llama.cpp lists the GPUs.
+    #[serde(default)]
+    pub per_device: Vec<DeviceVram>,
+}
+
+/// Device memory this worker held on one GPU.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceVram {
+    /// ggml's name of the GPU, e.g. `CUDA1`.
+    pub device: String,
+    pub nvml_index: u32,
+    pub pci_bus_id: String,
+    /// The GPU model, e.g. `NVIDIA H200`.
+    pub name: String,
+    pub after_load_bytes: Option<u64>,
+    pub after_warmup_bytes: Option<u64>,
+    pub peak_bytes: Option<u64>,
 }
 
 /// Reads what NVML knows about the machine's GPUs.
@@ -124,15 +143,25 @@ fn benign(r: ThrottleReasons) -> bool {
         || r == ThrottleReasons::NONE
 }
 
-/// NVML access for one worker process and the GPU it uses. Opened before llama.cpp is
-/// initialised, so the device's memory use before this process touched it is the baseline of
-/// the device-wide fallback.
+/// One GPU a worker watches: NVML's index, the name ggml gives it (`CUDA0`), and its memory use
+/// before this process touched it (the baseline of the device-wide fallback).
+#[derive(Clone, Debug)]
+struct Watched {
+    index: u32,
+    ggml_name: String,
+    pci_bus_id: String,
+    name: String,
+    baseline_used_bytes: u64,
+    peak_bandwidth_bytes_s: Option<f64>,
+}
+
+/// NVML access for one worker process and every GPU llama.cpp may use. Opened before
+/// llama.cpp is initialised, so each device's memory use before this process touched it is
+/// the baseline of the device-wide fallback.
 pub struct GpuSession {
     nvml: Arc<Nvml>,
-    index: u32,
+    devices: Vec<Watched>,
     pid: u32,
-    baseline_used_bytes: u64,
-    pub peak_bandwidth_bytes_s: Option<f64>,
 }
 
 /// Normalises a PCI bus id (`00000000:01:00.0` or `0000:01:00.0`) to `01:00.0`.
@@ -143,86 +172,150 @@ fn pci_tail(id: &str) -> String {
         .to_lowercase()
 }
 
+/// Pairs ggml's GPUs (`(name, pci bus id)`, in ggml's order) with NVML's (`(index, pci bus
+/// id)`): by PCI bus id where ggml reports one, else by position among the unpaired.
+/// Returns `(ggml position, NVML index)`.
+pub fn pair_devices(ggml: &[(String, String)], nvml: &[(u32, String)]) -> Vec<(usize, u32)> {
+    let mut used = vec![false; nvml.len()];
+    let mut out: Vec<(usize, Option<usize>)> = ggml
+        .iter()
+        .enumerate()
+        .map(|(g, (_, pci))| {
+            let hit = (!pci.is_empty())
+                .then(|| nvml.iter().position(|(_, b)| pci_tail(b) == pci_tail(pci)))
+                .flatten();
+            if let Some(k) = hit {
+                used[k] = true;
+            }
+            (g, hit)
+        })
+        .collect();
+    for slot in out.iter_mut().filter(|(_, k)| k.is_none()) {
+        if let Some(k) = used.iter().position(|u| !u) {
+            used[k] = true;
+            slot.1 = Some(k);
+        }
+    }
+    out.into_iter()
+        .filter_map(|(g, k)| k.map(|k| (g, nvml[k].0)))
+        .collect()
+}
+
 impl GpuSession {
-    /// Opens NVML and picks the GPU with PCI bus id `pci` (the first GPU when `None`).
-    pub fn open(pci: Option<&str>) -> Result<Self, String> {
+    /// Opens NVML and takes the memory baseline of every GPU it sees.
+    pub fn open() -> Result<Self, String> {
         let nvml =
             Nvml::init().map_err(|e| format!("NVML unavailable (no NVIDIA driver?): {e}"))?;
         let count = nvml.device_count().map_err(|e| format!("NVML: {e}"))?;
-        let mut index = None;
+        let mut devices = Vec::new();
         for i in 0..count {
             let Ok(d) = nvml.device_by_index(i) else {
                 continue;
             };
-            let bus = d.pci_info().map(|p| p.bus_id).unwrap_or_default();
-            if pci.is_none_or(|p| pci_tail(p) == pci_tail(&bus)) {
-                index = Some(i);
-                break;
-            }
-        }
-        let index = index.ok_or_else(|| match pci {
-            Some(p) => format!("NVML has no GPU with PCI bus id {p}"),
-            None => "NVML found no NVIDIA GPU".to_string(),
-        })?;
-        let (baseline, bw) = {
-            let d = nvml
-                .device_by_index(index)
-                .map_err(|e| format!("NVML: {e}"))?;
-            let used = d.memory_info().map(|m| m.used).unwrap_or(0);
             let bus = d.memory_bus_width().ok();
             let clock = d.max_clock_info(Clock::Memory).ok();
-            let bw = match (bus, clock) {
-                (Some(b), Some(c)) => Some(f64::from(b) / 8.0 * f64::from(c) * 1e6 * 2.0),
-                _ => None,
-            };
-            (used, bw)
-        };
+            devices.push(Watched {
+                index: i,
+                ggml_name: format!("GPU{i}"),
+                pci_bus_id: d.pci_info().map(|p| p.bus_id).unwrap_or_default(),
+                name: d.name().unwrap_or_default(),
+                baseline_used_bytes: d.memory_info().map(|m| m.used).unwrap_or(0),
+                peak_bandwidth_bytes_s: match (bus, clock) {
+                    (Some(b), Some(c)) => Some(f64::from(b) / 8.0 * f64::from(c) * 1e6 * 2.0),
+                    _ => None,
+                },
+            });
+        }
+        if devices.is_empty() {
+            return Err("NVML found no NVIDIA GPU".into());
+        }
         Ok(GpuSession {
             nvml: Arc::new(nvml),
-            index,
+            devices,
             pid: std::process::id(),
-            baseline_used_bytes: baseline,
-            peak_bandwidth_bytes_s: bw,
         })
     }
 
-    /// Whether this session's GPU has PCI bus id `pci`.
-    pub fn matches(&self, pci: &str) -> bool {
-        self.nvml
-            .device_by_index(self.index)
-            .and_then(|d| d.pci_info())
-            .is_ok_and(|p| pci_tail(&p.bus_id) == pci_tail(pci))
+    /// Keeps the GPUs llama.cpp registered (`(ggml name, pci bus id)` in ggml's order), named
+    /// as ggml names them. Fails when none of them is an NVIDIA GPU NVML knows.
+    pub fn select(mut self, ggml: &[(String, String)]) -> Result<Self, String> {
+        let nv: Vec<(u32, String)> = self
+            .devices
+            .iter()
+            .map(|d| (d.index, d.pci_bus_id.clone()))
+            .collect();
+        let mut kept = Vec::new();
+        for (g, index) in pair_devices(ggml, &nv) {
+            if let Some(d) = self.devices.iter().find(|d| d.index == index) {
+                kept.push(Watched {
+                    ggml_name: ggml[g].0.clone(),
+                    ..d.clone()
+                });
+            }
+        }
+        if kept.is_empty() {
+            return Err("NVML knows none of the GPUs llama.cpp registered".into());
+        }
+        self.devices = kept;
+        Ok(self)
     }
 
-    /// Device memory this process holds now, and how it was measured.
-    pub fn vram(&self) -> (Option<u64>, &'static str) {
-        vram_of(&self.nvml, self.index, self.pid, self.baseline_used_bytes)
+    /// ggml names of the watched GPUs, in ggml's order.
+    pub fn device_names(&self) -> Vec<String> {
+        self.devices.iter().map(|d| d.ggml_name.clone()).collect()
     }
 
-    /// The device's energy counter in millijoules (Volta and newer).
-    pub fn energy_mj(&self) -> Option<u64> {
-        self.nvml
-            .device_by_index(self.index)
-            .ok()?
-            .total_energy_consumption()
-            .ok()
+    /// Peak memory bandwidth of the watched GPU named `ggml_name`.
+    pub fn peak_bandwidth(&self, ggml_name: &str) -> Option<f64> {
+        self.devices
+            .iter()
+            .find(|d| d.ggml_name == ggml_name)?
+            .peak_bandwidth_bytes_s
+    }
+
+    /// Device memory this process holds now on each watched GPU, and how it was measured.
+    pub fn vram(&self) -> VramReading {
+        read_vram(&self.nvml, &self.devices, self.pid)
+    }
+
+    /// The summed energy counters of the GPUs named (millijoules; Volta and newer); `None`
+    /// when any of them has no counter, or no GPU is named.
+    pub fn energy_mj(&self, ggml_names: &[String]) -> Option<u64> {
+        let mut sum = 0;
+        let mut any = false;
+        for d in self
+            .devices
+            .iter()
+            .filter(|d| ggml_names.contains(&d.ggml_name))
+        {
+            sum += self
+                .nvml
+                .device_by_index(d.index)
+                .ok()?
+                .total_energy_consumption()
+                .ok()?;
+            any = true;
+        }
+        any.then_some(sum)
     }
 
     /// Starts a sampling thread: outside timed regions it reads this process' device memory
     /// every `untimed` (the peak covers load, context creation and warm-up, which allocate all
-    /// the timed repetitions use); inside timed regions only the clocks and throttle reasons,
-    /// every `timed` (`None`: not at all), so that NVML calls stay out of the measurement.
+    /// the timed repetitions use); inside timed regions only the clocks and throttle reasons of
+    /// the GPUs the model runs on ([`CellMonitor::set_active`]), every `timed` (`None`: not at
+    /// all), so that NVML calls stay out of the measurement.
     pub fn monitor(&self, untimed: Duration, timed: Option<Duration>) -> CellMonitor {
         let state = Arc::new(Mutex::new(Sampled::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let timed_flag = Arc::new(AtomicBool::new(false));
-        let (nvml, index, pid, base) = (
-            self.nvml.clone(),
-            self.index,
-            self.pid,
-            self.baseline_used_bytes,
+        let active = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let (nvml, devices, pid) = (self.nvml.clone(), self.devices.clone(), self.pid);
+        let (st, sp, tm, act) = (
+            state.clone(),
+            stop.clone(),
+            timed_flag.clone(),
+            active.clone(),
         );
-        let (st, sp, tm) = (state.clone(), stop.clone(), timed_flag.clone());
         let thread = std::thread::spawn(move || {
             let tick = Duration::from_millis(2);
             let mut last: Option<std::time::Instant> = None;
@@ -236,48 +329,113 @@ impl GpuSession {
                 };
                 if due {
                     last = Some(std::time::Instant::now());
-                    sample(&nvml, index, pid, base, in_timed, &st);
+                    let active = act.lock().map(|a| a.clone()).unwrap_or_default();
+                    sample(&nvml, &devices, pid, in_timed, &active, &st);
                 }
                 std::thread::sleep(tick);
             }
             // one last memory reading after the timed regions
-            sample(&nvml, index, pid, base, false, &st);
+            sample(&nvml, &devices, pid, false, &[], &st);
         });
         CellMonitor {
             state,
             stop,
             timed: timed_flag,
+            active,
+            watched: self
+                .devices
+                .iter()
+                .map(|d| (d.index, d.ggml_name.clone()))
+                .collect(),
             thread: Some(thread),
         }
     }
 }
 
-/// One sampler reading: memory outside timed regions, clocks and throttling inside.
-fn sample(nvml: &Nvml, index: u32, pid: u32, base: u64, in_timed: bool, st: &Mutex<Sampled>) {
-    let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+/// Per-process device memory of each watched GPU.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VramReading {
+    /// `(ggml name, NVML index, PCI bus id, GPU name, bytes)`, in ggml's order.
+    pub per_device: Vec<(String, u32, String, String, Option<u64>)>,
+    /// `nvml_process` when every device listed this process, else `nvml_device_delta`.
+    pub source: &'static str,
+}
+
+impl VramReading {
+    /// Bytes on all GPUs together (`None` when no device could be read).
+    pub fn total(&self) -> Option<u64> {
+        let v: Vec<u64> = self.per_device.iter().filter_map(|d| d.4).collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    }
+}
+
+fn read_vram(nvml: &Nvml, devices: &[Watched], pid: u32) -> VramReading {
+    let mut r = VramReading {
+        per_device: Vec::new(),
+        source: "nvml_process",
+    };
+    for d in devices {
+        let (v, source) = vram_of(nvml, d.index, pid, d.baseline_used_bytes);
+        if source != "nvml_process" {
+            r.source = source;
+        }
+        r.per_device.push((
+            d.ggml_name.clone(),
+            d.index,
+            d.pci_bus_id.clone(),
+            d.name.clone(),
+            v,
+        ));
+    }
+    r
+}
+
+/// One sampler reading: memory outside timed regions, clocks and throttling of the `active`
+/// GPUs (NVML indices) inside.
+fn sample(
+    nvml: &Nvml,
+    devices: &[Watched],
+    pid: u32,
+    in_timed: bool,
+    active: &[u32],
+    st: &Mutex<Sampled>,
+) {
     if !in_timed {
-        if let (Some(v), _) = vram_of(nvml, index, pid, base) {
-            s.vram_peak = Some(s.vram_peak.map_or(v, |p: u64| p.max(v)));
+        let r = read_vram(nvml, devices, pid);
+        let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = r.total() {
+            s.vram_peak = Some(s.vram_peak.map_or(t, |p: u64| p.max(t)));
+        }
+        for (k, d) in r.per_device.iter().enumerate() {
+            if let Some(v) = d.4 {
+                if s.per_device_peak.len() <= k {
+                    s.per_device_peak.resize(k + 1, None);
+                }
+                s.per_device_peak[k] = Some(s.per_device_peak[k].map_or(v, |p: u64| p.max(v)));
+            }
         }
         return;
     }
-    let Ok(d) = nvml.device_by_index(index) else {
-        return;
-    };
-    let minmax = |slot: &mut (Option<u32>, Option<u32>), v: Option<u32>| {
-        if let Some(v) = v {
-            slot.0 = Some(slot.0.map_or(v, |x| x.min(v)));
-            slot.1 = Some(slot.1.map_or(v, |x| x.max(v)));
-        }
-    };
-    minmax(&mut s.sm, d.clock_info(Clock::SM).ok());
-    minmax(&mut s.mem, d.clock_info(Clock::Memory).ok());
-    let reasons = d
-        .current_throttle_reasons()
-        .unwrap_or(ThrottleReasons::empty());
-    for (name, flag) in reasons.iter_names() {
-        if !benign(flag) && !s.throttle.iter().any(|n| n == name) {
-            s.throttle.push(name.to_string());
+    let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+    for &index in active {
+        let Ok(d) = nvml.device_by_index(index) else {
+            continue;
+        };
+        let minmax = |slot: &mut (Option<u32>, Option<u32>), v: Option<u32>| {
+            if let Some(v) = v {
+                slot.0 = Some(slot.0.map_or(v, |x| x.min(v)));
+                slot.1 = Some(slot.1.map_or(v, |x| x.max(v)));
+            }
+        };
+        minmax(&mut s.sm, d.clock_info(Clock::SM).ok());
+        minmax(&mut s.mem, d.clock_info(Clock::Memory).ok());
+        let reasons = d
+            .current_throttle_reasons()
+            .unwrap_or(ThrottleReasons::empty());
+        for (name, flag) in reasons.iter_names() {
+            if !benign(flag) && !s.throttle.iter().any(|n| n == name) {
+                s.throttle.push(name.to_string());
+            }
         }
     }
 }
@@ -293,7 +451,8 @@ fn vram_of(nvml: &Nvml, index: u32, pid: u32, baseline: u64) -> (Option<u64>, &'
             }
         }
     }
-    // In a container the process may be listed under another PID namespace's id, or not at all.
+    // In a container the process may be listed under another PID namespace's id, or not at
+    // all. A device this process never touched is not listed either: the delta is then ~0.
     match d.memory_info() {
         Ok(m) => (Some(m.used.saturating_sub(baseline)), "nvml_device_delta"),
         Err(_) => (None, "unavailable"),
@@ -303,6 +462,7 @@ fn vram_of(nvml: &Nvml, index: u32, pid: u32, baseline: u64) -> (Option<u64>, &'
 #[derive(Default)]
 struct Sampled {
     vram_peak: Option<u64>,
+    per_device_peak: Vec<Option<u64>>,
     sm: (Option<u32>, Option<u32>),
     mem: (Option<u32>, Option<u32>),
     throttle: Vec<String>,
@@ -313,6 +473,10 @@ pub struct CellMonitor {
     state: Arc<Mutex<Sampled>>,
     stop: Arc<AtomicBool>,
     timed: Arc<AtomicBool>,
+    /// NVML indices of the GPUs whose clocks are read in timed regions.
+    active: Arc<Mutex<Vec<u32>>>,
+    /// `(NVML index, ggml name)` of the watched GPUs, in order.
+    watched: Vec<(u32, String)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -320,6 +484,19 @@ impl CellMonitor {
     /// Marks the start or end of timed regions (clocks and throttling are read only inside).
     pub fn set_timed(&self, on: bool) {
         self.timed.store(on, Ordering::Relaxed);
+    }
+
+    /// The GPUs (ggml names) the model runs on: their clocks and throttling are read.
+    pub fn set_active(&self, ggml_names: &[String]) {
+        let idx: Vec<u32> = self
+            .watched
+            .iter()
+            .filter(|(_, n)| ggml_names.contains(n))
+            .map(|(i, _)| *i)
+            .collect();
+        if let Ok(mut a) = self.active.lock() {
+            *a = idx;
+        }
     }
 
     /// Stops sampling and writes what was seen into `t`.
@@ -330,6 +507,11 @@ impl CellMonitor {
         }
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         t.vram_peak_bytes = s.vram_peak;
+        for (k, peak) in s.per_device_peak.iter().enumerate() {
+            if let Some(d) = t.per_device.get_mut(k) {
+                d.peak_bytes = *peak;
+            }
+        }
         (t.sm_clock_mhz_min, t.sm_clock_mhz_max) = s.sm;
         (t.mem_clock_mhz_min, t.mem_clock_mhz_max) = s.mem;
         t.throttle_reasons = s.throttle.clone();
@@ -353,12 +535,55 @@ mod tests {
     }
 
     #[test]
+    fn ggml_gpus_pair_with_nvml_by_bus_id_then_by_order() {
+        let g = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let nv: Vec<(u32, String)> = vec![
+            (0, "00000000:1B:00.0".into()),
+            (1, "00000000:2C:00.0".into()),
+            (2, "00000000:3D:00.0".into()),
+        ];
+        // CUDA_VISIBLE_DEVICES=2,0: ggml's CUDA0 is NVML's 2
+        let pairs = pair_devices(
+            &g(&[("CUDA0", "0000:3d:00.0"), ("CUDA1", "0000:1b:00.0")]),
+            &nv,
+        );
+        assert_eq!(pairs, vec![(0, 2), (1, 0)]);
+        // no bus ids: in order
+        let pairs = pair_devices(&g(&[("CUDA0", ""), ("CUDA1", "")]), &nv);
+        assert_eq!(pairs, vec![(0, 0), (1, 1)]);
+        // one known, one unknown: the unknown takes the first NVML GPU left
+        let pairs = pair_devices(&g(&[("CUDA0", "0000:1b:00.0"), ("CUDA1", "")]), &nv);
+        assert_eq!(pairs, vec![(0, 0), (1, 1)]);
+        // more ggml GPUs than NVML ones: the extra one goes unwatched
+        let pairs = pair_devices(&g(&[("A", ""), ("B", ""), ("C", ""), ("D", "")]), &nv);
+        assert_eq!(pairs.len(), 3);
+    }
+
+    #[test]
+    fn vram_totals_over_devices() {
+        let r = VramReading {
+            per_device: vec![
+                ("CUDA0".into(), 0, String::new(), String::new(), Some(5)),
+                ("CUDA1".into(), 1, String::new(), String::new(), None),
+                ("CUDA2".into(), 2, String::new(), String::new(), Some(7)),
+            ],
+            source: "nvml_process",
+        };
+        assert_eq!(r.total(), Some(12));
+        assert_eq!(VramReading::default().total(), None);
+    }
+
+    #[test]
     fn no_gpu_is_a_value_not_an_error() {
         // On a machine without NVIDIA's driver this must degrade, not fail.
         let env = environment();
         if env.gpus.is_empty() {
             assert!(env.unavailable_reason.is_some());
-            assert!(GpuSession::open(None).is_err());
+            assert!(GpuSession::open().is_err());
         }
     }
 }

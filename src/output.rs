@@ -109,8 +109,12 @@ impl Printer {
         } else {
             format!(" ({})", c.label)
         };
+        let placement = p
+            .placement_tag()
+            .map(|t| format!(", {t}"))
+            .unwrap_or_default();
         self.line(&format!(
-            "\nTEST {n}/{total}  {}{label} · {}  [pp{} tg{}, {} reps + {} warm-up, {} threads, ngl {}]",
+            "\nTEST {n}/{total}  {}{label} · {}  [pp{} tg{}, {} reps + {} warm-up, {} threads, ngl {}{placement}]",
             c.model, c.quant, p.n_prompt, p.n_gen, p.repetitions, p.warmup, p.n_threads, p.n_gpu_layers
         ));
         let b = ProgressBar::with_draw_target(Some(u64::from(p.repetitions)), bar_target());
@@ -211,6 +215,17 @@ impl Printer {
                     format!("THROTTLED: {}", g.throttle_reasons.join(", "))
                 }
             );
+            if g.per_device.len() > 1 {
+                s += &format!(
+                    "  per GPU  {} (weights on {})\n",
+                    crate::report::md::per_gpu(r),
+                    if r.devices_used.is_empty() {
+                        "the CPU".to_string()
+                    } else {
+                        r.devices_used.join(" + ")
+                    }
+                );
+            }
         }
         s += &format!("  TTFT     {} ms\n", mean_sd(r, "ttft_ms"));
         s += &format!(

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FlashAttn, GpuLayers, Matrix, ModelSpec, Sampling};
+use crate::config::{FlashAttn, GpuLayers, Matrix, ModelSpec, Sampling, SplitMode, TensorSplit};
 use crate::quant::Quant;
 
 /// Measurement parameters of one cell, fully resolved.
@@ -26,6 +26,54 @@ pub struct CellParams {
     pub timeout_s: u64,
     /// Where the generation test's greedy sampling runs.
     pub sampling: Sampling,
+    /// Multi-GPU placement (llama.cpp's `split_mode`); reports from before it existed read as
+    /// the default, `layer`.
+    #[serde(default)]
+    pub split_mode: SplitMode,
+    /// The GPU of `split_mode = "none"` (0 in the other modes, where llama.cpp ignores it).
+    #[serde(default)]
+    pub main_gpu: u32,
+    /// Shares per GPU (empty = by free memory; always empty for `none`).
+    #[serde(default)]
+    pub tensor_split: TensorSplit,
+}
+
+impl CellParams {
+    /// The multi-GPU placement in short form, `None` for llama.cpp's default (`layer`, shares
+    /// by free memory): `sm none mg 1`, `sm row ts 3/1`.
+    pub fn placement_tag(&self) -> Option<String> {
+        placement_tag(
+            self.split_mode.name(),
+            self.main_gpu,
+            &self.tensor_split.to_string(),
+        )
+    }
+}
+
+/// [`CellParams::placement_tag`] from its parts as reports store them (CSV columns too).
+pub fn placement_tag(split_mode: &str, main_gpu: u32, tensor_split: &str) -> Option<String> {
+    let default = SplitMode::default().name();
+    let split_mode = if split_mode.is_empty() {
+        default
+    } else {
+        split_mode
+    };
+    let ts = if tensor_split.is_empty() {
+        "auto"
+    } else {
+        tensor_split
+    };
+    if split_mode == default && main_gpu == 0 && ts == "auto" {
+        return None;
+    }
+    let mut t = format!("sm {split_mode}");
+    if main_gpu != 0 || split_mode == "none" {
+        t.push_str(&format!(" mg {main_gpu}"));
+    }
+    if ts != "auto" {
+        t.push_str(&format!(" ts {ts}"));
+    }
+    Some(t)
 }
 
 /// One measurement: a model file at one quant with one parameter set.
@@ -58,7 +106,11 @@ impl Cell {
             self.params.type_v,
             self.params.n_threads,
             self.params.sampling.name(),
-        )
+        ) + &self
+            .params
+            .placement_tag()
+            .map(|t| format!(":{}", t.replace(' ', "")))
+            .unwrap_or_default()
     }
 }
 
@@ -71,6 +123,9 @@ pub struct Overrides {
     pub n_prompt: Option<Vec<u32>>,
     pub n_gpu_layers: Option<GpuLayers>,
     pub n_threads: Option<u32>,
+    pub split_mode: Option<Vec<SplitMode>>,
+    pub main_gpu: Option<Vec<u32>>,
+    pub tensor_split: Option<Vec<TensorSplit>>,
     /// `NAME` or `NAME:QUANT` filters; empty = everything.
     pub only: Vec<String>,
 }
@@ -94,6 +149,32 @@ fn selected(only: &[String], model: &ModelSpec, quant: Quant) -> bool {
             Some((name, q)) => name == model.name && Quant::parse(q) == Some(quant),
             None => f == &model.name,
         })
+}
+
+/// The multi-GPU placements of a model: split modes × main GPUs × tensor splits, where
+/// `main_gpu` only varies for `none` and `tensor_split` only for the split modes (llama.cpp
+/// ignores the other), so no two cells measure the same placement.
+fn placements(p: &crate::config::Params, ov: &Overrides) -> Vec<(SplitMode, u32, TensorSplit)> {
+    let modes = ov.split_mode.as_ref().unwrap_or(&p.split_mode);
+    let gpus = ov.main_gpu.as_ref().unwrap_or(&p.main_gpu);
+    let splits = ov.tensor_split.as_ref().unwrap_or(&p.tensor_split);
+    let mut out: Vec<(SplitMode, u32, TensorSplit)> = Vec::new();
+    for &m in modes {
+        for &g in gpus {
+            for ts in splits {
+                let g = if m.uses_main_gpu() { g } else { 0 };
+                let ts = if m.uses_tensor_split() {
+                    ts.clone()
+                } else {
+                    TensorSplit::default()
+                };
+                if !out.iter().any(|(a, b, c)| (*a, *b) == (m, g) && *c == ts) {
+                    out.push((m, g, ts));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Expands the matrix into cells, model-major (all cells of a model file are adjacent).
@@ -126,29 +207,37 @@ pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError>
             }
             for &n_prompt in ov.n_prompt.as_ref().unwrap_or(&p.n_prompt) {
                 for &n_gen in ov.n_gen.as_ref().unwrap_or(&p.n_gen) {
-                    cells.push(Cell {
-                        index: cells.len(),
-                        model_index,
-                        model: m.name.clone(),
-                        label: m.label.clone(),
-                        quant,
-                        params: CellParams {
-                            prompt: p.prompt.clone(),
-                            n_prompt,
-                            n_gen,
-                            n_batch: p.n_batch,
-                            n_ubatch: p.n_ubatch.min(p.n_batch),
-                            n_gpu_layers: ov.n_gpu_layers.unwrap_or(p.n_gpu_layers),
-                            flash_attn: p.flash_attn,
-                            type_k: p.type_k.clone(),
-                            type_v: p.type_v.clone(),
-                            n_threads: ov.n_threads.or(p.n_threads).unwrap_or_else(default_threads),
-                            repetitions: ov.repetitions.unwrap_or(p.repetitions),
-                            warmup: ov.warmup.unwrap_or(p.warmup),
-                            timeout_s: p.timeout_s,
-                            sampling: p.sampling,
-                        },
-                    });
+                    for (split_mode, main_gpu, tensor_split) in placements(p, ov) {
+                        cells.push(Cell {
+                            index: cells.len(),
+                            model_index,
+                            model: m.name.clone(),
+                            label: m.label.clone(),
+                            quant,
+                            params: CellParams {
+                                prompt: p.prompt.clone(),
+                                n_prompt,
+                                n_gen,
+                                n_batch: p.n_batch,
+                                n_ubatch: p.n_ubatch.min(p.n_batch),
+                                n_gpu_layers: ov.n_gpu_layers.unwrap_or(p.n_gpu_layers),
+                                flash_attn: p.flash_attn,
+                                type_k: p.type_k.clone(),
+                                type_v: p.type_v.clone(),
+                                n_threads: ov
+                                    .n_threads
+                                    .or(p.n_threads)
+                                    .unwrap_or_else(default_threads),
+                                repetitions: ov.repetitions.unwrap_or(p.repetitions),
+                                warmup: ov.warmup.unwrap_or(p.warmup),
+                                timeout_s: p.timeout_s,
+                                sampling: p.sampling,
+                                split_mode,
+                                main_gpu,
+                                tensor_split,
+                            },
+                        });
+                    }
                 }
             }
         }
@@ -217,6 +306,55 @@ mod tests {
         let e = expand(&matrix(), &ov(&["c"])).unwrap_err();
         assert!(e.to_string().contains("models in the matrix: a, b"), "{e}");
         assert!(expand(&matrix(), &ov(&["b:Q8_0"])).is_err());
+    }
+
+    #[test]
+    fn placements_expand_without_duplicates() {
+        let m = config::parse(
+            "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\nquants = [\"F16\"]\n\
+             split_mode = [\"none\", \"layer\", \"row\"]\nmain_gpu = [0, 1]\n\
+             tensor_split = [\"auto\", [3, 1]]\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let cells = expand(&m, &Overrides::default()).unwrap();
+        let tags: Vec<String> = cells
+            .iter()
+            .map(|c| c.params.placement_tag().unwrap_or_else(|| "default".into()))
+            .collect();
+        // main_gpu only varies for none, tensor_split only for the split modes
+        assert_eq!(
+            tags,
+            [
+                "sm none mg 0",
+                "sm none mg 1",
+                "default",
+                "sm layer ts 3/1",
+                "sm row",
+                "sm row ts 3/1"
+            ]
+        );
+        let keys: std::collections::HashSet<_> = cells.iter().map(Cell::key).collect();
+        assert_eq!(keys.len(), cells.len());
+        // the default placement keeps the keys of reports written before it existed
+        let t = default_threads();
+        assert_eq!(
+            cells[2].key(),
+            format!("a:F16:pp512:tg50:nglall:faauto:b2048:ub512:kf16:vf16:t{t}:sbackend")
+        );
+        assert!(cells[4].key().ends_with(":smrow"), "{}", cells[4].key());
+        // command-line overrides replace the file's lists
+        let ov = Overrides {
+            split_mode: Some(vec![SplitMode::None]),
+            main_gpu: Some(vec![1]),
+            ..Default::default()
+        };
+        let cells = expand(&m, &ov).unwrap();
+        assert_eq!(cells.len(), 1);
+        assert_eq!(
+            (cells[0].params.split_mode, cells[0].params.main_gpu),
+            (SplitMode::None, 1)
+        );
     }
 
     #[test]

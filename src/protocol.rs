@@ -33,6 +33,29 @@ pub struct BackendInfo {
     pub system_info: String,
 }
 
+impl BackendInfo {
+    /// The GPUs llama.cpp spreads a model over, in its order (`main_gpu` and `tensor_split`
+    /// count in it): discrete GPUs other than RPC servers, one per device id; integrated GPUs
+    /// only where there is no discrete one.
+    pub fn llama_gpus(&self) -> Vec<&DeviceInfo> {
+        let mut gpus: Vec<&DeviceInfo> = Vec::new();
+        for d in self
+            .devices
+            .iter()
+            .filter(|d| d.kind == "gpu" && d.backend != "RPC")
+        {
+            let dup = !d.device_id.is_empty() && gpus.iter().any(|g| g.device_id == d.device_id);
+            if !dup {
+                gpus.push(d);
+            }
+        }
+        if gpus.is_empty() {
+            gpus = self.devices.iter().filter(|d| d.kind == "igpu").collect();
+        }
+        gpus
+    }
+}
+
 /// A ggml backend device.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -128,6 +151,10 @@ pub struct Measurement {
     /// Backend and device the model's layers ran on (`CPU` when none were offloaded).
     pub backend: String,
     pub device: String,
+    /// ggml names of the GPUs holding the model's weights (`CUDA0`, `CUDA1`); empty when the
+    /// weights are on the CPU. Energy, clocks and throttling are read over these GPUs.
+    #[serde(default)]
+    pub devices_used: Vec<String>,
     /// Model load wall time (shared by the cells of one worker that use the same load).
     pub load_s: f64,
     /// Whether the file was evicted from the page cache before this load.
@@ -171,6 +198,40 @@ pub enum Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dev(name: &str, kind: &str, backend: &str, id: &str) -> DeviceInfo {
+        DeviceInfo {
+            name: name.into(),
+            description: String::new(),
+            kind: kind.into(),
+            backend: backend.into(),
+            memory_total_bytes: 0,
+            memory_free_bytes: 0,
+            device_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn llama_gpus_follow_llama_cpp_device_selection() {
+        let info = BackendInfo {
+            devices: vec![
+                dev("CPU", "cpu", "CPU", ""),
+                dev("CUDA0", "gpu", "CUDA", "0000:1b:00.0"),
+                dev("RPC0", "gpu", "RPC", ""),
+                dev("Vulkan0", "gpu", "Vulkan", "0000:1b:00.0"),
+                dev("CUDA1", "gpu", "CUDA", "0000:2c:00.0"),
+                dev("iGPU", "igpu", "Vulkan", "0000:00:02.0"),
+            ],
+            ..Default::default()
+        };
+        let names: Vec<&str> = info.llama_gpus().iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["CUDA0", "CUDA1"]);
+        let cpu_only = BackendInfo {
+            devices: vec![dev("CPU", "cpu", "CPU", "")],
+            ..Default::default()
+        };
+        assert!(cpu_only.llama_gpus().is_empty());
+    }
 
     #[test]
     fn events_are_tagged_single_lines() {

@@ -12,9 +12,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::engine::{self, Engine, LoadedModel};
+use crate::engine::{self, Engine, LoadedModel, Placement};
 use std::time::Duration;
 
+use crate::config::SplitMode;
+use crate::gpu::DeviceVram;
 use crate::gpu::{CellMonitor, GpuCellTelemetry, GpuSession};
 use crate::plan::Cell;
 use crate::protocol::{Event, Job};
@@ -59,27 +61,26 @@ fn take_stdout() -> Result<Events> {
 /// Entry point of `quantbench worker`: serves jobs until stdin closes.
 pub fn serve() -> Result<()> {
     let mut events = take_stdout()?;
-    // NVML before llama.cpp touches the GPU: its memory use now is the baseline of the
+    // NVML before llama.cpp touches the GPUs: their memory use now is the baseline of the
     // device-wide fallback for per-process VRAM.
-    let early = GpuSession::open(None);
+    let early = GpuSession::open();
     let engine = engine::init()?;
     events.send(&Event::Ready {
         backend: engine.info.clone(),
     });
-    let gpu: Result<GpuSession, String> = match engine.info.devices.iter().find(|d| d.kind == "gpu")
-    {
-        None => Err(match early {
+    let gpus: Vec<(String, String)> = engine
+        .info
+        .llama_gpus()
+        .iter()
+        .map(|d| (d.name.clone(), d.device_id.clone()))
+        .collect();
+    let gpu: Result<GpuSession, String> = if gpus.is_empty() {
+        Err(match early {
             Err(e) => e,
             Ok(_) => "no GPU backend device was registered (CPU run)".to_string(),
-        }),
-        Some(d) => match early {
-            Ok(s) if d.device_id.is_empty() || s.matches(&d.device_id) => Ok(s),
-            _ => GpuSession::open(
-                Some(&d.device_id)
-                    .filter(|id| !id.is_empty())
-                    .map(String::as_str),
-            ),
-        },
+        })
+    } else {
+        early.and_then(|s| s.select(&gpus))
     };
     let mut loaded: Option<LoadedModel> = None;
     for line in std::io::stdin().lock().lines() {
@@ -128,9 +129,17 @@ fn run_job(
             (timed_ms > 0).then(|| Duration::from_millis(timed_ms)),
         )
     });
+    let placement = Placement::of(p);
+    let gpus: Vec<(String, String)> = engine
+        .info
+        .llama_gpus()
+        .iter()
+        .map(|d| (d.name.clone(), d.description.clone()))
+        .collect();
+    placement.check(&gpus)?;
     let reuse = loaded
         .as_ref()
-        .is_some_and(|m| m.path == job.model_path && m.n_gpu_layers == p.n_gpu_layers && !job.cold);
+        .is_some_and(|m| m.path == job.model_path && m.placement == placement && !job.cold);
     if !reuse {
         *loaded = None; // free the previous model first
         events.send(&Event::Progress {
@@ -142,7 +151,7 @@ fn run_job(
         *loaded = Some(LoadedModel::load(
             engine,
             &job.model_path,
-            p.n_gpu_layers,
+            placement,
             job.cold,
         )?);
         events.send(&Event::Progress {
@@ -160,6 +169,7 @@ fn run_job(
         monitor: monitor.as_ref(),
         telemetry: GpuCellTelemetry::default(),
         energy_start: None,
+        devices_used: Vec::new(),
     };
     let result = model.measure(engine, &job.cell, &mut probe);
     let mut telemetry = std::mem::take(&mut probe.telemetry);
@@ -169,12 +179,26 @@ fn run_job(
     let mut m = result?;
     match gpu {
         Ok(g) => {
-            telemetry.peak_bandwidth_bytes_s = g.peak_bandwidth_bytes_s;
+            telemetry.peak_bandwidth_bytes_s = peak_bandwidth(g, &m.devices_used, p.split_mode);
         }
         Err(reason) => telemetry.unavailable_reason = Some(reason.clone()),
     }
     m.gpu = telemetry;
     Ok(m)
+}
+
+/// The memory bandwidth the model can draw on: with `none` and `layer` the layers run one GPU
+/// after the other, so one GPU's (the slowest of those used); with `row` and `tensor` the GPUs
+/// read their parts of each matrix at once, so the sum.
+fn peak_bandwidth(g: &GpuSession, used: &[String], mode: SplitMode) -> Option<f64> {
+    let bw: Vec<f64> = used.iter().filter_map(|n| g.peak_bandwidth(n)).collect();
+    if bw.is_empty() || bw.len() != used.len() {
+        return None;
+    }
+    match mode {
+        SplitMode::None | SplitMode::Layer => bw.into_iter().reduce(f64::min),
+        SplitMode::Row | SplitMode::Tensor => Some(bw.iter().sum()),
+    }
 }
 
 /// GPU sampler periods in ms (outside, inside timed regions): `QUANTBENCH_GPU_SAMPLE_MS`
@@ -201,19 +225,41 @@ struct CellProbe<'a> {
     monitor: Option<&'a CellMonitor>,
     telemetry: GpuCellTelemetry,
     energy_start: Option<u64>,
+    /// GPUs holding the model's weights (ggml names).
+    devices_used: Vec<String>,
 }
 
 impl engine::Probe for CellProbe<'_> {
-    fn after_load(&mut self) {
+    fn after_load(&mut self, devices_used: &[String]) {
+        self.devices_used = devices_used.to_vec();
+        if let Some(m) = self.monitor {
+            m.set_active(devices_used);
+        }
         if let Some(g) = self.session {
-            let (v, source) = g.vram();
-            self.telemetry.vram_after_load_bytes = v;
-            self.telemetry.vram_source = Some(source.to_string());
+            let r = g.vram();
+            self.telemetry.vram_after_load_bytes = r.total();
+            self.telemetry.vram_source = Some(r.source.to_string());
+            self.telemetry.per_device = r
+                .per_device
+                .into_iter()
+                .map(|(device, nvml_index, pci_bus_id, name, v)| DeviceVram {
+                    device,
+                    nvml_index,
+                    pci_bus_id,
+                    name,
+                    after_load_bytes: v,
+                    ..Default::default()
+                })
+                .collect();
         }
     }
     fn after_warmup(&mut self) {
         if let Some(g) = self.session {
-            self.telemetry.vram_after_warmup_bytes = g.vram().0;
+            let r = g.vram();
+            self.telemetry.vram_after_warmup_bytes = r.total();
+            for (d, (_, _, _, _, v)) in self.telemetry.per_device.iter_mut().zip(r.per_device) {
+                d.after_warmup_bytes = v;
+            }
         }
     }
     fn timed_begin(&mut self) {
@@ -222,13 +268,15 @@ impl engine::Probe for CellProbe<'_> {
         }
     }
     fn wants_energy(&self) -> bool {
-        self.session.and_then(GpuSession::energy_mj).is_some()
+        self.session
+            .and_then(|g| g.energy_mj(&self.devices_used))
+            .is_some()
     }
     fn energy_begin(&mut self) {
-        self.energy_start = self.session.and_then(GpuSession::energy_mj);
+        self.energy_start = self.session.and_then(|g| g.energy_mj(&self.devices_used));
     }
     fn energy_end(&mut self, tokens: u64, seconds: f64) {
-        let end = self.session.and_then(GpuSession::energy_mj);
+        let end = self.session.and_then(|g| g.energy_mj(&self.devices_used));
         if let (Some(a), Some(b)) = (self.energy_start.take(), end) {
             let t = &mut self.telemetry;
             t.decode_energy_j = Some(b.saturating_sub(a) as f64 / 1e3);
@@ -339,9 +387,12 @@ pub fn self_test() -> Result<()> {
                     warmup: 0,
                     timeout_s: 60,
                     sampling: crate::config::Sampling::Backend,
+                    split_mode: SplitMode::default(),
+                    main_gpu: 0,
+                    tensor_split: Default::default(),
                 },
             };
-            let model = LoadedModel::load(&engine, &path, cell.params.n_gpu_layers, false)?;
+            let model = LoadedModel::load(&engine, &path, Placement::of(&cell.params), false)?;
             model.measure(&engine, &cell, &mut NoProbe)?;
         }
         Ok(())

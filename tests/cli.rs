@@ -522,3 +522,113 @@ fn cold_loads_and_the_verbose_log() {
     ]);
     assert!(!stderr(&quiet).contains("  | "), "{}", stderr(&quiet));
 }
+
+#[test]
+fn split_modes_are_matrix_parameters() {
+    let s = Scratch::new();
+    s.config(
+        r#"
+schema = 1
+[defaults]
+n_gen = 4
+n_prompt = 16
+repetitions = 1
+warmup = 0
+
+[[model]]
+name = "tiny"
+synthetic = "tiny"
+quants = ["Q8_0"]
+split_mode = ["none", "layer", "row", "tensor"]
+main_gpu = [0, 1]
+tensor_split = [1]
+"#,
+    );
+    // list shows each placement as its own cell
+    let out = s.cmd().arg("list").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listing = stderr(&out);
+    assert!(listing.contains("5 cells"), "{listing}");
+    assert!(listing.contains("tiny [sm none mg 1]"), "{listing}");
+
+    let out = s.run(&[]);
+    let err = stderr(&out);
+    // on this CPU-only machine `tensor` cannot run; the others run on the CPU
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("sm row ts 1"),
+        "the TEST line names the placement: {err}"
+    );
+    let dir = s.run_dir();
+    let report = json(&dir.join("results.json"));
+    let modes: Vec<(String, u64, String)> = cells(&report)
+        .iter()
+        .map(|c| {
+            (
+                c["params"]["split_mode"].as_str().unwrap().to_string(),
+                c["params"]["main_gpu"].as_u64().unwrap(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("none".to_string(), 0, "ok".to_string()),
+            ("none".into(), 1, "ok".into()),
+            ("layer".into(), 0, "ok".into()),
+            ("row".into(), 0, "ok".into()),
+            ("tensor".into(), 0, "failed".into()),
+        ]
+    );
+    let tensor = &cells(&report)[4];
+    assert!(
+        tensor["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs at least one GPU"),
+        "{tensor}"
+    );
+    for c in &cells(&report)[..4] {
+        assert_eq!(
+            c["devices_used"].as_array().unwrap().len(),
+            0,
+            "CPU run: no GPU holds weights"
+        );
+        assert!(c["metrics"]["decode_tok_s"]["mean"].as_f64().unwrap() > 0.0);
+    }
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    for c in [
+        "split_mode",
+        "main_gpu",
+        "tensor_split",
+        "n_gpus",
+        "vram_per_gpu_bytes",
+    ] {
+        assert!(head.iter().any(|h| h == c), "{c}");
+    }
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("## Multi-GPU placements"), "{md}");
+    assert!(md.contains("| tiny | Q8_0 | sm row ts 1 | CPU |"), "{md}");
+
+    // a run compared with itself joins each placement with its own cell
+    let out = s
+        .cmd()
+        .args(["compare"])
+        .arg(dir.join("results.json"))
+        .arg(dir.join("results.csv"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        !text.contains("not in"),
+        "every cell found its match: {text}"
+    );
+    assert!(
+        text.contains("sm none mg 1"),
+        "cells are named with their placement: {text}"
+    );
+}

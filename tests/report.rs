@@ -145,3 +145,122 @@ fn the_report_command_regenerates_a_run_folder() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a run folder"));
 }
+
+/// The same 7B cell placed three ways, as a two-GPU run would report it: the real one-GPU cell
+/// of the fixture as `split_mode = "none"`, a copy of it as a layer split over two GPUs with
+/// per-GPU memory, and a row split that failed. (Rendering test: the numbers of the copies are
+/// made up here, not measured.)
+fn multi_gpu_fixture() -> Report {
+    use quantbench::config::{SplitMode, TensorSplit};
+    use quantbench::gpu::DeviceVram;
+    let mut r = fixture();
+    let base = r.cells[12].clone();
+    assert_eq!(
+        (base.model.as_str(), base.quant.to_string().as_str()),
+        ("llama-7b", "F16")
+    );
+    let mut none = base.clone();
+    none.params.split_mode = SplitMode::None;
+    none.devices_used = vec!["CUDA0".into()];
+    let vram = base.vram_bytes.unwrap();
+    let dev = |i: u32, b: u64| DeviceVram {
+        device: format!("CUDA{i}"),
+        nvml_index: i,
+        pci_bus_id: format!("00000000:{:02X}:00.0", 0x1b + i),
+        name: "NVIDIA H200".into(),
+        after_load_bytes: Some(b),
+        after_warmup_bytes: Some(b),
+        peak_bytes: Some(b),
+    };
+    if let Some(g) = none.gpu.as_mut() {
+        g.per_device = vec![dev(0, vram), dev(1, 0)];
+    }
+    let mut layer = base.clone();
+    layer.index = 100;
+    layer.params.split_mode = SplitMode::Layer;
+    layer.params.tensor_split = TensorSplit(vec![1.0, 1.0]);
+    layer.devices_used = vec!["CUDA0".into(), "CUDA1".into()];
+    layer.device = Some("2× NVIDIA H200".into());
+    if let Some(g) = layer.gpu.as_mut() {
+        g.per_device = vec![dev(0, vram / 2 + (300 << 20)), dev(1, vram / 2)];
+    }
+    if let Some(s) = layer.metrics.get_mut("decode_tok_s") {
+        s.mean *= 0.9;
+    }
+    let mut row = CellResult::failed(
+        &quantbench::plan::Cell {
+            index: 101,
+            model_index: 2,
+            model: base.model.clone(),
+            label: base.label.clone(),
+            quant: base.quant,
+            params: quantbench::plan::CellParams {
+                split_mode: SplitMode::Row,
+                ..base.params.clone()
+            },
+        },
+        base.origin.clone(),
+        "llama.cpp aborted (made up for the test)".into(),
+    );
+    row.params.tensor_split = TensorSplit::default();
+    r.cells = vec![none, layer, row];
+    r
+}
+
+#[test]
+fn multi_gpu_placements_are_reported_per_gpu() {
+    let r = multi_gpu_fixture();
+    let csv = report::csv::Csv;
+    let text = report::Format::render(&csv, &r).unwrap();
+    let mut rdr = ::csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let col = |n: &str| {
+        head.iter()
+            .position(|h| h == n)
+            .unwrap_or_else(|| panic!("{n}"))
+    };
+    let rows: Vec<::csv::StringRecord> = rdr.records().map(|x| x.unwrap()).collect();
+    let get = |i: usize, n: &str| rows[i][col(n)].to_string();
+    assert_eq!(get(0, "split_mode"), "none");
+    assert_eq!(get(1, "split_mode"), "layer");
+    assert_eq!(get(1, "tensor_split"), "1/1");
+    assert_eq!(get(2, "split_mode"), "row");
+    assert_eq!(
+        (get(0, "n_gpus"), get(1, "n_gpus"), get(2, "n_gpus")),
+        ("1".into(), "2".into(), "".into())
+    );
+    assert_eq!(get(1, "gpus"), "CUDA0/CUDA1");
+    let per: Vec<u64> = get(1, "vram_per_gpu_bytes")
+        .split('/')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(per.len(), 2);
+    assert_eq!(
+        get(1, "vram_max_gpu_bytes"),
+        per.iter().max().unwrap().to_string()
+    );
+    // the new columns come after every older one: old CSV readers keep their positions
+    assert_eq!(head.last().map(String::as_str), Some("vram_max_gpu_bytes"));
+    assert!(col("started_at") < col("split_mode"));
+
+    let md = report::Format::render(&report::md::Markdown, &r).unwrap();
+    assert!(md.contains("## Multi-GPU placements"), "{md}");
+    assert!(
+        md.contains("| llama-7b | F16 | sm layer ts 1/1 | CUDA0 + CUDA1 | CUDA0 "),
+        "{md}"
+    );
+    assert!(md.contains("| -10.0% |"), "decode vs 1 GPU: {md}");
+    assert!(md.contains("| llama-7b | F16 | sm row | FAILED |"), "{md}");
+    assert!(
+        md.contains("per GPU"),
+        "GPU table has a per-GPU column: {md}"
+    );
+    assert!(md.contains("llama-7b [sm none mg 0] | F16 | ok"), "{md}");
+
+    let dir = tempfile::tempdir().unwrap();
+    report::write_visuals(&r, dir.path()).unwrap();
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("<h2>Multi-GPU placements</h2>"));
+    assert!(html.contains("CUDA0 + CUDA1"));
+    assert!(html.contains("2× NVIDIA H200"));
+}

@@ -24,8 +24,12 @@ struct Row {
     cached: bool,
     size_bytes: Option<u64>,
     size_is_estimate: bool,
+    /// Multi-GPU placement where it is not llama.cpp's default (`sm none mg 1`).
+    placement: Option<String>,
     /// Estimated memory of one copy (weights + KV + compute + runtime overhead).
     estimate: Option<Estimate>,
+    /// The estimate per GPU when the model is spread over several (empty for one).
+    per_gpu_bytes: Vec<u64>,
     fits: Option<bool>,
     copies: Option<u64>,
 }
@@ -33,26 +37,51 @@ struct Row {
 /// The memory cells are checked against.
 #[derive(Serialize)]
 struct Budget {
-    /// `gpu` (NVML free memory of the first GPU), `host` (MemAvailable) or `given`.
+    /// `gpu` (NVML free memory of each GPU), `host` (MemAvailable) or `given`.
     kind: String,
     description: String,
+    /// Free memory of the first GPU (or the host).
     free_bytes: u64,
+    /// Free memory of each GPU, in NVML's order (one entry for the host).
+    per_gpu_free_bytes: Vec<u64>,
 }
 
 fn budget(given: Option<u64>, wants_gpu: bool) -> Budget {
+    let env = crate::gpu::environment();
     if let Some(b) = given {
+        let n = env.gpus.len().max(1);
         return Budget {
             kind: "given".into(),
-            description: format!("{} (--device-memory)", bytes(b)),
+            description: if env.gpus.len() > 1 {
+                format!(
+                    "{} per GPU × {n} GPUs counted by NVML (--device-memory)",
+                    bytes(b)
+                )
+            } else {
+                format!("{} (--device-memory)", bytes(b))
+            },
             free_bytes: b,
+            per_gpu_free_bytes: vec![b; n],
         };
     }
-    let env = crate::gpu::environment();
     match env.gpus.first() {
         Some(g) if wants_gpu => Budget {
             kind: "gpu".into(),
-            description: format!("{} free on {} (NVML)", bytes(g.memory_free_bytes), g.name),
+            description: env
+                .gpus
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{} free on GPU {} {} (NVML)",
+                        bytes(g.memory_free_bytes),
+                        g.index,
+                        g.name
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             free_bytes: g.memory_free_bytes,
+            per_gpu_free_bytes: env.gpus.iter().map(|g| g.memory_free_bytes).collect(),
         },
         _ => {
             let free = crate::envinfo::host_memory_available_bytes();
@@ -60,9 +89,51 @@ fn budget(given: Option<u64>, wants_gpu: bool) -> Budget {
                 kind: "host".into(),
                 description: format!("{} host memory available (no GPU in use)", bytes(free)),
                 free_bytes: free,
+                per_gpu_free_bytes: vec![free],
             }
         }
     }
+}
+
+/// Whether a copy fits, how many do, and the need per GPU where it is spread over several.
+fn fit(e: &Estimate, c: &crate::plan::Cell, budget: &Budget, gpu: bool) -> (bool, u64, Vec<u64>) {
+    if !gpu || budget.per_gpu_free_bytes.len() < 2 && c.params.tensor_split.devices_needed() < 2 {
+        let free = if gpu && c.params.split_mode == crate::config::SplitMode::None {
+            budget
+                .per_gpu_free_bytes
+                .get(c.params.main_gpu as usize)
+                .copied()
+                .unwrap_or(0)
+        } else {
+            budget.free_bytes
+        };
+        return (e.total() <= free, e.copies_in(free), Vec::new());
+    }
+    let free = &budget.per_gpu_free_bytes;
+    let shares = capacity::shares(
+        c.params.split_mode,
+        c.params.main_gpu,
+        &c.params.tensor_split,
+        free,
+    );
+    let need = e.per_gpu(&shares);
+    let mut fits = need.iter().any(|n| *n > 0);
+    let mut copies = u64::MAX;
+    for (k, n) in need.iter().enumerate() {
+        if *n == 0 {
+            continue;
+        }
+        let f = free.get(k).copied().unwrap_or(0);
+        fits &= *n <= f;
+        copies = copies.min(f / n);
+    }
+    let copies = if copies == u64::MAX { 0 } else { copies };
+    let per_gpu = if need.iter().filter(|n| **n > 0).count() > 1 {
+        need
+    } else {
+        Vec::new()
+    };
+    (fits, copies, per_gpu)
 }
 
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
@@ -89,6 +160,8 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
                 )),
                 _ => None,
             };
+            let on_gpu = gpu && c.params.n_gpu_layers != GpuLayers::N(0);
+            let fitted = estimate.map(|e| fit(&e, c, &budget, on_gpu));
             Row {
                 index: c.index,
                 model: c.model.clone(),
@@ -101,8 +174,10 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
                 cached: p.cached,
                 size_bytes: p.size_bytes,
                 size_is_estimate: p.size_is_estimate,
-                fits: estimate.map(|e| e.total() <= budget.free_bytes),
-                copies: estimate.map(|e| e.copies_in(budget.free_bytes)),
+                fits: fitted.as_ref().map(|f| f.0),
+                copies: fitted.as_ref().map(|f| f.1),
+                per_gpu_bytes: fitted.map(|f| f.2).unwrap_or_default(),
+                placement: c.params.placement_tag(),
                 estimate,
             }
         })
@@ -130,18 +205,31 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
             Some(b) => bytes(b),
             None => "?".into(),
         };
+        let needs = match r.estimate {
+            None => "?".into(),
+            Some(_) if !r.per_gpu_bytes.is_empty() => r
+                .per_gpu_bytes
+                .iter()
+                .map(|b| format!("~{}", bytes(*b)))
+                .collect::<Vec<_>>()
+                .join("+"),
+            Some(e) => format!("~{}", bytes(e.total())),
+        };
+        let model = match &r.placement {
+            Some(t) => format!("{} [{t}]", r.model),
+            None => r.model.clone(),
+        };
         ctx.printer.line(&format!(
             "{:>3}  {:<16} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  {}",
             r.index + 1,
-            r.model,
+            model,
             r.quant,
             r.n_prompt,
             r.n_gen,
             r.repetitions,
             if r.cached { "yes" } else { "no" },
             size,
-            r.estimate
-                .map_or("?".into(), |e| format!("~{}", bytes(e.total()))),
+            needs,
             r.fits.map_or("?", |f| if f { "yes" } else { "NO" }),
             r.copies.map_or("?".into(), |c| c.to_string()),
             r.source
@@ -149,7 +237,9 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     }
     ctx.printer.line(
         "\n`needs` estimates one copy: file + KV cache at n_prompt+n_gen tokens + compute buffers \
-         (+512 MiB runtime overhead per process on a GPU); `copies` = how many such processes fit.",
+         (+512 MiB runtime overhead per process on a GPU); `copies` = how many such processes fit. \
+         A model split over several GPUs needs its share of weights and KV cache on each, plus \
+         compute buffers and overhead on every GPU it uses (`needs` per GPU, joined by +).",
     );
     Ok(exit::OK)
 }

@@ -18,8 +18,8 @@ use rand::{RngExt, SeedableRng};
 
 use super::memory::{breakdown, host_rss};
 use super::Engine;
-use crate::config::{FlashAttn, GpuLayers, Sampling};
-use crate::plan::Cell;
+use crate::config::{FlashAttn, GpuLayers, Sampling, SplitMode, TensorSplit, MAX_DEVICES};
+use crate::plan::{Cell, CellParams};
 use crate::protocol::{Measurement, ModelInfo, RepSample};
 
 /// Shortest generation window energy is measured over, seconds.
@@ -27,8 +27,9 @@ pub const ENERGY_WINDOW_S: f64 = 2.0;
 
 /// Hooks the worker uses to take GPU readings around timed regions (never inside them).
 pub trait Probe {
-    /// After the model is loaded and the context created.
-    fn after_load(&mut self) {}
+    /// After the model is loaded and the context created; `devices_used` names the GPUs
+    /// holding its weights.
+    fn after_load(&mut self, _devices_used: &[String]) {}
     /// After the warm-up repetitions.
     fn after_warmup(&mut self) {}
     /// Whether to run the energy measurement (GPU with an energy counter).
@@ -85,11 +86,74 @@ pub fn argmax(logits: &[f32]) -> usize {
     idx
 }
 
+/// Where a model's layers go: how many to the GPUs, and how they are spread over several.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub n_gpu_layers: GpuLayers,
+    pub split_mode: SplitMode,
+    pub main_gpu: u32,
+    pub tensor_split: TensorSplit,
+}
+
+impl Placement {
+    pub fn of(p: &CellParams) -> Self {
+        Placement {
+            n_gpu_layers: p.n_gpu_layers,
+            split_mode: p.split_mode,
+            main_gpu: p.main_gpu,
+            tensor_split: p.tensor_split.clone(),
+        }
+    }
+
+    /// Checks the placement against the GPUs llama.cpp registered (ggml names and
+    /// descriptions, in llama.cpp's order) before loading, where llama.cpp would fail with a
+    /// terse log line or silently drop shares of GPUs that do not exist. Without GPUs, or with
+    /// no layer offloaded, the placement has no effect and passes.
+    pub fn check(&self, gpus: &[(String, String)]) -> Result<()> {
+        if self.split_mode == SplitMode::Tensor && gpus.is_empty() {
+            bail!(
+                "split_mode = \"tensor\" needs at least one GPU, and llama.cpp sees none \
+                 (CPU run); use another split_mode on this machine"
+            );
+        }
+        if gpus.is_empty() || self.n_gpu_layers == GpuLayers::N(0) {
+            return Ok(());
+        }
+        let listing = || {
+            gpus.iter()
+                .enumerate()
+                .map(|(i, (n, d))| format!("{i} = {n} ({d})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let n = gpus.len();
+        if self.split_mode == SplitMode::None && self.main_gpu as usize >= n {
+            bail!(
+                "main_gpu = {} but llama.cpp sees {n} GPU{}: {}; use a number from 0 to {}",
+                self.main_gpu,
+                if n == 1 { "" } else { "s" },
+                listing(),
+                n - 1
+            );
+        }
+        let needed = self.tensor_split.devices_needed();
+        if self.split_mode != SplitMode::None && needed > n {
+            bail!(
+                "tensor_split = {} gives shares to {needed} GPUs but llama.cpp sees {n}: {}; \
+                 give at most {n} shares, or use \"auto\"",
+                self.tensor_split,
+                listing()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A model loaded in this worker.
 pub struct LoadedModel {
     ptr: NonNull<sys::llama_model>,
     pub path: PathBuf,
-    pub n_gpu_layers: GpuLayers,
+    pub placement: Placement,
     pub load_s: f64,
     pub cold: bool,
 }
@@ -116,22 +180,28 @@ fn evict_from_page_cache(path: &Path) -> Result<()> {
 
 impl LoadedModel {
     /// Loads a GGUF file, timing it (`load_s`).
-    pub fn load(
-        _engine: &Engine,
-        path: &Path,
-        n_gpu_layers: GpuLayers,
-        cold: bool,
-    ) -> Result<Self> {
+    pub fn load(_engine: &Engine, path: &Path, placement: Placement, cold: bool) -> Result<Self> {
         if cold {
             evict_from_page_cache(path)
                 .context("--cold: evicting the model from the page cache")?;
         }
         let c = CString::new(path.as_os_str().as_bytes())?;
+        // llama.cpp copies llama_max_devices() shares from this pointer.
+        let mut shares = [0f32; MAX_DEVICES];
+        for (d, s) in shares.iter_mut().zip(&placement.tensor_split.0) {
+            *d = *s;
+        }
         let t0 = Instant::now();
-        // SAFETY: default params with the layer count set; the path outlives the call.
+        // SAFETY: default params with placement fields set; the path and the shares outlive
+        // the call (llama.cpp copies the shares into the model).
         let raw = unsafe {
             let mut p = sys::llama_model_default_params();
-            p.n_gpu_layers = n_gpu_layers.as_llama();
+            p.n_gpu_layers = placement.n_gpu_layers.as_llama();
+            p.split_mode = split_mode(placement.split_mode);
+            p.main_gpu = placement.main_gpu as i32;
+            if !placement.tensor_split.is_auto() {
+                p.tensor_split = shares.as_ptr();
+            }
             sys::llama_model_load_from_file(c.as_ptr(), p)
         };
         let load_s = t0.elapsed().as_secs_f64();
@@ -144,7 +214,7 @@ impl LoadedModel {
         Ok(LoadedModel {
             ptr,
             path: path.to_path_buf(),
-            n_gpu_layers,
+            placement,
             load_s,
             cold,
         })
@@ -239,7 +309,8 @@ impl LoadedModel {
         let ctx_s = t0.elapsed().as_secs_f64();
         let mut memory = breakdown(ctx.ptr());
         memory.host_rss_after_load_bytes = host_rss().current_bytes;
-        probe.after_load();
+        let devices_used = devices_used(&engine.info, &memory.buffers);
+        probe.after_load(&devices_used);
 
         // SAFETY: vocab getters on a live model.
         let (n_vocab, bos) = unsafe {
@@ -322,10 +393,11 @@ impl LoadedModel {
         }
         memory.host_rss_peak_bytes = host_rss().peak_bytes;
 
-        let (backend, device) = placement(engine, &memory.buffers);
+        let (backend, device) = placement(&engine.info, &devices_used);
         Ok(Measurement {
             backend,
             device,
+            devices_used,
             load_s: self.load_s,
             load_cold: self.cold,
             ctx_s,
@@ -341,17 +413,67 @@ impl LoadedModel {
     }
 }
 
-/// Backend and device holding the model's weights: the first device buffer with weights, or
-/// the CPU.
-fn placement(engine: &Engine, buffers: &[crate::protocol::BufferMemory]) -> (String, String) {
-    let devs = &engine.info.devices;
-    let on_device = buffers.iter().find(|b| !b.host && b.model_bytes > 0);
-    let dev = on_device
-        .and_then(|b| devs.iter().find(|d| b.name.starts_with(&d.name)))
-        .or_else(|| devs.iter().find(|d| d.kind == "cpu"));
-    match dev {
-        Some(d) => (d.backend.clone(), d.description.clone()),
-        None => ("CPU".into(), String::new()),
+fn split_mode(m: SplitMode) -> sys::llama_split_mode {
+    match m {
+        SplitMode::None => sys::LLAMA_SPLIT_MODE_NONE,
+        SplitMode::Layer => sys::LLAMA_SPLIT_MODE_LAYER,
+        SplitMode::Row => sys::LLAMA_SPLIT_MODE_ROW,
+        SplitMode::Tensor => sys::LLAMA_SPLIT_MODE_TENSOR,
+    }
+}
+
+/// The GPU devices (ggml names, in registration order) holding some of the model's weights,
+/// from llama.cpp's buffer accounting: a buffer type is named after its device (`CUDA0`,
+/// `CUDA0_something`); buffers shared by several devices (`CUDA_Split`) name none of them,
+/// and the devices of a row split also hold the layers' other tensors in their own buffers.
+pub fn devices_used(
+    info: &crate::protocol::BackendInfo,
+    buffers: &[crate::protocol::BufferMemory],
+) -> Vec<String> {
+    info.llama_gpus()
+        .into_iter()
+        .filter(|d| {
+            buffers.iter().any(|b| {
+                !b.host
+                    && b.model_bytes > 0
+                    && (b.name == d.name
+                        || b.name
+                            .strip_prefix(d.name.as_str())
+                            .is_some_and(|rest| rest.starts_with('_')))
+            })
+        })
+        .map(|d| d.name.clone())
+        .collect()
+}
+
+/// Backend and device(s) holding the model's weights (`2× NVIDIA H200` when split over two
+/// alike GPUs), or the CPU.
+fn placement(info: &crate::protocol::BackendInfo, used: &[String]) -> (String, String) {
+    let devs = &info.devices;
+    let gpus: Vec<&crate::protocol::DeviceInfo> = used
+        .iter()
+        .filter_map(|n| devs.iter().find(|d| &d.name == n))
+        .collect();
+    match gpus.as_slice() {
+        [] => match devs.iter().find(|d| d.kind == "cpu") {
+            Some(d) => (d.backend.clone(), d.description.clone()),
+            None => ("CPU".into(), String::new()),
+        },
+        [one] => (one.backend.clone(), one.description.clone()),
+        many => {
+            let mut backends: Vec<&str> = many.iter().map(|d| d.backend.as_str()).collect();
+            backends.dedup();
+            let same = many.iter().all(|d| d.description == many[0].description);
+            let device = if same {
+                format!("{}× {}", many.len(), many[0].description)
+            } else {
+                many.iter()
+                    .map(|d| d.description.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            };
+            (backends.join("+"), device)
+        }
     }
 }
 
@@ -593,7 +715,123 @@ impl Context {
 
 #[cfg(test)]
 mod tests {
-    use super::argmax;
+    use super::*;
+    use crate::protocol::{BackendInfo, BufferMemory, DeviceInfo};
+
+    fn gpu(name: &str, desc: &str, id: &str) -> DeviceInfo {
+        DeviceInfo {
+            name: name.into(),
+            description: desc.into(),
+            kind: "gpu".into(),
+            backend: "CUDA".into(),
+            memory_total_bytes: 0,
+            memory_free_bytes: 0,
+            device_id: id.into(),
+        }
+    }
+
+    fn buf(name: &str, host: bool, model: u64, ctx: u64) -> BufferMemory {
+        BufferMemory {
+            name: name.into(),
+            host,
+            model_bytes: model,
+            context_bytes: ctx,
+            compute_bytes: 1,
+        }
+    }
+
+    fn info(n: usize) -> BackendInfo {
+        let mut devices = vec![DeviceInfo {
+            kind: "cpu".into(),
+            backend: "CPU".into(),
+            ..gpu("CPU", "AMD EPYC", "")
+        }];
+        for i in 0..n {
+            devices.push(gpu(
+                &format!("CUDA{i}"),
+                "NVIDIA H200",
+                &format!("0000:{i:02x}:00.0"),
+            ));
+        }
+        BackendInfo {
+            devices,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn devices_used_follow_the_weights() {
+        let two = info(2);
+        // layer split: each GPU has its own buffer with weights
+        let b = [
+            buf("CPU_Mapped", true, 100, 0),
+            buf("CUDA0", false, 500, 10),
+            buf("CUDA1", false, 400, 10),
+            buf("CUDA_Host", true, 0, 0),
+        ];
+        assert_eq!(devices_used(&two, &b), ["CUDA0", "CUDA1"]);
+        assert_eq!(placement(&two, &devices_used(&two, &b)).1, "2× NVIDIA H200");
+        // none on GPU 1: the other GPU holds only compute buffers
+        let b = [buf("CUDA0", false, 0, 0), buf("CUDA1", false, 900, 20)];
+        assert_eq!(devices_used(&two, &b), ["CUDA1"]);
+        assert_eq!(
+            placement(&two, &["CUDA1".into()]),
+            ("CUDA".into(), "NVIDIA H200".into())
+        );
+        // CUDA1 must not claim CUDA10's buffers, and the shared split buffer names no GPU
+        let many = info(11);
+        let b = [buf("CUDA10", false, 5, 0), buf("CUDA_Split", false, 800, 0)];
+        assert_eq!(devices_used(&many, &b), ["CUDA10"]);
+        // all on the CPU
+        let b = [buf("CPU", true, 900, 20)];
+        assert!(devices_used(&two, &b).is_empty());
+        assert_eq!(placement(&two, &[]), ("CPU".into(), "AMD EPYC".into()));
+    }
+
+    #[test]
+    fn placements_are_checked_against_the_gpus() {
+        let p = |mode: SplitMode, mg: u32, ts: &[f32]| Placement {
+            n_gpu_layers: GpuLayers::All,
+            split_mode: mode,
+            main_gpu: mg,
+            tensor_split: TensorSplit(ts.to_vec()),
+        };
+        let one = [("CUDA0".to_string(), "NVIDIA H200".to_string())];
+        let two = [
+            one[0].clone(),
+            ("CUDA1".to_string(), "NVIDIA H200".to_string()),
+        ];
+        assert!(p(SplitMode::None, 1, &[]).check(&two).is_ok());
+        let e = p(SplitMode::None, 1, &[])
+            .check(&one)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("main_gpu = 1 but llama.cpp sees 1 GPU: 0 = CUDA0 (NVIDIA H200)"),
+            "{e}"
+        );
+        assert!(p(SplitMode::Row, 0, &[1.0, 1.0]).check(&two).is_ok());
+        assert!(
+            p(SplitMode::Row, 0, &[1.0, 0.0]).check(&one).is_ok(),
+            "a zero share needs no GPU"
+        );
+        let e = p(SplitMode::Layer, 0, &[1.0, 1.0])
+            .check(&one)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gives shares to 2 GPUs but llama.cpp sees 1"),
+            "{e}"
+        );
+        // without GPUs (or with no layer offloaded) the placement has no effect
+        assert!(p(SplitMode::None, 3, &[1.0, 1.0]).check(&[]).is_ok());
+        let cpu = Placement {
+            n_gpu_layers: GpuLayers::N(0),
+            ..p(SplitMode::None, 3, &[])
+        };
+        assert!(cpu.check(&one).is_ok());
+        assert!(p(SplitMode::Tensor, 0, &[]).check(&[]).is_err());
+    }
 
     fn naive(v: &[f32]) -> usize {
         let mut best = 0;

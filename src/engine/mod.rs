@@ -12,7 +12,7 @@ pub use backend::{
     backend_search_dirs, clear_recent_log, cpu_variant, init, recent_log, Engine, BACKEND_DIR_ENV,
     CPU_EXCLUDE_ENV,
 };
-pub use bench::{argmax, LoadedModel, Probe};
+pub use bench::{argmax, LoadedModel, Placement, Probe};
 pub use memory::{host_rss, HostRss};
 pub use quantize::quantize;
 

@@ -68,11 +68,12 @@ fn layout(r: &Report) -> Layout {
         }
     }
     let group_of = |c: &CellResult| {
-        if params_per_model[c.model.as_str()].len() > 1 {
-            format!("{} pp{} tg{}", c.model, c.params.n_prompt, c.params.n_gen)
+        let shape = if params_per_model[c.model.as_str()].len() > 1 {
+            format!(" pp{} tg{}", c.params.n_prompt, c.params.n_gen)
         } else {
-            c.model.clone()
-        }
+            String::new()
+        };
+        format!("{}{shape}{}", c.model, c.placement_suffix())
     };
     let mut groups: Vec<String> = Vec::new();
     let mut series: Vec<String> = Vec::new();
@@ -516,7 +517,7 @@ fn tradeoff<DB: DrawingBackend>(
         .cells
         .iter()
         .filter(|c| c.status == CellStatus::Failed)
-        .map(|c| format!("{} {}", c.model, c.quant))
+        .map(|c| format!("{} {}{}", c.model, c.quant, c.placement_suffix()))
         .collect();
     let mut chart = ChartBuilder::on(a)
         .caption(
@@ -580,7 +581,7 @@ fn tradeoff<DB: DrawingBackend>(
         } else {
             String::new()
         };
-        let text = format!("{} {}{tag}", c.model, c.quant);
+        let text = format!("{} {}{tag}{}", c.model, c.quant, c.placement_suffix());
         let (w, h) = (text.chars().count() as i32 * 8, 16);
         let (px, py) = local(a, chart.backend_coord(&pts[i]));
         let spot = [
@@ -680,8 +681,12 @@ fn distribution<DB: DrawingBackend>(
         let (px, py) = local(a, chart.backend_coord(&(lo, y)));
         a.draw(&Text::new(
             format!(
-                "{} {} pp{} tg{}",
-                c.model, c.quant, c.params.n_prompt, c.params.n_gen
+                "{} {} pp{} tg{}{}",
+                c.model,
+                c.quant,
+                c.params.n_prompt,
+                c.params.n_gen,
+                c.placement_suffix()
             ),
             (px - 12, py),
             (FONT, 15)

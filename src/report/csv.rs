@@ -161,6 +161,26 @@ pub fn columns() -> Vec<Col> {
             r.environment.llama.llama_version.clone()
         }),
         ("started_at", |r, _| r.started_at.clone()),
+        // multi-GPU placement (added after the columns above; llama-bench's names)
+        ("split_mode", |_, c| c.params.split_mode.name().into()),
+        ("main_gpu", |_, c| c.params.main_gpu.to_string()),
+        ("tensor_split", |_, c| c.params.tensor_split.to_string()),
+        ("n_gpus", |_, c| {
+            if c.status == CellStatus::Ok {
+                c.devices_used.len().to_string()
+            } else {
+                String::new()
+            }
+        }),
+        ("gpus", |_, c| c.devices_used.join("/")),
+        ("vram_per_gpu_bytes", |_, c| {
+            c.vram_per_gpu()
+                .iter()
+                .map(|v| opt(*v))
+                .collect::<Vec<_>>()
+                .join("/")
+        }),
+        ("vram_max_gpu_bytes", |_, c| opt(c.vram_max_gpu_bytes())),
     ];
     cols.extend(tail);
     cols

@@ -180,7 +180,7 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
              <td class=\"l\">{status}</td><td class=\"l\">{dev}</td><td>{load}</td><td>{mem}</td><td>{ttft}</td>\
              <td>{dec}</td><td>{itl}</td><td>{pps}</td><td>{tgs}</td><td>{eff}</td><td>{en}</td><td class=\"l\">{file}</td></tr>",
             cls = if ok { "" } else { "failed" },
-            model = esc(&c.label),
+            model = esc(&format!("{}{}", c.label, c.placement_suffix())),
             quant = c.quant,
             pp = c.params.n_prompt,
             tg = c.params.n_gen,
@@ -211,13 +211,36 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     }
     h += "</table></div>\n";
 
+    if let Some((intro, head, rows)) = super::md::placement_table(r) {
+        write!(
+            h,
+            "<h2>Multi-GPU placements</h2>\n<p>{}</p>\n<div class=\"scroll\"><table>\n<tr>",
+            esc(&intro.replace('`', ""))
+        )?;
+        for (i, t) in head.iter().enumerate() {
+            let l = if i < 5 { " class=\"l\"" } else { "" };
+            write!(h, "<th{l}>{}</th>", esc(t))?;
+        }
+        h += "</tr>\n";
+        for row in rows {
+            let cls = if row[3] == "FAILED" { "failed" } else { "" };
+            write!(h, "<tr class=\"{cls}\">")?;
+            for (i, cell) in row.iter().enumerate() {
+                let l = if i < 5 { " class=\"l\"" } else { "" };
+                write!(h, "<td{l}>{}</td>", esc(cell))?;
+            }
+            h += "</tr>\n";
+        }
+        h += "</table></div>\n";
+    }
+
     if !failed.is_empty() {
         h += "<h2>Failed cells</h2>\n<ul>\n";
         for c in &failed {
             writeln!(
                 h,
                 "<li><b>{} {}</b> (pp{} tg{}): <code>{}</code></li>",
-                esc(&c.model),
+                esc(&format!("{}{}", c.model, c.placement_suffix())),
                 c.quant,
                 c.params.n_prompt,
                 c.params.n_gen,

@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use super::{CellResult, CellStatus, Format, Report};
+use crate::config::SplitMode;
 
 pub struct Markdown;
 
@@ -64,7 +65,7 @@ pub fn table(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
         .map(|c| {
             let ok = c.status == CellStatus::Ok;
             vec![
-                c.model.clone(),
+                format!("{}{}", c.model, c.placement_suffix()),
                 c.quant.to_string(),
                 if ok { "ok".into() } else { "FAILED".into() },
                 c.load_s.map_or("–".into(), |s| format!("{s:.2}")),
@@ -139,6 +140,14 @@ impl Format for Markdown {
         }
         s += &harness_check(r);
         s += &gpu_table(r);
+        if let Some((intro, head, rows)) = placement_table(r) {
+            s += &format!("\n## Multi-GPU placements\n\n{intro}\n\n");
+            s += &format!("| {} |\n", head.join(" | "));
+            s += &format!("|{}\n", head.iter().map(|_| "---|").collect::<String>());
+            for row in rows {
+                s += &format!("| {} |\n", row.join(" | "));
+            }
+        }
         let failed: Vec<_> = r
             .cells
             .iter()
@@ -148,8 +157,9 @@ impl Format for Markdown {
             s += "\n## Failed cells\n\n";
             for c in failed {
                 s += &format!(
-                    "- {} {}: {}\n",
+                    "- {}{} {}: {}\n",
                     c.model,
+                    c.placement_suffix(),
                     c.quant,
                     c.error.as_deref().unwrap_or("unknown").replace('\n', " ")
                 );
@@ -187,8 +197,9 @@ fn harness_check(r: &Report) -> String {
     for c in ok {
         let f = |m: &str| c.mean(m).map_or("–".into(), |v| format!("{v:.1}"));
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.model,
+            c.placement_suffix(),
             c.quant,
             c.params.n_gen,
             f("tg_tok_s"),
@@ -222,18 +233,29 @@ fn gpu_table(r: &Report) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let mut s = String::from(
-        "\n## GPU\n\n| model | quant | n_gen | VRAM after load | after warm-up | peak | source | \
+    let multi = rows
+        .iter()
+        .any(|c| c.gpu.as_ref().is_some_and(|g| g.per_device.len() > 1));
+    let mut s = format!(
+        "\n## GPU\n\n| model | quant | n_gen | VRAM after load | after warm-up |{} peak | source | \
          weights (device) | KV | compute | J/token | bw_util | SM MHz | throttled |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|{}---|---|---|---|---|---|---|---|---|\n",
+        if multi { " per GPU |" } else { "" },
+        if multi { "---|" } else { "" },
     );
     for c in rows {
         let g = c.gpu.as_ref().expect("filtered");
         let m = c.memory.as_ref();
         let b = |v: Option<u64>| v.map_or("–".into(), bytes);
+        let per_gpu = if multi {
+            format!(" {} |", per_gpu(c))
+        } else {
+            String::new()
+        };
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}–{} | {} |\n",
+            "| {}{} | {} | {} | {} | {} |{per_gpu} {} | {} | {} | {} | {} | {} | {} | {}–{} | {} |\n",
             c.model,
+            c.placement_suffix(),
             c.quant,
             c.params.n_gen,
             b(g.vram_after_load_bytes),
@@ -256,6 +278,115 @@ fn gpu_table(r: &Report) -> String {
         );
     }
     s
+}
+
+/// Device memory per GPU after warm-up, e.g. `CUDA0 7.1 GiB + CUDA1 6.9 GiB`.
+pub fn per_gpu(c: &CellResult) -> String {
+    let Some(g) = c.gpu.as_ref().filter(|g| !g.per_device.is_empty()) else {
+        return "–".into();
+    };
+    g.per_device
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d.device,
+                d.after_warmup_bytes.map_or("?".into(), bytes)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// An introduction, a header and rows.
+pub type TextTable = (String, Vec<&'static str>, Vec<Vec<String>>);
+
+/// Cells that measure the same model, quant and shape under several multi-GPU placements (or
+/// on several GPUs), side by side: each placement's speed relative to the same model on one
+/// GPU (`split_mode = "none"`) where the group has such a cell. `None` when the run has no
+/// such cells. Returns an introduction, the header and the rows.
+pub fn placement_table(r: &Report) -> Option<TextTable> {
+    let same = |a: &CellResult, b: &CellResult| {
+        let (mut pa, mut pb) = (a.params.clone(), b.params.clone());
+        for p in [&mut pa, &mut pb] {
+            p.split_mode = Default::default();
+            p.main_gpu = 0;
+            p.tensor_split = Default::default();
+        }
+        a.model == b.model && a.quant == b.quant && pa == pb
+    };
+    let mut groups: Vec<Vec<&CellResult>> = Vec::new();
+    for c in &r.cells {
+        match groups.iter_mut().find(|g| same(g[0], c)) {
+            Some(g) => g.push(c),
+            None => groups.push(vec![c]),
+        }
+    }
+    groups.retain(|g| g.len() > 1 || g.iter().any(|c| c.devices_used.len() > 1));
+    if groups.is_empty() {
+        return None;
+    }
+    let head = vec![
+        "model",
+        "quant",
+        "placement",
+        "GPUs",
+        "VRAM per GPU",
+        "largest share",
+        "decode tok/s",
+        "tg tok/s",
+        "pp tok/s",
+        "TTFT ms",
+        "decode vs 1 GPU",
+        "tg vs 1 GPU",
+        "pp vs 1 GPU",
+    ];
+    let mut rows = Vec::new();
+    for g in groups {
+        let one = g.iter().find(|c| {
+            c.status == CellStatus::Ok
+                && c.devices_used.len() == 1
+                && c.params.split_mode == SplitMode::None
+        });
+        for c in &g {
+            let ok = c.status == CellStatus::Ok;
+            let vs = |m: &str| match one {
+                Some(o) if ok => pct(c.mean(m), o.mean(m)),
+                _ => "–".into(),
+            };
+            let f = |m: &str| c.mean(m).map_or("–".into(), |v| format!("{v:.1}"));
+            rows.push(vec![
+                c.model.clone(),
+                c.quant.to_string(),
+                c.params
+                    .placement_tag()
+                    .unwrap_or_else(|| "sm layer ts auto (default)".into()),
+                if !ok {
+                    "FAILED".into()
+                } else if c.devices_used.is_empty() {
+                    "CPU".into()
+                } else {
+                    c.devices_used.join(" + ")
+                },
+                per_gpu(c),
+                c.vram_max_gpu_bytes().map_or("–".into(), bytes),
+                f("decode_tok_s"),
+                f("tg_tok_s"),
+                f("pp_tok_s"),
+                f("ttft_ms"),
+                vs("decode_tok_s"),
+                vs("tg_tok_s"),
+                vs("pp_tok_s"),
+            ]);
+        }
+    }
+    let intro = "The same model and quant under each multi-GPU placement (`split_mode`, \
+                 `main_gpu`, `tensor_split`). \"vs 1 GPU\" compares with the cell of \
+                 `split_mode = \"none\"` (the whole model on one GPU) where there is one; \
+                 \"largest share\" is the most device memory any one GPU held, which decides \
+                 whether a model fits."
+        .to_string();
+    Some((intro, head, rows))
 }
 
 #[cfg(test)]

@@ -104,6 +104,9 @@ pub struct CellResult {
     /// Backend and device the weights ran on.
     pub backend: Option<String>,
     pub device: Option<String>,
+    /// GPUs holding the model's weights (ggml names, e.g. `CUDA0`, `CUDA1`); empty on the CPU.
+    #[serde(default)]
+    pub devices_used: Vec<String>,
     pub model_info: Option<ModelInfo>,
     /// Model load wall time (seconds); `load_cold` says whether the page cache was evicted first.
     pub load_s: Option<f64>,
@@ -186,6 +189,7 @@ impl CellResult {
             prompt_tokens: None,
             backend: None,
             device: None,
+            devices_used: Vec::new(),
             model_info: None,
             load_s: None,
             load_cold: None,
@@ -281,6 +285,7 @@ impl CellResult {
         r.prompt_tokens = Some(m.prompt_tokens);
         r.backend = Some(m.backend);
         r.device = Some(m.device);
+        r.devices_used = m.devices_used;
         r.model_info = Some(m.model);
         r.load_s = Some(m.load_s);
         r.load_cold = Some(m.load_cold);
@@ -290,6 +295,28 @@ impl CellResult {
         r.samples = m.reps;
         r.generated_text = Some(m.generated_text);
         r
+    }
+
+    /// Device memory per GPU after warm-up, in llama.cpp's GPU order (empty without NVML).
+    pub fn vram_per_gpu(&self) -> Vec<Option<u64>> {
+        self.gpu
+            .as_ref()
+            .map(|g| g.per_device.iter().map(|d| d.after_warmup_bytes).collect())
+            .unwrap_or_default()
+    }
+
+    /// The largest per-GPU share of `vram_bytes`: what decides whether a split fits.
+    pub fn vram_max_gpu_bytes(&self) -> Option<u64> {
+        self.vram_per_gpu().into_iter().flatten().max()
+    }
+
+    /// Short cell name for tables and charts: `model quant`, then `pp tg` where several
+    /// shapes were measured, then the placement where it is not llama.cpp's default.
+    pub fn placement_suffix(&self) -> String {
+        self.params
+            .placement_tag()
+            .map(|t| format!(" [{t}]"))
+            .unwrap_or_default()
     }
 
     /// Mean of a summarised metric.
