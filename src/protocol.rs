@@ -71,6 +71,9 @@ pub struct DeviceInfo {
     /// PCI bus id for GPUs (empty where ggml does not report one).
     #[serde(default)]
     pub device_id: String,
+    /// Whether the device's backend offers row-split buffers (`split_mode = "row"`).
+    #[serde(default)]
+    pub row_split: bool,
 }
 
 /// Architecture facts llama.cpp reports for a loaded model.
@@ -208,6 +211,7 @@ mod tests {
             memory_total_bytes: 0,
             memory_free_bytes: 0,
             device_id: id.into(),
+            row_split: false,
         }
     }
 

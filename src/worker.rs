@@ -130,11 +130,11 @@ fn run_job(
         )
     });
     let placement = Placement::of(p);
-    let gpus: Vec<(String, String)> = engine
+    let gpus: Vec<(String, String, bool)> = engine
         .info
         .llama_gpus()
         .iter()
-        .map(|d| (d.name.clone(), d.description.clone()))
+        .map(|d| (d.name.clone(), d.description.clone(), d.row_split))
         .collect();
     placement.check(&gpus)?;
     let reuse = loaded

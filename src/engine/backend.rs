@@ -281,6 +281,12 @@ fn devices() -> Vec<DeviceInfo> {
                     memory_total_bytes: total as u64,
                     memory_free_bytes: free as u64,
                     device_id: cstr(props.device_id),
+                    // what llama.cpp looks up for split_mode = "row"
+                    row_split: !sys::ggml_backend_reg_get_proc_address(
+                        sys::ggml_backend_dev_backend_reg(dev),
+                        c"ggml_backend_split_buffer_type".as_ptr(),
+                    )
+                    .is_null(),
                 }
             })
             .collect()

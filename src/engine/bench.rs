@@ -109,7 +109,7 @@ impl Placement {
     /// descriptions, in llama.cpp's order) before loading, where llama.cpp would fail with a
     /// terse log line or silently drop shares of GPUs that do not exist. Without GPUs, or with
     /// no layer offloaded, the placement has no effect and passes.
-    pub fn check(&self, gpus: &[(String, String)]) -> Result<()> {
+    pub fn check(&self, gpus: &[(String, String, bool)]) -> Result<()> {
         if self.split_mode == SplitMode::Tensor && gpus.is_empty() {
             bail!(
                 "split_mode = \"tensor\" needs at least one GPU, and llama.cpp sees none \
@@ -122,7 +122,7 @@ impl Placement {
         let listing = || {
             gpus.iter()
                 .enumerate()
-                .map(|(i, (n, d))| format!("{i} = {n} ({d})"))
+                .map(|(i, (n, d, _))| format!("{i} = {n} ({d})"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -135,6 +135,14 @@ impl Placement {
                 listing(),
                 n - 1
             );
+        }
+        if self.split_mode == SplitMode::Row {
+            if let Some((n, _, _)) = gpus.iter().find(|g| !g.2) {
+                bail!(
+                    "split_mode = \"row\": {n}'s backend in this llama.cpp has no row-split \
+                     buffers (llama.cpp deprecated `row` for `tensor`); use \"tensor\" or \"layer\""
+                );
+            }
         }
         let needed = self.tensor_split.devices_needed();
         if self.split_mode != SplitMode::None && needed > n {
@@ -727,6 +735,7 @@ mod tests {
             memory_total_bytes: 0,
             memory_free_bytes: 0,
             device_id: id.into(),
+            row_split: false,
         }
     }
 
@@ -796,10 +805,10 @@ mod tests {
             main_gpu: mg,
             tensor_split: TensorSplit(ts.to_vec()),
         };
-        let one = [("CUDA0".to_string(), "NVIDIA H200".to_string())];
+        let one = [("CUDA0".to_string(), "NVIDIA H200".to_string(), true)];
         let two = [
             one[0].clone(),
-            ("CUDA1".to_string(), "NVIDIA H200".to_string()),
+            ("CUDA1".to_string(), "NVIDIA H200".to_string(), true),
         ];
         assert!(p(SplitMode::None, 1, &[]).check(&two).is_ok());
         let e = p(SplitMode::None, 1, &[])
@@ -831,6 +840,17 @@ mod tests {
         };
         assert!(cpu.check(&one).is_ok());
         assert!(p(SplitMode::Tensor, 0, &[]).check(&[]).is_err());
+        // a backend without row-split buffers (CUDA in the pinned llama.cpp)
+        let no_rows = [("CUDA0".to_string(), "NVIDIA H200".to_string(), false)];
+        let e = p(SplitMode::Row, 0, &[])
+            .check(&no_rows)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no row-split buffers") && e.contains("\"tensor\""),
+            "{e}"
+        );
+        assert!(p(SplitMode::Layer, 0, &[]).check(&no_rows).is_ok());
     }
 
     fn naive(v: &[f32]) -> usize {
