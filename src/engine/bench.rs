@@ -317,7 +317,7 @@ impl LoadedModel {
         let ctx_s = t0.elapsed().as_secs_f64();
         let mut memory = breakdown(ctx.ptr());
         memory.host_rss_after_load_bytes = host_rss().current_bytes;
-        let devices_used = devices_used(&engine.info, &memory.buffers);
+        let devices_used = devices_used(&engine.info, &memory.buffers, &p.tensor_split);
         probe.after_load(&devices_used);
 
         // SAFETY: vocab getters on a live model.
@@ -434,23 +434,33 @@ fn split_mode(m: SplitMode) -> sys::llama_split_mode {
 /// from llama.cpp's buffer accounting: a buffer type is named after its device (`CUDA0`,
 /// `CUDA0_something`); buffers shared by several devices (`CUDA_Split`) name none of them,
 /// and the devices of a row split also hold the layers' other tensors in their own buffers.
+/// `split_mode = "tensor"` puts the weights in buffers of one "meta" device over every GPU
+/// (named `Meta(...)`, in the pinned llama.cpp `Meta()` with the list lost): then the GPUs
+/// with a share of `tensor_split` (all of them for `auto`) hold them.
 pub fn devices_used(
     info: &crate::protocol::BackendInfo,
     buffers: &[crate::protocol::BufferMemory],
+    tensor_split: &TensorSplit,
 ) -> Vec<String> {
+    let weights = |b: &&crate::protocol::BufferMemory| !b.host && b.model_bytes > 0;
+    let meta = buffers
+        .iter()
+        .filter(weights)
+        .any(|b| b.name.starts_with("Meta("));
     info.llama_gpus()
         .into_iter()
-        .filter(|d| {
-            buffers.iter().any(|b| {
-                !b.host
-                    && b.model_bytes > 0
-                    && (b.name == d.name
+        .enumerate()
+        .filter(|(i, d)| {
+            let share = tensor_split.is_auto() || tensor_split.0.get(*i).is_some_and(|x| *x > 0.0);
+            (meta && share)
+                || buffers.iter().filter(weights).any(|b| {
+                    b.name == d.name
                         || b.name
                             .strip_prefix(d.name.as_str())
-                            .is_some_and(|rest| rest.starts_with('_')))
-            })
+                            .is_some_and(|rest| rest.starts_with('_'))
+                })
         })
-        .map(|d| d.name.clone())
+        .map(|(_, d)| d.name.clone())
         .collect()
 }
 
@@ -770,6 +780,7 @@ mod tests {
 
     #[test]
     fn devices_used_follow_the_weights() {
+        let auto = TensorSplit::default();
         let two = info(2);
         // layer split: each GPU has its own buffer with weights
         let b = [
@@ -778,11 +789,14 @@ mod tests {
             buf("CUDA1", false, 400, 10),
             buf("CUDA_Host", true, 0, 0),
         ];
-        assert_eq!(devices_used(&two, &b), ["CUDA0", "CUDA1"]);
-        assert_eq!(placement(&two, &devices_used(&two, &b)).1, "2× NVIDIA H200");
+        assert_eq!(devices_used(&two, &b, &auto), ["CUDA0", "CUDA1"]);
+        assert_eq!(
+            placement(&two, &devices_used(&two, &b, &auto)).1,
+            "2× NVIDIA H200"
+        );
         // none on GPU 1: the other GPU holds only compute buffers
         let b = [buf("CUDA0", false, 0, 0), buf("CUDA1", false, 900, 20)];
-        assert_eq!(devices_used(&two, &b), ["CUDA1"]);
+        assert_eq!(devices_used(&two, &b, &auto), ["CUDA1"]);
         assert_eq!(
             placement(&two, &["CUDA1".into()]),
             ("CUDA".into(), "NVIDIA H200".into())
@@ -790,10 +804,15 @@ mod tests {
         // CUDA1 must not claim CUDA10's buffers, and the shared split buffer names no GPU
         let many = info(11);
         let b = [buf("CUDA10", false, 5, 0), buf("CUDA_Split", false, 800, 0)];
-        assert_eq!(devices_used(&many, &b), ["CUDA10"]);
+        assert_eq!(devices_used(&many, &b, &auto), ["CUDA10"]);
+        // tensor parallelism: one meta buffer over the GPUs with a share
+        let b = [buf("Meta()", false, 900, 0), buf("CUDA_Host", true, 0, 0)];
+        assert_eq!(devices_used(&two, &b, &auto), ["CUDA0", "CUDA1"]);
+        let ts = TensorSplit(vec![0.0, 1.0]);
+        assert_eq!(devices_used(&two, &b, &ts), ["CUDA1"]);
         // all on the CPU
         let b = [buf("CPU", true, 900, 20)];
-        assert!(devices_used(&two, &b).is_empty());
+        assert!(devices_used(&two, &b, &auto).is_empty());
         assert_eq!(placement(&two, &[]), ("CPU".into(), "AMD EPYC".into()));
     }
 
