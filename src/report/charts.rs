@@ -256,7 +256,7 @@ fn sd_err(c: &CellResult, m: &str) -> BarValue {
 }
 
 fn short(v: f64) -> String {
-    if v >= 100.0 || (v >= 1.0 && (v - v.round()).abs() < 1e-9) {
+    if v == 0.0 || v >= 100.0 || (v >= 1.0 && (v - v.round()).abs() < 1e-9) {
         format!("{v:.0}")
     } else if v >= 10.0 {
         format!("{v:.1}")
