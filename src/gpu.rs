@@ -84,6 +84,12 @@ pub struct DeviceVram {
     pub peak_bytes: Option<u64>,
 }
 
+/// Peak memory bandwidth from NVML's bus width (bits) and maximum memory clock (MHz), double
+/// data rate.
+fn peak_bandwidth(bus_bits: Option<u32>, clock_mhz: Option<u32>) -> Option<f64> {
+    Some(f64::from(bus_bits?) / 8.0 * f64::from(clock_mhz?) * 1e6 * 2.0)
+}
+
 /// Reads what NVML knows about the machine's GPUs.
 pub fn environment() -> GpuEnvironment {
     let nvml = match Nvml::init() {
@@ -123,10 +129,7 @@ pub fn environment() -> GpuEnvironment {
             memory_free_bytes: mem.as_ref().map_or(0, |m| m.free),
             memory_bus_width_bits: bus,
             memory_clock_max_mhz: clock,
-            peak_bandwidth_bytes_s: match (bus, clock) {
-                (Some(b), Some(c)) => Some(f64::from(b) / 8.0 * f64::from(c) * 1e6 * 2.0),
-                _ => None,
-            },
+            peak_bandwidth_bytes_s: peak_bandwidth(bus, clock),
         });
     }
     if env.gpus.is_empty() {
@@ -220,10 +223,7 @@ impl GpuSession {
                 pci_bus_id: d.pci_info().map(|p| p.bus_id).unwrap_or_default(),
                 name: d.name().unwrap_or_default(),
                 baseline_used_bytes: d.memory_info().map(|m| m.used).unwrap_or(0),
-                peak_bandwidth_bytes_s: match (bus, clock) {
-                    (Some(b), Some(c)) => Some(f64::from(b) / 8.0 * f64::from(c) * 1e6 * 2.0),
-                    _ => None,
-                },
+                peak_bandwidth_bytes_s: peak_bandwidth(bus, clock),
             });
         }
         if devices.is_empty() {
