@@ -260,9 +260,18 @@ impl GpuSession {
         Ok(self)
     }
 
-    /// ggml names of the watched GPUs, in ggml's order.
-    pub fn device_names(&self) -> Vec<String> {
-        self.devices.iter().map(|d| d.ggml_name.clone()).collect()
+    /// The watched GPUs, in ggml's order, as per-cell entries with no readings yet.
+    pub fn devices(&self) -> Vec<DeviceVram> {
+        self.devices
+            .iter()
+            .map(|d| DeviceVram {
+                device: d.ggml_name.clone(),
+                nvml_index: d.index,
+                pci_bus_id: d.pci_bus_id.clone(),
+                name: d.name.clone(),
+                ..Default::default()
+            })
+            .collect()
     }
 
     /// Peak memory bandwidth of the watched GPU named `ggml_name`.
@@ -355,8 +364,8 @@ impl GpuSession {
 /// Per-process device memory of each watched GPU.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VramReading {
-    /// `(ggml name, NVML index, PCI bus id, GPU name, bytes)`, in ggml's order.
-    pub per_device: Vec<(String, u32, String, String, Option<u64>)>,
+    /// Bytes per GPU, in the order of [`GpuSession::devices`].
+    pub bytes: Vec<Option<u64>>,
     /// `nvml_process` when every device listed this process, else `nvml_device_delta`.
     pub source: &'static str,
 }
@@ -364,14 +373,14 @@ pub struct VramReading {
 impl VramReading {
     /// Bytes on all GPUs together (`None` when no device could be read).
     pub fn total(&self) -> Option<u64> {
-        let v: Vec<u64> = self.per_device.iter().filter_map(|d| d.4).collect();
+        let v: Vec<u64> = self.bytes.iter().flatten().copied().collect();
         (!v.is_empty()).then(|| v.iter().sum())
     }
 }
 
 fn read_vram(nvml: &Nvml, devices: &[Watched], pid: u32) -> VramReading {
     let mut r = VramReading {
-        per_device: Vec::new(),
+        bytes: Vec::with_capacity(devices.len()),
         source: "nvml_process",
     };
     for d in devices {
@@ -379,13 +388,7 @@ fn read_vram(nvml: &Nvml, devices: &[Watched], pid: u32) -> VramReading {
         if source != "nvml_process" {
             r.source = source;
         }
-        r.per_device.push((
-            d.ggml_name.clone(),
-            d.index,
-            d.pci_bus_id.clone(),
-            d.name.clone(),
-            v,
-        ));
+        r.bytes.push(v);
     }
     r
 }
@@ -406,12 +409,10 @@ fn sample(
         if let Some(t) = r.total() {
             s.vram_peak = Some(s.vram_peak.map_or(t, |p: u64| p.max(t)));
         }
-        for (k, d) in r.per_device.iter().enumerate() {
-            if let Some(v) = d.4 {
-                if s.per_device_peak.len() <= k {
-                    s.per_device_peak.resize(k + 1, None);
-                }
-                s.per_device_peak[k] = Some(s.per_device_peak[k].map_or(v, |p: u64| p.max(v)));
+        s.per_device_peak.resize(r.bytes.len(), None);
+        for (peak, v) in s.per_device_peak.iter_mut().zip(&r.bytes) {
+            if let Some(v) = *v {
+                *peak = Some(peak.map_or(v, |p| p.max(v)));
             }
         }
         return;
@@ -566,11 +567,7 @@ mod tests {
     #[test]
     fn vram_totals_over_devices() {
         let r = VramReading {
-            per_device: vec![
-                ("CUDA0".into(), 0, String::new(), String::new(), Some(5)),
-                ("CUDA1".into(), 1, String::new(), String::new(), None),
-                ("CUDA2".into(), 2, String::new(), String::new(), Some(7)),
-            ],
+            bytes: vec![Some(5), None, Some(7)],
             source: "nvml_process",
         };
         assert_eq!(r.total(), Some(12));

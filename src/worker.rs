@@ -16,7 +16,6 @@ use crate::engine::{self, Engine, LoadedModel, Placement};
 use std::time::Duration;
 
 use crate::config::SplitMode;
-use crate::gpu::DeviceVram;
 use crate::gpu::{CellMonitor, GpuCellTelemetry, GpuSession};
 use crate::plan::Cell;
 use crate::protocol::{Event, Job};
@@ -130,13 +129,7 @@ fn run_job(
         )
     });
     let placement = Placement::of(p);
-    let gpus: Vec<(String, String, bool)> = engine
-        .info
-        .llama_gpus()
-        .iter()
-        .map(|d| (d.name.clone(), d.description.clone(), d.row_split))
-        .collect();
-    placement.check(&gpus)?;
+    placement.check(&engine.info.llama_gpus())?;
     let reuse = loaded
         .as_ref()
         .is_some_and(|m| m.path == job.model_path && m.placement == placement && !job.cold);
@@ -239,25 +232,17 @@ impl engine::Probe for CellProbe<'_> {
             let r = g.vram();
             self.telemetry.vram_after_load_bytes = r.total();
             self.telemetry.vram_source = Some(r.source.to_string());
-            self.telemetry.per_device = r
-                .per_device
-                .into_iter()
-                .map(|(device, nvml_index, pci_bus_id, name, v)| DeviceVram {
-                    device,
-                    nvml_index,
-                    pci_bus_id,
-                    name,
-                    after_load_bytes: v,
-                    ..Default::default()
-                })
-                .collect();
+            self.telemetry.per_device = g.devices();
+            for (d, v) in self.telemetry.per_device.iter_mut().zip(r.bytes) {
+                d.after_load_bytes = v;
+            }
         }
     }
     fn after_warmup(&mut self) {
         if let Some(g) = self.session {
             let r = g.vram();
             self.telemetry.vram_after_warmup_bytes = r.total();
-            for (d, (_, _, _, _, v)) in self.telemetry.per_device.iter_mut().zip(r.per_device) {
+            for (d, v) in self.telemetry.per_device.iter_mut().zip(r.bytes) {
                 d.after_warmup_bytes = v;
             }
         }

@@ -97,32 +97,21 @@ fn budget(given: Option<u64>, wants_gpu: bool) -> Budget {
 
 /// Whether a copy fits, how many do, and the need per GPU where it is spread over several.
 fn fit(e: &Estimate, c: &crate::plan::Cell, budget: &Budget, gpu: bool) -> (bool, u64, Vec<u64>) {
-    if !gpu || budget.per_gpu_free_bytes.len() < 2 && c.params.tensor_split.devices_needed() < 2 {
-        let free = if gpu && c.params.split_mode == crate::config::SplitMode::None {
-            budget
-                .per_gpu_free_bytes
-                .get(c.params.main_gpu as usize)
-                .copied()
-                .unwrap_or(0)
-        } else {
-            budget.free_bytes
-        };
-        return (e.total() <= free, e.copies_in(free), Vec::new());
-    }
     let free = &budget.per_gpu_free_bytes;
-    let shares = capacity::shares(
-        c.params.split_mode,
-        c.params.main_gpu,
-        &c.params.tensor_split,
-        free,
-    );
+    let shares = if gpu {
+        capacity::shares(
+            c.params.split_mode,
+            c.params.main_gpu,
+            &c.params.tensor_split,
+            free,
+        )
+    } else {
+        vec![1.0]
+    };
     let need = e.per_gpu(&shares);
     let mut fits = need.iter().any(|n| *n > 0);
     let mut copies = u64::MAX;
-    for (k, n) in need.iter().enumerate() {
-        if *n == 0 {
-            continue;
-        }
+    for (k, n) in need.iter().enumerate().filter(|(_, n)| **n > 0) {
         let f = free.get(k).copied().unwrap_or(0);
         fits &= *n <= f;
         copies = copies.min(f / n);

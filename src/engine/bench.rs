@@ -109,7 +109,7 @@ impl Placement {
     /// descriptions, in llama.cpp's order) before loading, where llama.cpp would fail with a
     /// terse log line or silently drop shares of GPUs that do not exist. Without GPUs, or with
     /// no layer offloaded, the placement has no effect and passes.
-    pub fn check(&self, gpus: &[(String, String, bool)]) -> Result<()> {
+    pub fn check(&self, gpus: &[&crate::protocol::DeviceInfo]) -> Result<()> {
         if self.split_mode == SplitMode::Tensor && gpus.is_empty() {
             bail!(
                 "split_mode = \"tensor\" needs at least one GPU, and llama.cpp sees none \
@@ -122,7 +122,7 @@ impl Placement {
         let listing = || {
             gpus.iter()
                 .enumerate()
-                .map(|(i, (n, d, _))| format!("{i} = {n} ({d})"))
+                .map(|(i, d)| format!("{i} = {} ({})", d.name, d.description))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -137,10 +137,11 @@ impl Placement {
             );
         }
         if self.split_mode == SplitMode::Row {
-            if let Some((n, _, _)) = gpus.iter().find(|g| !g.2) {
+            if let Some(g) = gpus.iter().find(|g| !g.row_split) {
                 bail!(
-                    "split_mode = \"row\": {n}'s backend in this llama.cpp has no row-split \
-                     buffers (llama.cpp deprecated `row` for `tensor`); use \"tensor\" or \"layer\""
+                    "split_mode = \"row\": {}'s backend in this llama.cpp has no row-split \
+                     buffers (llama.cpp deprecated `row` for `tensor`); use \"tensor\" or \"layer\"",
+                    g.name
                 );
             }
         }
@@ -824,11 +825,14 @@ mod tests {
             main_gpu: mg,
             tensor_split: TensorSplit(ts.to_vec()),
         };
-        let one = [("CUDA0".to_string(), "NVIDIA H200".to_string(), true)];
-        let two = [
-            one[0].clone(),
-            ("CUDA1".to_string(), "NVIDIA H200".to_string(), true),
-        ];
+        let with_rows = |d: DeviceInfo| DeviceInfo {
+            row_split: true,
+            ..d
+        };
+        let cuda0 = with_rows(gpu("CUDA0", "NVIDIA H200", ""));
+        let cuda1 = with_rows(gpu("CUDA1", "NVIDIA H200", ""));
+        let one = [&cuda0];
+        let two = [&cuda0, &cuda1];
         assert!(p(SplitMode::None, 1, &[]).check(&two).is_ok());
         let e = p(SplitMode::None, 1, &[])
             .check(&one)
@@ -860,7 +864,8 @@ mod tests {
         assert!(cpu.check(&one).is_ok());
         assert!(p(SplitMode::Tensor, 0, &[]).check(&[]).is_err());
         // a backend without row-split buffers (CUDA in the pinned llama.cpp)
-        let no_rows = [("CUDA0".to_string(), "NVIDIA H200".to_string(), false)];
+        let plain = gpu("CUDA0", "NVIDIA H200", "");
+        let no_rows = [&plain];
         let e = p(SplitMode::Row, 0, &[])
             .check(&no_rows)
             .unwrap_err()
