@@ -184,8 +184,18 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
         matrix.models.len(),
         budget.description
     ));
+    let name = |r: &Row| match &r.placement {
+        Some(t) => format!("{} [{t}]", r.model),
+        None => r.model.clone(),
+    };
+    let w = rows
+        .iter()
+        .map(|r| name(r).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     ctx.printer.line(&format!(
-        "{:>3}  {:<16} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  source",
+        "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  source",
         "#", "model", "quant", "pp", "tg", "reps", "cached", "file", "needs", "fits", "copies"
     ));
     for r in &rows {
@@ -204,12 +214,9 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
                 .join("+"),
             Some(e) => format!("~{}", bytes(e.total())),
         };
-        let model = match &r.placement {
-            Some(t) => format!("{} [{t}]", r.model),
-            None => r.model.clone(),
-        };
+        let model = name(r);
         ctx.printer.line(&format!(
-            "{:>3}  {:<16} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  {}",
+            "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  {}",
             r.index + 1,
             model,
             r.quant,
