@@ -37,6 +37,10 @@ struct State {
     slow: Option<Duration>,
     /// Hub: answer this many resolve requests with 503 first.
     fail_next: u32,
+    /// Hub (hostile): this `X-Repo-Commit` on every resolve answer.
+    commit_override: Option<String>,
+    /// Hub (hostile): redirect resolve requests here (`{sha}` = the file's sha256).
+    location_override: Option<String>,
     /// Every request: (method, path, Range header, had the token).
     log: Vec<(String, String, Option<String>, bool)>,
 }
@@ -54,7 +58,10 @@ impl FakeHub {
     /// Two listeners, as on the real hub: the hub itself, and the CDN its resolve URLs redirect
     /// to on another origin (another port here), which clients must not send the token to.
     fn start() -> FakeHub {
-        let hub = TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeHub::start_on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn start_on(hub: TcpListener) -> FakeHub {
         let cdn = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", hub.local_addr().unwrap());
         let cdn_url = format!("http://{}", cdn.local_addr().unwrap());
@@ -269,12 +276,21 @@ fn serve(mut s: TcpStream, st: &Mutex<State>, cdn: &str) -> std::io::Result<()> 
             return not_found(&mut s, "EntryNotFound");
         };
         let sum = sha(bytes);
+        let (commit, location) = {
+            let st = st.lock().unwrap();
+            (
+                st.commit_override.clone().unwrap_or(repo.commit.clone()),
+                st.location_override
+                    .as_ref()
+                    .map_or_else(|| format!("{cdn}/cdn/{sum}"), |l| l.replace("{sha}", &sum)),
+            )
+        };
         return respond(
             &mut s,
             "302 Found",
             &[
-                ("Location", format!("{cdn}/cdn/{sum}")),
-                ("X-Repo-Commit", repo.commit.clone()),
+                ("Location", location),
+                ("X-Repo-Commit", commit),
                 ("X-Linked-Etag", format!("\"{sum}\"")),
                 ("X-Linked-Size", bytes.len().to_string()),
                 ("ETag", "\"W/not-the-sha\"".into()),
@@ -290,6 +306,47 @@ fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// A listener that answers 404 to everything and records, per request, whether it carried the
+/// test token: a host that must never see it.
+fn evil_listener(listener: TcpListener) -> (String, Arc<Mutex<Vec<bool>>>) {
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut token = false;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                token |= h.contains(TOKEN);
+            }
+            log.lock().unwrap().push(token);
+            let _ = not_found(&mut conn, "");
+        }
+    });
+    (url, seen)
+}
+
+/// A hub port P and a free port whose decimal digits start with P's (P·10 + d): the pair that
+/// fooled the old string-prefix origin check.
+fn prefix_ports() -> (TcpListener, TcpListener) {
+    for p in (2000u16..6500).step_by(37) {
+        let Ok(hub) = TcpListener::bind(("127.0.0.1", p)) else {
+            continue;
+        };
+        for d in 0..10u16 {
+            if let Ok(other) = TcpListener::bind(("127.0.0.1", p * 10 + d)) {
+                return (hub, other);
+            }
+        }
+    }
+    panic!("no free port pair")
 }
 
 // ---- test helpers ------------------------------------------------------------------------------
@@ -924,4 +981,129 @@ fn python_huggingface_hub_and_quantbench_share_the_cache() {
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
     assert_eq!(hub.log().len(), before);
     assert_eq!(cells(&s.report())[0]["origin"]["commit"], commit.as_str());
+}
+
+#[test]
+fn a_hostile_commit_or_file_name_cannot_reach_outside_the_cache() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/tiny", &[("t-F16.gguf", tiny("F16"))], false);
+    let s = Scratch::new(&hub);
+    // X-Repo-Commit that climbs out of snapshots/ into the scratch folder
+    hub.state.lock().unwrap().commit_override = Some("../../../escape".into());
+    s.config("[[model]]\nname = \"t\"\nhf = \"acme/tiny\"\nfile = \"t-{QUANT}.gguf\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    assert!(
+        !s.path().join("escape").exists(),
+        "a folder was made outside the cache"
+    );
+    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("X-Repo-Commit") && e.contains("40 hexadecimal"),
+        "{e}"
+    );
+    hub.state.lock().unwrap().commit_override = None;
+
+    // a listed file name that climbs out: the listing is refused, nothing is written for it
+    hub.add_repo(
+        "acme/evil",
+        &[
+            ("../../../x/evil-F16.gguf", tiny("F16")),
+            ("ok-Q8_0.gguf", tiny("Q8_0")),
+        ],
+        false,
+    );
+    s.config("[[model]]\nname = \"e\"\nhf = \"acme/evil\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    assert!(
+        !s.path().join("x").exists(),
+        "a folder was made outside the cache"
+    );
+    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("unsafe file name in the repository listing") && e.contains("`..`"),
+        "{e}"
+    );
+    // and a config `file` that climbs out is a config error
+    s.config("[[model]]\nname = \"e\"\nhf = \"acme/evil\"\nfile = \"../../x-{quant}.gguf\"\n");
+    let out = s.run(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(
+        err(&out).contains("models.toml:") && err(&out).contains("`..`"),
+        "{}",
+        err(&out)
+    );
+}
+
+#[test]
+fn the_token_never_goes_to_another_origin() {
+    // a redirect to a port that starts with the hub's port: another origin, no token
+    let (hub_listener, other) = prefix_ports();
+    let hub = FakeHub::start_on(hub_listener);
+    hub.add_repo("acme/gated", &[("g-F16.gguf", tiny("F16"))], true);
+    let (evil, seen) = evil_listener(other);
+    assert!(evil.starts_with(&hub.url), "{evil} vs {}", hub.url);
+    hub.state.lock().unwrap().location_override = Some(format!("{evil}/cdn/{{sha}}"));
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"g\"\nhf = \"acme/gated\"\nquants = [\"F16\"]\n");
+    let out = s
+        .cmd()
+        .args(["run"])
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    assert!(
+        !seen.lock().unwrap().is_empty(),
+        "the download went to the other port"
+    );
+    assert!(
+        seen.lock().unwrap().iter().all(|t| !t),
+        "the token went to another origin"
+    );
+
+    // userinfo that makes another host look like the hub: refused outright
+    let (evil2, seen2) = evil_listener(TcpListener::bind("127.0.0.1:0").unwrap());
+    let hostport = hub.url.trim_start_matches("http://").to_string();
+    let evil_hostport = evil2.trim_start_matches("http://").to_string();
+    hub.state.lock().unwrap().location_override =
+        Some(format!("http://{hostport}@{evil_hostport}/cdn/{{sha}}"));
+    let out = s
+        .cmd()
+        .args(["run"])
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert!(e.contains("userinfo"), "{e}");
+    assert!(
+        seen2.lock().unwrap().is_empty(),
+        "nothing was sent to the disguised host"
+    );
+    assert!(!format!("{e}{}", err(&out)).contains(TOKEN));
+}
+
+#[test]
+fn offline_runs_find_quants_derived_by_fetch() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/only-f16", &[("o-F16.gguf", tiny("F16"))], false);
+    let s = Scratch::new(&hub);
+    s.config(
+        "[[model]]\nname = \"o\"\nhf = \"acme/only-f16\"\nfile = \"o-{QUANT}.gguf\"\nderive = true\n",
+    );
+    let out = s.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let requests = hub.log().len();
+    let out = s.run(&["run", "--offline"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let c = cells(&s.report());
+    assert!(c.iter().all(|c| c["status"] == "ok"), "{c:?}");
+    assert_eq!(c[1]["origin"]["kind"], "derived");
+    assert_eq!(
+        hub.log().len(),
+        requests,
+        "offline never touches the network"
+    );
 }

@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use super::Progress;
 use crate::quant::Quant;
+use crate::safe_path::{self, check_commit, check_relative, check_segment, join_under};
 
 /// A hub token; its `Debug` never shows it.
 #[derive(Clone)]
@@ -140,10 +141,6 @@ pub struct Hub {
 const REV: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 const PATH: &AsciiSet = &REV.remove(b'/');
 
-fn is_commit(rev: &str) -> bool {
-    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -171,13 +168,15 @@ impl Hub {
             .join(format!("models--{}", repo.replace('/', "--")))
     }
 
-    fn same_host(&self, url: &str) -> bool {
-        url.starts_with(&self.cfg.endpoint)
+    /// Whether `url` is on the endpoint's origin (same scheme, host and port, parsed, no
+    /// userinfo): the only place the token may go.
+    fn same_origin(&self, url: &str) -> bool {
+        same_origin(&self.cfg.endpoint, url)
     }
 
     fn request(&self, method: &str, url: &str) -> ureq::Request {
         let mut r = self.agent.request(method, url);
-        if let (Some(t), true) = (&self.cfg.token, self.same_host(url)) {
+        if let (Some(t), true) = (&self.cfg.token, self.same_origin(url)) {
             r = r.set("Authorization", &format!("Bearer {}", t.0));
         }
         r
@@ -233,13 +232,15 @@ impl Hub {
             let location = header("Location");
             if (300..400).contains(&status) {
                 let loc = location.ok_or_else(|| anyhow!("{what}: redirect without Location"))?;
+                let target = redirect_target(&url, &loc)
+                    .with_context(|| format!("{what}: the hub redirected to {loc:?}"))?;
                 if loc.starts_with('/') {
                     // a hub-internal redirect (a renamed repo): ask again there
-                    url = format!("{}{loc}", self.cfg.endpoint);
+                    url = target;
                     continue;
                 }
                 // a redirect to the CDN: the metadata is on this response
-                return meta_from(&what, header, loc);
+                return meta_from(&what, header, target);
             }
             return meta_from(&what, header, url);
         }
@@ -271,24 +272,30 @@ impl Hub {
         let commit = info
             .sha
             .ok_or_else(|| anyhow!("{what}: the listing has no commit sha"))?;
-        Ok((
-            commit,
-            info.siblings.into_iter().map(|s| s.rfilename).collect(),
-        ))
+        check_commit(&commit, "commit `sha` in the repository listing")
+            .map_err(|e| anyhow!("{what}: {e}"))?;
+        let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+        for f in &files {
+            check_relative(f, "file name in the repository listing")
+                .map_err(|e| anyhow!("{what}: {e}; refusing the listing"))?;
+        }
+        Ok((commit, files))
     }
 
     fn lock(&self, repo: &str, etag: &str) -> Result<File> {
-        let dir = self
-            .cfg
-            .cache_dir
-            .join(".locks")
-            .join(format!("models--{}", repo.replace('/', "--")));
-        fs::create_dir_all(&dir)?;
+        let dir = join_under(
+            &self.cfg.cache_dir.join(".locks"),
+            &format!("models--{}", repo.replace('/', "--")),
+            "repository",
+        )?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = join_under(&dir, &format!("{etag}.lock"), "ETag")?;
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join(format!("{etag}.lock")))?;
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: flock on an open descriptor; released when the file is closed.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             bail!("cannot lock {}", dir.display());
@@ -305,10 +312,12 @@ impl Hub {
         file: &str,
         progress: &dyn Progress,
     ) -> Result<CachedFile> {
+        check_relative(file, "file name")?;
         let meta = self.head(repo, revision, file)?;
         let dir = self.repo_dir(repo);
-        let blob = dir.join("blobs").join(&meta.etag);
-        fs::create_dir_all(blob.parent().expect("has parent"))?;
+        let blob = join_under(&dir.join("blobs"), &meta.etag, "ETag")?;
+        fs::create_dir_all(blob.parent().expect("has parent"))
+            .with_context(|| format!("creating {}", dir.join("blobs").display()))?;
         let _lock = self.lock(repo, &meta.etag)?;
         let complete = fs::metadata(&blob).is_ok_and(|m| m.len() == meta.size);
         if !complete {
@@ -317,14 +326,21 @@ impl Hub {
                 .with_context(|| format!("{repo}@{revision}: downloading {file}"))?;
             verify(&partial, &meta, progress)
                 .with_context(|| format!("{repo}@{revision}: {file}"))?;
-            fs::rename(&partial, &blob)?;
+            crate::fsutil::sync_file(&partial)?;
+            fs::rename(&partial, &blob)
+                .with_context(|| format!("renaming {} to {}", partial.display(), blob.display()))?;
         }
-        let snapshot = dir.join("snapshots").join(&meta.commit).join(file);
+        let snapshot = join_under(
+            &dir.join("snapshots"),
+            &format!("{}/{file}", meta.commit),
+            "snapshot path",
+        )?;
         link_snapshot(&snapshot, &meta.etag, file)?;
         if revision != meta.commit {
-            let r = dir.join("refs").join(revision);
-            fs::create_dir_all(r.parent().expect("has parent"))?;
-            fs::write(&r, &meta.commit)?;
+            let r = join_under(&dir.join("refs"), revision, "revision")?;
+            fs::create_dir_all(r.parent().expect("has parent"))
+                .with_context(|| format!("creating {}", dir.join("refs").display()))?;
+            fs::write(&r, &meta.commit).with_context(|| format!("writing {}", r.display()))?;
         }
         Ok(CachedFile {
             path: snapshot,
@@ -425,22 +441,25 @@ impl Hub {
 
     /// The commit a revision points at in the cache (a commit revision is itself).
     pub fn cached_commit(&self, repo: &str, revision: &str) -> Option<String> {
-        if is_commit(revision) {
+        if safe_path::is_commit(revision) {
             return Some(revision.to_string());
         }
-        fs::read_to_string(self.repo_dir(repo).join("refs").join(revision))
+        let r = join_under(&self.repo_dir(repo).join("refs"), revision, "revision").ok()?;
+        fs::read_to_string(r)
             .ok()
             .map(|s| s.trim().to_string())
+            .filter(|c| safe_path::is_commit(c))
     }
 
     /// A file of a revision in the cache, if it is complete there.
     pub fn cached(&self, repo: &str, revision: &str, file: &str) -> Option<CachedFile> {
         let commit = self.cached_commit(repo, revision)?;
-        let path = self
-            .repo_dir(repo)
-            .join("snapshots")
-            .join(&commit)
-            .join(file);
+        let path = join_under(
+            &self.repo_dir(repo).join("snapshots"),
+            &format!("{commit}/{file}"),
+            "snapshot path",
+        )
+        .ok()?;
         let target = fs::canonicalize(&path).ok()?;
         let etag = target.file_name()?.to_string_lossy().into_owned();
         target
@@ -450,7 +469,9 @@ impl Hub {
 
     /// The files of a cached snapshot (for discovery offline).
     pub fn cached_files(&self, repo: &str, commit: &str) -> Vec<String> {
-        let root = self.repo_dir(repo).join("snapshots").join(commit);
+        let Ok(root) = join_under(&self.repo_dir(repo).join("snapshots"), commit, "commit") else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         let mut stack = vec![root.clone()];
         while let Some(d) = stack.pop() {
@@ -525,9 +546,43 @@ fn status_message(code: u16, resp: &ureq::Response, what: &str) -> String {
     }
 }
 
+/// Where a redirect from `from` to `location` leads, resolved like a browser (relative to
+/// `from`). A target with userinfo (`http://user:pass@host/`) is refused: it is how a URL is made
+/// to look like one host while naming another.
+fn redirect_target(from: &str, location: &str) -> Result<String> {
+    let base = url::Url::parse(from).with_context(|| format!("bad URL {from:?}"))?;
+    let target = base
+        .join(location)
+        .with_context(|| format!("not a URL: {location:?}"))?;
+    if !target.username().is_empty() || target.password().is_some() {
+        bail!("a redirect target with userinfo (user:password@) is refused");
+    }
+    if !matches!(target.scheme(), "http" | "https") {
+        bail!("a redirect to a {:?} URL is refused", target.scheme());
+    }
+    Ok(target.into())
+}
+
+/// Whether `url` has the origin (scheme, host, port) of `endpoint`, compared parsed, never as
+/// strings: `http://h:18311/` is not `http://h:1831`, `http://h:P@other/` is `other`, and
+/// `https://huggingface.co.evil.example/` is not `https://huggingface.co`. A URL with userinfo
+/// never matches.
+fn same_origin(endpoint: &str, url: &str) -> bool {
+    let (Ok(e), Ok(u)) = (url::Url::parse(endpoint), url::Url::parse(url)) else {
+        return false;
+    };
+    u.username().is_empty()
+        && u.password().is_none()
+        && e.scheme() == u.scheme()
+        && e.host_str().map(str::to_ascii_lowercase) == u.host_str().map(str::to_ascii_lowercase)
+        && e.port_or_known_default() == u.port_or_known_default()
+}
+
 fn meta_from(what: &str, header: impl Fn(&str) -> Option<String>, url: String) -> Result<FileMeta> {
     let commit = header("X-Repo-Commit")
         .ok_or_else(|| anyhow!("{what}: the hub sent no X-Repo-Commit (is HF_ENDPOINT a hub?)"))?;
+    let commit = commit.trim().to_string();
+    check_commit(&commit, "X-Repo-Commit header").map_err(|e| anyhow!("{what}: {e}"))?;
     let etag = header("X-Linked-Etag")
         .or_else(|| header("ETag"))
         .ok_or_else(|| anyhow!("{what}: the hub sent no ETag"))?;
@@ -540,9 +595,7 @@ fn meta_from(what: &str, header: impl Fn(&str) -> Option<String>, url: String) -
         .or_else(|| header("Content-Length"))
         .and_then(|s| s.trim().parse::<u64>().ok())
         .ok_or_else(|| anyhow!("{what}: the hub sent no file size"))?;
-    if etag.is_empty() || etag.contains('/') || etag.contains("..") {
-        bail!("{what}: unusable ETag {etag:?}");
-    }
+    check_segment(&etag, "ETag").map_err(|e| anyhow!("{what}: {e}"))?;
     Ok(FileMeta {
         commit,
         etag,
@@ -768,6 +821,80 @@ mod tests {
             backoff: Duration::ZERO,
         };
         assert!(!format!("{cfg:?}").contains("hf_secret"));
+    }
+
+    #[test]
+    fn the_token_goes_to_the_endpoints_origin_only() {
+        for (endpoint, url, same) in [
+            (
+                "http://h:1831",
+                "http://h:1831/o/n/resolve/main/a.gguf",
+                true,
+            ),
+            ("http://h:1831", "http://H:1831/x", true),
+            (
+                "https://huggingface.co",
+                "https://huggingface.co:443/x",
+                true,
+            ),
+            // a port that starts with the endpoint's port
+            ("http://h:1831", "http://h:18311/x", false),
+            // userinfo that looks like the endpoint's host and port
+            ("http://h:1831", "http://h:1831@other:9/x", false),
+            ("http://h:1831", "http://user@h:1831/x", false),
+            // a host that starts with the endpoint's host
+            (
+                "https://huggingface.co",
+                "https://huggingface.co.evil.example/x",
+                false,
+            ),
+            ("https://huggingface.co", "http://huggingface.co/x", false),
+            (
+                "https://huggingface.co",
+                "https://cdn-lfs.huggingface.co/x",
+                false,
+            ),
+            ("https://huggingface.co", "not a url", false),
+        ] {
+            assert_eq!(same_origin(endpoint, url), same, "{endpoint} vs {url}");
+        }
+    }
+
+    #[test]
+    fn redirect_targets_with_userinfo_are_refused() {
+        assert_eq!(
+            redirect_target("http://h:1/o/n/resolve/main/a", "/o/m/resolve/main/a").unwrap(),
+            "http://h:1/o/m/resolve/main/a"
+        );
+        assert_eq!(
+            redirect_target("http://h:1/a", "https://cdn.example/b?x=1").unwrap(),
+            "https://cdn.example/b?x=1"
+        );
+        for bad in [
+            "http://h:1@evil:2/x",
+            "http://u:p@cdn.example/x",
+            "file:///etc/passwd",
+        ] {
+            assert!(redirect_target("http://h:1/a", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostile_metadata_is_refused_naming_the_header() {
+        let headers = |commit: &'static str, etag: &'static str| {
+            move |k: &str| match k {
+                "X-Repo-Commit" => Some(commit.to_string()),
+                "X-Linked-Etag" => Some(etag.to_string()),
+                "X-Linked-Size" => Some("10".to_string()),
+                _ => None,
+            }
+        };
+        let good = "0123456789abcdef0123456789abcdef01234567";
+        assert!(meta_from("w", headers(good, "\"abc\""), "u".into()).is_ok());
+        let e = meta_from("w", headers("../../../../some/dir", "abc"), "u".into()).unwrap_err();
+        assert!(e.to_string().contains("X-Repo-Commit"), "{e}");
+        assert!(meta_from("w", headers(good, "../blob"), "u".into()).is_err());
+        assert!(meta_from("w", headers(good, ".."), "u".into()).is_err());
     }
 
     #[test]
