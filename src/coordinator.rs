@@ -85,6 +85,9 @@ enum Msg {
 
 const STDERR_KEEP: usize = 40;
 
+/// How long a worker may take to exit after it reported its cell's result.
+pub const TEARDOWN_GRACE: Duration = Duration::from_secs(10);
+
 struct Worker {
     child: Child,
     rx: Receiver<Msg>,
@@ -94,8 +97,10 @@ struct Worker {
 impl Worker {
     fn kill(&mut self) {
         // The worker leads its own process group: kill the whole group.
-        // SAFETY: sending a signal to a process group we created.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -290,15 +295,21 @@ impl Coordinator<'_> {
     }
 
     /// Measures one cell in a worker of its own; a worker that dies or overruns `timeout_s`
-    /// fails the cell with the reason and the tail of its log.
+    /// fails the cell with the reason and the tail of its log. The deadline runs from the spawn,
+    /// so a worker that hangs before it starts the cell (driver or backend initialisation) is
+    /// stopped too; one that hangs after reporting its result (teardown) is stopped after
+    /// [`TEARDOWN_GRACE`], its result kept.
     fn run_cell(&self, job: &Job, obs: &mut dyn Observer) -> Result<Ended> {
         if self.interrupted.load(Ordering::SeqCst) {
             return Ok(Ended::Interrupted);
         }
+        let spawned = Instant::now();
         let mut w = self.spawn(&["worker"], std::slice::from_ref(job))?;
         let ours = |cell: usize| cell == job.cell.index;
-        let mut started: Option<Instant> = None;
-        let mut finished = false;
+        let limit = job.cell.params.timeout_s;
+        let deadline = spawned + Duration::from_secs(limit);
+        let mut finished_at: Option<Instant> = None;
+        let mut started = false;
         let mut timed_out: Option<u64> = None;
         let (mut out_done, mut err_done) = (false, false);
         while !(out_done && err_done) {
@@ -306,7 +317,7 @@ impl Coordinator<'_> {
                 Ok(Msg::Event(e)) => match e {
                     Event::Ready { backend } => obs.ready(&backend),
                     Event::Started { cell } if ours(cell) => {
-                        started = Some(Instant::now());
+                        started = true;
                         obs.started(&job.cell);
                     }
                     Event::Progress {
@@ -317,11 +328,11 @@ impl Coordinator<'_> {
                     } if ours(cell) => obs.progress(&job.cell, &phase, done, total),
                     Event::Done { cell, measurement } if ours(cell) => {
                         obs.finished(&job.cell, Outcome::Measured(measurement))?;
-                        finished = true;
+                        finished_at = Some(Instant::now());
                     }
                     Event::Failed { cell, reason } if ours(cell) => {
                         obs.finished(&job.cell, Outcome::Failed(reason))?;
-                        finished = true;
+                        finished_at = Some(Instant::now());
                     }
                     _ => {}
                 },
@@ -336,22 +347,38 @@ impl Coordinator<'_> {
                         w.kill();
                         return Ok(Ended::Interrupted);
                     }
-                    let limit = job.cell.params.timeout_s;
-                    let overrun = |t0: Instant| t0.elapsed() > Duration::from_secs(limit);
-                    if !finished && started.is_some_and(overrun) {
-                        timed_out = Some(limit);
-                        w.kill();
-                        break;
+                    match finished_at {
+                        // the result is in: a worker stuck in teardown is simply stopped
+                        Some(t) if t.elapsed() > TEARDOWN_GRACE => {
+                            w.kill();
+                            break;
+                        }
+                        Some(_) => {}
+                        None if Instant::now() > deadline => {
+                            timed_out = Some(limit);
+                            w.kill();
+                            break;
+                        }
+                        None => {}
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         let status = w.child.wait()?;
-        if finished {
+        if finished_at.is_some() {
             return Ok(Ended::Complete);
         }
+        if self.interrupted.load(Ordering::SeqCst) {
+            // the signal that stops the run may have reached the worker too (systemd signals
+            // the whole control group): not the cell's failure; --resume measures it
+            return Ok(Ended::Interrupted);
+        }
         let cause = match timed_out {
+            Some(s) if !started => format!(
+                "timed out after {s} s (timeout_s) before it started the cell (stuck initialising \
+                 llama.cpp or the GPU driver?) and was stopped"
+            ),
             Some(s) => format!("timed out after {s} s (timeout_s) and was stopped"),
             None => format!("worker {}", describe_exit(status)),
         };

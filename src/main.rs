@@ -1,7 +1,7 @@
 //! Parse the command line, dispatch, turn the outcome into an exit code. Nothing else.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -23,17 +23,13 @@ fn main() -> ExitCode {
         };
     }
     let interrupted = Arc::new(AtomicBool::new(false));
-    let presses = Arc::new(AtomicUsize::new(0));
-    {
-        let (flag, presses) = (interrupted.clone(), presses.clone());
-        // First Ctrl-C: stop after writing the reports; second: leave at once.
-        let _ = ctrlc::set_handler(move || {
-            flag.store(true, Ordering::SeqCst);
-            if presses.fetch_add(1, Ordering::SeqCst) >= 1 {
-                std::process::exit(i32::from(exit::INTERRUPTED));
-            }
-        });
-    }
+    // Before any other thread exists: for the commands that stop cleanly (run, fetch), SIGINT,
+    // SIGTERM and SIGHUP are taken by one thread (the first stops after writing the reports, a
+    // second leaves at once). The other commands keep the default: a signal ends them.
+    let signals = match cli.command {
+        Command::Run(_) | Command::Fetch(_) => quantbench::signals::install(interrupted.clone()),
+        _ => Ok(()),
+    };
     let ctx = Ctx {
         printer: Printer::new(cli.verbose).with_stop(interrupted.clone()),
         cache_dir: cli
@@ -43,6 +39,10 @@ fn main() -> ExitCode {
         backend_dirs: cli.backend_dir.clone(),
         interrupted,
     };
+    if let Err(e) = signals {
+        ctx.printer
+            .warn(&format!("signals will not stop the run cleanly: {e}"));
+    }
     let result = match &cli.command {
         Command::Run(a) => commands::run::run(&ctx, a),
         Command::Fetch(a) => commands::fetch::run(&ctx, a),

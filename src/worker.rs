@@ -22,7 +22,8 @@ use crate::protocol::{Event, Job};
 use crate::quant::Quant;
 
 /// Environment variable that makes workers inject a fault, for testing failure handling:
-/// `KIND` or `KIND@MODEL` or `KIND@MODEL:QUANT`, KIND one of `crash`, `hang`, `error`, `oom`.
+/// `KIND` or `KIND@MODEL` or `KIND@MODEL:QUANT`, KIND one of `crash`, `hang` (while measuring),
+/// `hang-init` (before the cell starts), `hang-exit` (after its result), `error`, `oom`.
 pub const FAULT_ENV: &str = "QUANTBENCH_FAULT";
 
 struct Events {
@@ -89,12 +90,20 @@ pub fn serve() -> Result<()> {
         }
         let job: Job = serde_json::from_str(&line).context("malformed job")?;
         let cell = job.cell.index;
+        if injected(&job.cell).as_deref() == Some("hang-init") {
+            hang(); // as a driver or backend initialisation that never returns
+        }
         events.send(&Event::Started { cell });
         match run_job(&engine, &job, &mut loaded, &mut events, &gpu) {
-            Ok(measurement) => events.send(&Event::Done {
-                cell,
-                measurement: Box::new(measurement),
-            }),
+            Ok(measurement) => {
+                events.send(&Event::Done {
+                    cell,
+                    measurement: Box::new(measurement),
+                });
+                if injected(&job.cell).as_deref() == Some("hang-exit") {
+                    hang(); // as a teardown (freeing the model, the driver) that never returns
+                }
+            }
             Err(e) => {
                 let mut reason = format!("{e:#}");
                 let log = engine::recent_log();
@@ -300,19 +309,26 @@ fn fault_for(spec: &str, cell: &Cell) -> Option<String> {
     hit.then(|| kind.to_string())
 }
 
+/// The fault [`FAULT_ENV`] asks for in this cell, if any.
+fn injected(cell: &Cell) -> Option<String> {
+    fault_for(&std::env::var(FAULT_ENV).ok()?, cell)
+}
+
+fn hang() -> ! {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 fn inject_fault(cell: &Cell) -> Result<()> {
-    let Ok(spec) = std::env::var(FAULT_ENV) else {
-        return Ok(());
-    };
-    match fault_for(&spec, cell).as_deref() {
-        None => Ok(()),
+    let spec = std::env::var(FAULT_ENV).unwrap_or_default();
+    match injected(cell).as_deref() {
+        None | Some("hang-init" | "hang-exit") => Ok(()),
         Some("crash") => {
             eprintln!("quantbench worker: injected crash ({FAULT_ENV}={spec})");
             std::process::abort()
         }
-        Some("hang") => loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        },
+        Some("hang") => hang(),
         Some("oom") => {
             // What llama.cpp's CUDA backend prints before it aborts on an allocation failure.
             eprintln!("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 15258.00 MiB on device 0: cudaMalloc failed: out of memory");

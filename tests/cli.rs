@@ -1,77 +1,9 @@
 //! End-to-end tests of the real CLI on the `tiny` synthetic model with real llama.cpp (CPU).
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+mod common;
 
-use assert_cmd::Command;
+use common::{cells, json, stderr, Scratch, TINY};
 use serde_json::Value;
-
-/// A scratch folder with its own cache, config and reports.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Scratch {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn config(&self, text: &str) -> PathBuf {
-        let p = self.path().join("models.toml");
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("quantbench").unwrap();
-        c.current_dir(self.path())
-            .env("QUANTBENCH_CACHE", self.path().join("cache"))
-            .env_remove("QUANTBENCH_FAULT")
-            .env_remove("QUANTBENCH_BACKEND_DIR");
-        c
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().arg("run").args(args).output().unwrap()
-    }
-    /// The only run folder under reports/.
-    fn run_dir(&self) -> PathBuf {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path().join("reports"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_dir())
-            .collect();
-        assert_eq!(dirs.len(), 1, "{dirs:?}");
-        dirs.pop().unwrap()
-    }
-}
-
-const TINY: &str = r#"
-schema = 1
-[defaults]
-n_gen = 8
-n_prompt = 32
-repetitions = 3
-warmup = 1
-
-[[model]]
-name = "tiny"
-synthetic = "tiny"
-"#;
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn cells(report: &Value) -> &Vec<Value> {
-    report["cells"].as_array().unwrap()
-}
 
 /// The CSV columns the contract names (DESIGN.md §4, §5).
 const CONTRACT_COLUMNS: &[&str] = &[
@@ -405,49 +337,42 @@ fn resume_keeps_measured_cells_and_reruns_failed_ones() {
 }
 
 #[test]
-fn ctrl_c_writes_valid_reports_and_exits_130() {
-    let s = Scratch::new();
-    s.config(TINY);
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("quantbench"))
-        .current_dir(s.path())
-        .env("QUANTBENCH_CACHE", s.path().join("cache"))
-        .env("QUANTBENCH_FAULT", "hang@tiny:Q8_0")
-        .args(["run", "-r", "1"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // wait until the first cell is in the report, then interrupt during the hanging cell
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
+fn signals_write_valid_reports_and_exit_128_plus_the_signal() {
+    // Ctrl-C, and what cron, systemd, CI runners and Kubernetes send (SIGTERM), and a closed
+    // terminal (SIGHUP): reports written, marked interrupted, an end event, how to resume
+    for (sig, name, code) in [(2, "SIGINT", 130), (15, "SIGTERM", 143), (1, "SIGHUP", 129)] {
+        let s = Scratch::new();
+        s.config(TINY);
+        let child = s
+            .process()
+            .env("QUANTBENCH_FAULT", "hang@tiny:Q8_0")
+            .args(["run", "-r", "1"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // wait until the first cell is in the report, then interrupt during the hanging cell
+        common::wait_for(120, "the first cell", || {
+            common::has_a_cell(&s.path().join("reports"))
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        common::signal(child.id(), sig);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{name}: {}", stderr(&out));
+        let err = stderr(&out);
         assert!(
-            std::time::Instant::now() < deadline,
-            "first cell never finished"
+            err.contains("--resume") && err.contains(&format!("interrupted by {name}")),
+            "{name}: {err}"
         );
-        let done = std::fs::read_dir(s.path().join("reports"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("results.jsonl")).ok())
-            .is_some_and(|t| t.contains("\"type\":\"cell\""));
-        if done {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        let dir = s.run_dir();
+        let report = json(&dir.join("results.json"));
+        assert_eq!(report["status"], "interrupted", "{name}");
+        assert_eq!(cells(&report).len(), 1);
+        assert_eq!(cells(&report)[0]["status"], "ok");
+        let log = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
+        let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+        assert_eq!(last["type"], "end", "{name}: {log}");
+        assert_eq!(last["status"], "interrupted");
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(child.id() as i32, 2) };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
-    let report = json(&s.run_dir().join("results.json"));
-    assert_eq!(report["status"], "interrupted");
-    assert_eq!(cells(&report).len(), 1);
-    assert_eq!(cells(&report)[0]["status"], "ok");
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]

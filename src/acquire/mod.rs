@@ -100,6 +100,65 @@ pub struct Planned {
     pub size_is_estimate: bool,
     /// Architecture numbers, when known (synthetic preset, or a local file's metadata).
     pub shape: Option<crate::capacity::Shape>,
+    /// Why the file that is there cannot be used (not a regular file, empty, not GGUF); such a
+    /// file does not count as cached.
+    pub problem: Option<String>,
+}
+
+/// What is at a local path, looked at without ever blocking: only regular files are opened (a
+/// FIFO or a device would hang the reader), and their header is checked.
+struct Local {
+    size: Option<u64>,
+    shape: Option<crate::capacity::Shape>,
+    problem: Option<String>,
+}
+
+fn inspect(path: &Path) -> Local {
+    let none = |problem: Option<String>| Local {
+        size: None,
+        shape: None,
+        problem,
+    };
+    let md = match std::fs::metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return none(None),
+        Err(e) => return none(Some(format!("cannot read it: {e}"))),
+    };
+    if !md.is_file() {
+        return none(Some("not a regular file".into()));
+    }
+    let size = Some(md.len());
+    let with = |problem: String| Local {
+        size,
+        shape: None,
+        problem: Some(problem),
+    };
+    if md.len() == 0 {
+        return with("an empty file, not a GGUF file".into());
+    }
+    let mut f = match File::open(path) {
+        Ok(f) => BufReader::new(f),
+        Err(e) => return with(format!("cannot open it: {e}")),
+    };
+    match gguf::sniff(&mut f) {
+        Ok(gguf::Sniff::Gguf { .. }) => {}
+        Ok(gguf::Sniff::NotGguf { first_bytes }) => {
+            return with(format!(
+                "not a GGUF file (it starts with {:?}, not \"GGUF\")",
+                String::from_utf8_lossy(&first_bytes)
+            ))
+        }
+        Err(e) => return with(format!("cannot read it: {e}")),
+    }
+    let shape = File::open(path)
+        .ok()
+        .and_then(|f| gguf::read_metadata(&mut BufReader::new(f)).ok())
+        .and_then(|m| crate::capacity::Shape::from_metadata(&m));
+    Local {
+        size,
+        shape,
+        problem: None,
+    }
 }
 
 fn synthetic_dir(opts: &Options, preset: &synthetic::Preset, seed: u64) -> PathBuf {
@@ -135,9 +194,11 @@ pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Option
     match &m.source {
         Source::Synthetic { preset, seed } => {
             let path = synthetic_file(opts, preset, *seed, quant);
-            let size = std::fs::metadata(&path).ok().map(|md| md.len());
+            let local = inspect(&path);
+            let size = local.size;
             Planned {
-                cached: size.is_some(),
+                cached: size.is_some() && local.problem.is_none(),
+                problem: local.problem,
                 size_is_estimate: size.is_none(),
                 size_bytes: size.or_else(|| {
                     Some((preset.n_params() as f64 * bits_per_weight(quant) / 8.0) as u64)
@@ -157,18 +218,15 @@ pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Option
         }
         Source::Path { template } => {
             let path = PathBuf::from(fill_template(template, quant));
-            let size = std::fs::metadata(&path).ok().map(|md| md.len());
-            let shape = File::open(&path)
-                .ok()
-                .and_then(|f| gguf::read_metadata(&mut BufReader::new(f)).ok())
-                .and_then(|m| crate::capacity::Shape::from_metadata(&m));
+            let local = inspect(&path);
             Planned {
-                cached: size.is_some(),
+                cached: local.size.is_some() && local.problem.is_none(),
                 size_is_estimate: false,
-                size_bytes: size,
+                size_bytes: local.size,
                 source: "local file".into(),
                 path: Some(path),
-                shape,
+                shape: local.shape,
+                problem: local.problem,
             }
         }
         Source::Hf {
@@ -238,6 +296,7 @@ fn acquire_synthetic(
 ) -> Result<Origin> {
     let dir = synthetic_dir(opts, preset, seed);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    clean_partials(&dir);
     let f16 = synthetic_file(opts, preset, seed, Quant::F16);
     if !f16.exists() {
         write_synthetic(preset, seed, &f16, opts, progress)?;
@@ -265,6 +324,11 @@ fn acquire_synthetic(
         commit: None,
         derived_from: (quant != Quant::F16).then_some(Quant::F16),
     })
+}
+
+/// Removes what killed writers and quantizers left in `dir` (their process is gone).
+fn clean_partials(dir: &Path) {
+    crate::fsutil::clean_stale_partials(dir, std::time::Duration::from_secs(3600));
 }
 
 /// A temporary name beside `path`, unique to this process: renamed over `path` when complete,
@@ -331,7 +395,8 @@ fn write_synthetic(
     progress.end();
     match result {
         Ok(sha) => {
-            std::fs::rename(&tmp, path)?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
             remember_hash(path, &sha, opts)?;
             Ok(())
         }
@@ -380,6 +445,7 @@ pub fn derive(
             out.status
         );
     }
+    crate::fsutil::sync_file(&tmp)?;
     std::fs::rename(&tmp, output)
         .with_context(|| format!("moving the derived file to {}", output.display()))?;
     Ok(())
@@ -441,7 +507,10 @@ fn hf_files(
     listing: &mut Option<Vec<String>>,
 ) -> Result<Option<Vec<String>>> {
     if let Some(t) = spec.file {
-        return Ok(Some(hub::shard_set(&fill_template(t, quant))));
+        let name = fill_template(t, quant);
+        crate::safe_path::check_relative(&name, "`file`")
+            .map_err(|e| anyhow::anyhow!("{}@{}: {e}", spec.repo, spec.revision))?;
+        return Ok(Some(hub::shard_set(&name)));
     }
     if listing.is_none() {
         *listing = Some(if hub.cfg.offline {
@@ -463,6 +532,24 @@ fn hf_files(
         .map_err(|e| anyhow::anyhow!("{}@{}: {e}", spec.repo, spec.revision))
 }
 
+/// A file that offline mode looked for in the hub cache and did not find. It travels typed inside
+/// the `anyhow` error, so that a templated quant the cache lacks can be derived as a 404 would be.
+#[derive(Debug)]
+struct NotCached(String);
+
+impl std::fmt::Display for NotCached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotCached {}
+
+/// The file is not there: the hub answered 404, or (offline) the cache lacks it.
+fn is_absent(e: &anyhow::Error) -> bool {
+    hub::http_status(e) == Some(404) || e.chain().any(|c| c.downcast_ref::<NotCached>().is_some())
+}
+
 /// Downloads (or, offline, finds in the cache) every file of a set.
 fn hf_fetch(
     hub: &hub::Hub,
@@ -475,13 +562,13 @@ fn hf_fetch(
         .map(|f| {
             if hub.cfg.offline {
                 hub.cached(spec.repo, spec.revision, f).ok_or_else(|| {
-                    anyhow::anyhow!(
+                    anyhow::Error::new(NotCached(format!(
                         "offline: {}@{}: {f} is not in the hub cache ({}); run `quantbench \
                          fetch` with network access first",
                         spec.repo,
                         spec.revision,
                         hub.cfg.cache_dir.display()
-                    )
+                    )))
                 })
             } else {
                 hub.download(spec.repo, spec.revision, f, progress)
@@ -551,8 +638,8 @@ fn acquire_hf(
         let fetched = hf_fetch(&hub, spec, &set, progress);
         match fetched {
             Ok(files) => return origin("hf", &files, files[0].path.clone(), None),
-            // a templated name the repo lacks: derive it when allowed
-            Err(e) if spec.derive && spec.file.is_some() && hub::http_status(&e) == Some(404) => {}
+            // a templated name the repo (or, offline, the cache) lacks: derive it when allowed
+            Err(e) if spec.derive && spec.file.is_some() && is_absent(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -594,7 +681,7 @@ fn acquire_hf(
                     source = Some((q, files));
                     break;
                 }
-                Err(e) if spec.file.is_some() && hub::http_status(&e) == Some(404) => continue,
+                Err(e) if spec.file.is_some() && is_absent(&e) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -606,27 +693,37 @@ fn acquire_hf(
             spec.revision
         );
     };
-    let out = derived_path(opts, spec.repo, &files[0].commit, &files[0].path, quant);
+    let out = derived_path(opts, spec.repo, &files[0].commit, &files[0].path, quant)?;
     if !out.exists() {
-        std::fs::create_dir_all(out.parent().expect("has parent"))?;
+        let parent = out.parent().expect("has parent");
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        clean_partials(parent);
         derive(&files[0].path, &out, quant, opts, progress)?;
     }
     origin("derived", &files, out, Some(from))
 }
 
 /// Where a quant derived from a hub file is cached: `derived/OWNER--NAME/COMMIT/STEM-QUANT.gguf`.
-fn derived_path(opts: &Options, repo: &str, commit: &str, source: &Path, quant: Quant) -> PathBuf {
+fn derived_path(
+    opts: &Options,
+    repo: &str,
+    commit: &str,
+    source: &Path,
+    quant: Quant,
+) -> Result<PathBuf> {
     let stem = source
         .file_name()
         .unwrap_or_default()
         .to_string_lossy()
         .trim_end_matches(".gguf")
         .to_string();
-    opts.cache_dir
-        .join("derived")
-        .join(repo.replace('/', "--"))
-        .join(commit)
-        .join(format!("{stem}-{quant}.gguf"))
+    crate::safe_path::check_commit(commit, "commit")?;
+    Ok(crate::safe_path::join_under(
+        &opts.cache_dir.join("derived"),
+        &format!("{}/{commit}/{stem}-{quant}.gguf", repo.replace('/', "--")),
+        "derived file path",
+    )?)
 }
 
 /// `list`'s view of an `hf` cell: from the cache only (no network).
@@ -657,7 +754,7 @@ fn describe_hf(
         Quant::derive_sources().into_iter().find_map(|q| {
             let set = hf_files(&hub, &spec, q, &mut listing).ok().flatten()?;
             let files = hf_fetch(&hub, &spec, &set, &Silent).ok()?;
-            let out = derived_path(opts, repo, &files[0].commit, &files[0].path, quant);
+            let out = derived_path(opts, repo, &files[0].commit, &files[0].path, quant).ok()?;
             out.exists().then_some(out)
         })
     } else {
@@ -673,25 +770,22 @@ fn describe_hf(
         (None, Some(set)) => set[0].clone(),
         (None, None) => "found in the listing at fetch".into(),
     };
-    let size = path
-        .as_ref()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len());
-    let shape = path
-        .as_ref()
-        .and_then(|p| File::open(p).ok())
-        .and_then(|f| gguf::read_metadata(&mut BufReader::new(f)).ok())
-        .and_then(|m| crate::capacity::Shape::from_metadata(&m));
+    let local = path.as_deref().map(inspect);
+    let (size, shape, problem) = match local {
+        Some(l) => (l.size, l.shape, l.problem),
+        None => (None, None, None),
+    };
     Planned {
         path,
         source: format!(
             "hf {repo}@{revision}: {what}{}",
             if derived.is_some() { " (derived)" } else { "" }
         ),
-        cached: cached_now,
+        cached: cached_now && problem.is_none(),
         size_bytes: size,
         size_is_estimate: false,
         shape,
+        problem,
     }
 }
 

@@ -35,7 +35,7 @@ pub fn run(ctx: &Ctx, args: &MatrixArgs) -> Result<u8> {
     if stop() {
         ctx.printer
             .line("interrupted: run `quantbench fetch` again to continue");
-        return Ok(exit::INTERRUPTED);
+        return Ok(crate::signals::exit_code());
     }
     Ok(if failed > 0 {
         exit::CELLS_FAILED

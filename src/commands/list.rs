@@ -22,6 +22,8 @@ struct Row {
     source: String,
     path: Option<String>,
     cached: bool,
+    /// Why the file that is there cannot be used (`not a GGUF file`, ...).
+    problem: Option<String>,
     size_bytes: Option<u64>,
     size_is_estimate: bool,
     /// Multi-GPU placement where it is not llama.cpp's default (`sm none mg 1`).
@@ -161,6 +163,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
                 source: p.source,
                 path: p.path.map(|p| p.display().to_string()),
                 cached: p.cached,
+                problem: p.problem,
                 size_bytes: p.size_bytes,
                 size_is_estimate: p.size_is_estimate,
                 fits: fitted.as_ref().map(|f| f.0),
@@ -223,12 +226,19 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
             r.n_prompt,
             r.n_gen,
             r.repetitions,
-            if r.cached { "yes" } else { "no" },
+            match (&r.problem, r.cached) {
+                (Some(_), _) => "BAD",
+                (None, true) => "yes",
+                (None, false) => "no",
+            },
             size,
             needs,
             r.fits.map_or("?", |f| if f { "yes" } else { "NO" }),
             r.copies.map_or("?".into(), |c| c.to_string()),
-            r.source
+            match &r.problem {
+                Some(p) => format!("{}: {p}", r.source),
+                None => r.source.clone(),
+            }
         ));
     }
     ctx.printer.line(

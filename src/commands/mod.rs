@@ -26,6 +26,8 @@ pub mod exit {
     pub const REGRESSION: u8 = 1;
     pub const FATAL: u8 = 2;
     pub const CELLS_FAILED: u8 = 3;
+    /// Interrupted by a signal: 128 + its number (130 SIGINT, 143 SIGTERM, 129 SIGHUP); see
+    /// [`crate::signals::exit_code`].
     pub const INTERRUPTED: u8 = 130;
 }
 

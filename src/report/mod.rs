@@ -158,6 +158,10 @@ pub struct Report {
     pub environment: Environment,
     /// True when any cell measured synthetic (random) weights: speed and memory only.
     pub synthetic_weights: bool,
+    /// True when the run measured without the machine-wide lock (`--no-lock`): another run may
+    /// have measured at the same time and disturbed these numbers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unlocked: bool,
     pub cells: Vec<CellResult>,
 }
 
@@ -342,16 +346,7 @@ pub fn formats() -> Vec<Box<dyn Format>> {
     ]
 }
 
-/// Replaces `path` atomically: writes a temporary file beside it, then renames it over.
-pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
-}
+pub use crate::fsutil::write_atomic;
 
 /// Writes every format of [`formats`] into `dir`.
 pub fn write_all(report: &Report, dir: &Path) -> Result<()> {

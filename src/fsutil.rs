@@ -1,0 +1,216 @@
+//! Writing files so that a crash, a kill or a full disk never leaves a half-written file under
+//! its final name: atomic replacement (temporary file, `fsync`, rename, `fsync` of the folder),
+//! whole-line appends, and the cleaning of partial files that a killed process left behind.
+//! Every I/O error names its path. Plain helpers at the bottom of the crate; never prints.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+
+/// Whether `e` (or anything in its chain) is "no space left on device" or "disk quota exceeded".
+pub fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+    })
+}
+
+/// Flushes a file's data to the disk.
+pub fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", path.display()))
+}
+
+/// Flushes a folder's entries (a rename into it) to the disk. Best effort: some file systems
+/// refuse to sync folders.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The temporary name [`write_atomic`] writes `path` under first.
+pub fn temp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Replaces `path` with `content` atomically: written to a temporary file beside it, synced, and
+/// renamed over it, so `path` always holds either the old or the new content. On an error the
+/// temporary file is removed.
+pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
+    let tmp = temp_name(path);
+    let written = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("replacing {}", path.display()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// Appends `line` (which must not contain a newline) and a newline to `file` in one write, then
+/// flushes it to the disk. A write that fails part-way (disk full) is cut back to where the file
+/// ended before, so the file never ends in a torn line.
+pub fn append_line(file: &mut File, path: &Path, line: &str) -> Result<()> {
+    debug_assert!(!line.contains('\n'));
+    let before = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    let result = file.write_all(&buf).and_then(|()| file.sync_data());
+    if let Err(e) = result {
+        let _ = file.set_len(before);
+        return Err(e).with_context(|| format!("appending to {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Cuts a torn last line (one without its newline, left by a crash mid-write) off `path`, so that
+/// the next append starts on a line of its own. Returns whether it cut anything.
+pub fn repair_torn_tail(path: &Path) -> Result<bool> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if text.is_empty() || text.ends_with(b"\n") {
+        return Ok(false);
+    }
+    let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(keep as u64))
+        .with_context(|| format!("repairing {}", path.display()))?;
+    Ok(true)
+}
+
+/// Partial files that a killed process left in `dir`: names containing `.partial-PID` (the
+/// synthetic writer's and the quantizer's temporary files) whose process is gone, and `*.tmp`
+/// files of [`write_atomic`] older than `min_age`. Removes them; returns what was removed.
+pub fn clean_stale_partials(dir: &Path, min_age: Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = if let Some((_, pid)) = name.rsplit_once(".partial-") {
+            pid.parse::<i32>().is_ok_and(|pid| !process_alive(pid))
+        } else if name.ends_with(".tmp") {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age >= min_age)
+        } else {
+            false
+        };
+        if stale && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(&path).is_ok()
+        {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Whether a process with this id exists (signal 0 probes without sending anything).
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        // it exists but belongs to someone else
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("results.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert!(!temp_name(&p).exists());
+        // a folder that does not exist: the error names the path
+        let e = write_atomic(&d.path().join("nope/x.json"), b"x").unwrap_err();
+        assert!(format!("{e:#}").contains("nope/x.json"), "{e:#}");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_whole_lines_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("results.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"b\":").unwrap();
+        assert!(repair_torn_tail(&p).unwrap());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n");
+        assert!(!repair_torn_tail(&p).unwrap());
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        append_line(&mut f, &p, "{\"c\":3}").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"a\":1}\n{\"c\":3}\n"
+        );
+        assert!(!repair_torn_tail(&d.path().join("missing")).unwrap());
+    }
+
+    #[test]
+    fn only_partials_of_dead_processes_are_cleaned() {
+        let d = tempfile::tempdir().unwrap();
+        // a pid that cannot exist (above the kernel's pid_max of 2^22)
+        let dead = d.path().join("m-F16.gguf.partial-99999999");
+        let mine = d
+            .path()
+            .join(format!("m-Q8_0.gguf.partial-{}", std::process::id()));
+        let tmp = d.path().join("results.json.tmp");
+        let keep = d.path().join("m-F16.gguf");
+        for p in [&dead, &mine, &tmp, &keep] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let removed = clean_stale_partials(d.path(), Duration::ZERO);
+        assert!(
+            removed.contains(&dead) && removed.contains(&tmp),
+            "{removed:?}"
+        );
+        assert!(mine.exists() && keep.exists());
+        // a fresh .tmp may belong to a writer at work
+        std::fs::write(&tmp, b"x").unwrap();
+        assert!(clean_stale_partials(d.path(), Duration::from_secs(3600)).is_empty());
+    }
+
+    #[test]
+    fn disk_full_is_recognised_through_context() {
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("writing x");
+        assert!(is_disk_full(&e));
+        assert!(!is_disk_full(&anyhow::anyhow!("other")));
+    }
+}

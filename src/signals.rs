@@ -1,0 +1,70 @@
+//! SIGINT (Ctrl-C), SIGTERM (what cron, systemd, CI runners and Kubernetes send) and SIGHUP (a
+//! closed terminal) all mean the same: the first one asks the run to stop after writing its
+//! reports, marked `interrupted`; a second one leaves at once. The exit status is 128 + the
+//! signal's number (130, 143, 129).
+//!
+//! The signals are blocked in every thread and taken by one thread that waits for them
+//! (`sigwait`), so no code runs inside a signal handler. Child processes start with an empty
+//! signal mask (the standard library resets it on spawn), so workers can still be signalled.
+//! Never prints.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+
+use nix::sys::signal::{SigSet, Signal};
+
+/// The signal that interrupted the run (0: none yet).
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+fn set() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        s.add(sig);
+    }
+    s
+}
+
+/// Starts taking SIGINT, SIGTERM and SIGHUP: the first sets `flag`, a second ends the process
+/// with 128 + its number. Call first thing in `main`, before any other thread exists (threads
+/// inherit the mask).
+pub fn install(flag: Arc<AtomicBool>) -> std::io::Result<()> {
+    let s = set();
+    s.thread_block().map_err(std::io::Error::from)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let Ok(sig) = s.wait() else { continue };
+            let first = RECEIVED
+                .compare_exchange(0, sig as i32, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+            flag.store(true, Ordering::SeqCst);
+            if !first {
+                std::process::exit(128 + sig as i32);
+            }
+        })?;
+    Ok(())
+}
+
+/// Undoes [`install`]'s mask in this thread (a worker process must stay killable by signals).
+pub fn unblock() {
+    let _ = set().thread_unblock();
+}
+
+/// The signal that interrupted the run, if one did.
+pub fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// The exit status of an interrupted run: 128 + the signal (130 when the stop came some other
+/// way, as Ctrl-C's).
+pub fn exit_code() -> u8 {
+    u8::try_from(128 + received().unwrap_or(libc::SIGINT)).unwrap_or(130)
+}
+
+/// The signal's name, for messages: `SIGTERM`.
+pub fn name(sig: i32) -> String {
+    Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string())
+}

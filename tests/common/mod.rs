@@ -1,0 +1,117 @@
+//! Helpers shared by the end-to-end test binaries: a scratch folder with its own cache, config
+//! and reports, and readers for what a run leaves behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// A scratch folder with its own cache, config and reports.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn config(&self, text: &str) -> PathBuf {
+        let p = self.path().join("models.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("quantbench").unwrap();
+        c.current_dir(self.path())
+            .env("QUANTBENCH_CACHE", self.path().join("cache"))
+            .env_remove("QUANTBENCH_FAULT")
+            .env_remove("QUANTBENCH_BACKEND_DIR");
+        c
+    }
+    /// The same command as a plain `std` process (for signals and waiting).
+    pub fn process(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("quantbench"));
+        c.current_dir(self.path())
+            .env("QUANTBENCH_CACHE", self.path().join("cache"))
+            .env_remove("QUANTBENCH_FAULT")
+            .env_remove("QUANTBENCH_BACKEND_DIR");
+        c
+    }
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().arg("run").args(args).output().unwrap()
+    }
+    /// The only run folder under reports/.
+    pub fn run_dir(&self) -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path().join("reports"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs.pop().unwrap()
+    }
+}
+
+pub const TINY: &str = r#"
+schema = 1
+[defaults]
+n_gen = 8
+n_prompt = 32
+repetitions = 3
+warmup = 1
+
+[[model]]
+name = "tiny"
+synthetic = "tiny"
+"#;
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+pub fn cells(report: &Value) -> &Vec<Value> {
+    report["cells"].as_array().unwrap()
+}
+
+/// Waits (polling) until `f` holds, failing the test after `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Whether a run folder's results.jsonl has a finished cell.
+pub fn has_a_cell(reports: &Path) -> bool {
+    std::fs::read_dir(reports)
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("results.jsonl")).ok())
+        .is_some_and(|t| t.contains("\"type\":\"cell\""))
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: signalling a child of the test.
+    unsafe { libc_kill(pid as i32, sig) };
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
