@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{GpuLayers, SplitMode, TensorSplit};
+use crate::config::{limits, GpuLayers, SplitMode, TensorSplit};
 use crate::plan::Overrides;
 
 #[derive(Parser, Debug)]
@@ -68,33 +68,34 @@ pub struct MatrixArgs {
     pub offline: bool,
 }
 
-/// Measurement overrides applied to every cell.
+/// Measurement overrides applied to every cell. Values are checked against the same limits as
+/// models.toml's keys ([`crate::config::limits`]), with the same messages.
 #[derive(Args, Debug, Clone, Default)]
 pub struct OverrideArgs {
     /// Timed repetitions per cell.
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'r', value_parser = |s: &str| limits::REPETITIONS.parse::<u32>(s))]
     pub repetitions: Option<u32>,
     /// Untimed warm-up repetitions per cell.
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| limits::WARMUP.parse::<u32>(s))]
     pub warmup: Option<u32>,
     /// Tokens generated per repetition (comma-separated list = one cell per value).
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| limits::N_GEN.parse::<u32>(s))]
     pub n_gen: Option<Vec<u32>>,
     /// Random prompt tokens for the pp test (comma-separated list = one cell per value).
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| limits::N_PROMPT.parse::<u32>(s))]
     pub n_prompt: Option<Vec<u32>>,
     /// Layers to offload to the GPU: "all" or a number (0 = CPU only).
-    #[arg(long, value_parser = parse_gpu_layers)]
+    #[arg(long, value_parser = GpuLayers::parse)]
     pub n_gpu_layers: Option<GpuLayers>,
     /// CPU threads [default: all cores].
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| limits::N_THREADS.parse::<u32>(s))]
     pub threads: Option<u32>,
     /// How to spread a model over several GPUs: none, layer, row or tensor (comma-separated
     /// list = one cell per value).
     #[arg(long, value_delimiter = ',', value_parser = parse_split_mode)]
     pub split_mode: Option<Vec<SplitMode>>,
     /// The GPU of split mode "none" (comma-separated list = one cell per value).
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(0..16))]
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| limits::MAIN_GPU.parse::<u32>(s))]
     pub main_gpu: Option<Vec<u32>>,
     /// Shares of the model per GPU, e.g. 3/1, or "auto" (by free memory). Repeatable: one
     /// cell per value.
@@ -104,15 +105,6 @@ pub struct OverrideArgs {
 
 fn parse_split_mode(s: &str) -> Result<SplitMode, String> {
     SplitMode::parse(s).ok_or_else(|| format!("{s:?}: use none, layer, row or tensor"))
-}
-
-fn parse_gpu_layers(s: &str) -> Result<GpuLayers, String> {
-    if s == "all" {
-        return Ok(GpuLayers::All);
-    }
-    s.parse::<u32>()
-        .map(GpuLayers::N)
-        .map_err(|_| format!("{s:?}: use \"all\" or a number of layers"))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +146,14 @@ pub struct RunArgs {
     /// Regression threshold: PCT for every metric, or METRIC=PCT. Repeatable.
     #[arg(long, value_name = "[METRIC=]PCT")]
     pub threshold: Vec<String>,
+    /// With --baseline: measure each regressed cell N more times and report a regression only
+    /// when every re-measurement confirms it (0: no re-runs).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub confirm: u32,
+    /// Measure without the machine-wide lock that keeps two runs from measuring at once (the
+    /// report says so).
+    #[arg(long)]
+    pub no_lock: bool,
     /// Skip the charts and report.html.
     #[arg(long)]
     pub no_plots: bool,
@@ -189,6 +189,11 @@ pub struct CompareArgs {
     /// Read `[compare]` thresholds from this matrix file (when it exists).
     #[arg(long, short = 'c', default_value = "models.toml")]
     pub config: PathBuf,
+    /// A re-measurement of the current run's cells (a report, as `run --confirm` writes them
+    /// into `confirm-N.json`). Repeatable: a regression stands only when every one of these
+    /// regresses against the baseline too.
+    #[arg(long, value_name = "REPORT")]
+    pub confirm_with: Vec<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,6 +297,38 @@ mod tests {
             o.tensor_split,
             Some(vec![TensorSplit(vec![3.0, 1.0]), TensorSplit::default()])
         );
+        // the command line refuses what models.toml refuses, with the same message
+        for (flag, value, msg) in [
+            (
+                "-r",
+                "0",
+                "repetitions = 0 is out of range: use a value from 1 to 1000",
+            ),
+            ("--threads", "0", "n_threads = 0 is out of range"),
+            ("--warmup", "1000000", "warmup = 1000000 is out of range"),
+            (
+                "--n-gen",
+                "4294967295",
+                "n_gen = 4294967295 is out of range",
+            ),
+            ("--n-gen", "1", "n_gen = 1 is out of range"),
+            ("--n-prompt", "0", "n_prompt = 0 is out of range"),
+            (
+                "--n-gpu-layers",
+                "100001",
+                "n_gpu_layers = 100001 is out of range",
+            ),
+            ("--main-gpu", "16", "main_gpu = 16 is out of range"),
+        ] {
+            let e = Cli::try_parse_from(["quantbench", "run", flag, value]).unwrap_err();
+            assert!(e.to_string().contains(msg), "{flag} {value}: {e}");
+            let toml_key = msg.split(" = ").next().unwrap();
+            let cfg = format!(
+                "schema = 1\n[defaults]\n{toml_key} = {value}\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n"
+            );
+            let ce = crate::config::parse(&cfg, std::path::Path::new("m.toml")).unwrap_err();
+            assert!(ce.to_string().contains(msg), "models.toml {toml_key}: {ce}");
+        }
         for bad in [
             ["--split-mode", "rows"],
             ["--tensor-split", "0/0"],

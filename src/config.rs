@@ -280,6 +280,126 @@ impl fmt::Display for TensorSplit {
     }
 }
 
+/// The allowed range of an integer parameter. models.toml and the command line check values
+/// against the same limits and say the same thing when one is outside them.
+#[derive(Clone, Copy, Debug)]
+pub struct Limit {
+    pub key: &'static str,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Limit {
+    /// `Ok(x)` inside the range, else the message both front ends show.
+    pub fn check(&self, x: i64) -> Result<i64, String> {
+        if x < self.min || x > self.max {
+            return Err(format!(
+                "{} = {x} is out of range: use a value from {} to {}",
+                self.key, self.min, self.max
+            ));
+        }
+        Ok(x)
+    }
+
+    /// Parses a command-line value and checks it.
+    pub fn parse<T: TryFrom<i64>>(&self, s: &str) -> Result<T, String> {
+        let x: i64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} = {s:?}: use a whole number", self.key))?;
+        T::try_from(self.check(x)?).map_err(|_| format!("{} = {x} is out of range", self.key))
+    }
+
+    /// Parses a comma-separated command-line list, each value checked.
+    pub fn parse_list<T: TryFrom<i64>>(&self, s: &str) -> Result<Vec<T>, String> {
+        s.split(',').map(|v| self.parse(v)).collect()
+    }
+}
+
+/// Limits of the measurement parameters. `n_prompt` and `n_gen` stay far below what would
+/// overflow a context size (`n_prompt + n_gen` fits in 32 bits).
+pub mod limits {
+    use super::Limit;
+    pub const N_GEN: Limit = Limit {
+        key: "n_gen",
+        min: 2,
+        max: 1 << 20,
+    };
+    pub const N_PROMPT: Limit = Limit {
+        key: "n_prompt",
+        min: 1,
+        max: 1 << 20,
+    };
+    pub const REPETITIONS: Limit = Limit {
+        key: "repetitions",
+        min: 1,
+        max: 1000,
+    };
+    pub const WARMUP: Limit = Limit {
+        key: "warmup",
+        min: 0,
+        max: 100,
+    };
+    pub const N_BATCH: Limit = Limit {
+        key: "n_batch",
+        min: 1,
+        max: 1 << 20,
+    };
+    pub const N_UBATCH: Limit = Limit {
+        key: "n_ubatch",
+        min: 1,
+        max: 1 << 20,
+    };
+    pub const N_THREADS: Limit = Limit {
+        key: "n_threads",
+        min: 1,
+        max: 4096,
+    };
+    pub const N_GPU_LAYERS: Limit = Limit {
+        key: "n_gpu_layers",
+        min: 0,
+        max: 100_000,
+    };
+    pub const TIMEOUT_S: Limit = Limit {
+        key: "timeout_s",
+        min: 1,
+        max: 7 * 24 * 3600,
+    };
+    pub const MAIN_GPU: Limit = Limit {
+        key: "main_gpu",
+        min: 0,
+        max: super::MAX_DEVICES as i64 - 1,
+    };
+    pub const SEED: Limit = Limit {
+        key: "seed",
+        min: 0,
+        max: i64::MAX,
+    };
+}
+
+impl GpuLayers {
+    /// `"all"` or a number of layers within [`limits::N_GPU_LAYERS`].
+    pub fn parse(s: &str) -> Result<GpuLayers, String> {
+        if s.trim() == "all" {
+            return Ok(GpuLayers::All);
+        }
+        s.trim()
+            .parse::<i64>()
+            .map_err(|_| {
+                format!("n_gpu_layers = {s:?}: use \"all\" or a number of layers (0 = CPU only)")
+            })
+            .and_then(Self::from_int)
+    }
+
+    /// A number of layers within [`limits::N_GPU_LAYERS`].
+    pub fn from_int(n: i64) -> Result<GpuLayers, String> {
+        limits::N_GPU_LAYERS
+            .check(n)
+            .map(|n| GpuLayers::N(n as u32))
+            .map_err(|e| format!("{e} (or \"all\"; 0 = CPU only)"))
+    }
+}
+
 /// KV cache element types accepted for `type_k` / `type_v`.
 pub const KV_TYPES: &[&str] = &["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"];
 
@@ -666,48 +786,29 @@ impl Cx<'_> {
         }
     }
 
-    fn int<T: TryFrom<i64>>(
-        &self,
-        v: &Spanned<i64>,
-        key: &str,
-        min: i64,
-        max: i64,
-    ) -> Result<T, ConfigError> {
-        let x = *v.get_ref();
-        if x < min || x > max {
-            return Err(self.err(
-                v.span(),
-                format!("{key} = {x} is out of range: use a value from {min} to {max}"),
-            ));
-        }
-        T::try_from(x).map_err(|_| self.err(v.span(), format!("{key} = {x} is out of range")))
+    fn int<T: TryFrom<i64>>(&self, v: &Spanned<i64>, limit: &Limit) -> Result<T, ConfigError> {
+        let x = limit
+            .check(*v.get_ref())
+            .map_err(|m| self.err(v.span(), m))?;
+        T::try_from(x)
+            .map_err(|_| self.err(v.span(), format!("{} = {x} is out of range", limit.key)))
     }
 
-    fn int_list(
-        &self,
-        v: &Spanned<OneOrMany>,
-        key: &str,
-        min: i64,
-    ) -> Result<Vec<u32>, ConfigError> {
+    fn int_list(&self, v: &Spanned<OneOrMany>, limit: &Limit) -> Result<Vec<u32>, ConfigError> {
         let values = match v.get_ref() {
             OneOrMany::One(x) => vec![*x],
             OneOrMany::Many(xs) => xs.clone(),
         };
         if values.is_empty() {
-            return Err(self.err(v.span(), format!("{key} must not be an empty list")));
+            return Err(self.err(v.span(), format!("{} must not be an empty list", limit.key)));
         }
-        let max = i64::from(u32::MAX);
         values
             .into_iter()
             .map(|x| {
-                if x < min || x > max {
-                    Err(self.err(
-                        v.span(),
-                        format!("{key} = {x} is out of range: use a value of at least {min}"),
-                    ))
-                } else {
-                    Ok(x as u32)
-                }
+                limit
+                    .check(x)
+                    .map(|x| x as u32)
+                    .map_err(|m| self.err(v.span(), m))
             })
             .collect()
     }
@@ -745,38 +846,23 @@ impl Cx<'_> {
         }
         if let Some(v) = r.n_gen {
             // decode_tok_s needs at least two generated tokens.
-            p.n_gen = self.int_list(v, "n_gen", 2)?;
+            p.n_gen = self.int_list(v, &limits::N_GEN)?;
         }
         if let Some(v) = r.n_prompt {
-            p.n_prompt = self.int_list(v, "n_prompt", 1)?;
+            p.n_prompt = self.int_list(v, &limits::N_PROMPT)?;
         }
         if let Some(v) = r.repetitions {
-            p.repetitions = self.int(v, "repetitions", 1, 1000)?;
+            p.repetitions = self.int(v, &limits::REPETITIONS)?;
         }
         if let Some(v) = r.warmup {
-            p.warmup = self.int(v, "warmup", 0, 100)?;
+            p.warmup = self.int(v, &limits::WARMUP)?;
         }
         if let Some(v) = r.n_gpu_layers {
             p.n_gpu_layers = match v.get_ref() {
-                IntOrString::Str(s) if s == "all" => GpuLayers::All,
-                IntOrString::Int(n) if (0..=100_000).contains(n) => GpuLayers::N(*n as u32),
-                IntOrString::Int(n) => {
-                    return Err(self.err(
-                        v.span(),
-                        format!(
-                            "n_gpu_layers = {n}: use \"all\" or a number of layers (0 = CPU only)"
-                        ),
-                    ))
-                }
-                IntOrString::Str(s) => {
-                    return Err(self.err(
-                        v.span(),
-                        format!(
-                        "n_gpu_layers = {s:?}: use \"all\" or a number of layers (0 = CPU only)"
-                    ),
-                    ))
-                }
-            };
+                IntOrString::Str(s) => GpuLayers::parse(s),
+                IntOrString::Int(n) => GpuLayers::from_int(*n),
+            }
+            .map_err(|m| self.err(v.span(), m))?;
         }
         if let Some(v) = r.flash_attn {
             p.flash_attn = match v.get_ref().as_str() {
@@ -792,13 +878,13 @@ impl Cx<'_> {
             };
         }
         if let Some(v) = r.n_batch {
-            p.n_batch = self.int(v, "n_batch", 1, 1 << 20)?;
+            p.n_batch = self.int(v, &limits::N_BATCH)?;
         }
         if let Some(v) = r.n_ubatch {
-            p.n_ubatch = self.int(v, "n_ubatch", 1, 1 << 20)?;
+            p.n_ubatch = self.int(v, &limits::N_UBATCH)?;
         }
         if let Some(v) = r.n_threads {
-            p.n_threads = Some(self.int(v, "n_threads", 1, 4096)?);
+            p.n_threads = Some(self.int(v, &limits::N_THREADS)?);
         }
         for (v, key, slot) in [
             (r.type_k, "type_k", &mut p.type_k),
@@ -820,7 +906,7 @@ impl Cx<'_> {
             }
         }
         if let Some(v) = r.timeout_s {
-            p.timeout_s = self.int(v, "timeout_s", 1, 7 * 24 * 3600)?;
+            p.timeout_s = self.int(v, &limits::TIMEOUT_S)?;
         }
         if let Some(v) = r.sampling {
             p.sampling = match v.get_ref().as_str() {
@@ -860,22 +946,12 @@ impl Cx<'_> {
             p.split_mode = modes;
         }
         if let Some(v) = r.main_gpu {
-            let gpus = self.int_list(v, "main_gpu", 0)?;
-            if let Some(g) = gpus.iter().find(|g| **g as usize >= MAX_DEVICES) {
-                return Err(self.err(
-                    v.span(),
-                    format!(
-                        "main_gpu = {g} is out of range: GPUs are numbered 0 to {}",
-                        MAX_DEVICES - 1
-                    ),
-                ));
-            }
-            if let Some((i, g)) = gpus
+            let gpus = self.int_list(v, &limits::MAIN_GPU)?;
+            if let Some((_, g)) = gpus
                 .iter()
                 .enumerate()
                 .find(|(i, g)| gpus[..*i].contains(g))
             {
-                let _ = i;
                 return Err(self.err(v.span(), format!("main_gpu {g} is listed twice")));
             }
             p.main_gpu = gpus;
@@ -959,7 +1035,7 @@ impl Cx<'_> {
                 )
             })?;
             let seed = match &r.seed {
-                Some(v) => self.int(v, "seed", 0, i64::MAX)?,
+                Some(v) => self.int(v, &limits::SEED)?,
                 None => 0,
             };
             Source::Synthetic { preset, seed }
@@ -971,14 +1047,21 @@ impl Cx<'_> {
                     !p.is_empty()
                         && p.chars()
                             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                });
+                })
+                && crate::safe_path::check_relative(repo, "repository").is_ok();
             if !ok {
                 return Err(self.err(
                     h.span(),
                     format!("hf = {repo:?}: write the repository as \"owner/name\""),
                 ));
             }
+            if let Some(v) = &r.revision {
+                crate::safe_path::check_relative(v.get_ref(), "revision")
+                    .map_err(|e| self.err(v.span(), e.to_string()))?;
+            }
             if let Some(f) = &r.file {
+                crate::safe_path::check_relative(f.get_ref(), "file template")
+                    .map_err(|e| self.err(f.span(), e.to_string()))?;
                 if params.quants.len() > 1 && !has_quant_placeholder(f.get_ref()) {
                     return Err(self.err(
                         f.span(),
@@ -1157,7 +1240,8 @@ mod tests {
         .unwrap();
         assert_eq!(m.compare.0["decode_tok_s"], 3.0);
         assert_eq!(m.compare.0["ttft_ms"], 12.5);
-        assert_eq!(m.compare.0["pp_tok_s"], 35.0, "the default stays");
+        let pp = crate::compare::metric("pp_tok_s").unwrap();
+        assert_eq!(m.compare.get(pp, false), 35.0, "the default stays");
         let e = p(&format!("{MIN}[compare]\ndecode_tok = 3\n")).unwrap_err();
         assert!(e.message.contains("did you mean \"decode_tok_s\""), "{e}");
         assert_eq!((e.line, e.col), (6, 1));
@@ -1214,7 +1298,7 @@ mod tests {
             ("split_mode = []", "must not be an empty list"),
             ("split_mode = [\"row\", \"row\"]", "listed twice"),
             ("main_gpu = -1", "out of range"),
-            ("main_gpu = 16", "GPUs are numbered 0 to 15"),
+            ("main_gpu = 16", "use a value from 0 to 15"),
             ("main_gpu = [1, 1]", "listed twice"),
             ("tensor_split = [0, 0]", "all zeros"),
             ("tensor_split = [1, -1]", "at least 0"),

@@ -312,7 +312,20 @@ impl LoadedModel {
     ) -> Result<Measurement> {
         let p = &cell.params;
         let prompt = self.tokenize(&p.prompt)?;
-        let n_ctx = p.n_prompt.max(prompt.len() as u32) + p.n_gen;
+        let n_ctx = u32::try_from(prompt.len())
+            .ok()
+            .map(|n| n.max(p.n_prompt))
+            .and_then(|n| n.checked_add(p.n_gen))
+            .filter(|&n| i32::try_from(n).is_ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the context for n_prompt {} (prompt {} tokens) + n_gen {} does not fit in \
+                     llama.cpp's 32-bit context size; use smaller values",
+                    p.n_prompt,
+                    prompt.len(),
+                    p.n_gen
+                )
+            })?;
         let t0 = Instant::now();
         let mut ctx = Context::new(self, cell, n_ctx)?;
         let ctx_s = t0.elapsed().as_secs_f64();
