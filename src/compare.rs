@@ -35,10 +35,41 @@ pub enum Direction {
 pub struct MetricDef {
     pub name: &'static str,
     pub direction: Direction,
-    /// Default threshold, percent.
+    /// Default threshold, percent, for cells that ran on a GPU.
     pub threshold_pct: f64,
+    /// Default threshold, percent, for cells that ran on the CPU backend. A CPU benchmark uses
+    /// every core, so anything else the machine does slows it down: on a shared 2-core VM,
+    /// runs of one build differed by up to 50% (reports/gate-study-2026-12-01).
+    pub cpu_threshold_pct: f64,
     /// For metrics measured once per cell: the smallest absolute change that counts.
     pub floor: Option<f64>,
+    /// The smallest change that can ever be a regression, whatever its percentage or p-value: a
+    /// few microseconds are below what any machine repeats. For latencies in ms, the change in
+    /// ms; for rates (tok/s), the change of the time per token, in ms.
+    pub min_change_ms: Option<f64>,
+}
+
+impl MetricDef {
+    /// Whether a rate (tok/s): its floor applies to the time per token.
+    fn is_rate(&self) -> bool {
+        self.name.ends_with("_tok_s")
+    }
+
+    /// Whether the change from `base` to `cur` is below the metric's absolute floor.
+    fn below_floor(&self, base: f64, cur: f64) -> bool {
+        let Some(floor) = self.min_change_ms else {
+            return false;
+        };
+        let change = if self.is_rate() {
+            if base <= 0.0 || cur <= 0.0 {
+                return false;
+            }
+            (1000.0 / cur - 1000.0 / base).abs()
+        } else {
+            (cur - base).abs()
+        };
+        change < floor
+    }
 }
 
 /// Every metric compared, with its direction and default threshold.
@@ -46,54 +77,71 @@ pub const METRICS: &[MetricDef] = &[
     // Defaults from the run-to-run noise measured on an H200 (README, "How far to trust the
     // gate"): about the smallest thresholds that raised no false alarm in two sets of 10
     // back-to-back runs of the seed matrix, compared pairwise and against 5-run baselines.
+    // Floors (`min_change_ms`): 10 µs per generated token, 2 µs per prompt token, 0.5 ms of TTFT.
     MetricDef {
         name: "decode_tok_s",
         direction: Direction::HigherIsBetter,
         threshold_pct: 12.0,
+        cpu_threshold_pct: 25.0,
         floor: None,
+        min_change_ms: Some(0.01),
     },
     MetricDef {
         name: "itl_ms_p50",
         direction: Direction::LowerIsBetter,
         threshold_pct: 8.0,
+        cpu_threshold_pct: 30.0,
         floor: None,
+        min_change_ms: Some(0.01),
     },
     MetricDef {
         name: "tg_tok_s",
         direction: Direction::HigherIsBetter,
         threshold_pct: 14.0,
+        cpu_threshold_pct: 25.0,
         floor: None,
+        min_change_ms: Some(0.01),
     },
     MetricDef {
         name: "pp_tok_s",
         direction: Direction::HigherIsBetter,
         threshold_pct: 35.0,
+        cpu_threshold_pct: 35.0,
         floor: None,
+        min_change_ms: Some(0.002),
     },
     MetricDef {
         name: "ttft_ms",
         direction: Direction::LowerIsBetter,
         threshold_pct: 60.0,
+        cpu_threshold_pct: 60.0,
         floor: None,
+        min_change_ms: Some(0.5),
     },
     // once per cell: floors in the metric's own unit
     MetricDef {
         name: "load_s",
         direction: Direction::LowerIsBetter,
         threshold_pct: 25.0,
+        cpu_threshold_pct: 25.0,
         floor: Some(0.25),
+        min_change_ms: None,
     },
     MetricDef {
         name: "mem_bytes",
         direction: Direction::LowerIsBetter,
         threshold_pct: 2.0,
+        cpu_threshold_pct: 2.0,
         floor: Some(16.0 * 1048576.0),
+        min_change_ms: None,
     },
     MetricDef {
         name: "energy_j_per_tok",
         direction: Direction::LowerIsBetter,
         threshold_pct: 10.0,
+        cpu_threshold_pct: 10.0,
         floor: Some(0.02),
+        min_change_ms: None,
     },
 ];
 
@@ -102,20 +150,11 @@ pub fn metric(name: &str) -> Option<&'static MetricDef> {
     METRICS.iter().find(|m| m.name == name)
 }
 
-/// Thresholds in percent by metric name (defaults overridden by models.toml and `--threshold`).
-#[derive(Clone, Debug, PartialEq)]
+/// Thresholds in percent by metric name that models.toml (`[compare]`) or `--threshold` set;
+/// a metric without one uses its default ([`MetricDef::threshold_pct`] on a GPU,
+/// [`MetricDef::cpu_threshold_pct`] on the CPU).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Thresholds(pub BTreeMap<String, f64>);
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds(
-            METRICS
-                .iter()
-                .map(|m| (m.name.to_string(), m.threshold_pct))
-                .collect(),
-        )
-    }
-}
 
 impl Thresholds {
     /// Applies `--threshold` values: `PCT` (every metric) or `METRIC=PCT`.
@@ -137,15 +176,30 @@ impl Thresholds {
                 }
                 None => {
                     let v = parse_pct(a, a)?;
-                    self.0.values_mut().for_each(|t| *t = v);
+                    for m in METRICS {
+                        self.0.insert(m.name.to_string(), v);
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    pub fn get(&self, m: &MetricDef) -> f64 {
-        self.0.get(m.name).copied().unwrap_or(m.threshold_pct)
+    /// The threshold of `m` for a cell on the CPU backend (`cpu`) or a GPU.
+    pub fn get(&self, m: &MetricDef, cpu: bool) -> f64 {
+        self.0.get(m.name).copied().unwrap_or(if cpu {
+            m.cpu_threshold_pct
+        } else {
+            m.threshold_pct
+        })
+    }
+
+    /// Every metric's threshold on a GPU (`cpu` false) or the CPU.
+    pub fn effective(&self, cpu: bool) -> BTreeMap<String, f64> {
+        METRICS
+            .iter()
+            .map(|m| (m.name.to_string(), self.get(m, cpu)))
+            .collect()
     }
 }
 
@@ -223,6 +277,22 @@ fn params_key(
         + &placement.map(|t| format!(" {t}")).unwrap_or_default()
 }
 
+/// The comparison key of a cell's measurement parameters, as [`CellResult::params`] holds it.
+pub fn cell_params_key(p: &crate::plan::CellParams) -> String {
+    params_key(
+        &p.n_prompt.to_string(),
+        &p.n_gen.to_string(),
+        &p.n_batch.to_string(),
+        &p.n_ubatch.to_string(),
+        &p.n_gpu_layers.to_string(),
+        p.flash_attn.name(),
+        &p.type_k,
+        &p.type_v,
+        p.sampling.name(),
+        p.placement_tag(),
+    )
+}
+
 /// Short cell label for tables: `pp512 tg50`, then the multi-GPU placement where it is not
 /// llama.cpp's default.
 fn cell_label(n_prompt: &str, n_gen: &str, placement: Option<String>) -> String {
@@ -294,10 +364,60 @@ pub fn read(path: &Path) -> Result<ReportView> {
                 report::SCHEMA_VERSION
             );
         }
-        Ok(from_report(&r, &path))
+        let view = from_report(&r, &path);
+        check_finite(&view)?;
+        Ok(view)
     } else {
-        from_csv(&text, &path)
+        let view = from_csv(&text, &path)?;
+        check_finite(&view)?;
+        Ok(view)
     }
+}
+
+/// Refuses a report holding a value that is not a finite number (spreadsheets write `NaN`,
+/// `inf`), or samples whose mean or spread overflows: the error names the file, the cell and the
+/// column, before anything is compared or measured.
+pub fn check_finite(view: &ReportView) -> Result<()> {
+    for c in view.cells.iter().filter(|c| c.ok) {
+        let whose = |name: &str| {
+            format!(
+                "{}: cell {} {} ({}), column {name}",
+                view.source, c.model, c.quant, c.label
+            )
+        };
+        for (name, st) in &c.stats {
+            let fix = "fix the value or remove the cell's row";
+            if let Some((i, v)) = st
+                .samples
+                .iter()
+                .flatten()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+            {
+                bail!(
+                    "{}: repetition {} is {v}, not a finite number; {fix}",
+                    whose(name),
+                    i + 1
+                );
+            }
+            let (m, var, _) = moments(st);
+            if st.samples.as_ref().is_some_and(|v| v.len() >= 2)
+                && (!m.is_finite() || !var.is_finite())
+            {
+                bail!(
+                    "{}: the samples are too large to summarise (their mean or variance \
+                     overflows); {fix}",
+                    whose(name)
+                );
+            }
+            for (what, v) in [("the mean", st.mean), ("the standard deviation", st.sd)] {
+                if !v.is_finite() {
+                    bail!("{}: {what} is {v}, not a finite number; {fix}", whose(name));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The comparison view of a report in memory.
@@ -375,18 +495,7 @@ pub fn from_report(r: &Report, path: &Path) -> ReportView {
             CellView {
                 model: c.model.clone(),
                 quant: c.quant.to_string(),
-                params: params_key(
-                    &p.n_prompt.to_string(),
-                    &p.n_gen.to_string(),
-                    &p.n_batch.to_string(),
-                    &p.n_ubatch.to_string(),
-                    &p.n_gpu_layers.to_string(),
-                    p.flash_attn.name(),
-                    &p.type_k,
-                    &p.type_v,
-                    p.sampling.name(),
-                    p.placement_tag(),
-                ),
+                params: cell_params_key(p),
                 label: cell_label(
                     &p.n_prompt.to_string(),
                     &p.n_gen.to_string(),
@@ -527,6 +636,8 @@ pub enum Verdict {
     NotComparable,
     Missing,
     New,
+    /// Beyond the threshold in one run, but not in every confirmation re-run: noise.
+    Unconfirmed,
     Improved,
     Unchanged,
 }
@@ -538,6 +649,7 @@ impl Verdict {
             Verdict::NotComparable => "not comparable",
             Verdict::Missing => "missing",
             Verdict::New => "new",
+            Verdict::Unconfirmed => "unconfirmed",
             Verdict::Improved => "improved",
             Verdict::Unchanged => "unchanged",
         }
@@ -559,6 +671,22 @@ pub struct MetricResult {
     /// baseline runs), `floor` (one value per run, absolute floor) or `none`.
     pub method: String,
     pub threshold_pct: f64,
+    pub verdict: Verdict,
+    /// Re-measurements of a cell that regressed (`run --confirm`, `compare --confirm-with`),
+    /// each compared with the same baseline: the regression stands only if every one regresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirmations: Vec<Confirmation>,
+}
+
+/// One confirmation re-run of a regressed metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The run the re-measurement belongs to.
+    pub run_id: String,
+    pub current: Option<f64>,
+    pub change_pct: Option<f64>,
+    pub p_value: Option<f64>,
+    /// `missing` when the re-run has no result for the cell (it failed or was interrupted).
     pub verdict: Verdict,
 }
 
@@ -587,9 +715,16 @@ pub struct Comparison {
     pub current_run_id: String,
     /// How many baseline runs (three or more: significance from their spread).
     pub base_runs: usize,
+    /// Thresholds of GPU cells, percent by metric.
     pub thresholds: BTreeMap<String, f64>,
+    /// Thresholds of CPU cells, percent by metric.
+    #[serde(default)]
+    pub cpu_thresholds: BTreeMap<String, f64>,
     pub regressions: usize,
     pub improvements: usize,
+    /// Confirmation re-runs applied (0: none).
+    #[serde(default)]
+    pub confirm_runs: usize,
     pub cells: Vec<CellResult>,
 }
 
@@ -597,6 +732,90 @@ impl Comparison {
     pub fn has_regression(&self) -> bool {
         self.regressions > 0
     }
+
+    /// The cells with a regressed metric: (model, quant, params) as in [`CellResult`].
+    pub fn regressed_cells(&self) -> Vec<(String, String, String)> {
+        self.cells
+            .iter()
+            .filter(|c| c.metrics.iter().any(|m| m.verdict == Verdict::Regressed))
+            .map(|c| (c.model.clone(), c.quant.clone(), c.params.clone()))
+            .collect()
+    }
+
+    /// Worst verdicts first, counts recomputed.
+    fn tally(&mut self) {
+        for c in &mut self.cells {
+            if let Some(worst) = c.metrics.iter().map(|m| m.verdict).min() {
+                c.verdict = worst;
+            }
+        }
+        self.cells
+            .sort_by(|a, b| a.verdict.cmp(&b.verdict).then(a.model.cmp(&b.model)));
+        let count = |v: Verdict| {
+            self.cells
+                .iter()
+                .flat_map(|c| &c.metrics)
+                .filter(|m| m.verdict == v)
+                .count()
+        };
+        self.regressions = count(Verdict::Regressed);
+        self.improvements = count(Verdict::Improved);
+    }
+}
+
+/// Applies confirmation re-runs, what Perfherder and Chromium's bisect do before they call a
+/// change a regression: `reruns` are comparisons of re-measurements of the regressed cells with
+/// the same baseline. A regressed metric keeps its verdict only when it regresses in every
+/// re-run too; otherwise it becomes [`Verdict::Unconfirmed`]. Each re-run's result is recorded on
+/// the metric. Without re-runs nothing changes.
+pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
+    if reruns.is_empty() {
+        return;
+    }
+    for c in &mut cmp.cells {
+        for m in &mut c.metrics {
+            if m.verdict != Verdict::Regressed {
+                continue;
+            }
+            m.confirmations = reruns
+                .iter()
+                .map(|r| {
+                    let found = r
+                        .cells
+                        .iter()
+                        .find(|rc| {
+                            (&rc.model, &rc.quant, &rc.params) == (&c.model, &c.quant, &c.params)
+                        })
+                        .and_then(|rc| rc.metrics.iter().find(|rm| rm.metric == m.metric));
+                    match found {
+                        Some(rm) => Confirmation {
+                            run_id: r.current_run_id.clone(),
+                            current: rm.current,
+                            change_pct: rm.change_pct,
+                            p_value: rm.p_value,
+                            verdict: rm.verdict,
+                        },
+                        None => Confirmation {
+                            run_id: r.current_run_id.clone(),
+                            current: None,
+                            change_pct: None,
+                            p_value: None,
+                            verdict: Verdict::Missing,
+                        },
+                    }
+                })
+                .collect();
+            if !m
+                .confirmations
+                .iter()
+                .all(|x| x.verdict == Verdict::Regressed)
+            {
+                m.verdict = Verdict::Unconfirmed;
+            }
+        }
+    }
+    cmp.confirm_runs = reruns.len();
+    cmp.tally();
 }
 
 /// Welch's t-test: the two-sided p-value of a difference in means, from summaries.
@@ -614,6 +833,10 @@ pub fn welch_p(a: &Stat, b: &Stat) -> Option<f64> {
     let t = (ma - mb) / se2.sqrt();
     let df = se2 * se2
         / ((va / na as f64).powi(2) / (na - 1) as f64 + (vb / nb as f64).powi(2) / (nb - 1) as f64);
+    // statrs panics on a NaN argument: no p-value for numbers that are not finite
+    if !t.is_finite() || !df.is_finite() {
+        return None;
+    }
     let dist = StudentsT::new(0.0, 1.0, df.max(1.0)).ok()?;
     Some(2.0 * (1.0 - dist.cdf(t.abs())))
 }
@@ -639,10 +862,16 @@ pub fn between_runs_p(runs: &[f64], x: f64) -> Option<f64> {
     }
     let m = runs.iter().sum::<f64>() / k as f64;
     let sd = (runs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
+    if !sd.is_finite() || !x.is_finite() {
+        return None;
+    }
     if sd == 0.0 {
         return Some(if x == m { 1.0 } else { 0.0 });
     }
     let t = (x - m) / (sd * (1.0 + 1.0 / k as f64).sqrt());
+    if !t.is_finite() {
+        return None;
+    }
     let dist = StudentsT::new(0.0, 1.0, (k - 1) as f64).ok()?;
     Some(2.0 * (1.0 - dist.cdf(t.abs())))
 }
@@ -671,7 +900,8 @@ fn compare_metric(
             None => (None, "none", false),
         }
     };
-    let beyond = change.map(|c| c.abs() > threshold_pct).unwrap_or(false);
+    let beyond = change.map(|c| c.abs() > threshold_pct).unwrap_or(false)
+        && !def.below_floor(base_mean, cur.mean);
     let worse = match def.direction {
         Direction::HigherIsBetter => cur.mean < base_mean,
         Direction::LowerIsBetter => cur.mean > base_mean,
@@ -691,6 +921,7 @@ fn compare_metric(
         method: method.into(),
         threshold_pct,
         verdict,
+        confirmations: Vec::new(),
     }
 }
 
@@ -780,7 +1011,8 @@ pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comp
                     .filter_map(|o| o.stats.get(def.name))
                     .collect();
                 let cs = c.stats.get(def.name)?;
-                (!bs.is_empty()).then(|| compare_metric(def, &bs, cs, thr.get(def)))
+                let cpu = c.backend.eq_ignore_ascii_case("CPU");
+                (!bs.is_empty()).then(|| compare_metric(def, &bs, cs, thr.get(def, cpu)))
             })
             .collect();
         let worst = metrics
@@ -803,15 +1035,7 @@ pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comp
             }
         }
     }
-    cells.sort_by(|a, b| a.verdict.cmp(&b.verdict).then(a.model.cmp(&b.model)));
-    let count = |v: Verdict| {
-        cells
-            .iter()
-            .flat_map(|c| &c.metrics)
-            .filter(|m| m.verdict == v)
-            .count()
-    };
-    Comparison {
+    let mut out = Comparison {
         base: bases
             .iter()
             .map(|b| b.source.as_str())
@@ -825,11 +1049,15 @@ pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comp
             .join(", "),
         current_run_id: cur.run_id.clone(),
         base_runs: bases.len(),
-        thresholds: thr.0.clone(),
-        regressions: count(Verdict::Regressed),
-        improvements: count(Verdict::Improved),
+        thresholds: thr.effective(false),
+        cpu_thresholds: thr.effective(true),
+        regressions: 0,
+        improvements: 0,
+        confirm_runs: 0,
         cells,
-    }
+    };
+    out.tally();
+    out
 }
 
 fn cell(
@@ -875,6 +1103,18 @@ pub fn markdown(cmp: &Comparison) -> String {
          with repetition samples, Welch's t-test p < 0.05; metrics measured once per cell need \
          an absolute change beyond a floor instead.\n"
     };
+    s +=
+        "No change smaller than 10 µs per generated token (2 µs per prompt token, 0.5 ms of TTFT) \
+          is a regression.";
+    if cmp.confirm_runs > 0 {
+        s += &format!(
+            " Each regressed cell was measured {} more time{}; a regression stands only when \
+             every re-run regresses too (otherwise: unconfirmed).",
+            cmp.confirm_runs,
+            if cmp.confirm_runs == 1 { "" } else { "s" }
+        );
+    }
+    s.push('\n');
     s
 }
 
@@ -885,6 +1125,28 @@ fn fmt_num(v: Option<f64>) -> String {
         Some(x) => format!("{x:.3}"),
         None => "–".into(),
     }
+}
+
+/// A metric's verdict with its confirmation re-runs: `REGRESSED (confirmed: −31.2%, −29.8%)`.
+fn verdict_text(m: &MetricResult) -> String {
+    if m.confirmations.is_empty() {
+        return m.verdict.name().into();
+    }
+    let runs: Vec<String> = m
+        .confirmations
+        .iter()
+        .map(|c| match (c.change_pct, c.verdict) {
+            (Some(x), Verdict::Regressed) => format!("{x:+.1}%"),
+            (Some(x), v) => format!("{x:+.1}% {}", v.name()),
+            (None, v) => v.name().into(),
+        })
+        .collect();
+    let how = if m.verdict == Verdict::Regressed {
+        "confirmed by the re-runs"
+    } else {
+        "re-runs"
+    };
+    format!("{} ({how}: {})", m.verdict.name(), runs.join(", "))
 }
 
 /// Table rows (regressions first), one per metric, or one per cell without metrics.
@@ -922,7 +1184,7 @@ pub fn rows(cmp: &Comparison) -> Vec<Vec<String>> {
                     None => m.method.replace('_', " "),
                 },
                 format!("{}%", m.threshold_pct),
-                m.verdict.name().into(),
+                verdict_text(&m),
             ]);
         }
     }
@@ -1113,11 +1375,123 @@ mod tests {
     }
 
     #[test]
+    fn changes_of_a_few_microseconds_are_never_regressions() {
+        // itl_ms_p50 on a 0.1 ms decode step: +8.8% (8.8 µs), tight samples, p < 0.001
+        let mut thr = Thresholds::default();
+        thr.apply_cli(&["5".into()]).unwrap();
+        let def = metric("itl_ms_p50").unwrap();
+        let base = stat(&[0.100, 0.1001, 0.0999, 0.1, 0.1]);
+        let cur = stat(&[0.1088, 0.1089, 0.1087, 0.1088, 0.1088]);
+        let r = compare_metric(def, &[&base], &cur, thr.get(def, true));
+        assert!(r.p_value.unwrap() < 0.001, "{r:?}");
+        assert_eq!(r.verdict, Verdict::Unchanged, "{r:?}");
+        // the same +8.8% on a 1 ms step (88 µs) is one
+        let base = stat(&[1.0, 1.001, 0.999, 1.0, 1.0]);
+        let cur = stat(&[1.088, 1.089, 1.087, 1.088, 1.088]);
+        assert_eq!(
+            compare_metric(def, &[&base], &cur, 5.0).verdict,
+            Verdict::Regressed
+        );
+        // rates: the floor is on the time per token (10000 → 9200 tok/s is 8.7 µs per token)
+        let def = metric("decode_tok_s").unwrap();
+        let base = stat(&[10000.0, 10010.0, 9990.0, 10000.0, 10000.0]);
+        let cur = stat(&[9200.0, 9210.0, 9190.0, 9200.0, 9200.0]);
+        assert_eq!(
+            compare_metric(def, &[&base], &cur, 5.0).verdict,
+            Verdict::Unchanged
+        );
+        let base = stat(&[100.0, 100.1, 99.9, 100.0, 100.0]);
+        let cur = stat(&[92.0, 92.1, 91.9, 92.0, 92.0]);
+        assert_eq!(
+            compare_metric(def, &[&base], &cur, 5.0).verdict,
+            Verdict::Regressed
+        );
+    }
+
+    #[test]
+    fn confirmation_keeps_only_regressions_every_rerun_repeats() {
+        let base = view(&[100.0, 101.0, 99.0, 100.5, 99.5], 1.0);
+        let mut thr = Thresholds::default();
+        thr.apply_cli(&["5".into()]).unwrap();
+        let slow = || view(&[80.0, 81.0, 79.0, 80.5, 79.5], 1.0);
+        let fine = || view(&[100.2, 99.1, 100.9, 99.8, 100.1], 1.0);
+        let b = std::slice::from_ref(&base);
+        let mut cmp = compare(b, &slow(), &thr);
+        assert_eq!(cmp.regressions, 1);
+        assert_eq!(cmp.regressed_cells().len(), 1);
+        // one re-run back at the baseline's speed: unconfirmed, no regression
+        let reruns = [compare(b, &slow(), &thr), compare(b, &fine(), &thr)];
+        confirm(&mut cmp, &reruns);
+        assert_eq!(cmp.regressions, 0);
+        assert_eq!(cmp.confirm_runs, 2);
+        assert_eq!(cmp.cells[0].verdict, Verdict::Unconfirmed);
+        let m = &cmp.cells[0].metrics[0];
+        assert_eq!(m.confirmations.len(), 2);
+        assert_eq!(m.confirmations[1].verdict, Verdict::Unchanged);
+        assert!(
+            markdown(&cmp).contains("unconfirmed (re-runs: "),
+            "{}",
+            markdown(&cmp)
+        );
+        // every re-run slow: confirmed
+        let mut cmp = compare(b, &slow(), &thr);
+        confirm(
+            &mut cmp,
+            &[compare(b, &slow(), &thr), compare(b, &slow(), &thr)],
+        );
+        assert_eq!(cmp.regressions, 1);
+        assert!(markdown(&cmp).contains("confirmed by the re-runs"));
+        // a re-run without the cell (it failed) does not confirm
+        let mut empty = slow();
+        empty.cells.clear();
+        let mut cmp = compare(b, &slow(), &thr);
+        confirm(&mut cmp, &[compare(b, &empty, &thr)]);
+        assert_eq!(cmp.regressions, 0);
+        assert_eq!(
+            cmp.cells[0].metrics[0].confirmations[0].verdict,
+            Verdict::Missing
+        );
+        // no re-runs: nothing changes
+        let mut cmp = compare(b, &slow(), &thr);
+        confirm(&mut cmp, &[]);
+        assert_eq!(cmp.regressions, 1);
+    }
+
+    #[test]
+    fn non_finite_values_never_panic_and_are_refused() {
+        let nan = Stat {
+            mean: f64::NAN,
+            sd: 1.0,
+            n: 5,
+            samples: None,
+        };
+        let ok = stat(&[1.0, 2.0, 3.0]);
+        assert_eq!(welch_p(&nan, &ok), None);
+        let huge = stat(&[1e308, 1e308, 1e308]);
+        assert_eq!(welch_p(&huge, &ok), None);
+        assert_eq!(between_runs_p(&[1.0, f64::INFINITY, 2.0], 1.0), None);
+        let mut v = view(&[100.0, f64::NAN, 99.0], 1.0);
+        let e = check_finite(&v).unwrap_err().to_string();
+        assert!(
+            e.contains("column decode_tok_s") && e.contains("repetition 2"),
+            "{e}"
+        );
+        v.cells[0].stats.get_mut("decode_tok_s").unwrap().samples = Some(vec![1e308; 3]);
+        let e = check_finite(&v).unwrap_err().to_string();
+        assert!(e.contains("overflows"), "{e}");
+    }
+
+    #[test]
     fn cli_thresholds() {
         let mut t = Thresholds::default();
         t.apply_cli(&["3".into(), "ttft_ms=20".into()]).unwrap();
-        assert_eq!(t.get(metric("decode_tok_s").unwrap()), 3.0);
-        assert_eq!(t.get(metric("ttft_ms").unwrap()), 20.0);
+        assert_eq!(t.get(metric("decode_tok_s").unwrap(), false), 3.0);
+        assert_eq!(t.get(metric("decode_tok_s").unwrap(), true), 3.0);
+        assert_eq!(t.get(metric("ttft_ms").unwrap(), true), 20.0);
+        // defaults differ by backend
+        let d = Thresholds::default();
+        assert_eq!(d.get(metric("decode_tok_s").unwrap(), false), 12.0);
+        assert_eq!(d.get(metric("decode_tok_s").unwrap(), true), 25.0);
         assert!(t.apply_cli(&["decode=3".into()]).is_err());
         assert!(t.apply_cli(&["fast".into()]).is_err());
     }

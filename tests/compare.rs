@@ -80,10 +80,26 @@ fn load(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-/// A copy of run B's results.json with every decode sample scaled by `k`.
-fn scaled(k: f64, tag: &str) -> PathBuf {
+/// Run B's results.json with constructed samples of a known spread: every repetition's
+/// decode_tok_s replaced by the cell's mean × (1 ± 1%), whatever the machine did meanwhile.
+/// Tests of the gate's logic compare these, so a busy machine cannot change their verdicts.
+fn tame() -> Value {
     let f = fixture();
     let mut r = load(&f.b.join("results.json"));
+    for c in r["cells"].as_array_mut().unwrap() {
+        let mean = c["metrics"]["decode_tok_s"]["mean"].as_f64().unwrap();
+        for (i, s) in c["samples"].as_array_mut().unwrap().iter_mut().enumerate() {
+            let wiggle = [1.0, 1.01, 0.99, 1.005, 0.995][i % 5];
+            s["decode_tok_s"] = Value::from(mean * wiggle);
+        }
+    }
+    r
+}
+
+/// The tamed run B with every decode sample scaled by `k`.
+fn scaled(k: f64, tag: &str) -> PathBuf {
+    let f = fixture();
+    let mut r = tame();
     for c in r["cells"].as_array_mut().unwrap() {
         for s in c["samples"].as_array_mut().unwrap() {
             let v = s["decode_tok_s"].as_f64().unwrap();
@@ -95,9 +111,9 @@ fn scaled(k: f64, tag: &str) -> PathBuf {
     p
 }
 
-/// Thresholds for a shared 2-core VM like CI's: back-to-back runs of the tiny model there differ
-/// by up to 30–50% (README, "How far to trust the gate"), far above the H200-based defaults.
-const NOISY_VM: &[&str] = &["--threshold", "60"];
+/// Two real runs of one build on a machine that may be busy (CI's 2-core VMs, another test suite
+/// beside this one) can differ several-fold; only this much holds under any load.
+const NOISY_VM: &[&str] = &["--threshold", "300"];
 
 #[test]
 fn two_runs_on_the_same_machine_are_not_a_regression() {
@@ -140,18 +156,15 @@ fn two_runs_on_the_same_machine_are_not_a_regression() {
 }
 
 #[test]
-fn a_20_percent_slowdown_is_a_regression_and_2_percent_is_noise() {
+fn a_50_percent_slowdown_is_a_regression_and_2_percent_is_noise() {
     let f = fixture();
-    let base = f.b.join("results.json");
-    let out = compare(&f.root, &base, &scaled(0.8, "slow"), &["--format", "md"]);
+    let base = f.root.join("tame.json");
+    std::fs::write(&base, serde_json::to_string(&tame()).unwrap()).unwrap();
+    // CPU cells: the default threshold of decode_tok_s is 25%
+    let out = compare(&f.root, &base, &scaled(0.5, "slow"), &["--format", "md"]);
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     let md = String::from_utf8_lossy(&out.stdout);
-    // every cell's decode is 20% down; whether each one is also significant depends on how
-    // noisy its five repetitions were on this machine, so at least one must be flagged
-    assert!(
-        md.contains(" regression") && !md.contains("**0 regressions"),
-        "{md}"
-    );
+    assert!(md.contains("**3 regressions"), "{md}");
     assert!(
         md.contains("| decode_tok_s |") && md.contains("REGRESSED"),
         "{md}"
@@ -163,32 +176,140 @@ fn a_20_percent_slowdown_is_a_regression_and_2_percent_is_noise() {
 
     let out = compare(&f.root, &base, &scaled(1.02, "noise"), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    // a 20% improvement is one
-    let out = compare(&f.root, &base, &scaled(1.25, "fast"), &["--format", "json"]);
+    // a 50% improvement is one
+    let out = compare(&f.root, &base, &scaled(1.5, "fast"), &["--format", "json"]);
     assert_eq!(out.status.code(), Some(0));
     let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(cmp["improvements"].as_u64().unwrap() >= 1, "{cmp}");
+    assert_eq!(cmp["improvements"], 3, "{cmp}");
     assert_eq!(cmp["regressions"], 0);
     // thresholds from the command line and from models.toml
     let out = compare(
         &f.root,
         &base,
-        &scaled(0.8, "slow"),
-        &["--threshold", "decode_tok_s=30"],
+        &scaled(0.5, "slow"),
+        &["--threshold", "decode_tok_s=60"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let out = compare(
+        &f.root,
+        &base,
+        &scaled(0.8, "slow20"),
+        &["--threshold", "decode_tok_s=10"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     std::fs::write(
         f.root.join("lenient.toml"),
-        format!("{TINY}[compare]\ndecode_tok_s = 30\n"),
+        format!("{TINY}[compare]\ndecode_tok_s = 60\n"),
     )
     .unwrap();
     let out = compare(
         &f.root,
         &base,
-        &scaled(0.8, "slow"),
+        &scaled(0.5, "slow"),
         &["--config", "lenient.toml"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+}
+
+#[test]
+fn a_regression_must_survive_the_confirmation_runs() {
+    let f = fixture();
+    let base = f.root.join("tame-c.json");
+    std::fs::write(&base, serde_json::to_string(&tame()).unwrap()).unwrap();
+    let slow = scaled(0.5, "slow-c");
+    // re-measured slow again: confirmed
+    let out = compare(
+        &f.root,
+        &base,
+        &slow,
+        &["--confirm-with", slow.to_str().unwrap(), "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cmp["regressions"], 3);
+    assert_eq!(cmp["confirm_runs"], 1);
+    // re-measured at the baseline's speed: a one-off, not a regression
+    let out = compare(
+        &f.root,
+        &base,
+        &slow,
+        &["--confirm-with", base.to_str().unwrap(), "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cmp["regressions"], 0);
+    let decode = cmp["cells"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "decode_tok_s")
+        .unwrap()
+        .clone();
+    assert_eq!(decode["verdict"], "unconfirmed");
+    assert_eq!(decode["confirmations"].as_array().unwrap().len(), 1);
+    assert!(err(&out).contains("unconfirmed"), "{}", err(&out));
+}
+
+#[test]
+fn values_that_are_not_finite_are_refused_naming_file_cell_and_column() {
+    let f = fixture();
+    let cur = f.b.join("results.json");
+    // a spreadsheet wrote NaN into the CSV
+    let csv = std::fs::read_to_string(f.b.join("results.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let k = head.iter().position(|h| h == "decode_tok_s").unwrap();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&head).unwrap();
+    for (i, rec) in rdr.records().enumerate() {
+        let mut row: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        if i == 1 {
+            row[k] = "NaN".into();
+        }
+        w.write_record(&row).unwrap();
+    }
+    let nan = f.root.join("nan.csv");
+    std::fs::write(&nan, w.into_inner().unwrap()).unwrap();
+    let out = compare(&f.root, &nan, &cur, &[]);
+    assert_eq!(out.status.code(), Some(2), "no panic: {}", err(&out));
+    let e = err(&out);
+    assert!(
+        e.contains("nan.csv")
+            && e.contains("tiny Q8_0")
+            && e.contains("decode_tok_s")
+            && e.contains("NaN"),
+        "{e}"
+    );
+    // samples whose mean overflows
+    let mut r = load(&cur);
+    for s in r["cells"][0]["samples"].as_array_mut().unwrap() {
+        s["decode_tok_s"] = Value::from(1.0e308);
+    }
+    let huge = f.root.join("huge.json");
+    std::fs::write(&huge, serde_json::to_string(&r).unwrap()).unwrap();
+    let out = compare(&f.root, &huge, &cur, &[]);
+    assert_eq!(out.status.code(), Some(2), "no panic: {}", err(&out));
+    assert!(
+        err(&out).contains("huge.json") && err(&out).contains("overflow"),
+        "{}",
+        err(&out)
+    );
+    let out = compare(&f.root, &cur, &huge, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    // and run --baseline checks it before measuring anything
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("models.toml"), TINY).unwrap();
+    let out = Command::cargo_bin("quantbench")
+        .unwrap()
+        .current_dir(dir.path())
+        .env("QUANTBENCH_CACHE", f.root.join("cache"))
+        .args(["run", "--baseline"])
+        .arg(&nan)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(err(&out).contains("decode_tok_s"), "{}", err(&out));
+    assert!(!dir.path().join("reports").exists(), "nothing was measured");
 }
 
 #[test]
@@ -230,7 +351,7 @@ fn a_csv_baseline_works() {
     let csv = f.b.join("results.csv");
     let out = compare(&f.root, &csv, &f.b.join("results.json"), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    let out = compare(&f.root, &csv, &scaled(0.8, "slow-csv"), &[]);
+    let out = compare(&f.root, &csv, &scaled(0.2, "slow-csv"), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     // and a CSV current against a JSON baseline, and a run folder, across the two real runs
     let out = compare(&f.root, &f.a, &f.b.join("results.csv"), NOISY_VM);
@@ -281,8 +402,9 @@ fn run_with_baseline_gates_and_saves() {
             .env_remove("QUANTBENCH_FAULT");
         c
     };
-    // a baseline twice as fast as this machine: the run regresses, whatever its noise
-    let fast = scaled(2.0, "fast-baseline");
+    // a baseline ten times as fast as this machine: the run regresses, and so does every
+    // confirmation re-run, however busy the machine is
+    let fast = scaled(10.0, "fast-baseline");
     let out = q()
         .args(["run", "--only", "tiny:Q8_0", "--baseline"])
         .arg(&fast)
@@ -291,6 +413,11 @@ fn run_with_baseline_gates_and_saves() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     assert!(err(&out).contains("REGRESSED"));
+    assert!(
+        err(&out).contains("confirming: 1 cell regressed"),
+        "{}",
+        err(&out)
+    );
     assert!(err(&out).contains("not saved as the baseline"));
     assert!(!dir.path().join("base/baseline.json").exists());
     let run_dir = std::fs::read_dir(dir.path().join("reports"))
@@ -300,6 +427,18 @@ fn run_with_baseline_gates_and_saves() {
         .unwrap()
         .path();
     assert!(run_dir.join("comparison.md").exists() && run_dir.join("comparison.json").exists());
+    // the re-runs are in the run folder and in the comparison
+    for k in [1, 2] {
+        let rerun = load(&run_dir.join(format!("confirm-{k}.json")));
+        assert_eq!(rerun["cells"].as_array().unwrap().len(), 1);
+    }
+    let cmp = load(&run_dir.join("comparison.json"));
+    assert_eq!(cmp["confirm_runs"], 2);
+    assert!(cmp["cells"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["verdict"] == "regressed" && m["confirmations"].as_array().unwrap().len() == 2));
 
     // no baseline given: the run is saved as the next one
     let out = q()
@@ -337,10 +476,11 @@ fn run_with_baseline_gates_and_saves() {
 #[test]
 fn a_folder_of_baseline_runs_tests_against_their_spread() {
     let f = fixture();
+    // three baseline runs of a known spread (±3%), not three real runs of a busy machine
     let set = f.root.join("baseline-set");
     std::fs::create_dir_all(&set).unwrap();
-    std::fs::copy(f.a.join("results.json"), set.join("a.json")).unwrap();
-    std::fs::copy(f.b.join("results.json"), set.join("b.json")).unwrap();
+    std::fs::copy(scaled(1.0, "first"), set.join("a.json")).unwrap();
+    std::fs::copy(scaled(0.97, "second"), set.join("b.json")).unwrap();
     std::fs::copy(scaled(1.03, "third"), set.join("c.json")).unwrap();
     let out = compare(
         &f.root,

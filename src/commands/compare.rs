@@ -39,7 +39,13 @@ pub fn run(ctx: &Ctx, args: &CompareArgs) -> Result<u8> {
         .expect("clap requires at least two reports");
     let base = compare::read_many(bases).context("reading the baseline")?;
     let cur = compare::read(current).context("reading the current report")?;
-    let cmp = compare::compare(&base, &cur, &thr);
+    let mut cmp = compare::compare(&base, &cur, &thr);
+    let mut reruns = Vec::new();
+    for p in &args.confirm_with {
+        let r = compare::read(p).context("reading a --confirm-with report")?;
+        reruns.push(compare::compare(&base, &r, &thr));
+    }
+    compare::confirm(&mut cmp, &reruns);
     show(ctx, &cmp, args.format)?;
     Ok(if cmp.has_regression() {
         exit::REGRESSION
