@@ -290,6 +290,10 @@ pub struct Limit {
 }
 
 impl Limit {
+    pub const fn new(key: &'static str, min: i64, max: i64) -> Limit {
+        Limit { key, min, max }
+    }
+
     /// `Ok(x)` inside the range, else the message both front ends show.
     pub fn check(&self, x: i64) -> Result<i64, String> {
         if x < self.min || x > self.max {
@@ -320,61 +324,17 @@ impl Limit {
 /// overflow a context size (`n_prompt + n_gen` fits in 32 bits).
 pub mod limits {
     use super::Limit;
-    pub const N_GEN: Limit = Limit {
-        key: "n_gen",
-        min: 2,
-        max: 1 << 20,
-    };
-    pub const N_PROMPT: Limit = Limit {
-        key: "n_prompt",
-        min: 1,
-        max: 1 << 20,
-    };
-    pub const REPETITIONS: Limit = Limit {
-        key: "repetitions",
-        min: 1,
-        max: 1000,
-    };
-    pub const WARMUP: Limit = Limit {
-        key: "warmup",
-        min: 0,
-        max: 100,
-    };
-    pub const N_BATCH: Limit = Limit {
-        key: "n_batch",
-        min: 1,
-        max: 1 << 20,
-    };
-    pub const N_UBATCH: Limit = Limit {
-        key: "n_ubatch",
-        min: 1,
-        max: 1 << 20,
-    };
-    pub const N_THREADS: Limit = Limit {
-        key: "n_threads",
-        min: 1,
-        max: 4096,
-    };
-    pub const N_GPU_LAYERS: Limit = Limit {
-        key: "n_gpu_layers",
-        min: 0,
-        max: 100_000,
-    };
-    pub const TIMEOUT_S: Limit = Limit {
-        key: "timeout_s",
-        min: 1,
-        max: 7 * 24 * 3600,
-    };
-    pub const MAIN_GPU: Limit = Limit {
-        key: "main_gpu",
-        min: 0,
-        max: super::MAX_DEVICES as i64 - 1,
-    };
-    pub const SEED: Limit = Limit {
-        key: "seed",
-        min: 0,
-        max: i64::MAX,
-    };
+    pub const N_GEN: Limit = Limit::new("n_gen", 2, 1 << 20);
+    pub const N_PROMPT: Limit = Limit::new("n_prompt", 1, 1 << 20);
+    pub const REPETITIONS: Limit = Limit::new("repetitions", 1, 1000);
+    pub const WARMUP: Limit = Limit::new("warmup", 0, 100);
+    pub const N_BATCH: Limit = Limit::new("n_batch", 1, 1 << 20);
+    pub const N_UBATCH: Limit = Limit::new("n_ubatch", 1, 1 << 20);
+    pub const N_THREADS: Limit = Limit::new("n_threads", 1, 4096);
+    pub const N_GPU_LAYERS: Limit = Limit::new("n_gpu_layers", 0, 100_000);
+    pub const TIMEOUT_S: Limit = Limit::new("timeout_s", 1, 7 * 24 * 3600);
+    pub const MAIN_GPU: Limit = Limit::new("main_gpu", 0, super::MAX_DEVICES as i64 - 1);
+    pub const SEED: Limit = Limit::new("seed", 0, i64::MAX);
 }
 
 impl GpuLayers {

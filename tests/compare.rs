@@ -72,6 +72,17 @@ fn compare(root: &Path, base: &Path, cur: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The first cell's result for one metric in a JSON comparison.
+fn metric_of(cmp: &Value, name: &str) -> Value {
+    cmp["cells"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == name)
+        .unwrap()
+        .clone()
+}
+
 fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -238,13 +249,7 @@ fn a_regression_must_survive_the_confirmation_runs() {
     assert_eq!(out.status.code(), Some(0), "{}", err(&out));
     let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cmp["regressions"], 0);
-    let decode = cmp["cells"][0]["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == "decode_tok_s")
-        .unwrap()
-        .clone();
+    let decode = metric_of(&cmp, "decode_tok_s");
     assert_eq!(decode["verdict"], "unconfirmed");
     assert_eq!(decode["confirmations"].as_array().unwrap().len(), 1);
     assert!(err(&out).contains("unconfirmed"), "{}", err(&out));
@@ -491,13 +496,7 @@ fn a_folder_of_baseline_runs_tests_against_their_spread() {
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cmp["base_runs"], 3);
-    let decode = cmp["cells"][0]["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == "decode_tok_s")
-        .unwrap()
-        .clone();
+    let decode = metric_of(&cmp, "decode_tok_s");
     assert_eq!(decode["method"], "between_runs");
     assert_eq!(decode["verdict"], "regressed");
     // an empty folder is an unreadable baseline
