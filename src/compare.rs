@@ -766,7 +766,8 @@ impl Comparison {
 /// Applies confirmation re-runs, what Perfherder and Chromium's bisect do before they call a
 /// change a regression: `reruns` are comparisons of re-measurements of the regressed cells with
 /// the same baseline. A regressed metric keeps its verdict only when it regresses in every
-/// re-run too; otherwise it becomes [`Verdict::Unconfirmed`]. Each re-run's result is recorded on
+/// re-run that measured it; otherwise it becomes [`Verdict::Unconfirmed`] (a re-run that failed
+/// refutes nothing). Each re-run's result is recorded on
 /// the metric. Without re-runs nothing changes.
 pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
     if reruns.is_empty() {
@@ -805,10 +806,10 @@ pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
                     }
                 })
                 .collect();
-            if !m
-                .confirmations
+            // a re-run without a result for the cell (it failed) neither confirms nor refutes
+            if m.confirmations
                 .iter()
-                .all(|x| x.verdict == Verdict::Regressed)
+                .any(|x| !matches!(x.verdict, Verdict::Regressed | Verdict::Missing))
             {
                 m.verdict = Verdict::Unconfirmed;
             }
@@ -1103,9 +1104,14 @@ pub fn markdown(cmp: &Comparison) -> String {
          with repetition samples, Welch's t-test p < 0.05; metrics measured once per cell need \
          an absolute change beyond a floor instead.\n"
     };
-    s +=
-        "No change smaller than 10 µs per generated token (2 µs per prompt token, 0.5 ms of TTFT) \
-          is a regression.";
+    let floor = |name: &str| metric(name).and_then(|m| m.min_change_ms).unwrap_or(0.0);
+    s += &format!(
+        "No change smaller than {} µs per generated token ({} µs per prompt token, {} ms of \
+         TTFT) is a regression.",
+        floor("decode_tok_s") * 1000.0,
+        floor("pp_tok_s") * 1000.0,
+        floor("ttft_ms")
+    );
     if cmp.confirm_runs > 0 {
         s += &format!(
             " Each regressed cell was measured {} more time{}; a regression stands only when \
@@ -1441,12 +1447,12 @@ mod tests {
         );
         assert_eq!(cmp.regressions, 1);
         assert!(markdown(&cmp).contains("confirmed by the re-runs"));
-        // a re-run without the cell (it failed) does not confirm
+        // a re-run without the cell (it failed) refutes nothing: the regression stands
         let mut empty = slow();
         empty.cells.clear();
         let mut cmp = compare(b, &slow(), &thr);
         confirm(&mut cmp, &[compare(b, &empty, &thr)]);
-        assert_eq!(cmp.regressions, 0);
+        assert_eq!(cmp.regressions, 1);
         assert_eq!(
             cmp.cells[0].metrics[0].confirmations[0].verdict,
             Verdict::Missing

@@ -38,6 +38,11 @@ pub trait Observer {
     fn worker_log(&mut self, _line: &str) {}
 }
 
+/// The error of a step stopped by Ctrl-C or a signal: the caller exits as interrupted.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 /// How the run of the cells ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -92,6 +97,16 @@ struct Worker {
     child: Child,
     rx: Receiver<Msg>,
     stderr_tail: VecDeque<String>,
+}
+
+impl Drop for Worker {
+    /// A worker left behind by an error on the way (a report that cannot be written) is
+    /// stopped, not left measuring on its own.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
 }
 
 impl Worker {
@@ -252,7 +267,11 @@ impl Coordinator<'_> {
                 Ok(Msg::StderrClosed) => err_done = true,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    if Instant::now() > deadline || self.interrupted.load(Ordering::SeqCst) {
+                    if self.interrupted.load(Ordering::SeqCst) {
+                        w.kill();
+                        return Err(ProbeError::Other(anyhow::Error::new(Interrupted)));
+                    }
+                    if Instant::now() > deadline {
                         w.kill();
                         return Err(ProbeError::Other(anyhow::anyhow!(
                             "the worker self-test did not finish within 120 s: {}",
@@ -313,7 +332,29 @@ impl Coordinator<'_> {
         let mut timed_out: Option<u64> = None;
         let (mut out_done, mut err_done) = (false, false);
         while !(out_done && err_done) {
-            match w.rx.recv_timeout(Duration::from_millis(100)) {
+            // the deadlines are checked on every pass, not only when the worker is silent: a
+            // worker that logs in a loop must time out too
+            if self.interrupted.load(Ordering::SeqCst) {
+                w.kill();
+                return Ok(Ended::Interrupted);
+            }
+            let now = Instant::now();
+            let until = match finished_at {
+                // the result is in: a worker stuck in teardown is simply stopped
+                Some(t) if now > t + TEARDOWN_GRACE => {
+                    w.kill();
+                    break;
+                }
+                Some(t) => t + TEARDOWN_GRACE,
+                None if now > deadline => {
+                    timed_out = Some(limit);
+                    w.kill();
+                    break;
+                }
+                None => deadline,
+            };
+            let wait = (until - now).min(Duration::from_millis(100));
+            match w.rx.recv_timeout(wait) {
                 Ok(Msg::Event(e)) => match e {
                     Event::Ready { backend } => obs.ready(&backend),
                     Event::Started { cell } if ours(cell) => {
@@ -342,26 +383,7 @@ impl Coordinator<'_> {
                 }
                 Ok(Msg::StdoutClosed) => out_done = true,
                 Ok(Msg::StderrClosed) => err_done = true,
-                Err(RecvTimeoutError::Timeout) => {
-                    if self.interrupted.load(Ordering::SeqCst) {
-                        w.kill();
-                        return Ok(Ended::Interrupted);
-                    }
-                    match finished_at {
-                        // the result is in: a worker stuck in teardown is simply stopped
-                        Some(t) if t.elapsed() > TEARDOWN_GRACE => {
-                            w.kill();
-                            break;
-                        }
-                        Some(_) => {}
-                        None if Instant::now() > deadline => {
-                            timed_out = Some(limit);
-                            w.kill();
-                            break;
-                        }
-                        None => {}
-                    }
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
@@ -369,9 +391,19 @@ impl Coordinator<'_> {
         if finished_at.is_some() {
             return Ok(Ended::Complete);
         }
+        // The signal that stops the run may have reached the worker too (systemd signals the
+        // whole control group), and the worker's death may be seen before the signal thread
+        // sets the flag: give it a moment. Not the cell's failure; --resume measures it.
+        if status
+            .signal()
+            .is_some_and(|s| [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&s))
+        {
+            let t = Instant::now();
+            while !self.interrupted.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         if self.interrupted.load(Ordering::SeqCst) {
-            // the signal that stops the run may have reached the worker too (systemd signals
-            // the whole control group): not the cell's failure; --resume measures it
             return Ok(Ended::Interrupted);
         }
         let cause = match timed_out {

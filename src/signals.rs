@@ -16,12 +16,26 @@ use nix::sys::signal::{SigSet, Signal};
 /// The signal that interrupted the run (0: none yet).
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
+/// The signals to take: SIGINT, SIGTERM and SIGHUP, less those this process was started with
+/// ignored (`nohup`, or `&` in a non-interactive shell, ignore SIGHUP and SIGINT: a blocked
+/// signal is still queued, so taking it would stop a run that was meant to survive them).
 fn set() -> SigSet {
     let mut s = SigSet::empty();
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        s.add(sig);
+        if !ignored(sig) {
+            s.add(sig);
+        }
     }
     s
+}
+
+fn ignored(sig: Signal) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current disposition.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig as libc::c_int, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// Starts taking SIGINT, SIGTERM and SIGHUP: the first sets `flag`, a second ends the process
@@ -43,11 +57,6 @@ pub fn install(flag: Arc<AtomicBool>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
-}
-
-/// Undoes [`install`]'s mask in this thread (a worker process must stay killable by signals).
-pub fn unblock() {
-    let _ = set().thread_unblock();
 }
 
 /// The signal that interrupted the run, if one did.

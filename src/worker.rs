@@ -23,7 +23,8 @@ use crate::quant::Quant;
 
 /// Environment variable that makes workers inject a fault, for testing failure handling:
 /// `KIND` or `KIND@MODEL` or `KIND@MODEL:QUANT`, KIND one of `crash`, `hang` (while measuring),
-/// `hang-init` (before the cell starts), `hang-exit` (after its result), `error`, `oom`.
+/// `hang-init` (before the cell starts), `hang-exit` (after its result), `hang-log` (while
+/// logging a line every 10 ms), `error`, `oom`.
 pub const FAULT_ENV: &str = "QUANTBENCH_FAULT";
 
 struct Events {
@@ -329,6 +330,11 @@ fn inject_fault(cell: &Cell) -> Result<()> {
             std::process::abort()
         }
         Some("hang") => hang(),
+        Some("hang-log") => loop {
+            // stuck, but chatty: a log line every 10 ms, as a driver retrying in a loop
+            eprintln!("quantbench worker: still trying ({FAULT_ENV}={spec})");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        },
         Some("oom") => {
             // What llama.cpp's CUDA backend prints before it aborts on an allocation failure.
             eprintln!("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 15258.00 MiB on device 0: cudaMalloc failed: out of memory");

@@ -88,6 +88,53 @@ fn resume_refuses_a_folder_of_another_plan_and_changes_nothing() {
     for (f, bytes) in before {
         assert_eq!(std::fs::read(dir.join(&f)).unwrap(), bytes, "{f} changed");
     }
+    // a folder another quantbench is writing (a run, a --resume) is refused too
+    s.config(TINY);
+    let f = std::fs::File::create(dir.join(".quantbench.lock")).unwrap();
+    f.lock().unwrap();
+    let out = s.run(&[
+        "-r",
+        "1",
+        "--only",
+        "tiny:F16",
+        "--resume",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another quantbench is writing this run folder"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_run_started_with_sighup_ignored_survives_it() {
+    // `nohup quantbench run &`: SIGHUP (a closed terminal) must not stop it
+    let s = Scratch::new();
+    s.config(TINY);
+    let bin = assert_cmd::cargo::cargo_bin("quantbench");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' HUP; exec '{}' run -r 1 --no-plots",
+            bin.display()
+        ))
+        .current_dir(s.path())
+        .env("QUANTBENCH_CACHE", s.path().join("cache"))
+        .env_remove("QUANTBENCH_FAULT")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for(120, "the first cell", || {
+        common::has_a_cell(&s.path().join("reports"))
+    });
+    common::signal(child.id(), 1);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json(&s.run_dir().join("results.json"));
+    assert_eq!(report["status"], "complete");
+    assert_eq!(cells(&report).len(), 3);
 }
 
 #[test]
@@ -175,15 +222,58 @@ fn workers_hanging_before_the_cell_or_after_their_result_are_stopped() {
         "{e}"
     );
 
+    // a worker stuck while logging without pause is stopped at the deadline too
+    let out = s
+        .cmd()
+        .args(["run", "-r", "1", "--no-plots", "--out", "chatty"])
+        .env("QUANTBENCH_FAULT", "hang-log@stuck")
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let d = std::fs::read_dir(s.path().join("chatty"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let e = cells(&json(&d.join("results.json")))[1]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("timed out after 5 s"), "{e}");
+
     // a worker stuck in teardown after its result: the result counts, the run goes on
     let out = s
         .cmd()
-        .args(["run", "-r", "1", "--no-plots", "--out", "teardown"])
+        .args([
+            "run",
+            "-r",
+            "1",
+            "--no-plots",
+            "--out",
+            "teardown",
+            "--only",
+            "tiny",
+        ])
         .env("QUANTBENCH_FAULT", "hang-exit@tiny")
         .timeout(Duration::from_secs(300))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let d = std::fs::read_dir(s.path().join("teardown"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let report = json(&d.join("results.json"));
+    assert_eq!(cells(&report).len(), 1);
+    assert_eq!(
+        cells(&report)[0]["status"],
+        "ok",
+        "the result reported before the hang counts"
+    );
 }
 
 #[test]

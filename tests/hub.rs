@@ -1016,10 +1016,12 @@ fn a_hostile_commit_or_file_name_cannot_reach_outside_the_cache() {
     s.config("[[model]]\nname = \"e\"\nhf = \"acme/evil\"\nquants = [\"F16\"]\n");
     let out = s.run(&["run"]);
     assert_eq!(out.status.code(), Some(3), "{}", err(&out));
-    assert!(
-        !s.path().join("x").exists(),
-        "a folder was made outside the cache"
-    );
+    for outside in [s.path().join("x"), s.hub_cache().join("x")] {
+        assert!(
+            !outside.exists(),
+            "a folder was made outside the snapshot: {outside:?}"
+        );
+    }
     let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
     assert!(
         e.contains("unsafe file name in the repository listing") && e.contains("`..`"),

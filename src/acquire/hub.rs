@@ -18,7 +18,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -296,10 +295,9 @@ impl Hub {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on an open descriptor; released when the file is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!("cannot lock {}", dir.display());
-        }
+        // flock, as Python's filelock; released when the file is closed
+        f.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
         Ok(f)
     }
 
@@ -647,6 +645,9 @@ fn link_snapshot(snapshot: &Path, etag: &str, file: &str) -> Result<()> {
         .with_context(|| format!("linking {}", snapshot.display()))
 }
 
+/// The most shards a model may have (the largest GGUFs on the hub have a few dozen).
+const MAX_SHARDS: u32 = 1000;
+
 /// `…-00001-of-00003.gguf` → (prefix before `-00001`, index 1, count 3).
 pub fn shard_of(file: &str) -> Option<(String, u32, u32)> {
     let stem = file.strip_suffix(".gguf")?;
@@ -655,7 +656,12 @@ pub fn shard_of(file: &str) -> Option<(String, u32, u32)> {
     if index.len() != 5 || count.len() != 5 {
         return None;
     }
-    Some((prefix.to_string(), index.parse().ok()?, count.parse().ok()?))
+    let (i, n): (u32, u32) = (index.parse().ok()?, count.parse().ok()?);
+    // `-00001-of-00000` or 99,999 shards from a hostile listing are not a shard set
+    if i == 0 || i > n || n > MAX_SHARDS {
+        return None;
+    }
+    Some((prefix.to_string(), i, n))
 }
 
 /// All shard names of the set `file` belongs to (just `file` when it is not sharded).
@@ -805,6 +811,14 @@ mod tests {
             Some(("a/b".into(), 2, 3))
         );
         assert_eq!(shard_of("b.gguf"), None);
+        assert_eq!(shard_of("b-00001-of-00000.gguf"), None);
+        assert_eq!(shard_of("b-00000-of-00002.gguf"), None);
+        assert_eq!(shard_of("b-00003-of-00002.gguf"), None);
+        assert_eq!(shard_of("b-00001-of-99999.gguf"), None);
+        assert_eq!(
+            shard_set("b-00001-of-00000.gguf"),
+            vec!["b-00001-of-00000.gguf"]
+        );
         assert_eq!(shard_set("x-00001-of-00002.gguf").len(), 2);
     }
 

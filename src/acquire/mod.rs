@@ -452,27 +452,15 @@ pub fn derive(
 }
 
 fn acquire_path(path: &Path, opts: &Options, progress: &dyn Progress) -> Result<Origin> {
-    let md = std::fs::metadata(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!(
-                "model file not found: {} (check `path` in the config)",
-                path.display()
-            )
-        } else {
-            anyhow::anyhow!("cannot read {}: {e}", path.display())
-        }
-    })?;
-    if !md.is_file() {
-        bail!("{} is not a file", path.display());
+    let local = inspect(path);
+    if let Some(problem) = local.problem {
+        bail!("{}: {problem}", path.display());
     }
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    match gguf::sniff(&mut f)? {
-        gguf::Sniff::Gguf { .. } => {}
-        gguf::Sniff::NotGguf { first_bytes } => bail!(
-            "{} is not a GGUF file (it starts with {:?}, not \"GGUF\")",
-            path.display(),
-            String::from_utf8_lossy(&first_bytes)
-        ),
+    if local.size.is_none() {
+        bail!(
+            "model file not found: {} (check `path` in the config)",
+            path.display()
+        );
     }
     let (size_bytes, sha256) = file_identity(path, opts, progress)?;
     Ok(Origin {

@@ -172,6 +172,28 @@ impl SaveTarget {
     }
 }
 
+/// An exclusive lock on a run folder for as long as this process writes it.
+fn lock_run_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(".quantbench.lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{}: another quantbench is writing this run folder (a run or a --resume of it); \
+             wait for it to end",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 /// What `--resume` says to continue a run in `dir`.
 fn resume_hint(dir: &Path) -> String {
     format!(
@@ -283,20 +305,19 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
     if let Some(dir) = &args.resume {
         check_resume_belongs(dir, previous_header.as_ref(), &previous, &cells)?;
     }
-    let (run_id, dir) = match &args.resume {
-        Some(dir) => (
-            dir.file_name()
-                .map_or_else(run_id, |n| n.to_string_lossy().into_owned()),
-            dir.clone(),
-        ),
-        None => new_run_dir(&args.out)?,
-    };
-
     // Fail fast, before anything is written or measured, if llama.cpp cannot start here.
     let mut coordinator = ctx.coordinator()?;
-    let (backend, notes) = coordinator
-        .probe()
-        .context("checking the llama.cpp backends")?;
+    let (backend, notes) = match coordinator.probe() {
+        Ok(p) => p,
+        Err(e)
+            if e.downcast_ref::<crate::coordinator::Interrupted>()
+                .is_some() =>
+        {
+            ctx.printer.line("interrupted before anything was measured");
+            return Ok(crate::signals::exit_code());
+        }
+        Err(e) => return Err(e.context("checking the llama.cpp backends")),
+    };
     for n in &notes {
         ctx.printer.warn(n);
     }
@@ -305,6 +326,16 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         .iter()
         .map(|d| format!("{} ({})", d.name, d.description))
         .collect();
+    let (run_id, dir) = match &args.resume {
+        Some(dir) => (
+            dir.file_name()
+                .map_or_else(run_id, |n| n.to_string_lossy().into_owned()),
+            dir.clone(),
+        ),
+        None => new_run_dir(&args.out)?,
+    };
+    // One quantbench at a time writes a run folder (a second `--resume` of it is refused).
+    let _folder = lock_run_dir(&dir)?;
 
     let mut environment = crate::envinfo::collect();
     environment.llama = backend;
@@ -324,7 +355,8 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         quantbench: BuildInfo::current(),
         environment,
         synthetic_weights: false,
-        unlocked: args.no_lock,
+        // a resumed run measured partly without the lock stays marked
+        unlocked: args.no_lock || previous_header.as_ref().is_some_and(|h| h.unlocked),
         cells: Vec::new(),
     };
     ctx.printer.run_header(
@@ -333,6 +365,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         matrix.models.len(),
         &devices.join(", "),
     );
+    let mut logged = false;
     let measured = measure(
         ctx,
         args,
@@ -343,10 +376,14 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         &dir,
         &mut coordinator,
         t_start,
+        &mut logged,
     );
-    // An error from here on (a full disk, a vanished folder) leaves a valid results.jsonl:
-    // say how to continue.
+    // An error once the log holds the run (a full disk, a vanished folder) leaves a valid
+    // results.jsonl: say how to continue.
     let (report, lock) = measured.map_err(|e| {
+        if !logged {
+            return e;
+        }
         let full = crate::fsutil::is_disk_full(&e);
         e.context(format!(
             "the run stopped; the cells measured so far are in {}; {}{}",
@@ -387,6 +424,7 @@ fn measure(
     dir: &Path,
     coordinator: &mut Coordinator<'_>,
     t_start: Instant,
+    logged: &mut bool,
 ) -> Result<(Report, Option<crate::machine_lock::MachineLock>)> {
     // Cells measured before (--resume) are kept; failed ones run again.
     let done: HashMap<String, CellResult> = previous
@@ -451,6 +489,7 @@ fn measure(
     obs.append(&LogLine::Run {
         report: Box::new(header),
     })?;
+    *logged = true;
     report::write_all(&obs.report, dir)?;
 
     // Cells whose file could not be obtained fail now; the rest go to workers.
@@ -600,6 +639,10 @@ fn finish(
         None => false,
     };
     drop(lock);
+    // a signal during the confirmation re-runs: the measured run is complete, but the verdict
+    // is not final, so nothing is saved as a baseline and the exit status says interrupted
+    let confirm_interrupted =
+        report.status == RunStatus::Complete && ctx.interrupted.load(Ordering::SeqCst);
     if !args.no_plots {
         // Charts are a view of the reports already written: failing to draw one loses nothing.
         match report::write_visuals(&report, dir) {
@@ -611,7 +654,8 @@ fn finish(
     }
     if let Some(target) = &save_to {
         let path = target.path(&report.run_id);
-        if report.status == RunStatus::Complete && failed == 0 && !regressed {
+        if report.status == RunStatus::Complete && failed == 0 && !regressed && !confirm_interrupted
+        {
             report::write_atomic(&path, report::json::Json.render(&report)?.as_bytes())?;
             ctx.printer
                 .line(&format!("saved as the baseline: {}", path.display()));
@@ -637,6 +681,13 @@ fn finish(
                 report.cells.len(),
                 resume_hint(dir)
             ));
+            crate::signals::exit_code()
+        }
+        _ if confirm_interrupted => {
+            ctx.printer.line(
+                "interrupted during the confirmation re-runs: the reports are complete, the \
+                 comparison lists the regressions unconfirmed",
+            );
             crate::signals::exit_code()
         }
         _ if regressed => exit::REGRESSION,
@@ -685,6 +736,13 @@ fn gate(
             })
         })
         .collect();
+    if jobs.len() != regressed.len() {
+        ctx.printer.warn(
+            "cannot re-measure every regressed cell (no file for it): the regressions stand \
+             unconfirmed",
+        );
+        return Ok(cmp);
+    }
     // the re-runs measure too: they need the lock the cells had
     let _lock = if locked || args.no_lock {
         None
@@ -712,7 +770,12 @@ fn gate(
             total: jobs.len(),
             n: 0,
         };
-        coordinator.run(jobs.clone(), &mut obs)?;
+        if coordinator.run(jobs.clone(), &mut obs)? == Ended::Interrupted {
+            // an interrupted re-run neither confirms nor refutes: the verdict stays as it was
+            ctx.printer
+                .warn("confirmation interrupted: the regressions stand unconfirmed");
+            return Ok(cmp);
+        }
         let rerun = Report {
             run_id: format!("{}-confirm-{k}", report.run_id),
             cells: obs.cells,
