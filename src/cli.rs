@@ -15,7 +15,9 @@ use crate::plan::Overrides;
     about = "Benchmark GGUF models × quantizations on llama.cpp: load time, memory, TTFT, \
              decode speed, efficiency",
     after_help = "Exit codes: 0 ok · 1 regression against the baseline · 2 usage/config/setup \
-                  error · 3 some cells failed (reports written) · 130 interrupted"
+                  error (or a run stopped by an I/O error; it says how to --resume) · 3 some \
+                  cells failed (reports written) · 128 + the signal when interrupted (130 \
+                  SIGINT, 143 SIGTERM, 129 SIGHUP)"
 )]
 pub struct Cli {
     /// Show llama.cpp's log and more detail.

@@ -114,7 +114,7 @@ fn a_run_started_with_sighup_ignored_survives_it() {
     let s = Scratch::new();
     s.config(TINY);
     let bin = assert_cmd::cargo::cargo_bin("quantbench");
-    let child = std::process::Command::new("sh")
+    let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
             "trap '' HUP; exec '{}' run -r 1 --no-plots",
@@ -123,15 +123,16 @@ fn a_run_started_with_sighup_ignored_survives_it() {
         .current_dir(s.path())
         .env("QUANTBENCH_CACHE", s.path().join("cache"))
         .env_remove("QUANTBENCH_FAULT")
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(s.path().join("run.log")).unwrap())
         .spawn()
         .unwrap();
     common::wait_for(120, "the first cell", || {
         common::has_a_cell(&s.path().join("reports"))
     });
     common::signal(child.id(), 1);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status = common::wait_bounded(&mut child, 300);
+    let log = std::fs::read_to_string(s.path().join("run.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
     let report = json(&s.run_dir().join("results.json"));
     assert_eq!(report["status"], "complete");
     assert_eq!(cells(&report).len(), 3);
@@ -385,7 +386,7 @@ fn a_second_run_waits_for_the_measurement_lock() {
     let report = json(&s.run_dir().join("results.json"));
     assert!(cells(&report).is_empty(), "nothing measured while waiting");
     drop(held);
-    let status = child.wait().unwrap();
+    let status = common::wait_bounded(&mut child, 300);
     assert_eq!(
         status.code(),
         Some(0),

@@ -35,13 +35,25 @@ impl Scratch {
             .env_remove("QUANTBENCH_BACKEND_DIR");
         c
     }
-    /// The same command as a plain `std` process (for signals and waiting).
+    /// The same command as a plain `std` process (for signals and waiting), with SIGINT,
+    /// SIGTERM and SIGHUP at their default disposition: a test suite started in the background
+    /// (`cmd &`, `nohup`) hands them down ignored, and quantbench keeps ignored signals ignored.
     pub fn process(&self) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("quantbench"));
         c.current_dir(self.path())
             .env("QUANTBENCH_CACHE", self.path().join("cache"))
             .env_remove("QUANTBENCH_FAULT")
             .env_remove("QUANTBENCH_BACKEND_DIR");
+        // SAFETY: only async-signal-safe calls (signal) between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
         c
     }
     pub fn run(&self, args: &[&str]) -> Output {
@@ -108,10 +120,22 @@ pub fn has_a_cell(reports: &Path) -> bool {
 /// Sends a signal to a process.
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: signalling a child of the test.
-    unsafe { libc_kill(pid as i32, sig) };
+    unsafe { libc::kill(pid as i32, sig) };
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+/// Waits for a child at most `secs` seconds; a child still running then is killed and the test
+/// fails, instead of hanging the suite.
+pub fn wait_bounded(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child did not exit within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
