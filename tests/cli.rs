@@ -5,7 +5,7 @@ mod common;
 use common::{cells, json, stderr, Scratch, TINY};
 use serde_json::Value;
 
-/// The CSV columns the contract names (DESIGN.md §4, §5).
+/// The CSV columns the README's metric and output tables name.
 const CONTRACT_COLUMNS: &[&str] = &[
     "model",
     "quant",

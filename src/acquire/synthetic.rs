@@ -2,8 +2,8 @@
 //!
 //! Speed and memory of inference do not depend on weight values, so a file with the real tensor
 //! names, shapes, metadata and a tokenizer of the real kind and size measures like the real model
-//! (quality does not: reports mark these weights as synthetic). Mirrors the reference writer
-//! `shared/reference/synth_gguf.py`: every 2-D weight is a slice, at a random offset, of one pool
+//! (quality does not: reports mark these weights as synthetic). Like the Python reference writer
+//! the H200 anchor figures were measured on: every 2-D weight is a slice, at a random offset, of one pool
 //! of normal(0, 1) × 0.02 values; norm weights are ones and biases zeros (F32). Never prints.
 
 use std::io::{self, Write};

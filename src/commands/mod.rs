@@ -20,7 +20,7 @@ use crate::coordinator::Coordinator;
 use crate::output::Printer;
 use crate::plan::{self, Cell};
 
-/// Exit codes of the contract (DESIGN.md §2).
+/// Exit codes of the command line (README, "Commands").
 pub mod exit {
     pub const OK: u8 = 0;
     pub const REGRESSION: u8 = 1;
