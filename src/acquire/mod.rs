@@ -794,9 +794,10 @@ fn hash_record_path(path: &Path, opts: &Options) -> PathBuf {
 }
 
 fn stat(path: &Path) -> Result<(u64, u128)> {
-    let md = std::fs::metadata(path)?;
+    let md = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mtime = md
-        .modified()?
+        .modified()
+        .with_context(|| format!("reading the time of {}", path.display()))?
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     Ok((md.len(), mtime))
@@ -811,7 +812,8 @@ fn remember_hash(path: &Path, sha256: &str, opts: &Options) -> Result<()> {
         sha256: sha256.into(),
     };
     let p = hash_record_path(path, opts);
-    std::fs::create_dir_all(p.parent().expect("has parent"))?;
+    let dir = p.parent().expect("has parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::report::write_atomic(&p, serde_json::to_string(&rec)?.as_bytes())
 }
 
@@ -846,11 +848,14 @@ pub fn file_identity(
 
 /// sha256 of a file's bytes, as lowercase hex.
 pub fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String> {
-    let mut r = BufReader::with_capacity(1 << 22, File::open(path)?);
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut r = BufReader::with_capacity(1 << 22, f);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 22];
     loop {
-        let n = r.read(&mut buf)?;
+        let n = r
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
