@@ -19,6 +19,18 @@ pub fn is_disk_full(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Opens (creating, never truncating) a file to take a lock on: a lock file's content, if any,
+/// belongs to whoever holds the lock.
+pub fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening the lock file {}", path.display()))
+}
+
 /// Flushes a file's data to the disk.
 pub fn sync_file(path: &Path) -> Result<()> {
     File::open(path)

@@ -6,7 +6,7 @@
 //! the holding process exits, however it exits. Never prints: waiting is reported through a
 //! callback.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,13 +72,7 @@ pub fn acquire(
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("creating {}", cache_dir.display()))?;
     let path = path(cache_dir);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening the measurement lock {}", path.display()))?;
+    let mut file = crate::fsutil::open_lock_file(&path)?;
     let mut told = false;
     loop {
         match file.try_lock() {

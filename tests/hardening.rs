@@ -232,12 +232,7 @@ fn workers_hanging_before_the_cell_or_after_their_result_are_stopped() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let d = std::fs::read_dir(s.path().join("chatty"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let d = s.run_dir_in("chatty");
     let e = cells(&json(&d.join("results.json")))[1]["error"]
         .as_str()
         .unwrap()
@@ -262,12 +257,7 @@ fn workers_hanging_before_the_cell_or_after_their_result_are_stopped() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let d = std::fs::read_dir(s.path().join("teardown"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let d = s.run_dir_in("teardown");
     let report = json(&d.join("results.json"));
     assert_eq!(cells(&report).len(), 1);
     assert_eq!(
@@ -416,11 +406,6 @@ fn a_second_run_waits_for_the_measurement_lock() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let d = std::fs::read_dir(s.path().join("nolock"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let d = s.run_dir_in("nolock");
     assert_eq!(json(&d.join("results.json"))["unlocked"], true);
 }

@@ -289,12 +289,7 @@ impl Hub {
         )?;
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = join_under(&dir, &format!("{etag}.lock"), "ETag")?;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let f = crate::fsutil::open_lock_file(&path)?;
         // flock, as Python's filelock; released when the file is closed
         f.lock()
             .with_context(|| format!("locking {}", path.display()))?;

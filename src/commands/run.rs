@@ -175,12 +175,7 @@ impl SaveTarget {
 /// An exclusive lock on a run folder for as long as this process writes it.
 fn lock_run_dir(dir: &Path) -> Result<File> {
     let path = dir.join(".quantbench.lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let f = crate::fsutil::open_lock_file(&path)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => bail!(

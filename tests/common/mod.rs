@@ -61,7 +61,11 @@ impl Scratch {
     }
     /// The only run folder under reports/.
     pub fn run_dir(&self) -> PathBuf {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path().join("reports"))
+        self.run_dir_in("reports")
+    }
+    /// The only run folder under `out` (a `--out` folder).
+    pub fn run_dir_in(&self, out: &str) -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path().join(out))
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.is_dir())
