@@ -32,22 +32,16 @@ pub fn host_memory_available_bytes() -> u64 {
 
 /// The machine's OS, kernel, CPU and memory (llama and GPU fields are filled by the caller).
 pub fn collect() -> Environment {
-    // SAFETY: uname fills a zeroed struct of fixed-size NUL-terminated fields.
-    let (kernel, hostname) = unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 {
-            let s = |f: &[libc::c_char]| {
-                std::ffi::CStr::from_ptr(f.as_ptr())
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            (
-                format!("{} {}", s(&u.sysname), s(&u.release)),
-                s(&u.nodename),
-            )
-        } else {
-            (String::new(), String::new())
-        }
+    let (kernel, hostname) = match nix::sys::utsname::uname() {
+        Ok(u) => (
+            format!(
+                "{} {}",
+                u.sysname().to_string_lossy(),
+                u.release().to_string_lossy()
+            ),
+            u.nodename().to_string_lossy().into_owned(),
+        ),
+        Err(_) => (String::new(), String::new()),
     };
     let cpuinfo = read("/proc/cpuinfo");
     Environment {

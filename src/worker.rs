@@ -49,10 +49,10 @@ fn take_stdout() -> Result<Events> {
         if fd < 0 || libc::dup2(2, 1) < 0 {
             anyhow::bail!("cannot set up the worker's event channel");
         }
-        // Die with the coordinator rather than run on as an orphan holding the GPU.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         fd
     };
+    // Die with the coordinator rather than run on as an orphan holding the GPU.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // SAFETY: `fd` is a fresh descriptor owned by nothing else.
     Ok(Events {
         out: BufWriter::new(unsafe { File::from_raw_fd(fd) }),
