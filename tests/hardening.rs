@@ -70,14 +70,15 @@ fn resume_refuses_a_folder_of_another_plan_and_changes_nothing() {
             .collect();
     // another config: the measured cell is not in its plan
     s.config(&TINY.replace("n_gen = 8", "n_gen = 9"));
-    let out = s.run(&[
+    let resume = [
         "-r",
         "1",
         "--only",
         "tiny:F16",
         "--resume",
         dir.to_str().unwrap(),
-    ]);
+    ];
+    let out = s.run(&resume);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -92,14 +93,7 @@ fn resume_refuses_a_folder_of_another_plan_and_changes_nothing() {
     s.config(TINY);
     let f = std::fs::File::create(dir.join(".quantbench.lock")).unwrap();
     f.lock().unwrap();
-    let out = s.run(&[
-        "-r",
-        "1",
-        "--only",
-        "tiny:F16",
-        "--resume",
-        dir.to_str().unwrap(),
-    ]);
+    let out = s.run(&resume);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("another quantbench is writing this run folder"),
