@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::acquire::gguf::Meta;
+use crate::gguf::Meta;
 
 /// Architecture numbers that drive memory use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::acquire::synthetic::{self, Preset};
+use crate::presets::{self, Preset};
 use crate::quant::Quant;
 
 /// The only schema this version reads.
@@ -466,7 +466,7 @@ pub struct Matrix {
     pub path: PathBuf,
     pub models: Vec<ModelSpec>,
     /// Regression thresholds (`[compare]`), percent by metric.
-    pub compare: crate::compare::Thresholds,
+    pub compare: crate::metrics::Thresholds,
 }
 
 /// Fills `{quant}` (lower case) and `{QUANT}` (upper case) in a file template.
@@ -664,10 +664,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         }
         models.push(spec);
     }
-    let mut compare = crate::compare::Thresholds::default();
+    let mut compare = crate::metrics::Thresholds::default();
     for (k, v) in raw.compare.iter().flatten() {
-        let Some(def) = crate::compare::metric(k.get_ref()) else {
-            let names: Vec<&str> = crate::compare::METRICS.iter().map(|m| m.name).collect();
+        let Some(def) = crate::metrics::metric(k.get_ref()) else {
+            let names: Vec<&str> = crate::metrics::METRICS.iter().map(|m| m.name).collect();
             let hint = names
                 .iter()
                 .map(|n| (strsim::jaro_winkler(k.get_ref(), n), *n))
@@ -984,13 +984,13 @@ impl Cx<'_> {
             only("revision", r.revision.is_some(), "hf")?;
             only("file", r.file.is_some(), "hf")?;
             only("derive", r.derive.is_some(), "hf")?;
-            let preset = synthetic::preset(s.get_ref()).ok_or_else(|| {
+            let preset = presets::preset(s.get_ref()).ok_or_else(|| {
                 self.err(
                     s.span(),
                     format!(
                         "unknown synthetic preset {:?}; known: {}",
                         s.get_ref(),
-                        synthetic::preset_names().join(", ")
+                        presets::preset_names().join(", ")
                     ),
                 )
             })?;
@@ -1200,7 +1200,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.compare.0["decode_tok_s"], 3.0);
         assert_eq!(m.compare.0["ttft_ms"], 12.5);
-        let pp = crate::compare::metric("pp_tok_s").unwrap();
+        let pp = crate::metrics::metric("pp_tok_s").unwrap();
         assert_eq!(m.compare.get(pp, false), 35.0, "the default stays");
         let e = p(&format!("{MIN}[compare]\ndecode_tok = 3\n")).unwrap_err();
         assert!(e.message.contains("did you mean \"decode_tok_s\""), "{e}");

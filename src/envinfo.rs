@@ -1,7 +1,7 @@
 //! Facts about the machine a run measured: OS, kernel, CPU, memory. Linux /proc based; every
 //! field degrades to empty rather than failing. Never prints.
 
-use crate::report::Environment;
+use crate::results::Environment;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()

@@ -1,26 +1,62 @@
 //! quantbench: a benchmark harness for GGUF models on llama.cpp.
 //!
-//! config → plan → acquire → coordinator (worker processes) → stats → reports. `main.rs` only
-//! parses the command line and dispatches to `commands`.
+//! A run flows config → plan → acquire → coordinator (one worker process per cell) → results →
+//! reports and comparison. `main.rs` only parses the command line and dispatches to `commands`.
+//!
+//! # Layers
+//!
+//! Modules are declared below in layer order, bottom first. A module may use the modules
+//! declared before it and never one declared after it, so the import graph has no cycle. The
+//! tests in `structure.rs` read every source file and fail on an upward import, on a module
+//! missing from this list, and on a function longer than 100 lines:
+//!
+//! ```text
+//!  commands          cli            one file per subcommand; main.rs calls these
+//!  output                           the only module that prints (stderr)
+//!  report                           writers: JSON, CSV, Markdown, charts, HTML
+//!  compare                          read reports, statistics, verdicts, comparison text
+//!  results           envinfo        the results.json schema; the machine description
+//!  coordinator                      one worker process per cell, deadlines, faults
+//!  worker            engine         the worker process; llama.cpp calls (load, bench, quantize)
+//!  acquire                          local files, synthetic writer, hub, derived quants
+//!  protocol                         coordinator ↔ worker messages
+//!  plan              capacity       matrix → cells; will it fit in memory
+//!  config                           models.toml → validated Matrix
+//!  leaves: quant safe_path fsutil stats signals gpu presets metrics gguf machine_lock
+//!          plain data and helpers: quant types, path guard, atomic files, statistics,
+//!          signal handling, NVML, synthetic presets, gate metrics, GGUF format, machine lock
+//! ```
 
-pub mod acquire;
+// Leaves: plain data and helpers.
+pub mod quant;
+pub mod safe_path;
+pub mod fsutil;
+pub mod stats;
+pub mod signals;
+pub mod gpu;
+pub mod presets;
+pub mod metrics;
+pub mod gguf;
+pub mod machine_lock;
+// The matrix and what it expands to.
+pub mod config;
+pub mod plan;
 pub mod capacity;
+pub mod protocol;
+// Getting files and measuring them.
+pub mod acquire;
+pub mod engine;
+pub mod worker;
+pub mod coordinator;
+// What a run produces.
+pub mod results;
+pub mod envinfo;
+pub mod compare;
+pub mod report;
+pub mod output;
+// The command line.
 pub mod cli;
 pub mod commands;
-pub mod compare;
-pub mod config;
-pub mod coordinator;
-pub mod engine;
-pub mod envinfo;
-pub mod fsutil;
-pub mod gpu;
-pub mod machine_lock;
-pub mod output;
-pub mod plan;
-pub mod protocol;
-pub mod quant;
-pub mod report;
-pub mod safe_path;
-pub mod signals;
-pub mod stats;
-pub mod worker;
+
+#[cfg(test)]
+mod structure;

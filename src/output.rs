@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::acquire::Progress;
 use crate::plan::Cell;
 use crate::report::md::{bytes, mean_sd};
-use crate::report::{CellResult, CellStatus, Report};
+use crate::results::{CellResult, CellStatus, Report};
 
 /// Writes human output to stderr, with at most one progress bar at a time.
 pub struct Printer {

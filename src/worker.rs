@@ -361,7 +361,7 @@ pub fn self_test() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let result = (|| -> Result<()> {
         let f16 = dir.join("tiny-F16.gguf");
-        let preset = crate::acquire::synthetic::preset("tiny").expect("tiny preset exists");
+        let preset = crate::presets::preset("tiny").expect("tiny preset exists");
         let mut w = BufWriter::new(File::create(&f16)?);
         preset.write(0, &mut w)?;
         w.into_inner().map_err(|e| e.into_error())?;

@@ -803,7 +803,7 @@ fn offline_uses_the_cache_and_names_what_is_missing() {
 #[test]
 fn sharded_files_are_fetched_whole_and_loaded_from_the_first() {
     let hub = FakeHub::start();
-    let preset = quantbench::acquire::synthetic::preset("tiny").unwrap();
+    let preset = quantbench::presets::preset("tiny").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     preset
         .write_split(0, 3, |i| {

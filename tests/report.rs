@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use assert_cmd::Command;
-use quantbench::report::{self, CellResult, CellStatus, Report};
+use quantbench::report;
+use quantbench::results::{self, CellResult, CellStatus, Report};
 
 fn fixture() -> Report {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/h200-2026-11-28/matrix/results.json");
-    let mut r = report::read_json(&path).unwrap();
+    let mut r = results::read_json(&path).unwrap();
     // a failed cell must be shown as failed, not dropped
     let c = r.cells[4].clone();
     r.cells[4] = CellResult::failed(

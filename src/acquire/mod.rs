@@ -5,7 +5,6 @@
 //! Failures are per file: a missing or broken file fails its cells, not the run. Progress goes
 //! through the [`Progress`] trait; this module never prints.
 
-pub mod gguf;
 pub mod hub;
 pub mod synthetic;
 
@@ -21,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{fill_template, Matrix, Source};
+use crate::gguf;
 use crate::plan::Cell;
+use crate::presets::Preset;
 use crate::quant::Quant;
 
 /// Where a cell's file came from, as recorded in every report row.
@@ -161,7 +162,7 @@ fn inspect(path: &Path) -> Local {
     }
 }
 
-fn synthetic_dir(opts: &Options, preset: &synthetic::Preset, seed: u64) -> PathBuf {
+fn synthetic_dir(opts: &Options, preset: &Preset, seed: u64) -> PathBuf {
     opts.cache_dir.join("synthetic").join(format!(
         "{}-seed{seed}-w{}",
         preset.name,
@@ -169,7 +170,7 @@ fn synthetic_dir(opts: &Options, preset: &synthetic::Preset, seed: u64) -> PathB
     ))
 }
 
-fn synthetic_file(opts: &Options, preset: &synthetic::Preset, seed: u64, quant: Quant) -> PathBuf {
+fn synthetic_file(opts: &Options, preset: &Preset, seed: u64, quant: Quant) -> PathBuf {
     synthetic_dir(opts, preset, seed).join(format!("{}-{quant}.gguf", preset.name))
 }
 
@@ -288,7 +289,7 @@ pub fn acquire(
 }
 
 fn acquire_synthetic(
-    preset: &'static synthetic::Preset,
+    preset: &'static Preset,
     seed: u64,
     quant: Quant,
     opts: &Options,
@@ -366,7 +367,7 @@ impl<W: Write> Write for ProgressWriter<'_, W> {
 }
 
 fn write_synthetic(
-    preset: &synthetic::Preset,
+    preset: &Preset,
     seed: u64,
     path: &Path,
     opts: &Options,
@@ -814,7 +815,7 @@ fn remember_hash(path: &Path, sha256: &str, opts: &Options) -> Result<()> {
     let p = hash_record_path(path, opts);
     let dir = p.parent().expect("has parent");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::report::write_atomic(&p, serde_json::to_string(&rec)?.as_bytes())
+    crate::fsutil::write_atomic(&p, serde_json::to_string(&rec)?.as_bytes())
 }
 
 /// Size and sha256 of a file; the hash is cached (keyed by path, size and mtime).
@@ -893,7 +894,7 @@ mod tests {
     fn synthetic_f16_is_written_once_and_hashed() {
         let tmp = tempfile::tempdir().unwrap();
         let o = opts(tmp.path());
-        let p = synthetic::preset("tiny").unwrap();
+        let p = crate::presets::preset("tiny").unwrap();
         let a = acquire_synthetic(p, 3, Quant::F16, &o, &Silent).unwrap();
         assert!(a.path.exists() && a.synthetic && a.kind == "synthetic");
         assert_eq!(a.sha256, sha256_file(&a.path, &Silent).unwrap());

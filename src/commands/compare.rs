@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 
 use super::{exit, Ctx};
 use crate::cli::{CompareArgs, CompareFormat};
-use crate::compare::{self, Comparison, Thresholds};
+use crate::compare::{self, Comparison};
+use crate::metrics::Thresholds;
 
 /// Thresholds: defaults, then `[compare]` of the matrix file (if it exists), then `--threshold`.
 pub fn thresholds(config: Option<&Path>, cli: &[String]) -> Result<Thresholds> {

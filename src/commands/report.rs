@@ -4,11 +4,11 @@ use anyhow::{Context, Result};
 
 use super::{exit, Ctx};
 use crate::cli::ReportArgs;
-use crate::report;
+use crate::{report, results};
 
 pub fn run(ctx: &Ctx, args: &ReportArgs) -> Result<u8> {
     let path = args.dir.join("results.json");
-    let r = report::read_json(&path).with_context(|| {
+    let r = results::read_json(&path).with_context(|| {
         format!(
             "{} is not a run folder (no readable results.json)",
             args.dir.display()

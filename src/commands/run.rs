@@ -14,14 +14,15 @@ use serde::{Deserialize, Serialize};
 use super::{exit, load_plan, Ctx};
 use crate::acquire::{self, Origin};
 use crate::cli::{OutputFormat, RunArgs};
-use crate::compare::{Comparison, ReportView, Thresholds};
+use crate::compare::{Comparison, ReportView};
 use crate::coordinator::{Coordinator, Ended, Observer, Outcome};
+use crate::fsutil::write_atomic;
+use crate::metrics::Thresholds;
 use crate::plan::Cell;
 use crate::protocol::{BackendInfo, Job};
 use crate::quant::Quant;
-use crate::report::{
-    self, BuildInfo, CellResult, CellStatus, Format, Report, RunStatus, SCHEMA_VERSION,
-};
+use crate::report::{self, Format};
+use crate::results::{BuildInfo, CellResult, CellStatus, Report, RunStatus, SCHEMA_VERSION};
 
 /// One line of `results.jsonl`.
 #[derive(Serialize, Deserialize)]
@@ -621,11 +622,11 @@ fn finish(
             )?;
             super::compare::show(ctx, &cmp, crate::cli::CompareFormat::Table)?;
             cmp.current = dir.join("results.json").display().to_string();
-            report::write_atomic(
+            write_atomic(
                 &dir.join("comparison.json"),
                 (serde_json::to_string_pretty(&cmp)? + "\n").as_bytes(),
             )?;
-            report::write_atomic(
+            write_atomic(
                 &dir.join("comparison.md"),
                 crate::compare::markdown(&cmp).as_bytes(),
             )?;
@@ -651,7 +652,7 @@ fn finish(
         let path = target.path(&report.run_id);
         if report.status == RunStatus::Complete && failed == 0 && !regressed && !confirm_interrupted
         {
-            report::write_atomic(&path, report::json::Json.render(&report)?.as_bytes())?;
+            write_atomic(&path, report::json::Json.render(&report)?.as_bytes())?;
             ctx.printer
                 .line(&format!("saved as the baseline: {}", path.display()));
         } else {
@@ -777,7 +778,7 @@ fn gate(
             ..report.clone()
         };
         let path = dir.join(format!("confirm-{k}.json"));
-        report::write_atomic(&path, report::json::Json.render(&rerun)?.as_bytes())?;
+        write_atomic(&path, report::json::Json.render(&rerun)?.as_bytes())?;
         let view = crate::compare::from_report(&rerun, &path);
         reruns.push(crate::compare::compare(baseline, &view, thresholds));
     }

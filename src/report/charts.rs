@@ -15,7 +15,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{CellResult, CellStatus, Report};
+use crate::results::{CellResult, CellStatus, Report};
 use crate::stats::percentile;
 
 const FONT: &str = "sans-serif";

@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 
-use super::{CellResult, CellStatus, Format, Report};
+use super::Format;
+use crate::results::{CellResult, CellStatus, Report};
 
 pub struct Csv;
 

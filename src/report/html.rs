@@ -10,8 +10,8 @@ use base64::Engine;
 
 use super::charts::ChartFile;
 use super::md::{bytes, mean_sd, memory};
-use super::{CellStatus, Report};
 use crate::compare::Comparison;
+use crate::results::{CellStatus, Report};
 
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {

@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 
-use super::{Format, Report};
+use super::Format;
+use crate::results::Report;
 
 pub struct Json;
 

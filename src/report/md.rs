@@ -3,8 +3,9 @@
 
 use anyhow::Result;
 
-use super::{CellResult, CellStatus, Format, Report};
+use super::Format;
 use crate::config::SplitMode;
+use crate::results::{CellResult, CellStatus, Report};
 
 pub struct Markdown;
 

@@ -1,0 +1,123 @@
+//! The comparison as text: Markdown for PR comments, rows for the terminal table and HTML.
+
+use super::verdict::{Comparison, MetricResult, Verdict};
+use crate::metrics::metric;
+
+/// The comparison as a Markdown document (for PR comments and issues).
+pub fn markdown(cmp: &Comparison) -> String {
+    let mut s = format!(
+        "# quantbench compare\n\nbaseline `{}` ({}{}) → current `{}` ({})\n\n**{} regression{}, {} improvement{}**\n\n",
+        cmp.base,
+        cmp.base_run_id,
+        if cmp.base_runs > 1 { format!(", {} runs", cmp.base_runs) } else { String::new() },
+        cmp.current,
+        cmp.current_run_id,
+        cmp.regressions,
+        if cmp.regressions == 1 { "" } else { "s" },
+        cmp.improvements,
+        if cmp.improvements == 1 { "" } else { "s" },
+    );
+    s += "| model | quant | cell | metric | baseline | current | change | p (test) | threshold | verdict |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for row in rows(cmp) {
+        s += &format!("| {} |\n", row.join(" | "));
+    }
+    s += if cmp.base_runs >= 3 {
+        "\nA regression needs a change beyond the threshold in the bad direction and p < 0.05 \
+         against the spread of the baseline runs (a t prediction interval on the per-run means).\n"
+    } else {
+        "\nA regression needs a change beyond the threshold in the bad direction and, for metrics \
+         with repetition samples, Welch's t-test p < 0.05; metrics measured once per cell need \
+         an absolute change beyond a floor instead.\n"
+    };
+    let floor = |name: &str| metric(name).and_then(|m| m.min_change_ms).unwrap_or(0.0);
+    s += &format!(
+        "No change smaller than {} µs per generated token ({} µs per prompt token, {} ms of \
+         TTFT) is a regression.",
+        floor("decode_tok_s") * 1000.0,
+        floor("pp_tok_s") * 1000.0,
+        floor("ttft_ms")
+    );
+    if cmp.confirm_runs > 0 {
+        s += &format!(
+            " Each regressed cell was measured {} more time{}; a regression stands only when \
+             every re-run regresses too (otherwise: unconfirmed).",
+            cmp.confirm_runs,
+            if cmp.confirm_runs == 1 { "" } else { "s" }
+        );
+    }
+    s.push('\n');
+    s
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.abs() >= 1e6 => format!("{:.1} MiB", x / 1048576.0),
+        Some(x) if x.abs() >= 100.0 => format!("{x:.1}"),
+        Some(x) => format!("{x:.3}"),
+        None => "–".into(),
+    }
+}
+
+/// A metric's verdict with its confirmation re-runs: `REGRESSED (confirmed: −31.2%, −29.8%)`.
+fn verdict_text(m: &MetricResult) -> String {
+    if m.confirmations.is_empty() {
+        return m.verdict.name().into();
+    }
+    let runs: Vec<String> = m
+        .confirmations
+        .iter()
+        .map(|c| match (c.change_pct, c.verdict) {
+            (Some(x), Verdict::Regressed) => format!("{x:+.1}%"),
+            (Some(x), v) => format!("{x:+.1}% {}", v.name()),
+            (None, v) => v.name().into(),
+        })
+        .collect();
+    let how = if m.verdict == Verdict::Regressed {
+        "confirmed by the re-runs"
+    } else {
+        "re-runs"
+    };
+    format!("{} ({how}: {})", m.verdict.name(), runs.join(", "))
+}
+
+/// Table rows (regressions first), one per metric, or one per cell without metrics.
+pub fn rows(cmp: &Comparison) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for c in &cmp.cells {
+        if c.metrics.is_empty() {
+            out.push(vec![
+                c.model.clone(),
+                c.quant.clone(),
+                c.label.clone(),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                format!("{}: {}", c.verdict.name(), c.note.as_deref().unwrap_or("")),
+            ]);
+            continue;
+        }
+        let mut ms = c.metrics.clone();
+        ms.sort_by_key(|m| m.verdict);
+        for m in ms {
+            out.push(vec![
+                c.model.clone(),
+                c.quant.clone(),
+                c.label.clone(),
+                m.metric.clone(),
+                fmt_num(m.base),
+                fmt_num(m.current),
+                m.change_pct.map_or("–".into(), |v| format!("{v:+.1}%")),
+                match m.p_value {
+                    Some(p) => format!("{p:.3} ({})", m.method.replace('_', " ")),
+                    None => m.method.replace('_', " "),
+                },
+                format!("{}%", m.threshold_pct),
+                verdict_text(&m),
+            ]);
+        }
+    }
+    out
+}

@@ -1,0 +1,64 @@
+//! The two significance tests of the gate: Welch's t-test against one baseline run, a t
+//! prediction interval against several.
+
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use super::view::Stat;
+
+/// Welch's t-test: the two-sided p-value of a difference in means, from summaries.
+pub fn welch_p(a: &Stat, b: &Stat) -> Option<f64> {
+    let (ma, va, na) = moments(a);
+    let (mb, vb, nb) = moments(b);
+    if na < 2 || nb < 2 {
+        return None;
+    }
+    let se2 = va / na as f64 + vb / nb as f64;
+    if se2 <= 0.0 {
+        // no spread at all: any difference is certain, none is none
+        return Some(if (ma - mb).abs() > 0.0 { 0.0 } else { 1.0 });
+    }
+    let t = (ma - mb) / se2.sqrt();
+    let df = se2 * se2
+        / ((va / na as f64).powi(2) / (na - 1) as f64 + (vb / nb as f64).powi(2) / (nb - 1) as f64);
+    // statrs panics on a NaN argument: no p-value for numbers that are not finite
+    if !t.is_finite() || !df.is_finite() {
+        return None;
+    }
+    let dist = StudentsT::new(0.0, 1.0, df.max(1.0)).ok()?;
+    Some(2.0 * (1.0 - dist.cdf(t.abs())))
+}
+
+pub(super) fn moments(s: &Stat) -> (f64, f64, usize) {
+    match &s.samples {
+        Some(v) if v.len() >= 2 => {
+            let n = v.len();
+            let m = v.iter().sum::<f64>() / n as f64;
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+            (m, var, n)
+        }
+        _ => (s.mean, s.sd * s.sd, s.n),
+    }
+}
+
+/// The two-sided p-value of `x` under the distribution of the per-run values `runs`: a t
+/// prediction interval with k − 1 degrees of freedom (k ≥ 3).
+pub fn between_runs_p(runs: &[f64], x: f64) -> Option<f64> {
+    let k = runs.len();
+    if k < 3 {
+        return None;
+    }
+    let m = runs.iter().sum::<f64>() / k as f64;
+    let sd = (runs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
+    if !sd.is_finite() || !x.is_finite() {
+        return None;
+    }
+    if sd == 0.0 {
+        return Some(if x == m { 1.0 } else { 0.0 });
+    }
+    let t = (x - m) / (sd * (1.0 + 1.0 / k as f64).sqrt());
+    if !t.is_finite() {
+        return None;
+    }
+    let dist = StudentsT::new(0.0, 1.0, (k - 1) as f64).ok()?;
+    Some(2.0 * (1.0 - dist.cdf(t.abs())))
+}

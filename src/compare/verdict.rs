@@ -1,0 +1,401 @@
+//! Verdicts: each metric of each cell against the baseline, and confirmation re-runs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::statistics::{between_runs_p, welch_p};
+use super::view::{CellView, ReportView, Stat};
+use crate::metrics::{Direction, MetricDef, Thresholds, METRICS};
+
+/// The outcome for one metric of one cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Regressed,
+    NotComparable,
+    Missing,
+    New,
+    /// Beyond the threshold in one run, but not in every confirmation re-run: noise.
+    Unconfirmed,
+    Improved,
+    Unchanged,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Regressed => "REGRESSED",
+            Verdict::NotComparable => "not comparable",
+            Verdict::Missing => "missing",
+            Verdict::New => "new",
+            Verdict::Unconfirmed => "unconfirmed",
+            Verdict::Improved => "improved",
+            Verdict::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One metric's comparison.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricResult {
+    pub metric: String,
+    pub direction: Direction,
+    pub base: Option<f64>,
+    pub current: Option<f64>,
+    /// (current − base) / base, percent.
+    pub change_pct: Option<f64>,
+    /// Two-sided p-value of the significance test; `None` where none applies.
+    pub p_value: Option<f64>,
+    /// `welch` (repetition samples of one baseline run), `between_runs` (the spread of several
+    /// baseline runs), `floor` (one value per run, absolute floor) or `none`.
+    pub method: String,
+    pub threshold_pct: f64,
+    pub verdict: Verdict,
+    /// Re-measurements of a cell that regressed (`run --confirm`, `compare --confirm-with`),
+    /// each compared with the same baseline: the regression stands only if every one regresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirmations: Vec<Confirmation>,
+}
+
+/// One confirmation re-run of a regressed metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The run the re-measurement belongs to.
+    pub run_id: String,
+    pub current: Option<f64>,
+    pub change_pct: Option<f64>,
+    pub p_value: Option<f64>,
+    /// `missing` when the re-run has no result for the cell (it failed or was interrupted).
+    pub verdict: Verdict,
+}
+
+/// One cell's comparison.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellComparison {
+    pub model: String,
+    pub quant: String,
+    /// All measurement parameters of the cell.
+    pub params: String,
+    /// Their short form, e.g. `pp512 tg50`.
+    pub label: String,
+    /// The worst verdict of its metrics (or the cell's own: new, missing, not comparable).
+    pub verdict: Verdict,
+    /// Why a cell is not comparable, missing, or new.
+    pub note: Option<String>,
+    pub metrics: Vec<MetricResult>,
+}
+
+/// The whole comparison.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub base: String,
+    pub current: String,
+    pub base_run_id: String,
+    pub current_run_id: String,
+    /// How many baseline runs (three or more: significance from their spread).
+    pub base_runs: usize,
+    /// Thresholds of GPU cells, percent by metric.
+    pub thresholds: BTreeMap<String, f64>,
+    /// Thresholds of CPU cells, percent by metric.
+    #[serde(default)]
+    pub cpu_thresholds: BTreeMap<String, f64>,
+    pub regressions: usize,
+    pub improvements: usize,
+    /// Confirmation re-runs applied (0: none).
+    #[serde(default)]
+    pub confirm_runs: usize,
+    pub cells: Vec<CellComparison>,
+}
+
+impl Comparison {
+    pub fn has_regression(&self) -> bool {
+        self.regressions > 0
+    }
+
+    /// The cells with a regressed metric: (model, quant, params) as in [`CellComparison`].
+    pub fn regressed_cells(&self) -> Vec<(String, String, String)> {
+        self.cells
+            .iter()
+            .filter(|c| c.metrics.iter().any(|m| m.verdict == Verdict::Regressed))
+            .map(|c| (c.model.clone(), c.quant.clone(), c.params.clone()))
+            .collect()
+    }
+
+    /// Worst verdicts first, counts recomputed.
+    fn tally(&mut self) {
+        for c in &mut self.cells {
+            if let Some(worst) = c.metrics.iter().map(|m| m.verdict).min() {
+                c.verdict = worst;
+            }
+        }
+        self.cells
+            .sort_by(|a, b| a.verdict.cmp(&b.verdict).then(a.model.cmp(&b.model)));
+        let count = |v: Verdict| {
+            self.cells
+                .iter()
+                .flat_map(|c| &c.metrics)
+                .filter(|m| m.verdict == v)
+                .count()
+        };
+        self.regressions = count(Verdict::Regressed);
+        self.improvements = count(Verdict::Improved);
+    }
+}
+
+/// Applies confirmation re-runs, what Perfherder and Chromium's bisect do before they call a
+/// change a regression: `reruns` are comparisons of re-measurements of the regressed cells with
+/// the same baseline. A regressed metric keeps its verdict only when it regresses in every
+/// re-run that measured it; otherwise it becomes [`Verdict::Unconfirmed`] (a re-run that failed
+/// refutes nothing). Each re-run's result is recorded on
+/// the metric. Without re-runs nothing changes.
+pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
+    if reruns.is_empty() {
+        return;
+    }
+    for c in &mut cmp.cells {
+        for m in &mut c.metrics {
+            if m.verdict != Verdict::Regressed {
+                continue;
+            }
+            m.confirmations = reruns
+                .iter()
+                .map(|r| {
+                    let found = r
+                        .cells
+                        .iter()
+                        .find(|rc| {
+                            (&rc.model, &rc.quant, &rc.params) == (&c.model, &c.quant, &c.params)
+                        })
+                        .and_then(|rc| rc.metrics.iter().find(|rm| rm.metric == m.metric));
+                    match found {
+                        Some(rm) => Confirmation {
+                            run_id: r.current_run_id.clone(),
+                            current: rm.current,
+                            change_pct: rm.change_pct,
+                            p_value: rm.p_value,
+                            verdict: rm.verdict,
+                        },
+                        None => Confirmation {
+                            run_id: r.current_run_id.clone(),
+                            current: None,
+                            change_pct: None,
+                            p_value: None,
+                            verdict: Verdict::Missing,
+                        },
+                    }
+                })
+                .collect();
+            // a re-run without a result for the cell (it failed) neither confirms nor refutes
+            if m.confirmations
+                .iter()
+                .any(|x| !matches!(x.verdict, Verdict::Regressed | Verdict::Missing))
+            {
+                m.verdict = Verdict::Unconfirmed;
+            }
+        }
+    }
+    cmp.confirm_runs = reruns.len();
+    cmp.tally();
+}
+
+pub(super) fn compare_metric(
+    def: &MetricDef,
+    bases: &[&Stat],
+    cur: &Stat,
+    threshold_pct: f64,
+) -> MetricResult {
+    let runs: Vec<f64> = bases.iter().map(|s| s.mean).collect();
+    let base_mean = runs.iter().sum::<f64>() / runs.len().max(1) as f64;
+    let change = if base_mean != 0.0 {
+        Some((cur.mean - base_mean) / base_mean.abs() * 100.0)
+    } else {
+        None
+    };
+    let (p, method, significant) = if runs.len() >= 3 {
+        let p = between_runs_p(&runs, cur.mean);
+        (p, "between_runs", p.is_some_and(|p| p < 0.05))
+    } else if let Some(floor) = def.floor {
+        (None, "floor", (cur.mean - base_mean).abs() > floor)
+    } else {
+        match welch_p(bases[0], cur) {
+            Some(p) => (Some(p), "welch", p < 0.05),
+            None => (None, "none", false),
+        }
+    };
+    let beyond = change.map(|c| c.abs() > threshold_pct).unwrap_or(false)
+        && !def.below_floor(base_mean, cur.mean);
+    let worse = match def.direction {
+        Direction::HigherIsBetter => cur.mean < base_mean,
+        Direction::LowerIsBetter => cur.mean > base_mean,
+    };
+    let verdict = match (beyond && significant, worse) {
+        (true, true) => Verdict::Regressed,
+        (true, false) => Verdict::Improved,
+        _ => Verdict::Unchanged,
+    };
+    MetricResult {
+        metric: def.name.into(),
+        direction: def.direction,
+        base: Some(base_mean),
+        current: Some(cur.mean),
+        change_pct: change,
+        p_value: p,
+        method: method.into(),
+        threshold_pct,
+        verdict,
+        confirmations: Vec::new(),
+    }
+}
+
+/// Compares every cell of `cur` with the cells of the baseline run(s) that have the same model,
+/// quant and measurement parameters. With three or more baseline runs, significance comes from
+/// their spread; with one (or two: the first is used) from the repetition samples.
+pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comparison {
+    let first = &bases[0];
+    let lookup: Vec<BTreeMap<_, &CellView>> = bases
+        .iter()
+        .map(|b| b.cells.iter().map(|c| (c.key(), c)).collect())
+        .collect();
+    let cur_by: BTreeMap<_, &CellView> = cur.cells.iter().map(|c| (c.key(), c)).collect();
+    let mut cells = Vec::new();
+    for (key, c) in &cur_by {
+        let matches: Vec<&CellView> = lookup.iter().filter_map(|m| m.get(key).copied()).collect();
+        let Some(b) = matches.first().copied() else {
+            cells.push(cell(
+                c,
+                Verdict::New,
+                Some("not in the baseline".into()),
+                Vec::new(),
+            ));
+            continue;
+        };
+        if !c.ok || matches.iter().all(|b| !b.ok) {
+            let which = if c.ok { "the baseline" } else { "this run" };
+            let why = if c.ok { &b.error } else { &c.error };
+            cells.push(cell(
+                c,
+                Verdict::Missing,
+                Some(format!(
+                    "failed in {which}: {}",
+                    why.as_deref().unwrap_or("?")
+                )),
+                Vec::new(),
+            ));
+            continue;
+        }
+        let ok_bases: Vec<&CellView> = matches.iter().copied().filter(|b| b.ok).collect();
+        let b = ok_bases[0];
+        let mut differs = Vec::new();
+        if b.device != c.device {
+            differs.push(format!("device {:?} vs {:?}", b.device, c.device));
+        }
+        if b.backend != c.backend {
+            differs.push(format!("backend {} vs {}", b.backend, c.backend));
+        }
+        if b.threads != c.threads {
+            differs.push(format!("{} vs {} CPU threads", b.threads, c.threads));
+        }
+        if first.build_profile != cur.build_profile
+            && !first.build_profile.is_empty()
+            && !cur.build_profile.is_empty()
+        {
+            differs.push(format!(
+                "build {} vs {}",
+                first.build_profile, cur.build_profile
+            ));
+        }
+        if b.synthetic != c.synthetic {
+            differs.push("synthetic vs real weights".into());
+        } else if !b.sha256.is_empty() && !c.sha256.is_empty() && b.sha256 != c.sha256 {
+            differs.push("a different model file (sha256)".into());
+        }
+        if ok_bases
+            .iter()
+            .any(|o| o.device != b.device || o.backend != b.backend || o.sha256 != b.sha256)
+        {
+            differs
+                .push("the baseline runs differ among themselves (device, backend or file)".into());
+        }
+        if !differs.is_empty() {
+            cells.push(cell(
+                c,
+                Verdict::NotComparable,
+                Some(differs.join("; ")),
+                Vec::new(),
+            ));
+            continue;
+        }
+        let metrics: Vec<MetricResult> = METRICS
+            .iter()
+            .filter_map(|def| {
+                let bs: Vec<&Stat> = ok_bases
+                    .iter()
+                    .filter_map(|o| o.stats.get(def.name))
+                    .collect();
+                let cs = c.stats.get(def.name)?;
+                let cpu = c.backend.eq_ignore_ascii_case("CPU");
+                (!bs.is_empty()).then(|| compare_metric(def, &bs, cs, thr.get(def, cpu)))
+            })
+            .collect();
+        let worst = metrics
+            .iter()
+            .map(|m| m.verdict)
+            .min()
+            .unwrap_or(Verdict::Unchanged);
+        cells.push(cell(c, worst, None, metrics));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &lookup {
+        for (key, b) in m {
+            if !cur_by.contains_key(key) && seen.insert(key.clone()) {
+                cells.push(cell(
+                    b,
+                    Verdict::Missing,
+                    Some("not in this run".into()),
+                    Vec::new(),
+                ));
+            }
+        }
+    }
+    let mut out = Comparison {
+        base: bases
+            .iter()
+            .map(|b| b.source.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        current: cur.source.clone(),
+        base_run_id: bases
+            .iter()
+            .map(|b| b.run_id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        current_run_id: cur.run_id.clone(),
+        base_runs: bases.len(),
+        thresholds: thr.effective(false),
+        cpu_thresholds: thr.effective(true),
+        regressions: 0,
+        improvements: 0,
+        confirm_runs: 0,
+        cells,
+    };
+    out.tally();
+    out
+}
+
+fn cell(
+    c: &CellView,
+    verdict: Verdict,
+    note: Option<String>,
+    metrics: Vec<MetricResult>,
+) -> CellComparison {
+    CellComparison {
+        model: c.model.clone(),
+        quant: c.quant.clone(),
+        params: c.params.clone(),
+        label: c.label.clone(),
+        verdict,
+        note,
+        metrics,
+    }
+}

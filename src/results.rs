@@ -1,0 +1,332 @@
+//! The one report schema: `results.json`, written by `run`, read by `compare` and `report`, and
+//! how a cell's measurement becomes a [`CellResult`] (summaries and derived metrics).
+//!
+//! Fields are only ever added; `schema_version` changes when the meaning of one does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::acquire::Origin;
+use crate::gpu::{GpuCellTelemetry, GpuEnvironment};
+use crate::plan::{Cell, CellParams};
+use crate::protocol::{BackendInfo, Measurement, MemoryMeasurement, ModelInfo, RepSample};
+use crate::quant::Quant;
+use crate::stats::{percentile, summarize, Summary};
+
+/// Version of the report schema written by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Cells are still being measured (a crash of quantbench itself leaves this).
+    Running,
+    /// Every planned cell ran (some may have failed).
+    Complete,
+    /// Stopped by Ctrl-C or a signal; the cells listed are valid.
+    Interrupted,
+}
+
+/// quantbench's own identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    pub version: String,
+    pub git_commit: String,
+    /// `release` or `debug`.
+    pub build_profile: String,
+    /// The llama.cpp bindings crate the binary was built with.
+    pub llama_cpp_sys_2: String,
+}
+
+impl BuildInfo {
+    pub fn current() -> Self {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: env!("QB_GIT_COMMIT").into(),
+            build_profile: env!("QB_BUILD_PROFILE").into(),
+            llama_cpp_sys_2: "0.1.161".into(),
+        }
+    }
+}
+
+/// The machine and software a run measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub os: String,
+    pub kernel: String,
+    pub hostname: String,
+    pub cpu: String,
+    pub cpu_cores: u32,
+    pub host_memory_bytes: u64,
+    /// llama.cpp version, loaded backend modules and devices, from the first worker.
+    pub llama: BackendInfo,
+    pub gpu: GpuEnvironment,
+    /// What quantbench adapted to on this machine (e.g. a CPU backend variant excluded).
+    pub notes: Vec<String>,
+}
+
+/// `ok` or `failed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    Ok,
+    Failed,
+}
+
+/// One cell's result: identity, parameters, summaries and raw samples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    pub index: usize,
+    /// Identity of the cell within its matrix (`--resume` skips keys already measured).
+    pub key: String,
+    pub model: String,
+    pub label: String,
+    pub quant: Quant,
+    pub status: CellStatus,
+    /// Why the cell failed.
+    pub error: Option<String>,
+    /// Where the file came from (synthetic, path, hf, derived), its path, size and sha256.
+    pub origin: Option<Origin>,
+    pub params: CellParams,
+    /// Context size used (prompt + generated tokens, as llama.cpp rounded it).
+    pub n_ctx: Option<u32>,
+    pub prompt_tokens: Option<u32>,
+    /// Backend and device the weights ran on.
+    pub backend: Option<String>,
+    pub device: Option<String>,
+    /// GPUs holding the model's weights (ggml names, e.g. `CUDA0`, `CUDA1`); empty on the CPU.
+    #[serde(default)]
+    pub devices_used: Vec<String>,
+    pub model_info: Option<ModelInfo>,
+    /// Model load wall time (seconds); `load_cold` says whether the page cache was evicted first.
+    pub load_s: Option<f64>,
+    pub load_cold: Option<bool>,
+    /// Context creation wall time (seconds).
+    pub ctx_s: Option<f64>,
+    /// Summaries of per-repetition samples by metric name (`ttft_ms`, `decode_tok_s`, ...).
+    pub metrics: BTreeMap<String, Summary>,
+    /// Inter-token latency percentiles over all decode steps of all repetitions (ms).
+    pub itl_ms_p50: Option<f64>,
+    pub itl_ms_p90: Option<f64>,
+    pub itl_ms_p99: Option<f64>,
+    /// Memory the efficiency figure is based on: device memory of the worker (`vram`) when
+    /// available, else the worker's host resident set (`host_rss`).
+    pub mem_basis: Option<String>,
+    pub mem_bytes: Option<u64>,
+    /// `decode_tok_s` (mean) per GB of `mem_bytes`.
+    pub efficiency_tok_s_per_gb: Option<f64>,
+    /// Device memory held by the worker after warm-up (NVML), and how it was measured.
+    pub vram_bytes: Option<u64>,
+    pub vram_source: Option<String>,
+    pub energy_j_per_tok: Option<f64>,
+    /// Bytes read per decoded token (device weights + KV) × `tg_tok_s` / peak bandwidth.
+    pub bw_util: Option<f64>,
+    /// The GPU reported power, thermal or slowdown throttling during timed regions.
+    pub throttled: Option<bool>,
+    pub memory: Option<MemoryMeasurement>,
+    pub gpu: Option<GpuCellTelemetry>,
+    pub samples: Vec<RepSample>,
+    /// Text generated by the last repetition (synthetic weights generate noise).
+    pub generated_text: Option<String>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub status: RunStatus,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// Wall time of the whole run, acquisition included (seconds).
+    pub wall_s: Option<f64>,
+    /// The command line that produced the report.
+    pub command: Vec<String>,
+    pub config: PathBuf,
+    pub quantbench: BuildInfo,
+    pub environment: Environment,
+    /// True when any cell measured synthetic (random) weights: speed and memory only.
+    pub synthetic_weights: bool,
+    /// True when the run measured without the machine-wide lock (`--no-lock`): another run may
+    /// have measured at the same time and disturbed these numbers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unlocked: bool,
+    pub cells: Vec<CellResult>,
+}
+
+/// The names of rate metrics summarised per cell, in report order.
+pub const RATE_METRICS: &[&str] = &[
+    "ttft_ms",
+    "decode_tok_s",
+    "pp_tok_s",
+    "tg_tok_s",
+    "pp_tok_s_llama",
+    "tg_tok_s_llama",
+    "sample_us",
+];
+
+impl CellResult {
+    /// A cell that could not be measured.
+    pub fn failed(cell: &Cell, origin: Option<Origin>, reason: String) -> Self {
+        CellResult {
+            index: cell.index,
+            key: cell.key(),
+            model: cell.model.clone(),
+            label: cell.label.clone(),
+            quant: cell.quant,
+            status: CellStatus::Failed,
+            error: Some(reason),
+            origin,
+            params: cell.params.clone(),
+            n_ctx: None,
+            prompt_tokens: None,
+            backend: None,
+            device: None,
+            devices_used: Vec::new(),
+            model_info: None,
+            load_s: None,
+            load_cold: None,
+            ctx_s: None,
+            metrics: BTreeMap::new(),
+            itl_ms_p50: None,
+            itl_ms_p90: None,
+            itl_ms_p99: None,
+            mem_basis: None,
+            mem_bytes: None,
+            efficiency_tok_s_per_gb: None,
+            vram_bytes: None,
+            vram_source: None,
+            energy_j_per_tok: None,
+            bw_util: None,
+            throttled: None,
+            memory: None,
+            gpu: None,
+            samples: Vec::new(),
+            generated_text: None,
+        }
+    }
+
+    /// A measured cell: per-repetition rates summarised, derived metrics computed.
+    pub fn measured(cell: &Cell, origin: Option<Origin>, m: Measurement) -> Self {
+        let mut r = CellResult::failed(cell, origin, String::new());
+        r.status = CellStatus::Ok;
+        r.error = None;
+        let series: [(&str, Vec<f64>); 7] = [
+            ("ttft_ms", m.reps.iter().map(|s| s.ttft_ms).collect()),
+            (
+                "decode_tok_s",
+                m.reps.iter().map(|s| s.decode_tok_s).collect(),
+            ),
+            ("pp_tok_s", m.reps.iter().map(|s| s.pp_tok_s).collect()),
+            ("tg_tok_s", m.reps.iter().map(|s| s.tg_tok_s).collect()),
+            (
+                "pp_tok_s_llama",
+                m.reps.iter().filter_map(|s| s.pp_tok_s_llama).collect(),
+            ),
+            (
+                "tg_tok_s_llama",
+                m.reps.iter().filter_map(|s| s.tg_tok_s_llama).collect(),
+            ),
+            ("sample_us", m.reps.iter().map(|s| s.sample_us).collect()),
+        ];
+        for (name, v) in series {
+            if let Some(s) = summarize(&v) {
+                r.metrics.insert(name.to_string(), s);
+            }
+        }
+        let itl: Vec<f64> = m
+            .reps
+            .iter()
+            .flat_map(|s| s.token_ms.windows(2).map(|w| w[1] - w[0]))
+            .collect();
+        r.itl_ms_p50 = percentile(&itl, 50.0);
+        r.itl_ms_p90 = percentile(&itl, 90.0);
+        r.itl_ms_p99 = percentile(&itl, 99.0);
+
+        let g = &m.gpu;
+        r.vram_bytes = g.vram_after_warmup_bytes;
+        r.vram_source = g.vram_source.clone();
+        (r.mem_basis, r.mem_bytes) = match r.vram_bytes {
+            Some(v) if v > 0 => (Some("vram".into()), Some(v)),
+            _ => (
+                Some("host_rss".into()),
+                Some(m.memory.host_rss_after_warmup_bytes),
+            ),
+        };
+        let decode = r.metrics.get("decode_tok_s").map(|s| s.mean);
+        r.efficiency_tok_s_per_gb = match (decode, r.mem_bytes) {
+            (Some(d), Some(b)) if b > 0 => Some(d / (b as f64 / 1e9)),
+            _ => None,
+        };
+        r.energy_j_per_tok = match (g.decode_energy_j, g.decode_tokens) {
+            (Some(j), Some(n)) if n > 0 => Some(j / n as f64),
+            _ => None,
+        };
+        let tg = r.metrics.get("tg_tok_s").map(|s| s.mean);
+        let read_per_token = m.memory.weights_gpu_bytes + m.memory.kv_bytes;
+        r.bw_util = match (g.peak_bandwidth_bytes_s, tg) {
+            (Some(peak), Some(tg)) if peak > 0.0 && m.memory.weights_gpu_bytes > 0 => {
+                Some(read_per_token as f64 * tg / peak)
+            }
+            _ => None,
+        };
+        r.throttled = g
+            .unavailable_reason
+            .is_none()
+            .then_some(!g.throttle_reasons.is_empty());
+        r.n_ctx = Some(m.n_ctx);
+        r.prompt_tokens = Some(m.prompt_tokens);
+        r.backend = Some(m.backend);
+        r.device = Some(m.device);
+        r.devices_used = m.devices_used;
+        r.model_info = Some(m.model);
+        r.load_s = Some(m.load_s);
+        r.load_cold = Some(m.load_cold);
+        r.ctx_s = Some(m.ctx_s);
+        r.memory = Some(m.memory);
+        r.gpu = Some(m.gpu);
+        r.samples = m.reps;
+        r.generated_text = Some(m.generated_text);
+        r
+    }
+
+    /// Device memory per GPU after warm-up, in llama.cpp's GPU order (empty without NVML).
+    pub fn vram_per_gpu(&self) -> Vec<Option<u64>> {
+        self.gpu
+            .as_ref()
+            .map(|g| g.per_device.iter().map(|d| d.after_warmup_bytes).collect())
+            .unwrap_or_default()
+    }
+
+    /// The largest per-GPU share of `vram_bytes`: what decides whether a split fits.
+    pub fn vram_max_gpu_bytes(&self) -> Option<u64> {
+        self.vram_per_gpu().into_iter().flatten().max()
+    }
+
+    /// Short cell name for tables and charts: `model quant`, then `pp tg` where several
+    /// shapes were measured, then the placement where it is not llama.cpp's default.
+    pub fn placement_suffix(&self) -> String {
+        self.params
+            .placement_tag()
+            .map(|t| format!(" [{t}]"))
+            .unwrap_or_default()
+    }
+
+    /// Mean of a summarised metric.
+    pub fn mean(&self, metric: &str) -> Option<f64> {
+        self.metrics.get(metric).map(|s| s.mean)
+    }
+}
+
+/// Reads a `results.json`.
+pub fn read_json(path: &Path) -> Result<Report> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a quantbench report", path.display()))
+}
