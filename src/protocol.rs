@@ -148,6 +148,15 @@ pub struct RepSample {
     pub tg_tok_s_llama: Option<f64>,
 }
 
+impl RepSample {
+    /// The inter-token latencies of this repetition (ms): the time of each decode step, the
+    /// differences of consecutive `token_ms`. Every ITL figure (report percentiles, the gate's
+    /// per-repetition median, the distribution chart) is computed from these.
+    pub fn inter_token_ms(&self) -> impl Iterator<Item = f64> + '_ {
+        self.token_ms.windows(2).map(|w| w[1] - w[0])
+    }
+}
+
 /// Everything a worker measured for one cell.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {

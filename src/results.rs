@@ -239,11 +239,7 @@ impl CellResult {
                 r.metrics.insert(name.to_string(), s);
             }
         }
-        let itl: Vec<f64> = m
-            .reps
-            .iter()
-            .flat_map(|s| s.token_ms.windows(2).map(|w| w[1] - w[0]))
-            .collect();
+        let itl: Vec<f64> = m.reps.iter().flat_map(RepSample::inter_token_ms).collect();
         r.itl_ms_p50 = percentile(&itl, 50.0);
         r.itl_ms_p90 = percentile(&itl, 90.0);
         r.itl_ms_p99 = percentile(&itl, 99.0);

@@ -610,7 +610,7 @@ fn verify(path: &Path, meta: &FileMeta, progress: &dyn Progress) -> Result<()> {
     }
     if is_sha256(&meta.etag) {
         progress.begin("verifying sha256", Some(len));
-        let got = super::sha256_file(path, progress);
+        let got = super::identity::sha256_file(path, progress);
         progress.end();
         let got = got?;
         if !got.eq_ignore_ascii_case(&meta.etag) {

@@ -254,7 +254,7 @@ pub fn from_report(r: &Report, path: &Path) -> ReportView {
                 .samples
                 .iter()
                 .filter_map(|r| {
-                    let d: Vec<f64> = r.token_ms.windows(2).map(|w| w[1] - w[0]).collect();
+                    let d: Vec<f64> = r.inter_token_ms().collect();
                     crate::stats::percentile(&d, 50.0)
                 })
                 .collect();

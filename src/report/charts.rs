@@ -641,7 +641,7 @@ fn tradeoff<DB: DrawingBackend>(
 fn itls(c: &CellResult) -> Vec<f64> {
     c.samples
         .iter()
-        .flat_map(|s| s.token_ms.windows(2).map(|w| w[1] - w[0]))
+        .flat_map(crate::protocol::RepSample::inter_token_ms)
         .collect()
 }
 
