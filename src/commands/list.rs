@@ -9,6 +9,7 @@ use crate::acquire;
 use crate::capacity::{self, Estimate};
 use crate::cli::{ListArgs, ListFormat};
 use crate::config::GpuLayers;
+use crate::plan::Cell;
 use crate::report::md::bytes;
 
 #[derive(Serialize)]
@@ -98,7 +99,7 @@ fn budget(given: Option<u64>, wants_gpu: bool) -> Budget {
 }
 
 /// Whether a copy fits, how many do, and the need per GPU where it is spread over several.
-fn fit(e: &Estimate, c: &crate::plan::Cell, budget: &Budget, gpu: bool) -> (bool, u64, Vec<u64>) {
+fn fit(e: &Estimate, c: &Cell, budget: &Budget, gpu: bool) -> (bool, u64, Vec<u64>) {
     let free = &budget.per_gpu_free_bytes;
     let shares = if gpu {
         capacity::shares(
@@ -134,44 +135,14 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
         .iter()
         .any(|c| c.params.n_gpu_layers != GpuLayers::N(0));
     let budget = budget(args.device_memory, wants_gpu);
-    let gpu = budget.kind != "host";
     let rows: Vec<Row> = cells
         .iter()
         .map(|c| {
-            let p = acquire::describe(&matrix, c.model_index, c.quant, &opts);
-            let estimate = match (p.size_bytes, p.shape) {
-                (Some(size), Some(shape)) => Some(capacity::estimate(
-                    size,
-                    &shape,
-                    u64::from(c.params.n_prompt + c.params.n_gen),
-                    u64::from(c.params.n_ubatch),
-                    &c.params.type_k,
-                    &c.params.type_v,
-                    gpu && c.params.n_gpu_layers != GpuLayers::N(0),
-                )),
-                _ => None,
-            };
-            let on_gpu = gpu && c.params.n_gpu_layers != GpuLayers::N(0);
-            let fitted = estimate.map(|e| fit(&e, c, &budget, on_gpu));
-            Row {
-                index: c.index,
-                model: c.model.clone(),
-                quant: c.quant.to_string(),
-                n_prompt: c.params.n_prompt,
-                n_gen: c.params.n_gen,
-                repetitions: c.params.repetitions,
-                source: p.source,
-                path: p.path.map(|p| p.display().to_string()),
-                cached: p.cached,
-                problem: p.problem,
-                size_bytes: p.size_bytes,
-                size_is_estimate: p.size_is_estimate,
-                fits: fitted.as_ref().map(|f| f.0),
-                copies: fitted.as_ref().map(|f| f.1),
-                per_gpu_bytes: fitted.map(|f| f.2).unwrap_or_default(),
-                placement: c.params.placement_tag(),
-                estimate,
-            }
+            row(
+                c,
+                acquire::describe(&matrix, c.model_index, c.quant, &opts),
+                &budget,
+            )
         })
         .collect();
     if args.format == ListFormat::Json {
@@ -187,13 +158,53 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
         matrix.models.len(),
         budget.description
     ));
-    let name = |r: &Row| match &r.placement {
-        Some(t) => format!("{} [{t}]", r.model),
-        None => r.model.clone(),
+    print_table(ctx, &rows);
+    Ok(exit::OK)
+}
+
+/// One cell of the plan: where its file comes from, and its memory estimate against `budget`.
+fn row(c: &Cell, p: acquire::Planned, budget: &Budget) -> Row {
+    let gpu = budget.kind != "host";
+    let on_gpu = gpu && c.params.n_gpu_layers != GpuLayers::N(0);
+    let estimate = match (p.size_bytes, p.shape) {
+        (Some(size), Some(shape)) => Some(capacity::estimate(
+            size,
+            &shape,
+            u64::from(c.params.n_prompt + c.params.n_gen),
+            u64::from(c.params.n_ubatch),
+            &c.params.type_k,
+            &c.params.type_v,
+            on_gpu,
+        )),
+        _ => None,
     };
+    let fitted = estimate.map(|e| fit(&e, c, budget, on_gpu));
+    Row {
+        index: c.index,
+        model: c.model.clone(),
+        quant: c.quant.to_string(),
+        n_prompt: c.params.n_prompt,
+        n_gen: c.params.n_gen,
+        repetitions: c.params.repetitions,
+        source: p.source,
+        path: p.path.map(|p| p.display().to_string()),
+        cached: p.cached,
+        problem: p.problem,
+        size_bytes: p.size_bytes,
+        size_is_estimate: p.size_is_estimate,
+        fits: fitted.as_ref().map(|f| f.0),
+        copies: fitted.as_ref().map(|f| f.1),
+        per_gpu_bytes: fitted.map(|f| f.2).unwrap_or_default(),
+        placement: c.params.placement_tag(),
+        estimate,
+    }
+}
+
+/// The plan as a table on stderr, with what `needs` and `copies` mean.
+fn print_table(ctx: &Ctx, rows: &[Row]) {
     let w = rows
         .iter()
-        .map(|r| name(r).chars().count())
+        .map(|r| r.name().chars().count())
         .max()
         .unwrap_or(0)
         .max(16);
@@ -201,45 +212,8 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
         "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  source",
         "#", "model", "quant", "pp", "tg", "reps", "cached", "file", "needs", "fits", "copies"
     ));
-    for r in &rows {
-        let size = match r.size_bytes {
-            Some(b) if r.size_is_estimate => format!("~{}", bytes(b)),
-            Some(b) => bytes(b),
-            None => "?".into(),
-        };
-        let needs = match r.estimate {
-            None => "?".into(),
-            Some(_) if !r.per_gpu_bytes.is_empty() => r
-                .per_gpu_bytes
-                .iter()
-                .map(|b| format!("~{}", bytes(*b)))
-                .collect::<Vec<_>>()
-                .join("+"),
-            Some(e) => format!("~{}", bytes(e.total())),
-        };
-        let model = name(r);
-        ctx.printer.line(&format!(
-            "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  {}",
-            r.index + 1,
-            model,
-            r.quant,
-            r.n_prompt,
-            r.n_gen,
-            r.repetitions,
-            match (&r.problem, r.cached) {
-                (Some(_), _) => "BAD",
-                (None, true) => "yes",
-                (None, false) => "no",
-            },
-            size,
-            needs,
-            r.fits.map_or("?", |f| if f { "yes" } else { "NO" }),
-            r.copies.map_or("?".into(), |c| c.to_string()),
-            match &r.problem {
-                Some(p) => format!("{}: {p}", r.source),
-                None => r.source.clone(),
-            }
-        ));
+    for r in rows {
+        ctx.printer.line(&r.line(w));
     }
     ctx.printer.line(
         "\n`needs` estimates one copy: file + KV cache at n_prompt+n_gen tokens + compute buffers \
@@ -247,5 +221,55 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
          A model split over several GPUs needs its share of weights and KV cache on each, plus \
          compute buffers and overhead on every GPU it uses (`needs` per GPU, joined by +).",
     );
-    Ok(exit::OK)
+}
+
+impl Row {
+    /// The model with its multi-GPU placement, if any.
+    fn name(&self) -> String {
+        match &self.placement {
+            Some(t) => format!("{} [{t}]", self.model),
+            None => self.model.clone(),
+        }
+    }
+
+    /// The row as a table line, the model column `w` wide.
+    fn line(&self, w: usize) -> String {
+        let size = match self.size_bytes {
+            Some(b) if self.size_is_estimate => format!("~{}", bytes(b)),
+            Some(b) => bytes(b),
+            None => "?".into(),
+        };
+        let needs = match self.estimate {
+            None => "?".into(),
+            Some(_) if !self.per_gpu_bytes.is_empty() => self
+                .per_gpu_bytes
+                .iter()
+                .map(|b| format!("~{}", bytes(*b)))
+                .collect::<Vec<_>>()
+                .join("+"),
+            Some(e) => format!("~{}", bytes(e.total())),
+        };
+        format!(
+            "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  {}",
+            self.index + 1,
+            self.name(),
+            self.quant,
+            self.n_prompt,
+            self.n_gen,
+            self.repetitions,
+            match (&self.problem, self.cached) {
+                (Some(_), _) => "BAD",
+                (None, true) => "yes",
+                (None, false) => "no",
+            },
+            size,
+            needs,
+            self.fits.map_or("?", |f| if f { "yes" } else { "NO" }),
+            self.copies.map_or("?".into(), |c| c.to_string()),
+            match &self.problem {
+                Some(p) => format!("{}: {p}", self.source),
+                None => self.source.clone(),
+            }
+        )
+    }
 }

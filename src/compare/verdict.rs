@@ -252,7 +252,6 @@ pub(super) fn compare_metric(
 /// quant and measurement parameters. With three or more baseline runs, significance comes from
 /// their spread; with one (or two: the first is used) from the repetition samples.
 pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comparison {
-    let first = &bases[0];
     let lookup: Vec<BTreeMap<_, &CellView>> = bases
         .iter()
         .map(|b| b.cells.iter().map(|c| (c.key(), c)).collect())
@@ -261,89 +260,7 @@ pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comp
     let mut cells = Vec::new();
     for (key, c) in &cur_by {
         let matches: Vec<&CellView> = lookup.iter().filter_map(|m| m.get(key).copied()).collect();
-        let Some(b) = matches.first().copied() else {
-            cells.push(cell(
-                c,
-                Verdict::New,
-                Some("not in the baseline".into()),
-                Vec::new(),
-            ));
-            continue;
-        };
-        if !c.ok || matches.iter().all(|b| !b.ok) {
-            let which = if c.ok { "the baseline" } else { "this run" };
-            let why = if c.ok { &b.error } else { &c.error };
-            cells.push(cell(
-                c,
-                Verdict::Missing,
-                Some(format!(
-                    "failed in {which}: {}",
-                    why.as_deref().unwrap_or("?")
-                )),
-                Vec::new(),
-            ));
-            continue;
-        }
-        let ok_bases: Vec<&CellView> = matches.iter().copied().filter(|b| b.ok).collect();
-        let b = ok_bases[0];
-        let mut differs = Vec::new();
-        if b.device != c.device {
-            differs.push(format!("device {:?} vs {:?}", b.device, c.device));
-        }
-        if b.backend != c.backend {
-            differs.push(format!("backend {} vs {}", b.backend, c.backend));
-        }
-        if b.threads != c.threads {
-            differs.push(format!("{} vs {} CPU threads", b.threads, c.threads));
-        }
-        if first.build_profile != cur.build_profile
-            && !first.build_profile.is_empty()
-            && !cur.build_profile.is_empty()
-        {
-            differs.push(format!(
-                "build {} vs {}",
-                first.build_profile, cur.build_profile
-            ));
-        }
-        if b.synthetic != c.synthetic {
-            differs.push("synthetic vs real weights".into());
-        } else if !b.sha256.is_empty() && !c.sha256.is_empty() && b.sha256 != c.sha256 {
-            differs.push("a different model file (sha256)".into());
-        }
-        if ok_bases
-            .iter()
-            .any(|o| o.device != b.device || o.backend != b.backend || o.sha256 != b.sha256)
-        {
-            differs
-                .push("the baseline runs differ among themselves (device, backend or file)".into());
-        }
-        if !differs.is_empty() {
-            cells.push(cell(
-                c,
-                Verdict::NotComparable,
-                Some(differs.join("; ")),
-                Vec::new(),
-            ));
-            continue;
-        }
-        let metrics: Vec<MetricResult> = METRICS
-            .iter()
-            .filter_map(|def| {
-                let bs: Vec<&Stat> = ok_bases
-                    .iter()
-                    .filter_map(|o| o.stats.get(def.name))
-                    .collect();
-                let cs = c.stats.get(def.name)?;
-                let cpu = c.backend.eq_ignore_ascii_case("CPU");
-                (!bs.is_empty()).then(|| compare_metric(def, &bs, cs, thr.get(def, cpu)))
-            })
-            .collect();
-        let worst = metrics
-            .iter()
-            .map(|m| m.verdict)
-            .min()
-            .unwrap_or(Verdict::Unchanged);
-        cells.push(cell(c, worst, None, metrics));
+        cells.push(compare_cell(c, &matches, &bases[0], cur, thr));
     }
     let mut seen = std::collections::BTreeSet::new();
     for m in &lookup {
@@ -358,18 +275,11 @@ pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comp
             }
         }
     }
+    let joined = |f: fn(&ReportView) -> &str| bases.iter().map(f).collect::<Vec<_>>().join(", ");
     let mut out = Comparison {
-        base: bases
-            .iter()
-            .map(|b| b.source.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        base: joined(|b| &b.source),
         current: cur.source.clone(),
-        base_run_id: bases
-            .iter()
-            .map(|b| b.run_id.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        base_run_id: joined(|b| &b.run_id),
         current_run_id: cur.run_id.clone(),
         base_runs: bases.len(),
         thresholds: thr.effective(false),
@@ -381,6 +291,107 @@ pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comp
     };
     out.tally();
     out
+}
+
+/// One cell of the current run against its `matches` in the baseline runs (empty: new).
+fn compare_cell(
+    c: &CellView,
+    matches: &[&CellView],
+    first: &ReportView,
+    cur: &ReportView,
+    thr: &Thresholds,
+) -> CellComparison {
+    let Some(b) = matches.first().copied() else {
+        return cell(
+            c,
+            Verdict::New,
+            Some("not in the baseline".into()),
+            Vec::new(),
+        );
+    };
+    if !c.ok || matches.iter().all(|b| !b.ok) {
+        let which = if c.ok { "the baseline" } else { "this run" };
+        let why = if c.ok { &b.error } else { &c.error };
+        return cell(
+            c,
+            Verdict::Missing,
+            Some(format!(
+                "failed in {which}: {}",
+                why.as_deref().unwrap_or("?")
+            )),
+            Vec::new(),
+        );
+    }
+    let ok_bases: Vec<&CellView> = matches.iter().copied().filter(|b| b.ok).collect();
+    let differs = differences(&ok_bases, c, first, cur);
+    if !differs.is_empty() {
+        return cell(
+            c,
+            Verdict::NotComparable,
+            Some(differs.join("; ")),
+            Vec::new(),
+        );
+    }
+    let metrics: Vec<MetricResult> = METRICS
+        .iter()
+        .filter_map(|def| {
+            let bs: Vec<&Stat> = ok_bases
+                .iter()
+                .filter_map(|o| o.stats.get(def.name))
+                .collect();
+            let cs = c.stats.get(def.name)?;
+            let cpu = c.backend.eq_ignore_ascii_case("CPU");
+            (!bs.is_empty()).then(|| compare_metric(def, &bs, cs, thr.get(def, cpu)))
+        })
+        .collect();
+    let worst = metrics
+        .iter()
+        .map(|m| m.verdict)
+        .min()
+        .unwrap_or(Verdict::Unchanged);
+    cell(c, worst, None, metrics)
+}
+
+/// Why a cell cannot be compared with its baseline cells (`ok_bases`, the first decides):
+/// another device, backend, thread count, build, or model file. Empty: comparable.
+fn differences(
+    ok_bases: &[&CellView],
+    c: &CellView,
+    first: &ReportView,
+    cur: &ReportView,
+) -> Vec<String> {
+    let b = ok_bases[0];
+    let mut differs = Vec::new();
+    if b.device != c.device {
+        differs.push(format!("device {:?} vs {:?}", b.device, c.device));
+    }
+    if b.backend != c.backend {
+        differs.push(format!("backend {} vs {}", b.backend, c.backend));
+    }
+    if b.threads != c.threads {
+        differs.push(format!("{} vs {} CPU threads", b.threads, c.threads));
+    }
+    if first.build_profile != cur.build_profile
+        && !first.build_profile.is_empty()
+        && !cur.build_profile.is_empty()
+    {
+        differs.push(format!(
+            "build {} vs {}",
+            first.build_profile, cur.build_profile
+        ));
+    }
+    if b.synthetic != c.synthetic {
+        differs.push("synthetic vs real weights".into());
+    } else if !b.sha256.is_empty() && !c.sha256.is_empty() && b.sha256 != c.sha256 {
+        differs.push("a different model file (sha256)".into());
+    }
+    if ok_bases
+        .iter()
+        .any(|o| o.device != b.device || o.backend != b.backend || o.sha256 != b.sha256)
+    {
+        differs.push("the baseline runs differ among themselves (device, backend or file)".into());
+    }
+    differs
 }
 
 fn cell(

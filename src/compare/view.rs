@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::statistics::moments;
-use crate::results::{self, CellStatus, Report};
+use crate::results::{self, CellResult, CellStatus, Report};
 
 /// One metric of one cell as a comparison needs it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -216,144 +216,139 @@ pub fn check_finite(view: &ReportView) -> Result<()> {
 
 /// The comparison view of a report in memory.
 pub fn from_report(r: &Report, path: &Path) -> ReportView {
-    let cells = r
-        .cells
-        .iter()
-        .map(|c| {
-            let p = &c.params;
-            let mut stats = BTreeMap::new();
-            for name in ["decode_tok_s", "tg_tok_s", "pp_tok_s", "ttft_ms"] {
-                if let Some(s) = c.metrics.get(name) {
-                    let samples: Vec<f64> = c
-                        .samples
-                        .iter()
-                        .map(|r| match name {
-                            "decode_tok_s" => r.decode_tok_s,
-                            "tg_tok_s" => r.tg_tok_s,
-                            "pp_tok_s" => r.pp_tok_s,
-                            _ => r.ttft_ms,
-                        })
-                        .collect();
-                    stats.insert(
-                        name.to_string(),
-                        Stat {
-                            mean: if samples.is_empty() {
-                                s.mean
-                            } else {
-                                samples.iter().sum::<f64>() / samples.len() as f64
-                            },
-                            sd: s.sd,
-                            n: s.n,
-                            samples: (!samples.is_empty()).then_some(samples),
-                        },
-                    );
-                }
-            }
-            // per-repetition median inter-token latency: the steady decode step
-            let itl: Vec<f64> = c
-                .samples
-                .iter()
-                .filter_map(|r| {
-                    let d: Vec<f64> = r.inter_token_ms().collect();
-                    crate::stats::percentile(&d, 50.0)
-                })
-                .collect();
-            if let Some(s) = crate::stats::summarize(&itl) {
-                stats.insert(
-                    "itl_ms_p50".to_string(),
-                    Stat {
-                        mean: s.mean,
-                        sd: s.sd,
-                        n: s.n,
-                        samples: Some(itl),
-                    },
-                );
-            }
-            let single = |v: Option<f64>| {
-                v.map(|x| Stat {
-                    mean: x,
-                    sd: 0.0,
-                    n: 1,
-                    samples: None,
-                })
-            };
-            for (name, v) in [
-                ("load_s", c.load_s),
-                ("mem_bytes", c.mem_bytes.map(|b| b as f64)),
-                ("energy_j_per_tok", c.energy_j_per_tok),
-            ] {
-                if let Some(s) = single(v) {
-                    stats.insert(name.to_string(), s);
-                }
-            }
-            CellView {
-                model: c.model.clone(),
-                quant: c.quant.to_string(),
-                params: cell_params_key(p),
-                label: cell_label(
-                    &p.n_prompt.to_string(),
-                    &p.n_gen.to_string(),
-                    p.placement_tag(),
-                ),
-                threads: p.n_threads.to_string(),
-                device: c.device.clone().unwrap_or_default(),
-                backend: c.backend.clone().unwrap_or_default(),
-                sha256: c
-                    .origin
-                    .as_ref()
-                    .map(|o| o.sha256.clone())
-                    .unwrap_or_default(),
-                synthetic: c.origin.as_ref().is_some_and(|o| o.synthetic),
-                ok: c.status == CellStatus::Ok,
-                error: c.error.clone(),
-                stats,
-            }
-        })
-        .collect();
     ReportView {
         source: path.display().to_string(),
         run_id: r.run_id.clone(),
         build_profile: r.quantbench.build_profile.clone(),
-        cells,
+        cells: r.cells.iter().map(cell_view).collect(),
     }
 }
 
-fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
-    let bad = || {
-        format!(
-            "{} is neither a quantbench results.json nor a results.csv",
-            path.display()
-        )
-    };
-    let mut rdr = csv::Reader::from_reader(text.as_bytes());
-    let header: Vec<String> = rdr
-        .headers()
-        .with_context(bad)?
-        .iter()
-        .map(String::from)
-        .collect();
-    let col = |name: &str| header.iter().position(|h| h == name);
-    for required in [
-        "model",
-        "quant",
-        "status",
-        "n_prompt",
-        "n_gen",
-        "decode_tok_s",
-    ] {
-        if col(required).is_none() {
-            bail!("{}: no `{required}` column", bad());
+/// A report cell as a comparison sees it.
+fn cell_view(c: &CellResult) -> CellView {
+    let p = &c.params;
+    CellView {
+        model: c.model.clone(),
+        quant: c.quant.to_string(),
+        params: cell_params_key(p),
+        label: cell_label(
+            &p.n_prompt.to_string(),
+            &p.n_gen.to_string(),
+            p.placement_tag(),
+        ),
+        threads: p.n_threads.to_string(),
+        device: c.device.clone().unwrap_or_default(),
+        backend: c.backend.clone().unwrap_or_default(),
+        sha256: c
+            .origin
+            .as_ref()
+            .map(|o| o.sha256.clone())
+            .unwrap_or_default(),
+        synthetic: c.origin.as_ref().is_some_and(|o| o.synthetic),
+        ok: c.status == CellStatus::Ok,
+        error: c.error.clone(),
+        stats: cell_stats(c),
+    }
+}
+
+/// The gate's metrics of a report cell: rates and TTFT with their repetition samples, the
+/// per-repetition median inter-token latency, and the metrics measured once per cell.
+fn cell_stats(c: &CellResult) -> BTreeMap<String, Stat> {
+    let mut stats = BTreeMap::new();
+    for name in ["decode_tok_s", "tg_tok_s", "pp_tok_s", "ttft_ms"] {
+        if let Some(s) = c.metrics.get(name) {
+            let samples: Vec<f64> = c
+                .samples
+                .iter()
+                .map(|r| match name {
+                    "decode_tok_s" => r.decode_tok_s,
+                    "tg_tok_s" => r.tg_tok_s,
+                    "pp_tok_s" => r.pp_tok_s,
+                    _ => r.ttft_ms,
+                })
+                .collect();
+            stats.insert(
+                name.to_string(),
+                Stat {
+                    mean: if samples.is_empty() {
+                        s.mean
+                    } else {
+                        samples.iter().sum::<f64>() / samples.len() as f64
+                    },
+                    sd: s.sd,
+                    n: s.n,
+                    samples: (!samples.is_empty()).then_some(samples),
+                },
+            );
         }
     }
-    let mut run_id = String::new();
-    let mut build_profile = String::new();
-    let mut cells = Vec::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
-        let get = |name: &str| col(name).and_then(|k| rec.get(k)).unwrap_or("").to_string();
-        let num = |name: &str| get(name).parse::<f64>().ok();
-        run_id = get("run_id");
-        build_profile = get("build_profile");
+    // per-repetition median inter-token latency: the steady decode step
+    let itl: Vec<f64> = c
+        .samples
+        .iter()
+        .filter_map(|r| {
+            let d: Vec<f64> = r.inter_token_ms().collect();
+            crate::stats::percentile(&d, 50.0)
+        })
+        .collect();
+    if let Some(s) = crate::stats::summarize(&itl) {
+        stats.insert(
+            "itl_ms_p50".to_string(),
+            Stat {
+                mean: s.mean,
+                sd: s.sd,
+                n: s.n,
+                samples: Some(itl),
+            },
+        );
+    }
+    for (name, v) in [
+        ("load_s", c.load_s),
+        ("mem_bytes", c.mem_bytes.map(|b| b as f64)),
+        ("energy_j_per_tok", c.energy_j_per_tok),
+    ] {
+        if let Some(x) = v {
+            stats.insert(name.to_string(), Stat::single(x));
+        }
+    }
+    stats
+}
+
+impl Stat {
+    /// A metric measured once: no spread, no samples.
+    fn single(mean: f64) -> Stat {
+        Stat {
+            mean,
+            sd: 0.0,
+            n: 1,
+            samples: None,
+        }
+    }
+}
+
+/// One row of a results.csv, its values found by column name (absent columns read as empty).
+struct CsvRow<'a> {
+    header: &'a [String],
+    rec: &'a csv::StringRecord,
+}
+
+impl CsvRow<'_> {
+    fn get(&self, name: &str) -> String {
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .and_then(|k| self.rec.get(k))
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn num(&self, name: &str) -> Option<f64> {
+        self.get(name).parse::<f64>().ok()
+    }
+
+    /// The row as a comparison sees it (no repetition samples in a CSV).
+    fn cell_view(&self) -> CellView {
+        let get = |name: &str| self.get(name);
         let reps = get("repetitions").parse::<usize>().unwrap_or(1);
         // columns added with multi-GPU support: absent in older CSVs (= the default placement)
         let placement = crate::plan::placement_tag(
@@ -363,12 +358,13 @@ fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
         );
         let mut stats = BTreeMap::new();
         for name in ["decode_tok_s", "tg_tok_s", "pp_tok_s", "ttft_ms"] {
-            if let Some(mean) = num(name) {
+            if let Some(mean) = self.num(name) {
+                let sd = self.num(&format!("{name}_sd")).unwrap_or(0.0);
                 stats.insert(
                     name.to_string(),
                     Stat {
                         mean,
-                        sd: num(&format!("{name}_sd")).unwrap_or(0.0),
+                        sd,
                         n: reps,
                         samples: None,
                     },
@@ -376,19 +372,11 @@ fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
             }
         }
         for name in ["load_s", "mem_bytes", "energy_j_per_tok"] {
-            if let Some(mean) = num(name) {
-                stats.insert(
-                    name.to_string(),
-                    Stat {
-                        mean,
-                        sd: 0.0,
-                        n: 1,
-                        samples: None,
-                    },
-                );
+            if let Some(mean) = self.num(name) {
+                stats.insert(name.to_string(), Stat::single(mean));
             }
         }
-        cells.push(CellView {
+        CellView {
             model: get("model"),
             quant: get("quant"),
             params: params_key(
@@ -412,7 +400,48 @@ fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
             ok: get("status") == "ok",
             error: Some(get("error")).filter(|e| !e.is_empty()),
             stats,
-        });
+        }
+    }
+}
+
+fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
+    let bad = || {
+        format!(
+            "{} is neither a quantbench results.json nor a results.csv",
+            path.display()
+        )
+    };
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = rdr
+        .headers()
+        .with_context(bad)?
+        .iter()
+        .map(String::from)
+        .collect();
+    for required in [
+        "model",
+        "quant",
+        "status",
+        "n_prompt",
+        "n_gen",
+        "decode_tok_s",
+    ] {
+        if !header.iter().any(|h| h == required) {
+            bail!("{}: no `{required}` column", bad());
+        }
+    }
+    let mut run_id = String::new();
+    let mut build_profile = String::new();
+    let mut cells = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+        let row = CsvRow {
+            header: &header,
+            rec: &rec,
+        };
+        run_id = row.get("run_id");
+        build_profile = row.get("build_profile");
+        cells.push(row.cell_view());
     }
     Ok(ReportView {
         source: path.display().to_string(),

@@ -1,0 +1,333 @@
+//! The end of a run: the final table, stdout, the gate against the baseline (with confirmation
+//! re-runs of regressed cells), charts, the baseline saved, the exit code.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use anyhow::Result;
+
+use super::folder::{resume_hint, SaveTarget};
+use super::measure::take_lock;
+use super::{Ctx, Run};
+use crate::cli::OutputFormat;
+use crate::commands::exit;
+use crate::compare::{Comparison, ReportView};
+use crate::coordinator::{Coordinator, Ended, Observer, Outcome};
+use crate::fsutil::write_atomic;
+use crate::machine_lock::MachineLock;
+use crate::metrics::Thresholds;
+use crate::plan::Cell;
+use crate::protocol::Job;
+use crate::report::{self, Format};
+use crate::results::{CellResult, CellStatus, Report, RunStatus};
+
+impl Run<'_> {
+    /// Prints and writes what the run produced and decides the exit code.
+    pub(super) fn finish(
+        &self,
+        report: Report,
+        baseline: Option<&[ReportView]>,
+        thresholds: &Thresholds,
+        save_to: Option<SaveTarget>,
+        coordinator: &mut Coordinator<'_>,
+        lock: Option<MachineLock>,
+    ) -> Result<u8> {
+        let ctx = self.ctx;
+        let failed = self.print_summary(&report)?;
+        let regressed = match baseline {
+            Some(b) => {
+                let cmp = self.gate(&report, b, thresholds, coordinator, lock.is_some())?;
+                self.write_comparison(cmp)?
+            }
+            None => false,
+        };
+        drop(lock);
+        // a signal during the confirmation re-runs: the measured run is complete, but the
+        // verdict is not final, so nothing is saved as a baseline and the exit status says
+        // interrupted
+        let confirm_interrupted =
+            report.status == RunStatus::Complete && ctx.interrupted.load(Ordering::SeqCst);
+        if !self.args.no_plots {
+            // Charts are a view of the reports already written: failing to draw one loses
+            // nothing.
+            match report::write_visuals(&report, &self.dir) {
+                Ok(_) => ctx
+                    .printer
+                    .line(&format!("charts and report.html: {}", self.dir.display())),
+                Err(e) => ctx.printer.warn(&format!("charts not drawn: {e:#}")),
+            }
+        }
+        if let Some(target) = &save_to {
+            let keep = report.status == RunStatus::Complete
+                && failed == 0
+                && !regressed
+                && !confirm_interrupted;
+            save_baseline(ctx, &report, target, keep, regressed)?;
+        }
+        Ok(exit_code(
+            ctx,
+            &report,
+            &self.dir,
+            confirm_interrupted,
+            regressed,
+            failed,
+        ))
+    }
+
+    /// The final table, the one-line summary and `--format` output on stdout; returns how many
+    /// cells failed.
+    fn print_summary(&self, report: &Report) -> Result<usize> {
+        let ctx = self.ctx;
+        ctx.printer.final_table(report);
+        let failed = report
+            .cells
+            .iter()
+            .filter(|c| c.status == CellStatus::Failed)
+            .count();
+        ctx.printer.line(&format!(
+            "\n{} cells, {failed} failed, {:.1} s wall; reports in {}",
+            report.cells.len(),
+            report.wall_s.unwrap_or_default(),
+            self.dir.display()
+        ));
+        let text = match self.args.format {
+            OutputFormat::Table => None,
+            OutputFormat::Json => Some(report::json::Json.render(report)?),
+            OutputFormat::Csv => Some(report::csv::Csv.render(report)?),
+            OutputFormat::Md => Some(report::md::Markdown.render(report)?),
+        };
+        if let Some(t) = text {
+            ctx.printer.stdout(&t);
+        }
+        Ok(failed)
+    }
+
+    /// Shows the comparison and writes `comparison.json` and `comparison.md`; returns whether
+    /// a regression stands.
+    fn write_comparison(&self, mut cmp: Comparison) -> Result<bool> {
+        super::super::compare::show(self.ctx, &cmp, crate::cli::CompareFormat::Table)?;
+        cmp.current = self.dir.join("results.json").display().to_string();
+        write_atomic(
+            &self.dir.join("comparison.json"),
+            (serde_json::to_string_pretty(&cmp)? + "\n").as_bytes(),
+        )?;
+        write_atomic(
+            &self.dir.join("comparison.md"),
+            crate::compare::markdown(&cmp).as_bytes(),
+        )?;
+        Ok(cmp.has_regression())
+    }
+
+    /// Compares the run with the baseline; when cells regressed, measures each of them
+    /// `--confirm` more times (fresh workers, the same files) and keeps a regression only where
+    /// every re-measurement regresses too. The re-measurements go to `confirm-K.json`.
+    fn gate(
+        &self,
+        report: &Report,
+        baseline: &[ReportView],
+        thresholds: &Thresholds,
+        coordinator: &mut Coordinator<'_>,
+        locked: bool,
+    ) -> Result<Comparison> {
+        let (ctx, args) = (self.ctx, self.args);
+        let view = crate::compare::from_report(report, &self.dir.join("results.json"));
+        let mut cmp = crate::compare::compare(baseline, &view, thresholds);
+        let stop = || ctx.interrupted.load(Ordering::SeqCst);
+        if !cmp.has_regression() || args.confirm == 0 || report.status != RunStatus::Complete {
+            return Ok(cmp);
+        }
+        let Some(jobs) = self.confirm_jobs(report, &cmp) else {
+            ctx.printer.warn(
+                "cannot re-measure every regressed cell (no file for it): the regressions stand \
+                 unconfirmed",
+            );
+            return Ok(cmp);
+        };
+        // the re-runs measure too: they need the lock the cells had
+        let _lock = if locked || args.no_lock {
+            None
+        } else {
+            take_lock(ctx, args, &stop)?
+        };
+        ctx.printer.line(&format!(
+            "\nconfirming: {} cell{} regressed; measuring {} {} more time{} (--confirm {})",
+            jobs.len(),
+            if jobs.len() == 1 { "" } else { "s" },
+            if jobs.len() == 1 { "it" } else { "each" },
+            args.confirm,
+            if args.confirm == 1 { "" } else { "s" },
+            args.confirm
+        ));
+        let mut reruns = Vec::new();
+        for k in 1..=args.confirm {
+            if stop() {
+                break;
+            }
+            let Some(rerun) = self.rerun(report, &jobs, k, coordinator)? else {
+                // an interrupted re-run neither confirms nor refutes: the verdict stays
+                ctx.printer
+                    .warn("confirmation interrupted: the regressions stand unconfirmed");
+                return Ok(cmp);
+            };
+            let path = self.dir.join(format!("confirm-{k}.json"));
+            write_atomic(&path, report::json::Json.render(&rerun)?.as_bytes())?;
+            let view = crate::compare::from_report(&rerun, &path);
+            reruns.push(crate::compare::compare(baseline, &view, thresholds));
+        }
+        crate::compare::confirm(&mut cmp, &reruns);
+        Ok(cmp)
+    }
+
+    /// The jobs that re-measure the regressed cells; `None` when a cell has no file to
+    /// re-measure.
+    fn confirm_jobs(&self, report: &Report, cmp: &Comparison) -> Option<Vec<Job>> {
+        let regressed: HashSet<(String, String, String)> =
+            cmp.regressed_cells().into_iter().collect();
+        let jobs: Vec<Job> = self
+            .cells
+            .iter()
+            .filter(|c| {
+                regressed.contains(&(
+                    c.model.clone(),
+                    c.quant.to_string(),
+                    crate::compare::cell_params_key(&c.params),
+                ))
+            })
+            .filter_map(|c| {
+                let measured = report.cells.iter().find(|r| r.key == c.key())?;
+                Some(Job {
+                    cell: c.clone(),
+                    model_path: measured.origin.as_ref()?.path.clone(),
+                    cold: self.args.cold,
+                })
+            })
+            .collect();
+        (jobs.len() == regressed.len()).then_some(jobs)
+    }
+
+    /// Confirmation re-run `k`: the regressed cells measured again, as a report of their own.
+    /// `None` when it was interrupted.
+    fn rerun(
+        &self,
+        report: &Report,
+        jobs: &[Job],
+        k: u32,
+        coordinator: &mut Coordinator<'_>,
+    ) -> Result<Option<Report>> {
+        let mut obs = Collector {
+            ctx: self.ctx,
+            report,
+            cells: Vec::new(),
+            total: jobs.len(),
+            n: 0,
+        };
+        if coordinator.run(jobs.to_vec(), &mut obs)? == Ended::Interrupted {
+            return Ok(None);
+        }
+        Ok(Some(Report {
+            run_id: format!("{}-confirm-{k}", report.run_id),
+            cells: obs.cells,
+            ..report.clone()
+        }))
+    }
+}
+
+/// Saves the run as the baseline when `keep` (complete, nothing failed or regressed, not
+/// interrupted); otherwise says why not.
+fn save_baseline(
+    ctx: &Ctx,
+    report: &Report,
+    target: &SaveTarget,
+    keep: bool,
+    regressed: bool,
+) -> Result<()> {
+    let path = target.path(&report.run_id);
+    if keep {
+        write_atomic(&path, report::json::Json.render(report)?.as_bytes())?;
+        ctx.printer
+            .line(&format!("saved as the baseline: {}", path.display()));
+    } else {
+        ctx.printer.warn(&format!(
+            "not saved as the baseline ({}): {} kept",
+            if regressed {
+                "regression"
+            } else {
+                "incomplete run or failed cells"
+            },
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The exit code, with the last line saying why when the run was interrupted.
+fn exit_code(
+    ctx: &Ctx,
+    report: &Report,
+    dir: &Path,
+    confirm_interrupted: bool,
+    regressed: bool,
+    failed: usize,
+) -> u8 {
+    match report.status {
+        RunStatus::Interrupted => {
+            let by = crate::signals::received()
+                .map(|s| format!(" by {}", crate::signals::name(s)))
+                .unwrap_or_default();
+            ctx.printer.line(&format!(
+                "interrupted{by}: the {} measured cells are in the reports; {}",
+                report.cells.len(),
+                resume_hint(dir)
+            ));
+            crate::signals::exit_code()
+        }
+        _ if confirm_interrupted => {
+            ctx.printer.line(
+                "interrupted during the confirmation re-runs: the reports are complete, the \
+                 comparison lists the regressions unconfirmed",
+            );
+            crate::signals::exit_code()
+        }
+        _ if regressed => exit::REGRESSION,
+        _ if failed > 0 => exit::CELLS_FAILED,
+        _ => exit::OK,
+    }
+}
+
+/// Collects the re-measured cells of a confirmation re-run.
+struct Collector<'a> {
+    ctx: &'a Ctx,
+    report: &'a Report,
+    cells: Vec<CellResult>,
+    total: usize,
+    n: usize,
+}
+
+impl Observer for Collector<'_> {
+    fn started(&mut self, cell: &Cell) {
+        self.n += 1;
+        self.ctx.printer.cell_started(self.n, self.total, cell);
+    }
+    fn progress(&mut self, _cell: &Cell, phase: &str, done: u32, total: u32) {
+        self.ctx.printer.cell_progress(phase, done, total);
+    }
+    fn finished(&mut self, cell: &Cell, outcome: Outcome) -> Result<()> {
+        let origin = self
+            .report
+            .cells
+            .iter()
+            .find(|c| c.key == cell.key())
+            .and_then(|c| c.origin.clone());
+        let result = match outcome {
+            Outcome::Measured(m) => CellResult::measured(cell, origin, *m),
+            Outcome::Failed(reason) => CellResult::failed(cell, origin, reason),
+        };
+        self.ctx.printer.cell_finished(&result);
+        self.cells.push(result);
+        Ok(())
+    }
+    fn worker_log(&mut self, line: &str) {
+        self.ctx.printer.worker_log(line);
+    }
+}

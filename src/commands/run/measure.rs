@@ -1,0 +1,289 @@
+//! The measuring part of a run: the cells already measured (`--resume`), acquisition, the
+//! log, the cells in workers under the machine-wide lock, the end of the log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::folder::{now_rfc3339, LogLine};
+use super::{Ctx, Run};
+use crate::acquire::{self, Origin};
+use crate::cli::RunArgs;
+use crate::coordinator::{Coordinator, Ended, Observer, Outcome};
+use crate::machine_lock::MachineLock;
+use crate::plan::Cell;
+use crate::protocol::{BackendInfo, Job};
+use crate::quant::Quant;
+use crate::report;
+use crate::results::{CellResult, CellStatus, Report, RunStatus};
+
+impl Run<'_> {
+    /// Acquires the files, measures the cells not measured before, and ends the log. Returns
+    /// the final report and the machine lock, still held for the confirmation re-runs. `logged`
+    /// is set once the log holds the run (from then on an error leaves a resumable folder).
+    pub(super) fn measure(
+        &self,
+        previous: Vec<CellResult>,
+        mut report: Report,
+        coordinator: &mut Coordinator<'_>,
+        t_start: Instant,
+        logged: &mut bool,
+    ) -> Result<(Report, Option<MachineLock>)> {
+        let (done, todo) = split_previous(previous, self.cells);
+        report.cells = self
+            .cells
+            .iter()
+            .filter_map(|c| done.get(&c.key()).cloned())
+            .collect();
+        let jsonl = self.open_log()?;
+        if !done.is_empty() {
+            self.ctx.printer.line(&format!(
+                "resuming: {} of {} cells already measured",
+                report.cells.len(),
+                self.cells.len()
+            ));
+        }
+
+        let ctx = self.ctx;
+        let opts = ctx.acquire_options(self.args.matrix.offline)?;
+        let stop = || ctx.interrupted.load(Ordering::SeqCst);
+        let origins = acquire::acquire(self.matrix, &todo, &opts, &ctx.printer, &stop);
+        report.synthetic_weights = origins.values().any(|o| matches!(o, Ok(o) if o.synthetic))
+            || report
+                .cells
+                .iter()
+                .any(|c| c.origin.as_ref().is_some_and(|o| o.synthetic));
+
+        let mut obs = RunObserver {
+            ctx,
+            dir: self.dir.clone(),
+            report,
+            jsonl,
+            origins: &origins,
+            numbers: HashMap::new(),
+            total: todo.len(),
+            ready: true,
+        };
+        let header = Report {
+            cells: Vec::new(),
+            ..obs.report.clone()
+        };
+        obs.append(&LogLine::Run {
+            report: Box::new(header),
+        })?;
+        *logged = true;
+        report::write_all(&obs.report, &self.dir)?;
+
+        let jobs = self.jobs(&todo, &origins, &mut obs, &stop)?;
+        let lock = if jobs.is_empty() || stop() {
+            None
+        } else {
+            take_lock(ctx, self.args, &stop)?
+        };
+        let ended = if stop() {
+            Ended::Interrupted
+        } else {
+            coordinator.run(jobs, &mut obs)?
+        };
+        end_log(&mut obs, ended, t_start)?;
+        Ok((obs.report, lock))
+    }
+
+    /// The log, opened for appending; a last line cut short by a crash or a full disk is cut
+    /// off first, so new lines start on their own.
+    fn open_log(&self) -> Result<File> {
+        let jsonl_path = self.dir.join("results.jsonl");
+        if crate::fsutil::repair_torn_tail(&jsonl_path)? {
+            self.ctx.printer.warn(&format!(
+                "{}: removed a last line cut short by an earlier crash",
+                jsonl_path.display()
+            ));
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&jsonl_path)
+            .with_context(|| format!("opening {}", jsonl_path.display()))
+    }
+
+    /// The worker jobs of the cells whose file was obtained; the others fail now (or, after a
+    /// signal, are left for `--resume`).
+    fn jobs(
+        &self,
+        todo: &[Cell],
+        origins: &BTreeMap<(usize, Quant), Result<Origin, String>>,
+        obs: &mut RunObserver<'_>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        for c in todo {
+            match origins.get(&(c.model_index, c.quant)) {
+                Some(Ok(o)) => jobs.push(Job {
+                    cell: c.clone(),
+                    model_path: o.path.clone(),
+                    cold: self.args.cold,
+                }),
+                // after Ctrl-C the run ends as interrupted; --resume tries these again
+                Some(Err(_)) if stop() => {}
+                Some(Err(reason)) => {
+                    obs.finished(c, Outcome::Failed(reason.clone()))?;
+                }
+                None => {
+                    if !stop() {
+                        obs.finished(c, Outcome::Failed("the file was not acquired".into()))?;
+                    }
+                }
+            }
+        }
+        Ok(jobs)
+    }
+}
+
+/// The cells measured before (`--resume`), by key, and the cells still to measure: failed ones
+/// run again.
+fn split_previous(
+    previous: Vec<CellResult>,
+    cells: &[Cell],
+) -> (HashMap<String, CellResult>, Vec<Cell>) {
+    let done: HashMap<String, CellResult> = previous
+        .into_iter()
+        .filter(|c| c.status == CellStatus::Ok)
+        .map(|c| (c.key.clone(), c))
+        .collect();
+    let todo = cells
+        .iter()
+        .filter(|c| !done.contains_key(&c.key()))
+        .cloned()
+        .collect();
+    (done, todo)
+}
+
+/// Marks how the run ended, writes the reports and the log's end line.
+fn end_log(obs: &mut RunObserver<'_>, ended: Ended, t_start: Instant) -> Result<()> {
+    obs.report.status = match ended {
+        Ended::Complete => RunStatus::Complete,
+        Ended::Interrupted => RunStatus::Interrupted,
+    };
+    obs.report.finished_at = Some(now_rfc3339());
+    obs.report.wall_s = Some(t_start.elapsed().as_secs_f64());
+    report::write_all(&obs.report, &obs.dir)?;
+    let end = LogLine::End {
+        status: obs.report.status,
+        finished_at: obs.report.finished_at.clone().unwrap_or_default(),
+        wall_s: obs.report.wall_s.unwrap_or_default(),
+    };
+    obs.append(&end)
+}
+
+/// Records every finished cell: log line, reports rewritten, the cell's block printed.
+struct RunObserver<'a> {
+    ctx: &'a Ctx,
+    dir: PathBuf,
+    report: Report,
+    jsonl: File,
+    origins: &'a BTreeMap<(usize, Quant), Result<Origin, String>>,
+    numbers: HashMap<usize, usize>,
+    total: usize,
+    ready: bool,
+}
+
+impl RunObserver<'_> {
+    fn append(&mut self, line: &LogLine) -> Result<()> {
+        let s = serde_json::to_string(line)?;
+        crate::fsutil::append_line(&mut self.jsonl, &self.dir.join("results.jsonl"), &s)
+    }
+
+    /// Adds a finished cell to the report and rewrites every report file.
+    fn record(&mut self, result: CellResult) -> Result<()> {
+        self.append(&LogLine::Cell {
+            cell: Box::new(result.clone()),
+        })?;
+        self.ctx.printer.cell_finished(&result);
+        self.report.cells.retain(|c| c.key != result.key);
+        self.report.cells.push(result);
+        self.report.cells.sort_by_key(|c| c.index);
+        report::write_all(&self.report, &self.dir)
+    }
+
+    fn origin(&self, cell: &Cell) -> Option<Origin> {
+        self.origins
+            .get(&(cell.model_index, cell.quant))
+            .and_then(|r| r.as_ref().ok().cloned())
+    }
+
+    fn number(&mut self, cell: &Cell) -> usize {
+        let next = self.numbers.len() + 1;
+        *self.numbers.entry(cell.index).or_insert(next)
+    }
+}
+
+impl Observer for RunObserver<'_> {
+    fn ready(&mut self, info: &BackendInfo) {
+        if !self.ready {
+            self.ready = true;
+            self.report.environment.llama = info.clone();
+        }
+    }
+    fn started(&mut self, cell: &Cell) {
+        let n = self.number(cell);
+        self.ctx.printer.cell_started(n, self.total, cell);
+    }
+    fn progress(&mut self, _cell: &Cell, phase: &str, done: u32, total: u32) {
+        self.ctx.printer.cell_progress(phase, done, total);
+    }
+    fn finished(&mut self, cell: &Cell, outcome: Outcome) -> Result<()> {
+        if !self.numbers.contains_key(&cell.index) {
+            // failed before its worker took it (e.g. load crash of an earlier cell)
+            let n = self.number(cell);
+            self.ctx.printer.cell_started(n, self.total, cell);
+        }
+        let origin = self.origin(cell);
+        let result = match outcome {
+            Outcome::Measured(m) => CellResult::measured(cell, origin, *m),
+            Outcome::Failed(reason) => CellResult::failed(cell, origin, reason),
+        };
+        self.record(result)
+    }
+    fn worker_log(&mut self, line: &str) {
+        self.ctx.printer.worker_log(line);
+    }
+}
+
+/// The machine-wide measurement lock, unless `--no-lock`: waits (saying for whom) while another
+/// run measures. `Ok(None)` with `--no-lock` or when interrupted while waiting.
+pub(super) fn take_lock(
+    ctx: &Ctx,
+    args: &RunArgs,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<crate::machine_lock::MachineLock>> {
+    if args.no_lock {
+        ctx.printer.warn(
+            "--no-lock: measuring without the machine-wide lock; another run measuring at the \
+             same time would disturb these numbers (the report says so)",
+        );
+        return Ok(None);
+    }
+    let me = crate::machine_lock::Holder {
+        pid: std::process::id(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        since: now_rfc3339(),
+    };
+    let lock_path = crate::machine_lock::path(&ctx.cache_dir);
+    crate::machine_lock::acquire(
+        &ctx.cache_dir,
+        &me,
+        &mut |holder| {
+            ctx.printer.warn(&format!(
+                "another run is measuring on this machine ({}); waiting for it to finish, since \
+                 two runs at once ruin each other's numbers (lock: {}; --no-lock measures anyway)",
+                holder.map_or_else(|| "holder unknown".to_string(), ToString::to_string),
+                lock_path.display()
+            ))
+        },
+        stop,
+    )
+}

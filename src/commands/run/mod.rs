@@ -1,0 +1,216 @@
+//! `quantbench run`: acquire, measure every cell in worker processes, write the reports after
+//! every cell, print the summary, choose the exit code.
+//!
+//! The steps, in order: [`check_inputs`] (everything that can fail before anything is written),
+//! [`probe`] (llama.cpp starts here), the run folder ([`folder`]), [`measure`] (acquisition and
+//! the cells, under the machine-wide lock), [`finish`] (gate with confirmation re-runs, charts,
+//! baseline, exit code).
+
+mod finish;
+mod folder;
+mod measure;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::{load_plan, Ctx};
+use crate::cli::RunArgs;
+use crate::compare::ReportView;
+use crate::config::Matrix;
+use crate::coordinator::Coordinator;
+use crate::metrics::Thresholds;
+use crate::plan::Cell;
+use crate::protocol::BackendInfo;
+use crate::results::{BuildInfo, CellResult, Report, RunStatus, SCHEMA_VERSION};
+use folder::{resume_hint, SaveTarget};
+
+/// What every step of a run shares: the command line, the plan and the run folder.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    args: &'a RunArgs,
+    matrix: &'a Matrix,
+    cells: &'a [Cell],
+    dir: PathBuf,
+}
+
+/// What is checked before anything is written or measured: a bad baseline, an unwritable
+/// `--save-baseline`, a `--resume` folder of another plan all fail here (exit 2).
+struct Inputs {
+    thresholds: Thresholds,
+    baseline: Option<Vec<ReportView>>,
+    save_to: Option<SaveTarget>,
+    /// The header and cells of the run being resumed.
+    previous_header: Option<Report>,
+    previous: Vec<CellResult>,
+}
+
+/// Runs the matrix; returns the exit code.
+pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
+    let t_start = Instant::now();
+    let (matrix, cells) = load_plan(&args.matrix, &args.overrides)?;
+    if cells.is_empty() {
+        bail!("the plan has no cells");
+    }
+    let inputs = check_inputs(args, &matrix, &cells)?;
+    // Fail fast, before anything is written or measured, if llama.cpp cannot start here.
+    let mut coordinator = ctx.coordinator()?;
+    let Some((backend, notes)) = probe(ctx, &mut coordinator)? else {
+        ctx.printer.line("interrupted before anything was measured");
+        return Ok(crate::signals::exit_code());
+    };
+    let devices: Vec<String> = backend
+        .devices
+        .iter()
+        .map(|d| format!("{} ({})", d.name, d.description))
+        .collect();
+    let (run_id, dir) = match &args.resume {
+        Some(dir) => (
+            dir.file_name()
+                .map_or_else(folder::run_id, |n| n.to_string_lossy().into_owned()),
+            dir.clone(),
+        ),
+        None => folder::new_run_dir(&args.out)?,
+    };
+    // One quantbench at a time writes a run folder (a second `--resume` of it is refused).
+    let _folder = folder::lock_run_dir(&dir)?;
+    let report = new_report(args, &matrix, run_id, backend, notes, &inputs);
+    ctx.printer.run_header(
+        &dir.display().to_string(),
+        cells.len(),
+        matrix.models.len(),
+        &devices.join(", "),
+    );
+    let run = Run {
+        ctx,
+        args,
+        matrix: &matrix,
+        cells: &cells,
+        dir,
+    };
+    let mut logged = false;
+    let measured = run.measure(
+        inputs.previous,
+        report,
+        &mut coordinator,
+        t_start,
+        &mut logged,
+    );
+    let (report, lock) = measured.map_err(|e| stopped(e, logged, &run.dir))?;
+    run.finish(
+        report,
+        inputs.baseline.as_deref(),
+        &inputs.thresholds,
+        inputs.save_to,
+        &mut coordinator,
+        lock,
+    )
+}
+
+/// Checks the thresholds, reads the baseline, probes `--save-baseline` and reads the folder to
+/// resume (refusing one of another plan), before anything is written.
+fn check_inputs(args: &RunArgs, matrix: &Matrix, cells: &[Cell]) -> Result<Inputs> {
+    let mut thresholds = matrix.compare.clone();
+    thresholds.apply_cli(&args.threshold)?;
+    let baseline = match &args.baseline {
+        Some(p) => Some(
+            crate::compare::read_many(std::slice::from_ref(p))
+                .context("reading the --baseline report")?,
+        ),
+        None => None,
+    };
+    let save_to = args
+        .save_baseline
+        .as_deref()
+        .map(SaveTarget::check)
+        .transpose()?;
+    let (previous_header, previous) = match &args.resume {
+        Some(dir) => folder::read_previous(dir)?,
+        None => (None, Vec::new()),
+    };
+    if let Some(dir) = &args.resume {
+        folder::check_resume_belongs(dir, previous_header.as_ref(), &previous, cells)?;
+    }
+    Ok(Inputs {
+        thresholds,
+        baseline,
+        save_to,
+        previous_header,
+        previous,
+    })
+}
+
+/// Starts llama.cpp in a worker once: its backends and devices, and notes to show. `Ok(None)`
+/// when a signal came first.
+fn probe(
+    ctx: &Ctx,
+    coordinator: &mut Coordinator<'_>,
+) -> Result<Option<(BackendInfo, Vec<String>)>> {
+    let (backend, notes) = match coordinator.probe() {
+        Ok(p) => p,
+        Err(e)
+            if e.downcast_ref::<crate::coordinator::Interrupted>()
+                .is_some() =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.context("checking the llama.cpp backends")),
+    };
+    for n in &notes {
+        ctx.printer.warn(n);
+    }
+    Ok(Some((backend, notes)))
+}
+
+/// The report header of this run (no cells yet): identity, machine, build; a resumed run keeps
+/// its start time and its `unlocked` mark.
+fn new_report(
+    args: &RunArgs,
+    matrix: &Matrix,
+    run_id: String,
+    backend: BackendInfo,
+    notes: Vec<String>,
+    inputs: &Inputs,
+) -> Report {
+    let previous = inputs.previous_header.as_ref();
+    let mut environment = crate::envinfo::collect();
+    environment.llama = backend;
+    environment.gpu = crate::gpu::environment();
+    environment.notes = notes;
+    Report {
+        schema_version: SCHEMA_VERSION,
+        run_id,
+        status: RunStatus::Running,
+        started_at: previous.map_or_else(folder::now_rfc3339, |h| h.started_at.clone()),
+        finished_at: None,
+        wall_s: None,
+        command: std::env::args().collect(),
+        config: matrix.path.clone(),
+        quantbench: BuildInfo::current(),
+        environment,
+        synthetic_weights: false,
+        // a resumed run measured partly without the lock stays marked
+        unlocked: args.no_lock || previous.is_some_and(|h| h.unlocked),
+        cells: Vec::new(),
+    }
+}
+
+/// An error once the log holds the run (a full disk, a vanished folder) leaves a valid
+/// results.jsonl: the message says how to continue.
+fn stopped(e: anyhow::Error, logged: bool, dir: &Path) -> anyhow::Error {
+    if !logged {
+        return e;
+    }
+    let full = crate::fsutil::is_disk_full(&e);
+    e.context(format!(
+        "the run stopped; the cells measured so far are in {}; {}{}",
+        dir.join("results.jsonl").display(),
+        if full {
+            "free some disk space, then "
+        } else {
+            ""
+        },
+        resume_hint(dir)
+    ))
+}
