@@ -35,7 +35,7 @@ cp "$backends"/libggml-*.so "$stage/"
 # OpenMP runtime of the CPU backend: not on every machine
 cp -L "$(ldd "$backends"/libggml-cpu-x64.so | awk '/libgomp/ {print $3}')" "$stage/"
 strip --strip-unneeded "$stage"/*.so* "$stage/quantbench" 2>/dev/null || true
-cp README.md models.toml "$stage/"
+cp -r README.md LICENSE models.toml docs "$stage/"
 tar -C "$root/dist" -cJf "$root/dist/$name.tar.xz" "$name"
 ls -la "$root/dist/$name.tar.xz"
 if [ "$with_src" = 1 ]; then

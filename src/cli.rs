@@ -259,7 +259,22 @@ mod tests {
 
     #[test]
     fn overrides_parse() {
-        let c = Cli::try_parse_from([
+        measurement_overrides_parse();
+        placement_overrides_parse();
+        limits_match_models_toml();
+        bad_placements_are_refused();
+    }
+
+    /// The overrides of a `run` command line (with its `--only` filters).
+    fn overrides_of(args: &[&str]) -> Overrides {
+        let c = Cli::try_parse_from(args).unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        r.overrides.to_overrides(&r.matrix.only)
+    }
+
+    /// Sizes, repetitions, offloaded layers and `--only` reach the overrides.
+    fn measurement_overrides_parse() {
+        let o = overrides_of(&[
             "quantbench",
             "run",
             "--n-gen",
@@ -270,15 +285,16 @@ mod tests {
             "all",
             "--only",
             "a:F16",
-        ])
-        .unwrap();
-        let Command::Run(r) = c.command else { panic!() };
-        let o = r.overrides.to_overrides(&r.matrix.only);
+        ]);
         assert_eq!(o.n_gen, Some(vec![128, 50]));
         assert_eq!(o.repetitions, Some(3));
         assert_eq!(o.n_gpu_layers, Some(GpuLayers::All));
         assert!(Cli::try_parse_from(["quantbench", "run", "--n-gen", "1"]).is_err());
-        let c = Cli::try_parse_from([
+    }
+
+    /// Split modes, main GPUs and tensor splits reach the overrides.
+    fn placement_overrides_parse() {
+        let o = overrides_of(&[
             "quantbench",
             "run",
             "--split-mode",
@@ -289,17 +305,17 @@ mod tests {
             "3/1",
             "--tensor-split",
             "auto",
-        ])
-        .unwrap();
-        let Command::Run(r) = c.command else { panic!() };
-        let o = r.overrides.to_overrides(&[]);
+        ]);
         assert_eq!(o.split_mode, Some(vec![SplitMode::None, SplitMode::Row]));
         assert_eq!(o.main_gpu, Some(vec![1]));
         assert_eq!(
             o.tensor_split,
             Some(vec![TensorSplit(vec![3.0, 1.0]), TensorSplit::default()])
         );
-        // the command line refuses what models.toml refuses, with the same message
+    }
+
+    /// The command line refuses what models.toml refuses, with the same message.
+    fn limits_match_models_toml() {
         for (flag, value, msg) in [
             (
                 "-r",
@@ -331,6 +347,10 @@ mod tests {
             let ce = crate::config::parse(&cfg, std::path::Path::new("m.toml")).unwrap_err();
             assert!(ce.to_string().contains(msg), "models.toml {toml_key}: {ce}");
         }
+    }
+
+    /// Unknown split modes and bad tensor splits are refused.
+    fn bad_placements_are_refused() {
         for bad in [
             ["--split-mode", "rows"],
             ["--tensor-split", "0/0"],

@@ -62,6 +62,10 @@ impl serde::Serialize for GpuLayers {
     }
 }
 
+/// Read back from reports (results.json, the run's cell log) and the worker's jobs only, never
+/// from models.toml or the command line. A string goes through [`GpuLayers::parse`]; a number
+/// is taken as recorded (any `u32`): builds before the [`limits::N_GPU_LAYERS`] check took any
+/// `u32` on the command line, and their reports must stay readable.
 impl<'de> serde::Deserialize<'de> for GpuLayers {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -72,10 +76,7 @@ impl<'de> serde::Deserialize<'de> for GpuLayers {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(GpuLayers::N(n)),
-            Raw::S(s) if s == "all" => Ok(GpuLayers::All),
-            Raw::S(s) => Err(serde::de::Error::custom(format!(
-                "n_gpu_layers {s:?}: use \"all\" or a number"
-            ))),
+            Raw::S(s) => GpuLayers::parse(&s).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -109,6 +110,8 @@ pub enum FlashAttn {
 }
 
 impl FlashAttn {
+    pub const ALL: [FlashAttn; 3] = [FlashAttn::On, FlashAttn::Off, FlashAttn::Auto];
+
     pub fn name(self) -> &'static str {
         match self {
             FlashAttn::On => "on",
@@ -130,6 +133,8 @@ pub enum Sampling {
 }
 
 impl Sampling {
+    pub const ALL: [Sampling; 2] = [Sampling::Backend, Sampling::Host];
+
     pub fn name(self) -> &'static str {
         match self {
             Sampling::Backend => "backend",
@@ -489,11 +494,29 @@ enum OneOrMany {
     Many(Vec<i64>),
 }
 
+impl OneOrMany {
+    fn to_vec(&self) -> Vec<i64> {
+        match self {
+            OneOrMany::One(x) => vec![*x],
+            OneOrMany::Many(xs) => xs.clone(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum StrOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl StrOrMany {
+    fn to_vec(&self) -> Vec<String> {
+        match self {
+            StrOrMany::One(s) => vec![s.clone()],
+            StrOrMany::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -609,7 +632,8 @@ pub fn load(path: &Path) -> Result<Matrix, ConfigError> {
         line: 0,
         col: 0,
         message: if e.kind() == std::io::ErrorKind::NotFound {
-            "file not found; pass --config PATH or create models.toml (see README)".into()
+            "file not found; pass --config PATH or create models.toml (every key: docs/config.md)"
+                .into()
         } else {
             format!("cannot read: {e}")
         },
@@ -624,81 +648,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         let span = e.span().unwrap_or(0..0);
         cx.err(span, explain_serde_message(e.message()))
     })?;
-    match &raw.schema {
-        None => return Err(cx.err(0..0, "missing `schema = 1` at the top of the file".into())),
-        Some(s) if *s.get_ref() != SCHEMA => {
-            return Err(cx.err(
-                s.span(),
-                format!(
-                    "schema {} is not supported by this quantbench (it reads schema {SCHEMA})",
-                    s.get_ref()
-                ),
-            ))
-        }
-        _ => {}
-    }
+    cx.schema(raw.schema.as_ref())?;
     let defaults = match &raw.defaults {
         Some(d) => cx.params(&d.params(), &Params::default())?,
         None => Params::default(),
     };
-    let raw_models = raw.model.unwrap_or_default();
-    if raw_models.is_empty() {
-        return Err(cx.err(
-            text.len()..text.len(),
-            "no [[model]] entries: add at least one (see the README for the format)".into(),
-        ));
-    }
-    let mut seen = HashSet::new();
-    let mut models = Vec::new();
-    for m in &raw_models {
-        let spec = cx.model(m, &defaults)?;
-        if !seen.insert(spec.name.clone()) {
-            let span = m.get_ref().name.as_ref().map_or(m.span(), Spanned::span);
-            return Err(cx.err(
-                span,
-                format!(
-                    "duplicate model name {:?}: names are the keys of reports and must be unique",
-                    spec.name
-                ),
-            ));
-        }
-        models.push(spec);
-    }
-    let mut compare = crate::metrics::Thresholds::default();
-    for (k, v) in raw.compare.iter().flatten() {
-        let Some(def) = crate::metrics::metric(k.get_ref()) else {
-            let names: Vec<&str> = crate::metrics::METRICS.iter().map(|m| m.name).collect();
-            let hint = names
-                .iter()
-                .map(|n| (strsim::jaro_winkler(k.get_ref(), n), *n))
-                .filter(|(s, _)| *s > 0.8)
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-                .map_or(String::new(), |(_, n)| format!("did you mean {n:?}? "));
-            return Err(cx.err(
-                k.span(),
-                format!(
-                    "[compare]: unknown metric {:?}; {hint}known: {}",
-                    k.get_ref(),
-                    names.join(", ")
-                ),
-            ));
-        };
-        let pct = match v.get_ref() {
-            toml::Value::Integer(i) => *i as f64,
-            toml::Value::Float(f) => *f,
-            _ => f64::NAN,
-        };
-        if !(0.0..=1000.0).contains(&pct) {
-            return Err(cx.err(
-                v.span(),
-                format!(
-                    "[compare] {} must be a percentage, e.g. {} = 5",
-                    def.name, def.name
-                ),
-            ));
-        }
-        compare.0.insert(def.name.to_string(), pct);
-    }
+    let models = cx.models(&raw.model.unwrap_or_default(), &defaults)?;
+    let compare = cx.compare(raw.compare.iter().flatten())?;
     Ok(Matrix {
         path: path.to_path_buf(),
         models,
@@ -755,10 +711,7 @@ impl Cx<'_> {
     }
 
     fn int_list(&self, v: &Spanned<OneOrMany>, limit: &Limit) -> Result<Vec<u32>, ConfigError> {
-        let values = match v.get_ref() {
-            OneOrMany::One(x) => vec![*x],
-            OneOrMany::Many(xs) => xs.clone(),
-        };
+        let values = v.get_ref().to_vec();
         if values.is_empty() {
             return Err(self.err(v.span(), format!("{} must not be an empty list", limit.key)));
         }
@@ -773,30 +726,116 @@ impl Cx<'_> {
             .collect()
     }
 
+    /// Checks `schema = 1`.
+    fn schema(&self, schema: Option<&Spanned<i64>>) -> Result<(), ConfigError> {
+        match schema {
+            None => Err(self.err(0..0, "missing `schema = 1` at the top of the file".into())),
+            Some(s) if *s.get_ref() != SCHEMA => Err(self.err(
+                s.span(),
+                format!(
+                    "schema {} is not supported by this quantbench (it reads schema {SCHEMA})",
+                    s.get_ref()
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Validates the `[[model]]` entries (at least one, names unique) over `defaults`.
+    fn models(
+        &self,
+        raw_models: &[Spanned<RawModel>],
+        defaults: &Params,
+    ) -> Result<Vec<ModelSpec>, ConfigError> {
+        if raw_models.is_empty() {
+            return Err(self.err(
+                self.text.len()..self.text.len(),
+                "no [[model]] entries: add at least one (the format: docs/config.md)".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut models = Vec::new();
+        for m in raw_models {
+            let spec = self.model(m, defaults)?;
+            if !seen.insert(spec.name.clone()) {
+                let span = m.get_ref().name.as_ref().map_or(m.span(), Spanned::span);
+                return Err(self.err(
+                    span,
+                    format!(
+                        "duplicate model name {:?}: names are the keys of reports and must be unique",
+                        spec.name
+                    ),
+                ));
+            }
+            models.push(spec);
+        }
+        Ok(models)
+    }
+
+    /// The `[compare]` thresholds: known metric names, percentages from 0 to 1000.
+    fn compare<'t>(
+        &self,
+        entries: impl Iterator<Item = (&'t Spanned<String>, &'t Spanned<toml::Value>)>,
+    ) -> Result<crate::metrics::Thresholds, ConfigError> {
+        let mut compare = crate::metrics::Thresholds::default();
+        for (k, v) in entries {
+            let def = self.compare_metric(k)?;
+            let pct = match v.get_ref() {
+                toml::Value::Integer(i) => *i as f64,
+                toml::Value::Float(f) => *f,
+                _ => f64::NAN,
+            };
+            if !(0.0..=1000.0).contains(&pct) {
+                return Err(self.err(
+                    v.span(),
+                    format!(
+                        "[compare] {} must be a percentage, e.g. {} = 5",
+                        def.name, def.name
+                    ),
+                ));
+            }
+            compare.0.insert(def.name.to_string(), pct);
+        }
+        Ok(compare)
+    }
+
+    /// The metric a `[compare]` key names, or an error with the closest known name.
+    fn compare_metric(
+        &self,
+        k: &Spanned<String>,
+    ) -> Result<&'static crate::metrics::MetricDef, ConfigError> {
+        crate::metrics::metric(k.get_ref()).ok_or_else(|| {
+            let names: Vec<&str> = crate::metrics::METRICS.iter().map(|m| m.name).collect();
+            let hint = names
+                .iter()
+                .map(|n| (strsim::jaro_winkler(k.get_ref(), n), *n))
+                .filter(|(s, _)| *s > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map_or(String::new(), |(_, n)| format!("did you mean {n:?}? "));
+            self.err(
+                k.span(),
+                format!(
+                    "[compare]: unknown metric {:?}; {hint}known: {}",
+                    k.get_ref(),
+                    names.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// `base` with the keys set in `r` applied, checked in the order of [`Params`]' fields.
     fn params(&self, r: &RawParams<'_>, base: &Params) -> Result<Params, ConfigError> {
         let mut p = base.clone();
+        self.workload(r, &mut p)?;
+        self.context(r, &mut p)?;
+        self.placement(r, &mut p)?;
+        Ok(p)
+    }
+
+    /// What is measured and how often: quants, prompt, sizes, repetitions, warm-up.
+    fn workload(&self, r: &RawParams<'_>, p: &mut Params) -> Result<(), ConfigError> {
         if let Some(q) = r.quants {
-            if q.get_ref().is_empty() {
-                return Err(self.err(q.span(), "quants must list at least one quant".into()));
-            }
-            let mut quants = Vec::new();
-            for s in q.get_ref() {
-                let quant = Quant::parse(s.get_ref()).ok_or_else(|| {
-                    self.err(
-                        s.span(),
-                        format!(
-                            "unknown quant {:?}; known: {}",
-                            s.get_ref(),
-                            Quant::all_names().join(", ")
-                        ),
-                    )
-                })?;
-                if quants.contains(&quant) {
-                    return Err(self.err(s.span(), format!("quant {quant} is listed twice")));
-                }
-                quants.push(quant);
-            }
-            p.quants = quants;
+            p.quants = self.quants(q)?;
         }
         if let Some(s) = r.prompt {
             if s.get_ref().trim().is_empty() {
@@ -817,6 +856,12 @@ impl Cx<'_> {
         if let Some(v) = r.warmup {
             p.warmup = self.int(v, &limits::WARMUP)?;
         }
+        Ok(())
+    }
+
+    /// How the model is loaded and its context set up: offloaded layers, attention, batch
+    /// sizes, threads, KV cache types, timeout, sampling.
+    fn context(&self, r: &RawParams<'_>, p: &mut Params) -> Result<(), ConfigError> {
         if let Some(v) = r.n_gpu_layers {
             p.n_gpu_layers = match v.get_ref() {
                 IntOrString::Str(s) => GpuLayers::parse(s),
@@ -825,17 +870,7 @@ impl Cx<'_> {
             .map_err(|m| self.err(v.span(), m))?;
         }
         if let Some(v) = r.flash_attn {
-            p.flash_attn = match v.get_ref().as_str() {
-                "on" => FlashAttn::On,
-                "off" => FlashAttn::Off,
-                "auto" => FlashAttn::Auto,
-                other => {
-                    return Err(self.err(
-                        v.span(),
-                        format!("flash_attn = {other:?}: use \"on\", \"off\" or \"auto\""),
-                    ))
-                }
-            };
+            p.flash_attn = self.one_of(v, "flash_attn", &FlashAttn::ALL, FlashAttn::name)?;
         }
         if let Some(v) = r.n_batch {
             p.n_batch = self.int(v, &limits::N_BATCH)?;
@@ -846,72 +881,29 @@ impl Cx<'_> {
         if let Some(v) = r.n_threads {
             p.n_threads = Some(self.int(v, &limits::N_THREADS)?);
         }
-        for (v, key, slot) in [
-            (r.type_k, "type_k", &mut p.type_k),
-            (r.type_v, "type_v", &mut p.type_v),
-        ] {
-            if let Some(v) = v {
-                let t = v.get_ref().to_lowercase();
-                if !KV_TYPES.contains(&t.as_str()) {
-                    return Err(self.err(
-                        v.span(),
-                        format!(
-                            "{key} = {:?}: use one of {}",
-                            v.get_ref(),
-                            KV_TYPES.join(", ")
-                        ),
-                    ));
-                }
-                *slot = t;
-            }
+        if let Some(v) = r.type_k {
+            p.type_k = self.kv_type(v, "type_k")?;
+        }
+        if let Some(v) = r.type_v {
+            p.type_v = self.kv_type(v, "type_v")?;
         }
         if let Some(v) = r.timeout_s {
             p.timeout_s = self.int(v, &limits::TIMEOUT_S)?;
         }
         if let Some(v) = r.sampling {
-            p.sampling = match v.get_ref().as_str() {
-                "backend" => Sampling::Backend,
-                "host" => Sampling::Host,
-                other => {
-                    return Err(self.err(
-                        v.span(),
-                        format!("sampling = {other:?}: use \"backend\" or \"host\""),
-                    ))
-                }
-            };
+            p.sampling = self.one_of(v, "sampling", &Sampling::ALL, Sampling::name)?;
         }
+        Ok(())
+    }
+
+    /// Multi-GPU placement: split modes, main GPUs, tensor splits.
+    fn placement(&self, r: &RawParams<'_>, p: &mut Params) -> Result<(), ConfigError> {
         if let Some(v) = r.split_mode {
-            let names = match v.get_ref() {
-                StrOrMany::One(s) => vec![s.clone()],
-                StrOrMany::Many(v) => v.clone(),
-            };
-            if names.is_empty() {
-                return Err(self.err(v.span(), "split_mode must not be an empty list".into()));
-            }
-            let mut modes = Vec::new();
-            for n in names {
-                let m = SplitMode::parse(&n).ok_or_else(|| {
-                    self.err(
-                        v.span(),
-                        format!(
-                            "split_mode = {n:?}: use \"none\" (one GPU), \"layer\", \"row\" or \"tensor\""
-                        ),
-                    )
-                })?;
-                if modes.contains(&m) {
-                    return Err(self.err(v.span(), format!("split_mode {n:?} is listed twice")));
-                }
-                modes.push(m);
-            }
-            p.split_mode = modes;
+            p.split_mode = self.split_modes(v)?;
         }
         if let Some(v) = r.main_gpu {
             let gpus = self.int_list(v, &limits::MAIN_GPU)?;
-            if let Some((_, g)) = gpus
-                .iter()
-                .enumerate()
-                .find(|(i, g)| gpus[..*i].contains(g))
-            {
+            if let Some(g) = first_repeat(&gpus) {
                 return Err(self.err(v.span(), format!("main_gpu {g} is listed twice")));
             }
             p.main_gpu = gpus;
@@ -919,146 +911,110 @@ impl Cx<'_> {
         if let Some(v) = r.tensor_split {
             p.tensor_split = tensor_splits(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
         }
-        Ok(p)
+        Ok(())
     }
 
-    fn model(&self, m: &Spanned<RawModel>, defaults: &Params) -> Result<ModelSpec, ConfigError> {
-        let r = m.get_ref();
-        let name = r.name.as_ref().ok_or_else(|| {
-            self.err(
-                m.span(),
-                "[[model]] needs a `name` (the key used in reports)".into(),
-            )
-        })?;
-        let valid = !name.get_ref().is_empty()
-            && name
-                .get_ref()
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if !valid {
-            return Err(self.err(
-                name.span(),
-                format!(
-                    "model name {:?}: use letters, digits, '.', '_' and '-' only",
-                    name.get_ref()
-                ),
-            ));
+    /// `quants`: known names, at least one, none twice.
+    fn quants(&self, q: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<Quant>, ConfigError> {
+        if q.get_ref().is_empty() {
+            return Err(self.err(q.span(), "quants must list at least one quant".into()));
         }
-        let params = self.params(&r.params(), defaults)?;
-        let sources: Vec<&str> = [
-            r.synthetic.as_ref().map(|_| "synthetic"),
-            r.hf.as_ref().map(|_| "hf"),
-            r.path.as_ref().map(|_| "path"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if sources.len() != 1 {
-            let what = if sources.is_empty() {
-                "has no source".to_string()
-            } else {
-                format!("has {} sources ({})", sources.len(), sources.join(", "))
-            };
-            return Err(self.err(
-                name.span(),
-                format!(
-                    "model {:?} {what}: set exactly one of `synthetic`, `hf` or `path`",
-                    name.get_ref()
-                ),
-            ));
-        }
-        let only = |key: &str, present: bool, source: &str| -> Result<(), ConfigError> {
-            if present {
-                Err(self.err(
-                    m.span(),
-                    format!(
-                        "model {:?}: `{key}` only applies to `{source}` models",
-                        name.get_ref()
-                    ),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        let source = if let Some(s) = &r.synthetic {
-            only("revision", r.revision.is_some(), "hf")?;
-            only("file", r.file.is_some(), "hf")?;
-            only("derive", r.derive.is_some(), "hf")?;
-            let preset = presets::preset(s.get_ref()).ok_or_else(|| {
+        let mut quants = Vec::new();
+        for s in q.get_ref() {
+            let quant = Quant::parse(s.get_ref()).ok_or_else(|| {
                 self.err(
                     s.span(),
                     format!(
-                        "unknown synthetic preset {:?}; known: {}",
+                        "unknown quant {:?}; known: {}",
                         s.get_ref(),
-                        presets::preset_names().join(", ")
+                        Quant::all_names().join(", ")
                     ),
                 )
             })?;
-            let seed = match &r.seed {
-                Some(v) => self.int(v, &limits::SEED)?,
-                None => 0,
-            };
-            Source::Synthetic { preset, seed }
+            if quants.contains(&quant) {
+                return Err(self.err(s.span(), format!("quant {quant} is listed twice")));
+            }
+            quants.push(quant);
+        }
+        Ok(quants)
+    }
+
+    /// A keyword value: the one of `all` whose `name` it is (exactly), else the choices.
+    fn one_of<T: Copy>(
+        &self,
+        v: &Spanned<String>,
+        key: &str,
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) -> Result<T, ConfigError> {
+        let given = v.get_ref().as_str();
+        all.iter()
+            .copied()
+            .find(|x| name(*x) == given)
+            .ok_or_else(|| {
+                let names: Vec<String> = all.iter().map(|x| format!("{:?}", name(*x))).collect();
+                let choices = match names.split_last() {
+                    Some((last, [])) => last.clone(),
+                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                    None => String::new(),
+                };
+                self.err(v.span(), format!("{key} = {given:?}: use {choices}"))
+            })
+    }
+
+    /// `type_k` / `type_v`: one of [`KV_TYPES`], in any case; stored lower case.
+    fn kv_type(&self, v: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let t = v.get_ref().to_lowercase();
+        if !KV_TYPES.contains(&t.as_str()) {
+            return Err(self.err(
+                v.span(),
+                format!(
+                    "{key} = {:?}: use one of {}",
+                    v.get_ref(),
+                    KV_TYPES.join(", ")
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// `split_mode`: one mode or a list, known names, none twice.
+    fn split_modes(&self, v: &Spanned<StrOrMany>) -> Result<Vec<SplitMode>, ConfigError> {
+        let names = v.get_ref().to_vec();
+        if names.is_empty() {
+            return Err(self.err(v.span(), "split_mode must not be an empty list".into()));
+        }
+        let mut modes = Vec::new();
+        for n in names {
+            let m = SplitMode::parse(&n).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    format!(
+                        "split_mode = {n:?}: use \"none\" (one GPU), \"layer\", \"row\" or \"tensor\""
+                    ),
+                )
+            })?;
+            if modes.contains(&m) {
+                return Err(self.err(v.span(), format!("split_mode {n:?} is listed twice")));
+            }
+            modes.push(m);
+        }
+        Ok(modes)
+    }
+
+    /// One `[[model]]` entry: its name, its parameters over `defaults`, then its one source.
+    fn model(&self, m: &Spanned<RawModel>, defaults: &Params) -> Result<ModelSpec, ConfigError> {
+        let r = m.get_ref();
+        let name = self.model_name(m)?;
+        let params = self.params(&r.params(), defaults)?;
+        self.one_source(r, name)?;
+        let source = if let Some(s) = &r.synthetic {
+            self.synthetic_source(m, name, s)?
         } else if let Some(h) = &r.hf {
-            only("seed", r.seed.is_some(), "synthetic")?;
-            let repo = h.get_ref();
-            let ok = repo.split('/').count() == 2
-                && repo.split('/').all(|p| {
-                    !p.is_empty()
-                        && p.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                })
-                && crate::safe_path::check_relative(repo, "repository").is_ok();
-            if !ok {
-                return Err(self.err(
-                    h.span(),
-                    format!("hf = {repo:?}: write the repository as \"owner/name\""),
-                ));
-            }
-            if let Some(v) = &r.revision {
-                crate::safe_path::check_relative(v.get_ref(), "revision")
-                    .map_err(|e| self.err(v.span(), e.to_string()))?;
-            }
-            if let Some(f) = &r.file {
-                crate::safe_path::check_relative(f.get_ref(), "file template")
-                    .map_err(|e| self.err(f.span(), e.to_string()))?;
-                if params.quants.len() > 1 && !has_quant_placeholder(f.get_ref()) {
-                    return Err(self.err(
-                        f.span(),
-                        "file template has no {quant} or {QUANT}, so every quant would use the same file; add one, or leave `file` out to find files in the repository listing".into(),
-                    ));
-                }
-            }
-            Source::Hf {
-                repo: repo.clone(),
-                revision: r
-                    .revision
-                    .as_ref()
-                    .map_or_else(|| "main".to_string(), |v| v.get_ref().clone()),
-                file: r.file.as_ref().map(|f| f.get_ref().clone()),
-                derive: r.derive.as_ref().is_some_and(|d| *d.get_ref()),
-            }
+            self.hf_source(m, name, h, &params)?
         } else {
             let p = r.path.as_ref().expect("one source is set");
-            only("seed", r.seed.is_some(), "synthetic")?;
-            only("revision", r.revision.is_some(), "hf")?;
-            only("file", r.file.is_some(), "hf")?;
-            only("derive", r.derive.is_some(), "hf")?;
-            if params.quants.len() > 1 && !has_quant_placeholder(p.get_ref()) {
-                return Err(self.err(
-                    p.span(),
-                    "path has no {quant} or {QUANT}, so every quant would use the same file; add one (e.g. \"models/x-{quant}.gguf\") or list a single quant".into(),
-                ));
-            }
-            let base = self.path.parent().unwrap_or(Path::new("."));
-            let full = if Path::new(p.get_ref()).is_absolute() {
-                PathBuf::from(p.get_ref())
-            } else {
-                base.join(p.get_ref())
-            };
-            Source::Path {
-                template: full.to_string_lossy().into_owned(),
-            }
+            self.path_source(m, name, p, &params)?
         };
         Ok(ModelSpec {
             name: name.get_ref().clone(),
@@ -1070,6 +1026,195 @@ impl Cx<'_> {
             params,
         })
     }
+
+    /// The model's `name`: present, and letters, digits, '.', '_' and '-' only.
+    fn model_name<'m>(&self, m: &'m Spanned<RawModel>) -> Result<&'m Spanned<String>, ConfigError> {
+        let name = m.get_ref().name.as_ref().ok_or_else(|| {
+            self.err(
+                m.span(),
+                "[[model]] needs a `name` (the key used in reports)".into(),
+            )
+        })?;
+        if !is_plain_name(name.get_ref()) {
+            return Err(self.err(
+                name.span(),
+                format!(
+                    "model name {:?}: use letters, digits, '.', '_' and '-' only",
+                    name.get_ref()
+                ),
+            ));
+        }
+        Ok(name)
+    }
+
+    /// Exactly one of `synthetic`, `hf` and `path` is set.
+    fn one_source(&self, r: &RawModel, name: &Spanned<String>) -> Result<(), ConfigError> {
+        let sources: Vec<&str> = [
+            r.synthetic.as_ref().map(|_| "synthetic"),
+            r.hf.as_ref().map(|_| "hf"),
+            r.path.as_ref().map(|_| "path"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if sources.len() == 1 {
+            return Ok(());
+        }
+        let what = if sources.is_empty() {
+            "has no source".to_string()
+        } else {
+            format!("has {} sources ({})", sources.len(), sources.join(", "))
+        };
+        Err(self.err(
+            name.span(),
+            format!(
+                "model {:?} {what}: set exactly one of `synthetic`, `hf` or `path`",
+                name.get_ref()
+            ),
+        ))
+    }
+
+    /// Fails when `key` is set (`present`) on a model whose source is not `source`.
+    fn only_for(
+        &self,
+        m: &Spanned<RawModel>,
+        name: &Spanned<String>,
+        key: &str,
+        present: bool,
+        source: &str,
+    ) -> Result<(), ConfigError> {
+        if !present {
+            return Ok(());
+        }
+        Err(self.err(
+            m.span(),
+            format!(
+                "model {:?}: `{key}` only applies to `{source}` models",
+                name.get_ref()
+            ),
+        ))
+    }
+
+    /// Fails when a key of `hf` models (`revision`, `file`, `derive`) is set.
+    fn no_hf_keys(&self, m: &Spanned<RawModel>, name: &Spanned<String>) -> Result<(), ConfigError> {
+        let r = m.get_ref();
+        self.only_for(m, name, "revision", r.revision.is_some(), "hf")?;
+        self.only_for(m, name, "file", r.file.is_some(), "hf")?;
+        self.only_for(m, name, "derive", r.derive.is_some(), "hf")
+    }
+
+    /// `synthetic = PRESET` (with an optional `seed`).
+    fn synthetic_source(
+        &self,
+        m: &Spanned<RawModel>,
+        name: &Spanned<String>,
+        s: &Spanned<String>,
+    ) -> Result<Source, ConfigError> {
+        self.no_hf_keys(m, name)?;
+        let preset = presets::preset(s.get_ref()).ok_or_else(|| {
+            self.err(
+                s.span(),
+                format!(
+                    "unknown synthetic preset {:?}; known: {}",
+                    s.get_ref(),
+                    presets::preset_names().join(", ")
+                ),
+            )
+        })?;
+        let seed = match &m.get_ref().seed {
+            Some(v) => self.int(v, &limits::SEED)?,
+            None => 0,
+        };
+        Ok(Source::Synthetic { preset, seed })
+    }
+
+    /// `hf = "owner/name"` (with optional `revision`, `file` template and `derive`).
+    fn hf_source(
+        &self,
+        m: &Spanned<RawModel>,
+        name: &Spanned<String>,
+        h: &Spanned<String>,
+        params: &Params,
+    ) -> Result<Source, ConfigError> {
+        let r = m.get_ref();
+        self.only_for(m, name, "seed", r.seed.is_some(), "synthetic")?;
+        let repo = h.get_ref();
+        let ok = repo.split('/').count() == 2
+            && repo.split('/').all(is_plain_name)
+            && crate::safe_path::check_relative(repo, "repository").is_ok();
+        if !ok {
+            return Err(self.err(
+                h.span(),
+                format!("hf = {repo:?}: write the repository as \"owner/name\""),
+            ));
+        }
+        if let Some(v) = &r.revision {
+            crate::safe_path::check_relative(v.get_ref(), "revision")
+                .map_err(|e| self.err(v.span(), e.to_string()))?;
+        }
+        if let Some(f) = &r.file {
+            crate::safe_path::check_relative(f.get_ref(), "file template")
+                .map_err(|e| self.err(f.span(), e.to_string()))?;
+            if params.quants.len() > 1 && !has_quant_placeholder(f.get_ref()) {
+                return Err(self.err(
+                    f.span(),
+                    "file template has no {quant} or {QUANT}, so every quant would use the same file; add one, or leave `file` out to find files in the repository listing".into(),
+                ));
+            }
+        }
+        Ok(Source::Hf {
+            repo: repo.clone(),
+            revision: r
+                .revision
+                .as_ref()
+                .map_or_else(|| "main".to_string(), |v| v.get_ref().clone()),
+            file: r.file.as_ref().map(|f| f.get_ref().clone()),
+            derive: r.derive.as_ref().is_some_and(|d| *d.get_ref()),
+        })
+    }
+
+    /// `path = TEMPLATE`, relative to the config's folder unless absolute.
+    fn path_source(
+        &self,
+        m: &Spanned<RawModel>,
+        name: &Spanned<String>,
+        p: &Spanned<String>,
+        params: &Params,
+    ) -> Result<Source, ConfigError> {
+        self.only_for(m, name, "seed", m.get_ref().seed.is_some(), "synthetic")?;
+        self.no_hf_keys(m, name)?;
+        if params.quants.len() > 1 && !has_quant_placeholder(p.get_ref()) {
+            return Err(self.err(
+                p.span(),
+                "path has no {quant} or {QUANT}, so every quant would use the same file; add one (e.g. \"models/x-{quant}.gguf\") or list a single quant".into(),
+            ));
+        }
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let full = if Path::new(p.get_ref()).is_absolute() {
+            PathBuf::from(p.get_ref())
+        } else {
+            base.join(p.get_ref())
+        };
+        Ok(Source::Path {
+            template: full.to_string_lossy().into_owned(),
+        })
+    }
+}
+
+/// Letters, digits, '.', '_' and '-' only, and not empty: a model name, or each half of a hub
+/// repository's `owner/name`.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// The first value that also appears earlier in `v`.
+fn first_repeat<T: PartialEq>(v: &[T]) -> Option<&T> {
+    v.iter()
+        .enumerate()
+        .find(|(i, x)| v[..*i].contains(x))
+        .map(|(_, x)| x)
 }
 
 /// `tensor_split`: `"auto"`, one split (`[3, 1]`), or several, each a separate cell
@@ -1103,10 +1248,8 @@ fn tensor_splits(v: &toml::Value) -> Result<Vec<TensorSplit>, String> {
     if splits.is_empty() {
         return Err(format!("tensor_split must not be an empty list: {HOW}"));
     }
-    for (i, s) in splits.iter().enumerate() {
-        if splits[..i].contains(s) {
-            return Err(format!("tensor_split {s} is listed twice"));
-        }
+    if let Some(s) = first_repeat(&splits) {
+        return Err(format!("tensor_split {s} is listed twice"));
     }
     Ok(splits)
 }

@@ -267,7 +267,7 @@ impl Coordinator<'_> {
                 Ok(Msg::StderrClosed) => err_done = true,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.interrupted.load(Ordering::SeqCst) {
+                    if self.is_interrupted() {
                         w.kill();
                         return Err(ProbeError::Other(anyhow::Error::new(Interrupted)));
                     }
@@ -319,27 +319,48 @@ impl Coordinator<'_> {
     /// stopped too; one that hangs after reporting its result (teardown) is stopped after
     /// [`TEARDOWN_GRACE`], its result kept.
     fn run_cell(&self, job: &Job, obs: &mut dyn Observer) -> Result<Ended> {
-        if self.interrupted.load(Ordering::SeqCst) {
+        if self.is_interrupted() {
             return Ok(Ended::Interrupted);
         }
         let spawned = Instant::now();
         let mut w = self.spawn(&["worker"], std::slice::from_ref(job))?;
-        let ours = |cell: usize| cell == job.cell.index;
+        let Some(seen) = self.watch_cell(&mut w, job, spawned, obs)? else {
+            return Ok(Ended::Interrupted);
+        };
+        let status = w.child.wait()?;
+        if seen.finished_at.is_some() {
+            return Ok(Ended::Complete);
+        }
+        if self.stopped_with_the_run(status) {
+            return Ok(Ended::Interrupted);
+        }
+        obs.finished(&job.cell, Outcome::Failed(seen.failure(&w, status)))?;
+        Ok(Ended::Complete)
+    }
+
+    /// Passes the worker's events and log to `obs` until both its outputs close, its deadline
+    /// passes (`timeout_s` from `spawned`, or [`TEARDOWN_GRACE`] after its result), or the run
+    /// is interrupted (`None`; the worker is killed).
+    fn watch_cell(
+        &self,
+        w: &mut Worker,
+        job: &Job,
+        spawned: Instant,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<CellEvents>> {
         let limit = job.cell.params.timeout_s;
         let deadline = spawned + Duration::from_secs(limit);
-        let mut finished_at: Option<Instant> = None;
-        let mut started = false;
-        let mut timed_out: Option<u64> = None;
+        let mut seen = CellEvents::default();
         let (mut out_done, mut err_done) = (false, false);
         while !(out_done && err_done) {
             // the deadlines are checked on every pass, not only when the worker is silent: a
             // worker that logs in a loop must time out too
-            if self.interrupted.load(Ordering::SeqCst) {
+            if self.is_interrupted() {
                 w.kill();
-                return Ok(Ended::Interrupted);
+                return Ok(None);
             }
             let now = Instant::now();
-            let until = match finished_at {
+            let until = match seen.finished_at {
                 // the result is in: a worker stuck in teardown is simply stopped
                 Some(t) if now > t + TEARDOWN_GRACE => {
                     w.kill();
@@ -347,7 +368,7 @@ impl Coordinator<'_> {
                 }
                 Some(t) => t + TEARDOWN_GRACE,
                 None if now > deadline => {
-                    timed_out = Some(limit);
+                    seen.timed_out = Some(limit);
                     w.kill();
                     break;
                 }
@@ -355,28 +376,7 @@ impl Coordinator<'_> {
             };
             let wait = (until - now).min(Duration::from_millis(100));
             match w.rx.recv_timeout(wait) {
-                Ok(Msg::Event(e)) => match e {
-                    Event::Ready { backend } => obs.ready(&backend),
-                    Event::Started { cell } if ours(cell) => {
-                        started = true;
-                        obs.started(&job.cell);
-                    }
-                    Event::Progress {
-                        cell,
-                        phase,
-                        done,
-                        total,
-                    } if ours(cell) => obs.progress(&job.cell, &phase, done, total),
-                    Event::Done { cell, measurement } if ours(cell) => {
-                        obs.finished(&job.cell, Outcome::Measured(measurement))?;
-                        finished_at = Some(Instant::now());
-                    }
-                    Event::Failed { cell, reason } if ours(cell) => {
-                        obs.finished(&job.cell, Outcome::Failed(reason))?;
-                        finished_at = Some(Instant::now());
-                    }
-                    _ => {}
-                },
+                Ok(Msg::Event(e)) => seen.event(e, &job.cell, obs)?,
                 Ok(Msg::Garbage(line) | Msg::Log(line)) => {
                     obs.worker_log(&line);
                     push_tail(&mut w.stderr_tail, line);
@@ -387,27 +387,81 @@ impl Coordinator<'_> {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let status = w.child.wait()?;
-        if finished_at.is_some() {
-            return Ok(Ended::Complete);
-        }
-        // The signal that stops the run may have reached the worker too (systemd signals the
-        // whole control group), and the worker's death may be seen before the signal thread
-        // sets the flag: give it a moment. Not the cell's failure; --resume measures it.
+        Ok(Some(seen))
+    }
+
+    /// Whether the run is being stopped. The signal that stops the run may have reached the
+    /// worker too (systemd signals the whole control group), and the worker's death may be seen
+    /// before the signal thread sets the flag: give it a moment. Not the cell's failure;
+    /// --resume measures it.
+    fn stopped_with_the_run(&self, status: ExitStatus) -> bool {
         if status
             .signal()
             .is_some_and(|s| [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&s))
         {
             let t = Instant::now();
-            while !self.interrupted.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(1) {
+            while !self.is_interrupted() && t.elapsed() < Duration::from_secs(1) {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        if self.interrupted.load(Ordering::SeqCst) {
-            return Ok(Ended::Interrupted);
+        self.is_interrupted()
+    }
+
+    /// Whether Ctrl-C or a signal asked the run to stop.
+    fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
+/// What the worker of one cell reported, as far as the end of the cell depends on it.
+#[derive(Default)]
+struct CellEvents {
+    /// When the cell's result (measured or failed) came in.
+    finished_at: Option<Instant>,
+    /// Whether the worker started the cell.
+    started: bool,
+    /// The `timeout_s` the worker overran.
+    timed_out: Option<u64>,
+}
+
+impl CellEvents {
+    /// Passes one event of the worker to `obs`, noting the start and the result of `cell`
+    /// (events of other cells are ignored).
+    fn event(&mut self, e: Event, cell: &Cell, obs: &mut dyn Observer) -> Result<()> {
+        let ours = |c: usize| c == cell.index;
+        match e {
+            Event::Ready { backend } => obs.ready(&backend),
+            Event::Started { cell: c } if ours(c) => {
+                self.started = true;
+                obs.started(cell);
+            }
+            Event::Progress {
+                cell: c,
+                phase,
+                done,
+                total,
+            } if ours(c) => obs.progress(cell, &phase, done, total),
+            Event::Done {
+                cell: c,
+                measurement,
+            } if ours(c) => {
+                obs.finished(cell, Outcome::Measured(measurement))?;
+                self.finished_at = Some(Instant::now());
+            }
+            Event::Failed { cell: c, reason } if ours(c) => {
+                obs.finished(cell, Outcome::Failed(reason))?;
+                self.finished_at = Some(Instant::now());
+            }
+            _ => {}
         }
-        let cause = match timed_out {
-            Some(s) if !started => format!(
+        Ok(())
+    }
+
+    /// Why a worker that reported no result failed its cell: the timeout or its exit, then the
+    /// tail of its log.
+    fn failure(&self, w: &Worker, status: ExitStatus) -> String {
+        let cause = match self.timed_out {
+            Some(s) if !self.started => format!(
                 "timed out after {s} s (timeout_s) before it started the cell (stuck initialising \
                  llama.cpp or the GPU driver?) and was stopped"
             ),
@@ -415,13 +469,11 @@ impl Coordinator<'_> {
             None => format!("worker {}", describe_exit(status)),
         };
         let tail = w.tail(4);
-        let reason = if tail.is_empty() {
+        if tail.is_empty() {
             cause
         } else {
             format!("{cause}: {tail}")
-        };
-        obs.finished(&job.cell, Outcome::Failed(reason))?;
-        Ok(Ended::Complete)
+        }
     }
 }
 

@@ -59,9 +59,9 @@ impl MetricDef {
 
 /// Every metric compared, with its direction and default threshold.
 pub const METRICS: &[MetricDef] = &[
-    // Defaults from the run-to-run noise measured on an H200 (README, "How far to trust the
-    // gate"): about the smallest thresholds that raised no false alarm in two sets of 10
-    // back-to-back runs of the seed matrix, compared pairwise and against 5-run baselines.
+    // Defaults from the run-to-run noise measured on an H200 (docs/gate.md, "How far to trust
+    // the gate"): about the smallest thresholds that raised no false alarm in two sets of 10
+    // back-to-back runs of the default matrix, compared pairwise and against 5-run baselines.
     // Floors (`min_change_ms`): 10 µs per generated token, 2 µs per prompt token, 0.5 ms of TTFT.
     MetricDef {
         name: "decode_tok_s",

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::acquire::Progress;
+use crate::acquire::{Origin, Progress};
+use crate::gpu::GpuCellTelemetry;
 use crate::plan::Cell;
-use crate::report::md::{bytes, mean_sd};
+use crate::protocol::MemoryMeasurement;
+use crate::report::md::{bytes, fixed, mean_sd, opt_bytes, per_gpu, percent, sm_clocks};
 use crate::results::{CellResult, CellStatus, Report};
 
 /// Writes human output to stderr, with at most one progress bar at a time.
@@ -148,112 +150,7 @@ impl Printer {
     /// The rest of the `TEST` block when a cell ends.
     pub fn cell_finished(&self, r: &CellResult) {
         self.clear_bar();
-        let mut s = String::new();
-        if let Some(o) = &r.origin {
-            s += &format!(
-                "  file     {} ({}{})\n",
-                o.path.display(),
-                bytes(o.size_bytes),
-                if o.synthetic {
-                    ", synthetic weights"
-                } else {
-                    ""
-                }
-            );
-        }
-        if r.status == CellStatus::Failed {
-            s += &format!(
-                "  FAILED   {}\n",
-                r.error.as_deref().unwrap_or("unknown reason")
-            );
-            self.line(s.trim_end());
-            return;
-        }
-        s += &format!(
-            "  device   {} · {}\n",
-            r.backend.as_deref().unwrap_or("?"),
-            r.device.as_deref().unwrap_or("?")
-        );
-        s += &format!(
-            "  load     {:.3} s{} (context {:.3} s)\n",
-            r.load_s.unwrap_or(f64::NAN),
-            if r.load_cold == Some(true) {
-                " cold"
-            } else {
-                ""
-            },
-            r.ctx_s.unwrap_or(f64::NAN)
-        );
-        if let Some(m) = &r.memory {
-            let main = match (r.vram_bytes, r.mem_bytes) {
-                (Some(v), _) if v > 0 => format!("VRAM {}", bytes(v)),
-                (_, Some(h)) => format!("host RSS {}", bytes(h)),
-                _ => "?".into(),
-            };
-            s += &format!(
-                "  memory   {main} · weights {} device + {} host · KV {} · compute {}\n",
-                bytes(m.weights_gpu_bytes),
-                bytes(m.weights_host_bytes),
-                bytes(m.kv_bytes),
-                bytes(m.compute_bytes)
-            );
-        }
-        if let Some(g) = r.gpu.as_ref().filter(|g| g.unavailable_reason.is_none()) {
-            let pct = |v: Option<f64>| v.map_or("–".into(), |x| format!("{:.0}%", x * 100.0));
-            s += &format!(
-                "  GPU      VRAM after load {} · peak {} ({}) · {} J/token · bandwidth {} of peak · SM {}–{} MHz · {}\n",
-                g.vram_after_load_bytes.map_or("–".into(), bytes),
-                g.vram_peak_bytes.map_or("–".into(), bytes),
-                g.vram_source.as_deref().unwrap_or("?"),
-                r.energy_j_per_tok.map_or("–".into(), |e| format!("{e:.3}")),
-                pct(r.bw_util),
-                g.sm_clock_mhz_min.map_or("?".into(), |v| v.to_string()),
-                g.sm_clock_mhz_max.map_or("?".into(), |v| v.to_string()),
-                if g.throttle_reasons.is_empty() {
-                    "no throttling".to_string()
-                } else {
-                    format!("THROTTLED: {}", g.throttle_reasons.join(", "))
-                }
-            );
-            if g.per_device.len() > 1 {
-                s += &format!(
-                    "  per GPU  {} (weights on {})\n",
-                    crate::report::md::per_gpu(r),
-                    if r.devices_used.is_empty() {
-                        "the CPU".to_string()
-                    } else {
-                        r.devices_used.join(" + ")
-                    }
-                );
-            }
-        }
-        s += &format!("  TTFT     {} ms\n", mean_sd(r, "ttft_ms"));
-        s += &format!(
-            "  decode   {} tok/s  (ITL p50 {:.2} ms, p90 {:.2}, p99 {:.2})\n",
-            mean_sd(r, "decode_tok_s"),
-            r.itl_ms_p50.unwrap_or(f64::NAN),
-            r.itl_ms_p90.unwrap_or(f64::NAN),
-            r.itl_ms_p99.unwrap_or(f64::NAN)
-        );
-        let llama = |m: &str| r.mean(m).map_or("–".into(), |v| format!("{v:.1}"));
-        s += &format!(
-            "  pp{:<5}  {} tok/s   tg{}: {} tok/s   (llama.cpp's counters: pp {}, tg {})\n",
-            r.params.n_prompt,
-            mean_sd(r, "pp_tok_s"),
-            r.params.n_gen,
-            mean_sd(r, "tg_tok_s"),
-            llama("pp_tok_s_llama"),
-            llama("tg_tok_s_llama")
-        );
-        if let Some(t) = &r.generated_text {
-            let preview: String = format!("{}{}", r.params.prompt, t)
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(100)
-                .collect();
-            s += &format!("  text     {preview:?}\n");
-        }
-        self.line(s.trim_end());
+        self.line(cell_block(r).trim_end());
     }
 
     /// The final results table, aligned.
@@ -262,6 +159,128 @@ impl Printer {
         let (head, rows) = crate::report::md::table(report);
         self.line(&format!("\n{}", aligned(&head, &rows)));
     }
+}
+
+/// The lines of a finished cell's `TEST` block: its file, then its failure or its figures.
+fn cell_block(r: &CellResult) -> String {
+    let mut s = r.origin.as_ref().map(file_line).unwrap_or_default();
+    if r.status == CellStatus::Failed {
+        s += &format!(
+            "  FAILED   {}\n",
+            r.error.as_deref().unwrap_or("unknown reason")
+        );
+        return s;
+    }
+    s += &format!(
+        "  device   {} · {}\n",
+        r.backend.as_deref().unwrap_or("?"),
+        r.device.as_deref().unwrap_or("?")
+    );
+    s += &format!(
+        "  load     {:.3} s{} (context {:.3} s)\n",
+        r.load_s.unwrap_or(f64::NAN),
+        if r.load_cold == Some(true) {
+            " cold"
+        } else {
+            ""
+        },
+        r.ctx_s.unwrap_or(f64::NAN)
+    );
+    if let Some(m) = &r.memory {
+        s += &memory_line(r, m);
+    }
+    if let Some(g) = r.gpu.as_ref().filter(|g| g.unavailable_reason.is_none()) {
+        s += &gpu_lines(r, g);
+    }
+    s += &rate_lines(r);
+    if let Some(t) = &r.generated_text {
+        let preview: String = format!("{}{}", r.params.prompt, t)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect();
+        s += &format!("  text     {preview:?}\n");
+    }
+    s
+}
+
+/// The `file` line: path, size, and whether the weights are synthetic.
+fn file_line(o: &Origin) -> String {
+    format!(
+        "  file     {} ({}{})\n",
+        o.path.display(),
+        bytes(o.size_bytes),
+        if o.synthetic {
+            ", synthetic weights"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The `memory` line: the memory the efficiency figure uses, then llama.cpp's breakdown.
+fn memory_line(r: &CellResult, m: &MemoryMeasurement) -> String {
+    let main = match (r.vram_bytes, r.mem_bytes) {
+        (Some(v), _) if v > 0 => format!("VRAM {}", bytes(v)),
+        (_, Some(h)) => format!("host RSS {}", bytes(h)),
+        _ => "?".into(),
+    };
+    format!(
+        "  memory   {main} · weights {} device + {} host · KV {} · compute {}\n",
+        bytes(m.weights_gpu_bytes),
+        bytes(m.weights_host_bytes),
+        bytes(m.kv_bytes),
+        bytes(m.compute_bytes)
+    )
+}
+
+/// The `GPU` line (NVML telemetry), and the `per GPU` line where the model spanned several.
+fn gpu_lines(r: &CellResult, g: &GpuCellTelemetry) -> String {
+    let mut s = format!(
+        "  GPU      VRAM after load {} · peak {} ({}) · {} J/token · bandwidth {} of peak · SM {} MHz · {}\n",
+        opt_bytes(g.vram_after_load_bytes),
+        opt_bytes(g.vram_peak_bytes),
+        g.vram_source.as_deref().unwrap_or("?"),
+        fixed(r.energy_j_per_tok, 3),
+        percent(r.bw_util),
+        sm_clocks(g),
+        if g.throttle_reasons.is_empty() {
+            "no throttling".to_string()
+        } else {
+            format!("THROTTLED: {}", g.throttle_reasons.join(", "))
+        }
+    );
+    if g.per_device.len() > 1 {
+        s += &format!(
+            "  per GPU  {} (weights on {})\n",
+            per_gpu(r),
+            r.weight_devices().unwrap_or_else(|| "the CPU".into())
+        );
+    }
+    s
+}
+
+/// The `TTFT`, `decode` and `pp`/`tg` lines.
+fn rate_lines(r: &CellResult) -> String {
+    let mut s = format!("  TTFT     {} ms\n", mean_sd(r, "ttft_ms"));
+    s += &format!(
+        "  decode   {} tok/s  (ITL p50 {:.2} ms, p90 {:.2}, p99 {:.2})\n",
+        mean_sd(r, "decode_tok_s"),
+        r.itl_ms_p50.unwrap_or(f64::NAN),
+        r.itl_ms_p90.unwrap_or(f64::NAN),
+        r.itl_ms_p99.unwrap_or(f64::NAN)
+    );
+    let llama = |m: &str| fixed(r.mean(m), 1);
+    s += &format!(
+        "  pp{:<5}  {} tok/s   tg{}: {} tok/s   (llama.cpp's counters: pp {}, tg {})\n",
+        r.params.n_prompt,
+        mean_sd(r, "pp_tok_s"),
+        r.params.n_gen,
+        mean_sd(r, "tg_tok_s"),
+        llama("pp_tok_s_llama"),
+        llama("tg_tok_s_llama")
+    );
+    s
 }
 
 /// Columns padded to their widest cell, a dashed rule under the header.

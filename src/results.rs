@@ -326,3 +326,35 @@ pub fn read_json(path: &Path) -> Result<Report> {
     serde_json::from_str(&text)
         .with_context(|| format!("{} is not a quantbench report", path.display()))
 }
+
+/// Figures derived from a report that several report formats show.
+impl Report {
+    /// The device a run measured on, for titles: the first cell's device, else the CPU.
+    pub fn device_description(&self) -> String {
+        self.cells
+            .iter()
+            .find_map(|c| c.device.clone())
+            .unwrap_or_else(|| self.environment.cpu.clone())
+    }
+
+    /// The cells that failed, in report order.
+    pub fn failed_cells(&self) -> Vec<&CellResult> {
+        self.cells
+            .iter()
+            .filter(|c| c.status == CellStatus::Failed)
+            .collect()
+    }
+}
+
+/// Names derived from a cell that several report formats show.
+impl CellResult {
+    /// The model with its placement where that is not llama.cpp's default: `tiny [sm none mg 1]`.
+    pub fn model_and_placement(&self) -> String {
+        format!("{}{}", self.model, self.placement_suffix())
+    }
+
+    /// The GPUs holding the weights, joined: `CUDA0 + CUDA1`; `None` on the CPU.
+    pub fn weight_devices(&self) -> Option<String> {
+        (!self.devices_used.is_empty()).then(|| self.devices_used.join(" + "))
+    }
+}

@@ -1,7 +1,7 @@
 //! Tests of the code's shape, run with the unit tests: modules import only modules declared
-//! before them in `lib.rs` (no cycles), every module is in that list, and no function is longer
-//! than [`MAX_FN_LINES`]. They read the source files, so they fail on the commit that breaks a
-//! rule.
+//! before them in `lib.rs` (no cycles), every module is in that list, no function is longer
+//! than [`MAX_FN_LINES`], and the Markdown documents' relative links resolve and point nowhere
+//! outside the repository. They read the files, so they fail on the commit that breaks a rule.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -243,7 +243,6 @@ fn long_functions_are_found() {
 }
 
 #[test]
-#[ignore = "until the long functions are split"]
 fn no_function_is_longer_than_the_limit() {
     let long: Vec<String> = rust_files(&src())
         .iter()
@@ -255,4 +254,85 @@ fn no_function_is_longer_than_the_limit() {
         "split these into steps named after what they do (at most {MAX_FN_LINES} lines):\n{}",
         long.join("\n")
     );
+}
+
+/// Every Markdown file of the repository (not under `target/` or hidden folders).
+fn markdown_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if p.is_dir() {
+            out.extend(markdown_files(&p));
+        } else if name.ends_with(".md") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The targets of `[text](target)` links in Markdown text, outside code spans and blocks.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if in_block {
+            continue;
+        }
+        // drop inline code spans
+        let plain: String = line.split('`').step_by(2).collect::<Vec<_>>().join("");
+        let mut rest = plain.as_str();
+        while let Some(i) = rest.find("](") {
+            rest = &rest[i + 2..];
+            let end = rest.find(')').unwrap_or(rest.len());
+            out.push(rest[..end].trim().to_string());
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn link_targets_are_found_outside_code() {
+    let md = "see [a](docs/a.md) and `[b](no.md)`\n```\n[c](no.md)\n```\n[d](x.md#part)";
+    assert_eq!(link_targets(md), ["docs/a.md", "x.md#part"]);
+}
+
+#[test]
+fn markdown_links_resolve_inside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root_abs = root.canonicalize().unwrap();
+    let mut bad = Vec::new();
+    for f in markdown_files(root) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let rel = f.strip_prefix(root).unwrap().display().to_string();
+        for outside in ["DESIGN.md", "../shared", "shared/gpu", "DEVELOPERS.md"] {
+            if text.contains(outside) {
+                bad.push(format!(
+                    "{rel}: mentions `{outside}`, which is not in the repository"
+                ));
+            }
+        }
+        for t in link_targets(&text) {
+            if t.is_empty() || t.starts_with('#') || t.contains("://") || t.starts_with("mailto:") {
+                continue;
+            }
+            let path = t.split('#').next().unwrap();
+            let target = f.parent().unwrap().join(path);
+            match target.canonicalize() {
+                Ok(p) if p.starts_with(&root_abs) => {}
+                Ok(_) => bad.push(format!("{rel}: link ({t}) leaves the repository")),
+                Err(_) => bad.push(format!("{rel}: link ({t}) does not resolve")),
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

@@ -162,50 +162,11 @@ pub(super) fn acquire(
             Err(e) => return Err(e),
         }
     }
-    if !spec.derive && hub.cfg.offline {
-        bail!(
-            "offline: the cached snapshot of {}@{} has no file for {quant}{}; run `quantbench \
-             fetch` with network access first",
-            spec.repo,
-            spec.revision,
-            listing
-                .map(|l| format!(" (cached: {})", l.join(", ")))
-                .unwrap_or_default()
-        );
-    }
     if !spec.derive {
-        let files = listing.map(|l| {
-            l.iter()
-                .filter(|f| f.ends_with(".gguf"))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
-        bail!(
-            "{}@{} has no GGUF file for {quant}{}; set `derive = true` to make it from the \
-             F16/BF16/F32 file, or name the file with `file`",
-            spec.repo,
-            spec.revision,
-            files
-                .map(|f| format!(" (GGUF files: {f})"))
-                .unwrap_or_default()
-        );
+        return Err(no_file(spec, quant, listing, hub.cfg.offline));
     }
     // Derive: quantize the repo's float file locally.
-    let mut source = None;
-    for q in Quant::derive_sources() {
-        if let Some(set) = hf_files(&hub, spec, q, &mut listing)? {
-            match hf_fetch(&hub, spec, &set, progress) {
-                Ok(files) => {
-                    source = Some((q, files));
-                    break;
-                }
-                Err(e) if spec.file.is_some() && is_absent(&e) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    let Some((from, files)) = source else {
+    let Some((from, files)) = derive_source(&hub, spec, &mut listing, progress)? else {
         bail!(
             "{}@{} has neither a {quant} file nor an F16/BF16/F32 file to derive it from",
             spec.repo,
@@ -221,6 +182,62 @@ pub(super) fn acquire(
         derive(&files[0].path, &out, quant, opts, progress)?;
     }
     origin("derived", &files, out, Some(from))
+}
+
+/// Why a quant the repository lacks cannot be had without `derive`: offline, what the cached
+/// snapshot holds; online, the repository's GGUF files.
+fn no_file(
+    spec: &HfSpec<'_>,
+    quant: Quant,
+    listing: Option<Vec<String>>,
+    offline: bool,
+) -> anyhow::Error {
+    if offline {
+        return anyhow::anyhow!(
+            "offline: the cached snapshot of {}@{} has no file for {quant}{}; run `quantbench \
+             fetch` with network access first",
+            spec.repo,
+            spec.revision,
+            listing
+                .map(|l| format!(" (cached: {})", l.join(", ")))
+                .unwrap_or_default()
+        );
+    }
+    let files = listing.map(|l| {
+        l.iter()
+            .filter(|f| f.ends_with(".gguf"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    anyhow::anyhow!(
+        "{}@{} has no GGUF file for {quant}{}; set `derive = true` to make it from the \
+         F16/BF16/F32 file, or name the file with `file`",
+        spec.repo,
+        spec.revision,
+        files
+            .map(|f| format!(" (GGUF files: {f})"))
+            .unwrap_or_default()
+    )
+}
+
+/// The repository's float file to derive from (F16, else BF16, else F32), fetched.
+fn derive_source(
+    hub: &hub::Hub,
+    spec: &HfSpec<'_>,
+    listing: &mut Option<Vec<String>>,
+    progress: &dyn Progress,
+) -> Result<Option<(Quant, Vec<hub::CachedFile>)>> {
+    for q in Quant::derive_sources() {
+        if let Some(set) = hf_files(hub, spec, q, listing)? {
+            match hf_fetch(hub, spec, &set, progress) {
+                Ok(files) => return Ok(Some((q, files))),
+                Err(e) if spec.file.is_some() && is_absent(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Where a quant derived from a hub file is cached: `derived/OWNER--NAME/COMMIT/STEM-QUANT.gguf`.

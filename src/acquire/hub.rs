@@ -140,6 +140,11 @@ pub struct Hub {
 const REV: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 const PATH: &AsciiSet = &REV.remove(b'/');
 
+/// A repository's folder name in the cache and its lock folder: `models--OWNER--NAME`.
+fn repo_folder(repo: &str) -> String {
+    format!("models--{}", repo.replace('/', "--"))
+}
+
 fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -162,9 +167,7 @@ impl Hub {
 
     /// `models--OWNER--NAME` under the cache.
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.cfg
-            .cache_dir
-            .join(format!("models--{}", repo.replace('/', "--")))
+        self.cfg.cache_dir.join(repo_folder(repo))
     }
 
     /// Whether `url` is on the endpoint's origin (same scheme, host and port, parsed, no
@@ -284,7 +287,7 @@ impl Hub {
     fn lock(&self, repo: &str, etag: &str) -> Result<File> {
         let dir = join_under(
             &self.cfg.cache_dir.join(".locks"),
-            &format!("models--{}", repo.replace('/', "--")),
+            &repo_folder(repo),
             "repository",
         )?;
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -351,85 +354,79 @@ impl Hub {
         file: &str,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(partial)?;
-        let mut start = f.seek(SeekFrom::End(0))?;
-        if start > meta.size {
-            f.set_len(0)?;
-            start = 0;
-        }
+        let (mut f, start) = open_partial(partial, meta.size)?;
         progress.begin(&format!("downloading {file}"), Some(meta.size));
         progress.advance(start);
-        let result = (|| -> Result<()> {
-            let mut attempt = 0;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                if start == meta.size {
-                    return Ok(());
-                }
-                let what = format!("GET {file}");
-                let resp = self.with_retries(&what, || {
-                    self.request("GET", &meta.url)
-                        .set("Range", &format!("bytes={start}-"))
-                });
-                let resp = match resp {
-                    Ok(r) => r,
-                    // nothing left to send: the partial file is already whole
-                    Err(e) if http_status(&e) == Some(416) => {
-                        return if f.metadata()?.len() == meta.size {
-                            Ok(())
-                        } else {
-                            f.set_len(0)?;
-                            start = 0;
-                            continue;
-                        };
-                    }
-                    Err(e) => return Err(e),
-                };
-                if resp.status() == 200 && start > 0 {
-                    // the server ignored the range: start over
-                    f.set_len(0)?;
-                    f.seek(SeekFrom::Start(0))?;
-                    start = 0;
-                }
-                let mut reader = resp.into_reader();
-                let broke = loop {
-                    if progress.cancelled() {
-                        f.flush()?;
-                        bail!("interrupted at byte {start} of {}; `quantbench fetch` resumes from there", meta.size);
-                    }
-                    match reader.read(&mut buf) {
-                        Ok(0) => break None,
-                        Ok(n) => {
-                            f.write_all(&buf[..n])?;
-                            start += n as u64;
-                            progress.advance(n as u64);
-                        }
-                        Err(e) => break Some(e),
-                    }
-                };
-                f.flush()?;
-                if start >= meta.size {
-                    return Ok(());
-                }
-                // the connection ended early: resume from here
-                if attempt >= self.cfg.retries {
-                    bail!(
-                        "the transfer broke off at byte {start} of {} {}; run again to resume",
-                        meta.size,
-                        broke.map(|e| format!("({e})")).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(self.backoff(attempt));
-                attempt += 1;
-            }
-        })();
+        let result = self.fetch_rest(&mut f, start, meta, file, progress);
         progress.end();
         result
+    }
+
+    /// Requests the bytes from `start` on and appends them to `f` until it holds the whole
+    /// file, starting over when the server ignores the range or the partial file cannot be
+    /// resumed, and resuming (after a back-off) when the transfer breaks off.
+    fn fetch_rest(
+        &self,
+        f: &mut File,
+        mut start: u64,
+        meta: &FileMeta,
+        file: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            if start == meta.size {
+                return Ok(());
+            }
+            let what = format!("GET {file}");
+            let resp = self.with_retries(&what, || {
+                self.request("GET", &meta.url)
+                    .set("Range", &format!("bytes={start}-"))
+            });
+            let resp = match resp {
+                Ok(r) => r,
+                // nothing left to send: the partial file is already whole
+                Err(e) if http_status(&e) == Some(416) => {
+                    return if f.metadata()?.len() == meta.size {
+                        Ok(())
+                    } else {
+                        f.set_len(0)?;
+                        start = 0;
+                        continue;
+                    };
+                }
+                Err(e) => return Err(e),
+            };
+            if resp.status() == 200 && start > 0 {
+                // the server ignored the range: start over
+                f.set_len(0)?;
+                f.seek(SeekFrom::Start(0))?;
+                start = 0;
+            }
+            let broke = append_body(
+                resp.into_reader(),
+                f,
+                &mut start,
+                meta.size,
+                &mut buf,
+                progress,
+            )?;
+            f.flush()?;
+            if start >= meta.size {
+                return Ok(());
+            }
+            // the connection ended early: resume from here
+            if attempt >= self.cfg.retries {
+                bail!(
+                    "the transfer broke off at byte {start} of {} {}; run again to resume",
+                    meta.size,
+                    broke.map(|e| format!("({e})")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(self.backoff(attempt));
+            attempt += 1;
+        }
     }
 
     /// The commit a revision points at in the cache (a commit revision is itself).
@@ -595,6 +592,51 @@ fn meta_from(what: &str, header: impl Fn(&str) -> Option<String>, url: String) -
         size,
         url,
     })
+}
+
+/// Opens (or creates) the partial download and returns it with its length, where the download
+/// resumes; one longer than the whole file (`size`) is emptied.
+fn open_partial(partial: &Path, size: u64) -> Result<(File, u64)> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(partial)?;
+    let mut start = f.seek(SeekFrom::End(0))?;
+    if start > size {
+        f.set_len(0)?;
+        start = 0;
+    }
+    Ok((f, start))
+}
+
+/// Copies a response body into `f`, advancing `start` and the progress per chunk, until the
+/// body ends (`None`) or the connection breaks (`Some` of the read error). Fails when the
+/// download is cancelled (after flushing what arrived) or `f` cannot be written.
+fn append_body(
+    mut reader: impl Read,
+    f: &mut File,
+    start: &mut u64,
+    size: u64,
+    buf: &mut [u8],
+    progress: &dyn Progress,
+) -> Result<Option<std::io::Error>> {
+    loop {
+        if progress.cancelled() {
+            f.flush()?;
+            bail!("interrupted at byte {start} of {size}; `quantbench fetch` resumes from there");
+        }
+        match reader.read(buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => {
+                f.write_all(&buf[..n])?;
+                *start += n as u64;
+                progress.advance(n as u64);
+            }
+            Err(e) => return Ok(Some(e)),
+        }
+    }
 }
 
 /// Checks a finished download against the hub's size and, for LFS files, sha256. A bad file is

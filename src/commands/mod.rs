@@ -20,7 +20,7 @@ use crate::coordinator::Coordinator;
 use crate::output::Printer;
 use crate::plan::{self, Cell};
 
-/// Exit codes of the command line (README, "Commands").
+/// Exit codes of the command line (docs/troubleshooting.md lists them).
 pub mod exit {
     pub const OK: u8 = 0;
     pub const REGRESSION: u8 = 1;

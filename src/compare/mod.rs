@@ -20,7 +20,7 @@ mod tests;
 mod verdict;
 mod view;
 
-pub use render::{markdown, rows};
+pub use render::{explanation, markdown, rows};
 pub use statistics::{between_runs_p, welch_p};
 pub use verdict::{
     compare, confirm, CellComparison, Comparison, Confirmation, MetricResult, Verdict,

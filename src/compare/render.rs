@@ -21,14 +21,23 @@ pub fn markdown(cmp: &Comparison) -> String {
     for row in rows(cmp) {
         s += &format!("| {} |\n", row.join(" | "));
     }
-    s += if cmp.base_runs >= 3 {
-        "\nA regression needs a change beyond the threshold in the bad direction and p < 0.05 \
+    s += "\n";
+    s += &explanation(cmp);
+    s.push('\n');
+    s
+}
+
+/// How the gate decides, in plain text: what a regression needs, then on a new line the floors
+/// below which no change counts and the confirmation re-runs when there were any.
+pub fn explanation(cmp: &Comparison) -> String {
+    let mut s = String::from(if cmp.base_runs >= 3 {
+        "A regression needs a change beyond the threshold in the bad direction and p < 0.05 \
          against the spread of the baseline runs (a t prediction interval on the per-run means).\n"
     } else {
-        "\nA regression needs a change beyond the threshold in the bad direction and, for metrics \
+        "A regression needs a change beyond the threshold in the bad direction and, for metrics \
          with repetition samples, Welch's t-test p < 0.05; metrics measured once per cell need \
          an absolute change beyond a floor instead.\n"
-    };
+    });
     let floor = |name: &str| metric(name).and_then(|m| m.min_change_ms).unwrap_or(0.0);
     s += &format!(
         "No change smaller than {} µs per generated token ({} µs per prompt token, {} ms of \
@@ -45,7 +54,6 @@ pub fn markdown(cmp: &Comparison) -> String {
             if cmp.confirm_runs == 1 { "" } else { "s" }
         );
     }
-    s.push('\n');
     s
 }
 

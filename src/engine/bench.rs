@@ -20,7 +20,7 @@ use super::memory::{breakdown, host_rss};
 use super::Engine;
 use crate::config::{FlashAttn, GpuLayers, Sampling, SplitMode, TensorSplit, MAX_DEVICES};
 use crate::plan::{Cell, CellParams};
-use crate::protocol::{Measurement, ModelInfo, RepSample};
+use crate::protocol::{Measurement, MemoryMeasurement, ModelInfo, RepSample};
 
 /// Shortest generation window energy is measured over, seconds.
 pub const ENERGY_WINDOW_S: f64 = 2.0;
@@ -229,6 +229,12 @@ impl LoadedModel {
         })
     }
 
+    /// The model's vocabulary (lives as long as the model).
+    fn vocab(&self) -> *const sys::llama_vocab {
+        // SAFETY: getter on a live model.
+        unsafe { sys::llama_model_get_vocab(self.ptr.as_ptr()) }
+    }
+
     fn info(&self) -> ModelInfo {
         let m = self.ptr.as_ptr();
         let mut desc = [0u8; 256];
@@ -243,7 +249,7 @@ impl LoadedModel {
                 n_embd: sys::llama_model_n_embd(m) as u32,
                 n_head: sys::llama_model_n_head(m) as u32,
                 n_head_kv: sys::llama_model_n_head_kv(m) as u32,
-                n_vocab: sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(m)) as u32,
+                n_vocab: sys::llama_vocab_n_tokens(self.vocab()) as u32,
                 n_ctx_train: sys::llama_model_n_ctx_train(m) as u32,
             }
         }
@@ -253,7 +259,7 @@ impl LoadedModel {
         // SAFETY: vocab of a live model; llama_tokenize writes at most buf.len() tokens and
         // returns minus the count needed when the buffer is too small.
         unsafe {
-            let vocab = sys::llama_model_get_vocab(self.ptr.as_ptr());
+            let vocab = self.vocab();
             let add_bos = sys::llama_vocab_get_add_bos(vocab);
             let run = |buf: &mut Vec<sys::llama_token>| {
                 sys::llama_tokenize(
@@ -285,7 +291,7 @@ impl LoadedModel {
         let mut buf = [0u8; 256];
         // SAFETY: vocab of a live model; each piece is written within buf's length.
         unsafe {
-            let vocab = sys::llama_model_get_vocab(self.ptr.as_ptr());
+            let vocab = self.vocab();
             for &t in tokens {
                 let n = sys::llama_token_to_piece(
                     vocab,
@@ -312,20 +318,7 @@ impl LoadedModel {
     ) -> Result<Measurement> {
         let p = &cell.params;
         let prompt = self.tokenize(&p.prompt)?;
-        let n_ctx = u32::try_from(prompt.len())
-            .ok()
-            .map(|n| n.max(p.n_prompt))
-            .and_then(|n| n.checked_add(p.n_gen))
-            .filter(|&n| i32::try_from(n).is_ok())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the context for n_prompt {} (prompt {} tokens) + n_gen {} does not fit in \
-                     llama.cpp's 32-bit context size; use smaller values",
-                    p.n_prompt,
-                    prompt.len(),
-                    p.n_gen
-                )
-            })?;
+        let n_ctx = context_size(p, prompt.len())?;
         let t0 = Instant::now();
         let mut ctx = Context::new(self, cell, n_ctx)?;
         let ctx_s = t0.elapsed().as_secs_f64();
@@ -334,85 +327,10 @@ impl LoadedModel {
         let devices_used = devices_used(&engine.info, &memory.buffers, &p.tensor_split);
         probe.after_load(&devices_used);
 
-        // SAFETY: vocab getters on a live model.
-        let (n_vocab, bos) = unsafe {
-            let vocab = sys::llama_model_get_vocab(self.ptr.as_ptr());
-            let bos = sys::llama_vocab_get_add_bos(vocab).then(|| sys::llama_vocab_bos(vocab));
-            (sys::llama_vocab_n_tokens(vocab), bos)
-        };
-        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(cell.index as u64);
-        let mut random_tokens = |n: u32| -> Vec<sys::llama_token> {
-            let mut v: Vec<sys::llama_token> =
-                (0..n).map(|_| rng.random_range(0..n_vocab)).collect();
-            if let (Some(b), Some(first)) = (bos, v.first_mut()) {
-                *first = b;
-            }
-            v
-        };
-        let pp_tokens = random_tokens(p.n_prompt);
-        let tg_tokens = random_tokens(p.n_gen);
-
-        // Phase 1, llama-bench's pp and tg, on the context as llama.cpp creates it by default
-        // (no backend sampler, raw logits copied out): the memory figures describe this context.
-        let total = 2 * p.repetitions;
-        for w in 0..p.warmup {
-            ctx.prompt_processing(&pp_tokens, p.n_batch)?;
-            ctx.token_generation(&tg_tokens)?;
-            probe.progress("warmup", w + 1, p.warmup);
-        }
-        memory.host_rss_after_warmup_bytes = host_rss().current_bytes;
-        probe.after_warmup();
-        let mut reps: Vec<RepSample> = Vec::with_capacity(p.repetitions as usize);
-        probe.timed_begin();
-        for r in 0..p.repetitions {
-            let (pp_ms, pp_llama) = ctx.prompt_processing(&pp_tokens, p.n_batch)?;
-            let (tg_ms, tg_llama) = ctx.token_generation(&tg_tokens)?;
-            reps.push(RepSample {
-                pp_ms,
-                pp_tok_s: f64::from(p.n_prompt) / (pp_ms / 1e3),
-                tg_ms,
-                tg_tok_s: f64::from(p.n_gen) / (tg_ms / 1e3),
-                pp_tok_s_llama: pp_llama,
-                tg_tok_s_llama: tg_llama,
-                ..Default::default()
-            });
-            probe.progress("rep", r + 1, total);
-        }
-        probe.timed_end();
-
-        // Phase 2, what a user sees: the prompt, then greedy generation, with the sampler in
-        // the backend when `sampling = "backend"`. Attaching it makes llama.cpp re-reserve its
-        // compute buffers (adding a padded copy of the logits) on the next decode, so at least
-        // one warm-up runs first.
-        ctx.attach_sampler();
-        let mut gen = GenBuffers::new(p.n_gen);
-        for _ in 0..p.warmup.max(1) {
-            ctx.generate(&prompt, &mut gen)?;
-        }
-        probe.timed_begin();
-        for (r, rep) in reps.iter_mut().enumerate() {
-            rep.ttft_ms = ctx.generate(&prompt, &mut gen)?;
-            let n = gen.token_ms.len();
-            let decode_ms = gen.token_ms[n - 1] - gen.token_ms[0];
-            rep.token_ms = gen.token_ms.clone();
-            rep.decode_tok_s = (n - 1) as f64 / (decode_ms / 1e3);
-            rep.sample_us = gen.sample_us;
-            probe.progress("rep", p.repetitions + r as u32 + 1, total);
-        }
-        probe.timed_end();
-
-        // Energy: NVML's energy counter is too coarse for one short generation round (30 ms on
-        // GPT-2), so the same generation runs, untimed, for at least ENERGY_WINDOW_S.
-        if probe.wants_energy() {
-            probe.energy_begin();
-            let t0 = Instant::now();
-            let mut tokens = 0u64;
-            while tokens == 0 || t0.elapsed().as_secs_f64() < ENERGY_WINDOW_S {
-                ctx.generate(&prompt, &mut gen)?;
-                tokens += u64::from(p.n_gen);
-            }
-            probe.energy_end(tokens, t0.elapsed().as_secs_f64());
-        }
+        let (pp_tokens, tg_tokens) = self.random_tokens(cell);
+        let mut reps = ctx.llama_bench(p, &pp_tokens, &tg_tokens, &mut memory, probe)?;
+        let mut gen = ctx.user_generation(p, &prompt, &mut reps, probe)?;
+        ctx.energy(p, &prompt, &mut gen, probe)?;
         memory.host_rss_peak_bytes = host_rss().peak_bytes;
 
         let (backend, device) = placement(&engine.info, &devices_used);
@@ -433,6 +351,48 @@ impl LoadedModel {
             generated_text: self.detokenize(&gen.tokens),
         })
     }
+
+    /// The random tokens of the pp and tg tests (`n_prompt`, then `n_gen` of them), seeded by
+    /// the cell's index and led by BOS where the model adds one.
+    fn random_tokens(&self, cell: &Cell) -> (Vec<sys::llama_token>, Vec<sys::llama_token>) {
+        // SAFETY: vocab getters on a live model.
+        let (n_vocab, bos) = unsafe {
+            let vocab = self.vocab();
+            let bos = sys::llama_vocab_get_add_bos(vocab).then(|| sys::llama_vocab_bos(vocab));
+            (sys::llama_vocab_n_tokens(vocab), bos)
+        };
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(cell.index as u64);
+        let mut random_tokens = |n: u32| -> Vec<sys::llama_token> {
+            let mut v: Vec<sys::llama_token> =
+                (0..n).map(|_| rng.random_range(0..n_vocab)).collect();
+            if let (Some(b), Some(first)) = (bos, v.first_mut()) {
+                *first = b;
+            }
+            v
+        };
+        let pp_tokens = random_tokens(cell.params.n_prompt);
+        let tg_tokens = random_tokens(cell.params.n_gen);
+        (pp_tokens, tg_tokens)
+    }
+}
+
+/// The context size of a cell: room for the longer of the prompt and `n_prompt`, plus `n_gen`,
+/// within llama.cpp's 32-bit context size.
+fn context_size(p: &CellParams, prompt_len: usize) -> Result<u32> {
+    u32::try_from(prompt_len)
+        .ok()
+        .map(|n| n.max(p.n_prompt))
+        .and_then(|n| n.checked_add(p.n_gen))
+        .filter(|&n| i32::try_from(n).is_ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the context for n_prompt {} (prompt {} tokens) + n_gen {} does not fit in \
+                 llama.cpp's 32-bit context size; use smaller values",
+                p.n_prompt,
+                prompt_len,
+                p.n_gen
+            )
+        })
 }
 
 fn split_mode(m: SplitMode) -> sys::llama_split_mode {
@@ -626,8 +586,8 @@ impl Context {
     /// on the host. Returns the token and the host-side time the step took.
     fn next_token(&mut self) -> (sys::llama_token, Duration) {
         if self.sampler_attached {
-            // SAFETY: live context; synchronise first so the timed part is the read alone.
-            unsafe { sys::llama_synchronize(self.ptr()) };
+            // synchronise first so the timed part is the read alone
+            self.synchronize();
             let ts = Instant::now();
             // SAFETY: live context after a decode with the sampler attached.
             let t = unsafe { sys::llama_get_sampled_token_ith(self.ptr(), -1) };
@@ -644,6 +604,12 @@ impl Context {
 
     fn ptr(&self) -> *mut sys::llama_context {
         self.ptr.as_ptr()
+    }
+
+    /// Waits for the backend to finish the work queued on this context.
+    fn synchronize(&self) {
+        // SAFETY: live context.
+        unsafe { sys::llama_synchronize(self.ptr()) }
     }
 
     fn clear(&mut self) {
@@ -707,6 +673,101 @@ impl Context {
         unsafe { sys::llama_perf_context_reset(self.ptr()) }
     }
 
+    /// Phase 1, llama-bench's pp and tg, on the context as llama.cpp creates it by default (no
+    /// backend sampler, raw logits copied out): the memory figures describe this context. The
+    /// warm-up repetitions, then the timed ones; records the host RSS after the warm-up.
+    fn llama_bench(
+        &mut self,
+        p: &CellParams,
+        pp_tokens: &[sys::llama_token],
+        tg_tokens: &[sys::llama_token],
+        memory: &mut MemoryMeasurement,
+        probe: &mut dyn Probe,
+    ) -> Result<Vec<RepSample>> {
+        let total = 2 * p.repetitions;
+        for w in 0..p.warmup {
+            self.prompt_processing(pp_tokens, p.n_batch)?;
+            self.token_generation(tg_tokens)?;
+            probe.progress("warmup", w + 1, p.warmup);
+        }
+        memory.host_rss_after_warmup_bytes = host_rss().current_bytes;
+        probe.after_warmup();
+        let mut reps: Vec<RepSample> = Vec::with_capacity(p.repetitions as usize);
+        probe.timed_begin();
+        for r in 0..p.repetitions {
+            let (pp_ms, pp_llama) = self.prompt_processing(pp_tokens, p.n_batch)?;
+            let (tg_ms, tg_llama) = self.token_generation(tg_tokens)?;
+            reps.push(RepSample {
+                pp_ms,
+                pp_tok_s: f64::from(p.n_prompt) / (pp_ms / 1e3),
+                tg_ms,
+                tg_tok_s: f64::from(p.n_gen) / (tg_ms / 1e3),
+                pp_tok_s_llama: pp_llama,
+                tg_tok_s_llama: tg_llama,
+                ..Default::default()
+            });
+            probe.progress("rep", r + 1, total);
+        }
+        probe.timed_end();
+        Ok(reps)
+    }
+
+    /// Phase 2, what a user sees: the prompt, then greedy generation, with the sampler in the
+    /// backend when `sampling = "backend"`. Attaching it makes llama.cpp re-reserve its compute
+    /// buffers (adding a padded copy of the logits) on the next decode, so at least one warm-up
+    /// runs first. Fills each rep's TTFT, token times and decode speed; returns the buffers of
+    /// the last generation.
+    fn user_generation(
+        &mut self,
+        p: &CellParams,
+        prompt: &[sys::llama_token],
+        reps: &mut [RepSample],
+        probe: &mut dyn Probe,
+    ) -> Result<GenBuffers> {
+        let total = 2 * p.repetitions;
+        self.attach_sampler();
+        let mut gen = GenBuffers::new(p.n_gen);
+        for _ in 0..p.warmup.max(1) {
+            self.generate(prompt, &mut gen)?;
+        }
+        probe.timed_begin();
+        for (r, rep) in reps.iter_mut().enumerate() {
+            rep.ttft_ms = self.generate(prompt, &mut gen)?;
+            let n = gen.token_ms.len();
+            let decode_ms = gen.token_ms[n - 1] - gen.token_ms[0];
+            rep.token_ms = gen.token_ms.clone();
+            rep.decode_tok_s = (n - 1) as f64 / (decode_ms / 1e3);
+            rep.sample_us = gen.sample_us;
+            probe.progress("rep", p.repetitions + r as u32 + 1, total);
+        }
+        probe.timed_end();
+        Ok(gen)
+    }
+
+    /// Energy: NVML's energy counter is too coarse for one short generation round (30 ms on
+    /// GPT-2), so the same generation runs, untimed, for at least [`ENERGY_WINDOW_S`] (when the
+    /// probe wants it).
+    fn energy(
+        &mut self,
+        p: &CellParams,
+        prompt: &[sys::llama_token],
+        gen: &mut GenBuffers,
+        probe: &mut dyn Probe,
+    ) -> Result<()> {
+        if !probe.wants_energy() {
+            return Ok(());
+        }
+        probe.energy_begin();
+        let t0 = Instant::now();
+        let mut tokens = 0u64;
+        while tokens == 0 || t0.elapsed().as_secs_f64() < ENERGY_WINDOW_S {
+            self.generate(prompt, gen)?;
+            tokens += u64::from(p.n_gen);
+        }
+        probe.energy_end(tokens, t0.elapsed().as_secs_f64());
+        Ok(())
+    }
+
     /// llama-bench's pp: the tokens decoded in `n_batch` chunks, then synchronised. Returns the
     /// wall time in ms and the rate llama.cpp's counters saw.
     fn prompt_processing(
@@ -720,11 +781,10 @@ impl Context {
         for chunk in tokens.chunks(n_batch as usize) {
             self.decode(chunk)?;
         }
-        // SAFETY: live context.
-        unsafe { sys::llama_synchronize(self.ptr()) };
+        self.synchronize();
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let d = self.perf();
-        let llama = (d.t_p_eval_ms > 0.0).then(|| f64::from(d.n_p_eval) / (d.t_p_eval_ms / 1e3));
+        let llama = counted_rate(d.n_p_eval, d.t_p_eval_ms);
         Ok((ms, llama))
     }
 
@@ -735,14 +795,19 @@ impl Context {
         let t0 = Instant::now();
         for t in tokens {
             self.decode(std::slice::from_ref(t))?;
-            // SAFETY: live context.
-            unsafe { sys::llama_synchronize(self.ptr()) };
+            self.synchronize();
         }
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let d = self.perf();
-        let llama = (d.t_eval_ms > 0.0).then(|| f64::from(d.n_eval) / (d.t_eval_ms / 1e3));
+        let llama = counted_rate(d.n_eval, d.t_eval_ms);
         Ok((ms, llama))
     }
+}
+
+/// Tokens per second from llama.cpp's performance counters (`n` tokens over `ms`), if it timed
+/// any.
+fn counted_rate(n: i32, ms: f64) -> Option<f64> {
+    (ms > 0.0).then(|| f64::from(n) / (ms / 1e3))
 }
 
 #[cfg(test)]

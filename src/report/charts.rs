@@ -6,11 +6,12 @@
 //! Text is rendered with DejaVu Sans from the `dejavu` crate (registered with plotters' ab_glyph
 //! backend), so the PNGs look the same on a machine without any fonts installed. Never prints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -116,6 +117,9 @@ fn de<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e:?}")
 }
 
+/// A chart on linear axes.
+type Linear<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 /// Grouped bars with error bars, labels under each group, a legend, and "failed" where a cell
 /// failed.
 #[allow(clippy::too_many_arguments)]
@@ -130,18 +134,20 @@ fn grouped_bars<DB: DrawingBackend>(
 ) -> Result<(), Err2<DB>> {
     let n_groups = lay.groups.len().max(1);
     let n_series = lay.series.len().max(1);
-    let mut y_max: f64 = 0.0;
-    for &i in lay.cells.values() {
-        let v = value(&r.cells[i]);
-        y_max = y_max.max(v.err.map_or(v.value.unwrap_or(0.0), |e| e.1));
-    }
-    let y_max = if y_max > 0.0 { y_max * 1.18 } else { 1.0 };
+    let bars = Bars {
+        r,
+        lay,
+        value,
+        fmt_value,
+        width: 0.8 / n_series as f64,
+        y_max: bars_y_max(r, lay, value),
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 26).into_font().style(FontStyle::Bold))
         .margin(16)
         .x_label_area_size(70)
         .y_label_area_size(90)
-        .build_cartesian_2d(0f64..n_groups as f64, 0f64..y_max)?;
+        .build_cartesian_2d(0f64..n_groups as f64, 0f64..bars.y_max)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -151,76 +157,132 @@ fn grouped_bars<DB: DrawingBackend>(
         .label_style((FONT, 15))
         .y_label_formatter(&|v| fmt_value(*v))
         .draw()?;
-    let width = 0.8 / n_series as f64;
     for (si, q) in lay.series.iter().enumerate() {
+        bars.draw_series(&mut chart, si, q)?;
+        bars.draw_labels(&mut chart, si)?;
+    }
+    group_labels(area, &chart, lay)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// The top of a grouped-bar chart's y axis: the highest bar or whisker plus room for labels.
+fn bars_y_max(r: &Report, lay: &Layout, value: &dyn Fn(&CellResult) -> BarValue) -> f64 {
+    let mut y_max: f64 = 0.0;
+    for &i in lay.cells.values() {
+        let v = value(&r.cells[i]);
+        y_max = y_max.max(v.err.map_or(v.value.unwrap_or(0.0), |e| e.1));
+    }
+    if y_max > 0.0 {
+        y_max * 1.18
+    } else {
+        1.0
+    }
+}
+
+/// What a grouped-bar chart draws: the cells' values, their format and the bars' geometry.
+struct Bars<'a> {
+    r: &'a Report,
+    lay: &'a Layout,
+    value: &'a dyn Fn(&CellResult) -> BarValue,
+    fmt_value: &'a dyn Fn(f64) -> String,
+    width: f64,
+    y_max: f64,
+}
+
+impl Bars<'_> {
+    /// The cells of series `si`, each with its group's index.
+    fn cells(&self, si: usize) -> impl Iterator<Item = (usize, &CellResult)> + '_ {
+        (0..self.lay.groups.len()).filter_map(move |gi| {
+            self.lay
+                .cells
+                .get(&(gi, si))
+                .map(|&ci| (gi, &self.r.cells[ci]))
+        })
+    }
+
+    /// The bars of one quant (series `si`), with its legend entry.
+    fn draw_series<DB: DrawingBackend>(
+        &self,
+        chart: &mut Linear<'_, DB>,
+        si: usize,
+        q: &str,
+    ) -> Result<(), Err2<DB>> {
         let color = quant_color(q, si);
         let mut rects = Vec::new();
-        for gi in 0..lay.groups.len() {
-            let Some(&ci) = lay.cells.get(&(gi, si)) else {
-                continue;
-            };
-            let x0 = gi as f64 + 0.1 + si as f64 * width;
-            let v = value(&r.cells[ci]);
-            if let (CellStatus::Ok, Some(y)) = (r.cells[ci].status, v.value) {
+        for (gi, c) in self.cells(si) {
+            let x0 = gi as f64 + 0.1 + si as f64 * self.width;
+            if let (CellStatus::Ok, Some(y)) = (c.status, (self.value)(c).value) {
                 rects.push(Rectangle::new(
-                    [(x0, 0.0), (x0 + width * 0.92, y)],
+                    [(x0, 0.0), (x0 + self.width * 0.92, y)],
                     color.filled(),
                 ));
             }
         }
         chart
             .draw_series(rects)?
-            .label(q.as_str())
+            .label(q)
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
-        for gi in 0..lay.groups.len() {
-            let Some(&ci) = lay.cells.get(&(gi, si)) else {
+        Ok(())
+    }
+
+    /// Error bars and value labels over the bars of series `si`, "FAILED" or "n/a" where a
+    /// cell has no bar.
+    fn draw_labels<DB: DrawingBackend>(
+        &self,
+        chart: &mut Linear<'_, DB>,
+        si: usize,
+    ) -> Result<(), Err2<DB>> {
+        let y_max = self.y_max;
+        for (gi, c) in self.cells(si) {
+            let xc = gi as f64 + 0.1 + si as f64 * self.width + self.width * 0.46;
+            let v = (self.value)(c);
+            let (CellStatus::Ok, Some(y)) = (c.status, v.value) else {
+                let label = if c.status == CellStatus::Failed {
+                    "FAILED"
+                } else {
+                    "n/a"
+                };
+                chart.draw_series(std::iter::once(Text::new(
+                    label,
+                    (xc, y_max * 0.02),
+                    (FONT, 14)
+                        .into_font()
+                        .style(FontStyle::Bold)
+                        .transform(FontTransform::Rotate270)
+                        .color(&RED)
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                )))?;
                 continue;
             };
-            let c = &r.cells[ci];
-            let xc = gi as f64 + 0.1 + si as f64 * width + width * 0.46;
-            let v = value(c);
-            match (c.status, v.value) {
-                (CellStatus::Ok, Some(y)) => {
-                    if let Some((lo, hi)) = v.err {
-                        chart.draw_series(std::iter::once(ErrorBar::new_vertical(
-                            xc,
-                            lo,
-                            y,
-                            hi,
-                            BLACK.stroke_width(2),
-                            10,
-                        )))?;
-                    }
-                    chart.draw_series(std::iter::once(Text::new(
-                        fmt_value(y),
-                        (xc, v.err.map_or(y, |e| e.1) + y_max * 0.012),
-                        (FONT, 13)
-                            .into_font()
-                            .color(&BLACK)
-                            .pos(Pos::new(HPos::Center, VPos::Bottom)),
-                    )))?;
-                }
-                _ => {
-                    let label = if c.status == CellStatus::Failed {
-                        "FAILED"
-                    } else {
-                        "n/a"
-                    };
-                    chart.draw_series(std::iter::once(Text::new(
-                        label,
-                        (xc, y_max * 0.02),
-                        (FONT, 14)
-                            .into_font()
-                            .style(FontStyle::Bold)
-                            .transform(FontTransform::Rotate270)
-                            .color(&RED)
-                            .pos(Pos::new(HPos::Left, VPos::Center)),
-                    )))?;
-                }
+            if let Some((lo, hi)) = v.err {
+                chart.draw_series(std::iter::once(ErrorBar::new_vertical(
+                    xc,
+                    lo,
+                    y,
+                    hi,
+                    BLACK.stroke_width(2),
+                    10,
+                )))?;
             }
+            chart.draw_series(std::iter::once(Text::new(
+                (self.fmt_value)(y),
+                (xc, v.err.map_or(y, |e| e.1) + y_max * 0.012),
+                (FONT, 13)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom)),
+            )))?;
         }
+        Ok(())
     }
-    // group labels centred under each group
+}
+
+/// Each group's name, centred under its bars.
+fn group_labels<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &Linear<'_, DB>,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
     for (gi, g) in lay.groups.iter().enumerate() {
         let (px, py) = local(area, chart.backend_coord(&(gi as f64 + 0.5, 0.0)));
         area.draw(&Text::new(
@@ -232,14 +294,21 @@ fn grouped_bars<DB: DrawingBackend>(
                 .pos(Pos::new(HPos::Center, VPos::Top)),
         ))?;
     }
+    Ok(())
+}
+
+/// The legend of the series drawn with labels, at `pos`.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+) -> Result<(), Err2<DB>> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(pos)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font((FONT, 16))
-        .draw()?;
-    Ok(())
+        .draw()
 }
 
 fn sd_err(c: &CellResult, m: &str) -> BarValue {
@@ -265,6 +334,11 @@ fn short(v: f64) -> String {
     }
 }
 
+/// Bytes in GiB, the unit of the memory axes.
+fn gib(b: u64) -> f64 {
+    b as f64 / 1073741824.0
+}
+
 fn memory_basis(r: &Report) -> &'static str {
     if r.cells
         .iter()
@@ -281,7 +355,10 @@ fn memory<DB: DrawingBackend>(
     r: &Report,
     lay: &Layout,
 ) -> Result<(), Err2<DB>> {
-    let title = format!("Memory by model and quantization — {}", device_name(r));
+    let title = format!(
+        "Memory by model and quantization — {}",
+        r.device_description()
+    );
     grouped_bars(
         a,
         r,
@@ -289,7 +366,7 @@ fn memory<DB: DrawingBackend>(
         &title,
         memory_basis(r),
         &|c| BarValue {
-            value: c.mem_bytes.map(|b| b as f64 / 1073741824.0),
+            value: c.mem_bytes.map(gib),
             err: None,
         },
         &|v| format!("{v:.2}"),
@@ -301,7 +378,10 @@ fn throughput<DB: DrawingBackend>(
     r: &Report,
     lay: &Layout,
 ) -> Result<(), Err2<DB>> {
-    let title = format!("Decode speed (greedy sampling) — {}", device_name(r));
+    let title = format!(
+        "Decode speed (greedy sampling) — {}",
+        r.device_description()
+    );
     grouped_bars(
         a,
         r,
@@ -342,13 +422,6 @@ fn latency<DB: DrawingBackend>(
     )
 }
 
-fn device_name(r: &Report) -> String {
-    r.cells
-        .iter()
-        .find_map(|c| c.device.clone())
-        .unwrap_or_else(|| r.environment.cpu.clone())
-}
-
 /// Viridis-like colour ramp, 0..=1.
 fn ramp(t: f64) -> RGBColor {
     const STOPS: [(f64, (u8, u8, u8)); 5] = [
@@ -370,21 +443,14 @@ fn ramp(t: f64) -> RGBColor {
     RGBColor(253, 231, 37)
 }
 
+/// The efficiency heatmap: decode tokens/s per GB, one tile per model × quant.
 fn heatmap<DB: DrawingBackend>(
     a: &DrawingArea<DB, Shift>,
     r: &Report,
     lay: &Layout,
 ) -> Result<(), Err2<DB>> {
     let (nx, ny) = (lay.series.len().max(1), lay.groups.len().max(1));
-    let vals: Vec<f64> = r
-        .cells
-        .iter()
-        .filter_map(|c| c.efficiency_tok_s_per_gb)
-        .collect();
-    let (lo, hi) = (
-        vals.iter().copied().fold(f64::INFINITY, f64::min),
-        vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
+    let range = efficiency_range(r);
     let basis = if memory_basis(r).starts_with("device") {
         "VRAM"
     } else {
@@ -404,30 +470,64 @@ fn heatmap<DB: DrawingBackend>(
         .y_labels(0)
         .draw()?;
     for (&(gi, si), &ci) in &lay.cells {
-        let c = &r.cells[ci];
-        let y0 = (ny - 1 - gi) as f64;
-        let (fill, text, text_color) = match (c.status, c.efficiency_tok_s_per_gb) {
-            (CellStatus::Ok, Some(v)) => {
-                let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
-                (ramp(t), short(v), if t > 0.6 { BLACK } else { WHITE })
-            }
-            (CellStatus::Failed, _) => (RGBColor(200, 200, 200), "FAILED".to_string(), RED),
-            _ => (RGBColor(230, 230, 230), "n/a".to_string(), BLACK),
-        };
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(si as f64 + 0.02, y0 + 0.04), (si as f64 + 0.98, y0 + 0.96)],
-            fill.filled(),
-        )))?;
-        chart.draw_series(std::iter::once(Text::new(
-            text,
-            (si as f64 + 0.5, y0 + 0.5),
-            (FONT, 22)
-                .into_font()
-                .style(FontStyle::Bold)
-                .color(&text_color)
-                .pos(Pos::new(HPos::Center, VPos::Center)),
-        )))?;
+        heat_tile(&mut chart, &r.cells[ci], si, (ny - 1 - gi) as f64, range)?;
     }
+    heat_axis_labels(a, &chart, lay)
+}
+
+/// The lowest and highest efficiency of the run (infinite when no cell has one).
+fn efficiency_range(r: &Report) -> (f64, f64) {
+    let vals: Vec<f64> = r
+        .cells
+        .iter()
+        .filter_map(|c| c.efficiency_tok_s_per_gb)
+        .collect();
+    (
+        vals.iter().copied().fold(f64::INFINITY, f64::min),
+        vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+/// One tile of the heatmap at column `si`, row `y0`: coloured by where the cell's efficiency
+/// falls in `(lo, hi)`, with the figure (or "FAILED", "n/a") on it.
+fn heat_tile<DB: DrawingBackend>(
+    chart: &mut Linear<'_, DB>,
+    c: &CellResult,
+    si: usize,
+    y0: f64,
+    (lo, hi): (f64, f64),
+) -> Result<(), Err2<DB>> {
+    let (fill, text, text_color) = match (c.status, c.efficiency_tok_s_per_gb) {
+        (CellStatus::Ok, Some(v)) => {
+            let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+            (ramp(t), short(v), if t > 0.6 { BLACK } else { WHITE })
+        }
+        (CellStatus::Failed, _) => (RGBColor(200, 200, 200), "FAILED".to_string(), RED),
+        _ => (RGBColor(230, 230, 230), "n/a".to_string(), BLACK),
+    };
+    chart.draw_series(std::iter::once(Rectangle::new(
+        [(si as f64 + 0.02, y0 + 0.04), (si as f64 + 0.98, y0 + 0.96)],
+        fill.filled(),
+    )))?;
+    chart.draw_series(std::iter::once(Text::new(
+        text,
+        (si as f64 + 0.5, y0 + 0.5),
+        (FONT, 22)
+            .into_font()
+            .style(FontStyle::Bold)
+            .color(&text_color)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+    )))?;
+    Ok(())
+}
+
+/// The quants under the heatmap's columns and the groups left of its rows.
+fn heat_axis_labels<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    chart: &Linear<'_, DB>,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
+    let ny = lay.groups.len().max(1);
     for (si, q) in lay.series.iter().enumerate() {
         let (px, py) = local(a, chart.backend_coord(&(si as f64 + 0.5, 0.0)));
         a.draw(&Text::new(
@@ -467,58 +567,19 @@ pub fn pareto(points: &[(f64, f64)]) -> Vec<usize> {
         .collect()
 }
 
+/// A chart on log-log axes.
+type LogLog<'a, DB> = ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// The memory / decode speed trade-off: one point per measured cell, the Pareto front drawn
+/// and ringed, points labelled where there is room.
 fn tradeoff<DB: DrawingBackend>(
     a: &DrawingArea<DB, Shift>,
     r: &Report,
     lay: &Layout,
 ) -> Result<(), Err2<DB>> {
-    let ok: Vec<&CellResult> = r
-        .cells
-        .iter()
-        .filter(|c| {
-            c.status == CellStatus::Ok && c.mem_bytes.is_some() && c.mean("decode_tok_s").is_some()
-        })
-        .collect();
-    let pts: Vec<(f64, f64)> = ok
-        .iter()
-        .map(|c| {
-            (
-                c.mem_bytes.unwrap_or(0) as f64 / 1073741824.0,
-                c.mean("decode_tok_s").unwrap_or(0.0),
-            )
-        })
-        .collect();
+    let (ok, pts) = tradeoff_points(r);
     let front = pareto(&pts);
-    let fold = |f: fn(&(f64, f64)) -> f64, min: bool| {
-        pts.iter()
-            .map(f)
-            .fold(if min { f64::INFINITY } else { 0.0 }, |a, b| {
-                if min {
-                    a.min(b)
-                } else {
-                    a.max(b)
-                }
-            })
-    };
-    // log-log: models differ by orders of magnitude in size and speed
-    let (x_lo, x_hi) = (fold(|p| p.0, true), fold(|p| p.0, false));
-    let (y_lo, y_hi) = (fold(|p| p.1, true), fold(|p| p.1, false));
-    let (x_lo, x_hi) = if x_lo.is_finite() && x_hi > 0.0 {
-        (x_lo / 1.6, x_hi * 1.6)
-    } else {
-        (0.01, 10.0)
-    };
-    let (y_lo, y_hi) = if y_lo.is_finite() && y_hi > 0.0 {
-        (y_lo / 1.6, y_hi * 1.6)
-    } else {
-        (1.0, 1000.0)
-    };
-    let failed: Vec<String> = r
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Failed)
-        .map(|c| format!("{} {}{}", c.model, c.quant, c.placement_suffix()))
-        .collect();
+    let (x, y) = log_bounds(&pts);
     let mut chart = ChartBuilder::on(a)
         .caption(
             "Trade-off: memory vs decode speed (ringed: Pareto-optimal)",
@@ -527,7 +588,7 @@ fn tradeoff<DB: DrawingBackend>(
         .margin(20)
         .x_label_area_size(60)
         .y_label_area_size(90)
-        .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())?;
+        .build_cartesian_2d((x.0..x.1).log_scale(), (y.0..y.1).log_scale())?;
     chart
         .configure_mesh()
         .x_desc(format!("{} (log scale)", memory_basis(r)))
@@ -539,6 +600,95 @@ fn tradeoff<DB: DrawingBackend>(
         .axis_desc_style((FONT, 18))
         .label_style((FONT, 15))
         .draw()?;
+    draw_points(&mut chart, lay, &ok, &pts, &front)?;
+    let unlabelled = label_points(a, &chart, &ok, &pts, &front)?;
+    if unlabelled > 0 {
+        let (w, _) = a.dim_in_pixel();
+        a.draw(&Text::new(
+            format!("{unlabelled} crowded point(s) unlabelled: see the results table"),
+            (w as i32 - 30, 62),
+            (FONT, 14)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Right, VPos::Top)),
+        ))?;
+    }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    let failed: Vec<String> = r
+        .failed_cells()
+        .iter()
+        .map(|c| format!("{} {}{}", c.model, c.quant, c.placement_suffix()))
+        .collect();
+    if !failed.is_empty() {
+        a.draw(&Text::new(
+            format!("FAILED (not plotted): {}", failed.join(", ")),
+            (110, 50),
+            (FONT, 16).into_font().color(&RED),
+        ))?;
+    }
+    Ok(())
+}
+
+/// The cells the trade-off can plot (measured, with memory and decode speed), and their
+/// points: memory in GiB, decode tokens/s.
+fn tradeoff_points(r: &Report) -> (Vec<&CellResult>, Vec<(f64, f64)>) {
+    let ok: Vec<&CellResult> = r
+        .cells
+        .iter()
+        .filter(|c| {
+            c.status == CellStatus::Ok && c.mem_bytes.is_some() && c.mean("decode_tok_s").is_some()
+        })
+        .collect();
+    let pts = ok
+        .iter()
+        .map(|c| {
+            (
+                gib(c.mem_bytes.unwrap_or(0)),
+                c.mean("decode_tok_s").unwrap_or(0.0),
+            )
+        })
+        .collect();
+    (ok, pts)
+}
+
+/// The x and y ranges of the log-log trade-off: the points' span with a margin (models differ
+/// by orders of magnitude in size and speed), or a default span without points.
+fn log_bounds(pts: &[(f64, f64)]) -> ((f64, f64), (f64, f64)) {
+    let fold = |f: fn(&(f64, f64)) -> f64, min: bool| {
+        pts.iter()
+            .map(f)
+            .fold(if min { f64::INFINITY } else { 0.0 }, |a, b| {
+                if min {
+                    a.min(b)
+                } else {
+                    a.max(b)
+                }
+            })
+    };
+    let (x_lo, x_hi) = (fold(|p| p.0, true), fold(|p| p.0, false));
+    let (y_lo, y_hi) = (fold(|p| p.1, true), fold(|p| p.1, false));
+    let x = if x_lo.is_finite() && x_hi > 0.0 {
+        (x_lo / 1.6, x_hi * 1.6)
+    } else {
+        (0.01, 10.0)
+    };
+    let y = if y_lo.is_finite() && y_hi > 0.0 {
+        (y_lo / 1.6, y_hi * 1.6)
+    } else {
+        (1.0, 1000.0)
+    };
+    (x, y)
+}
+
+/// The Pareto front's line, every point coloured by quant (one legend entry per quant), and
+/// a ring around each Pareto-optimal point.
+fn draw_points<DB: DrawingBackend>(
+    chart: &mut LogLog<'_, DB>,
+    lay: &Layout,
+    ok: &[&CellResult],
+    pts: &[(f64, f64)],
+    front: &[usize],
+) -> Result<(), Err2<DB>> {
     let mut front_pts: Vec<(f64, f64)> = front.iter().map(|&i| pts[i]).collect();
     front_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     chart.draw_series(LineSeries::new(front_pts, BLACK.mix(0.5).stroke_width(2)))?;
@@ -557,22 +707,37 @@ fn tradeoff<DB: DrawingBackend>(
             .iter()
             .map(|&i| Circle::new(pts[i], 14, BLACK.stroke_width(2))),
     )?;
-    let several: std::collections::BTreeSet<(&str, String)> = {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut dup = std::collections::BTreeSet::new();
-        for c in &ok {
-            let k = (c.model.as_str(), c.quant.to_string());
-            if !seen.insert(k.clone()) {
-                dup.insert(k);
-            }
+    Ok(())
+}
+
+/// The (model, quant) pairs that more than one plotted cell shares: their labels need the
+/// number of generated tokens.
+fn repeated_model_quants<'a>(ok: &[&'a CellResult]) -> BTreeSet<(&'a str, String)> {
+    let mut seen = BTreeSet::new();
+    let mut dup = BTreeSet::new();
+    for c in ok {
+        let k = (c.model.as_str(), c.quant.to_string());
+        if !seen.insert(k.clone()) {
+            dup.insert(k);
         }
-        dup
-    };
-    // Labels: Pareto-optimal points first, each put beside its point where it overlaps no
-    // label already placed; crowded points stay unlabelled (the results table has them all).
+    }
+    dup
+}
+
+/// Labels the points: Pareto-optimal points first, each label put beside its point where it
+/// overlaps no label already placed; crowded points stay unlabelled (the results table has
+/// them all). Returns how many points stayed unlabelled.
+fn label_points<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    chart: &LogLog<'_, DB>,
+    ok: &[&CellResult],
+    pts: &[(f64, f64)],
+    front: &[usize],
+) -> Result<usize, Err2<DB>> {
+    let several = repeated_model_quants(ok);
     let mut order: Vec<usize> = (0..ok.len()).collect();
     order.sort_by_key(|i| !front.contains(i));
-    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut placed: Vec<Rect> = Vec::new();
     let mut unlabelled = 0;
     for i in order {
         let c = ok[i];
@@ -582,22 +747,8 @@ fn tradeoff<DB: DrawingBackend>(
             String::new()
         };
         let text = format!("{} {}{tag}{}", c.model, c.quant, c.placement_suffix());
-        let (w, h) = (text.chars().count() as i32 * 8, 16);
-        let (px, py) = local(a, chart.backend_coord(&pts[i]));
-        let spot = [
-            (12, -h / 2),
-            (-12 - w, -h / 2),
-            (-w / 2, -12 - h),
-            (-w / 2, 12),
-        ]
-        .into_iter()
-        .map(|(dx, dy)| (px + dx, py + dy, px + dx + w, py + dy + h))
-        .find(|r| {
-            placed
-                .iter()
-                .all(|q| r.2 < q.0 || q.2 < r.0 || r.3 < q.1 || q.3 < r.1)
-        });
-        match spot {
+        let size = (text.chars().count() as i32 * 8, 16);
+        match free_spot(&placed, local(a, chart.backend_coord(&pts[i])), size) {
             Some(r) => {
                 placed.push(r);
                 a.draw(&Text::new(
@@ -609,32 +760,28 @@ fn tradeoff<DB: DrawingBackend>(
             None => unlabelled += 1,
         }
     }
-    if unlabelled > 0 {
-        let (w, _) = a.dim_in_pixel();
-        a.draw(&Text::new(
-            format!("{unlabelled} crowded point(s) unlabelled: see the results table"),
-            (w as i32 - 30, 62),
-            (FONT, 14)
-                .into_font()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Right, VPos::Top)),
-        ))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 16))
-        .draw()?;
-    if !failed.is_empty() {
-        a.draw(&Text::new(
-            format!("FAILED (not plotted): {}", failed.join(", ")),
-            (110, 50),
-            (FONT, 16).into_font().color(&RED),
-        ))?;
-    }
-    Ok(())
+    Ok(unlabelled)
+}
+
+/// A label's box in pixels: left, top, right, bottom.
+type Rect = (i32, i32, i32, i32);
+
+/// The first place for a `w` × `h` label right of, left of, above or below the point at
+/// `(px, py)` that overlaps none of `placed`.
+fn free_spot(placed: &[Rect], (px, py): (i32, i32), (w, h): (i32, i32)) -> Option<Rect> {
+    [
+        (12, -h / 2),
+        (-12 - w, -h / 2),
+        (-w / 2, -12 - h),
+        (-w / 2, 12),
+    ]
+    .into_iter()
+    .map(|(dx, dy)| (px + dx, py + dy, px + dx + w, py + dy + h))
+    .find(|r| {
+        placed
+            .iter()
+            .all(|q| r.2 < q.0 || q.2 < r.0 || r.3 < q.1 || q.3 < r.1)
+    })
 }
 
 /// Inter-token latencies of a cell, all repetitions pooled (ms).
@@ -645,19 +792,13 @@ fn itls(c: &CellResult) -> Vec<f64> {
         .collect()
 }
 
+/// The per-token latency distribution: one box plot per cell, on a log axis.
 fn distribution<DB: DrawingBackend>(
     a: &DrawingArea<DB, Shift>,
     r: &Report,
 ) -> Result<(), Err2<DB>> {
     let n = r.cells.len().max(1);
-    let all: Vec<f64> = r.cells.iter().flat_map(itls).filter(|v| *v > 0.0).collect();
-    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if lo.is_finite() && hi > lo {
-        (lo / 1.3, hi * 1.3)
-    } else {
-        (0.01, 100.0)
-    };
+    let (lo, hi) = itl_bounds(r);
     let mut chart = ChartBuilder::on(a)
         .caption(
             "Per-token latency (box: p25–p75, line: median, whiskers: p5–p95, dot: p99)",
@@ -694,39 +835,64 @@ fn distribution<DB: DrawingBackend>(
                 .color(&BLACK)
                 .pos(Pos::new(HPos::Right, VPos::Center)),
         ))?;
-        let v = itls(c);
-        if c.status == CellStatus::Failed || v.is_empty() {
-            chart.draw_series(std::iter::once(Text::new(
-                if c.status == CellStatus::Failed {
-                    "FAILED"
-                } else {
-                    "no samples"
-                },
-                (lo * 1.1, y),
-                (FONT, 15)
-                    .into_font()
-                    .style(FontStyle::Bold)
-                    .color(&RED)
-                    .pos(Pos::new(HPos::Left, VPos::Center)),
-            )))?;
-            continue;
-        }
-        let p = |q| percentile(&v, q).unwrap_or(0.0).max(lo);
-        let color = quant_color(&c.quant.to_string(), i);
-        chart.draw_series(std::iter::once(PathElement::new(
-            vec![(p(5.0), y), (p(95.0), y)],
-            BLACK.stroke_width(1),
-        )))?;
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(p(25.0), y - 0.3), (p(75.0), y + 0.3)],
-            color.mix(0.7).filled(),
-        )))?;
-        chart.draw_series(std::iter::once(PathElement::new(
-            vec![(p(50.0), y - 0.34), (p(50.0), y + 0.34)],
-            BLACK.stroke_width(3),
-        )))?;
-        chart.draw_series(std::iter::once(Circle::new((p(99.0), y), 4, RED.filled())))?;
+        latency_box(&mut chart, c, i, y, lo)?;
     }
+    Ok(())
+}
+
+/// The range of the distribution's log axis: all latencies with a margin, or a default.
+fn itl_bounds(r: &Report) -> (f64, f64) {
+    let all: Vec<f64> = r.cells.iter().flat_map(itls).filter(|v| *v > 0.0).collect();
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() && hi > lo {
+        (lo / 1.3, hi * 1.3)
+    } else {
+        (0.01, 100.0)
+    }
+}
+
+/// Cell `i`'s box plot at height `y` (whiskers p5–p95, box p25–p75, median line, p99 dot),
+/// or "FAILED" / "no samples"; `lo` is the axis' left end.
+fn latency_box<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<LogCoord<f64>, RangedCoordf64>>,
+    c: &CellResult,
+    i: usize,
+    y: f64,
+    lo: f64,
+) -> Result<(), Err2<DB>> {
+    let v = itls(c);
+    if c.status == CellStatus::Failed || v.is_empty() {
+        chart.draw_series(std::iter::once(Text::new(
+            if c.status == CellStatus::Failed {
+                "FAILED"
+            } else {
+                "no samples"
+            },
+            (lo * 1.1, y),
+            (FONT, 15)
+                .into_font()
+                .style(FontStyle::Bold)
+                .color(&RED)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+        )))?;
+        return Ok(());
+    }
+    let p = |q| percentile(&v, q).unwrap_or(0.0).max(lo);
+    let color = quant_color(&c.quant.to_string(), i);
+    chart.draw_series(std::iter::once(PathElement::new(
+        vec![(p(5.0), y), (p(95.0), y)],
+        BLACK.stroke_width(1),
+    )))?;
+    chart.draw_series(std::iter::once(Rectangle::new(
+        [(p(25.0), y - 0.3), (p(75.0), y + 0.3)],
+        color.mix(0.7).filled(),
+    )))?;
+    chart.draw_series(std::iter::once(PathElement::new(
+        vec![(p(50.0), y - 0.34), (p(50.0), y + 0.34)],
+        BLACK.stroke_width(3),
+    )))?;
+    chart.draw_series(std::iter::once(Circle::new((p(99.0), y), 4, RED.filled())))?;
     Ok(())
 }
 

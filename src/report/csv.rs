@@ -47,7 +47,27 @@ macro_rules! stat_cols {
 
 /// Every column, in order.
 pub fn columns() -> Vec<Col> {
-    let head: Vec<Col> = vec![
+    let mut cols = identity_columns();
+    cols.extend(parameter_columns());
+    cols.extend(stat_cols!("ttft_ms"));
+    cols.extend(stat_cols!("decode_tok_s"));
+    cols.extend::<[Col; 3]>([
+        ("itl_ms_p50", |_, c| num(c.itl_ms_p50)),
+        ("itl_ms_p90", |_, c| num(c.itl_ms_p90)),
+        ("itl_ms_p99", |_, c| num(c.itl_ms_p99)),
+    ]);
+    cols.extend(stat_cols!("pp_tok_s"));
+    cols.extend(stat_cols!("tg_tok_s"));
+    cols.extend(counter_columns());
+    cols.extend(memory_columns());
+    cols.extend(build_columns());
+    cols.extend(placement_columns());
+    cols
+}
+
+/// The run and the cell: names, status, the model file and what llama.cpp says of the model.
+fn identity_columns() -> Vec<Col> {
+    vec![
         ("run_id", |r, _| r.run_id.clone()),
         ("index", |_, c| c.index.to_string()),
         ("model", |_, c| c.model.clone()),
@@ -85,6 +105,12 @@ pub fn columns() -> Vec<Col> {
         ("model_n_params", |_, c| {
             opt(c.model_info.as_ref().map(|m| m.n_params))
         }),
+    ]
+}
+
+/// The cell's parameters, where it ran, and its load and context times.
+fn parameter_columns() -> Vec<Col> {
+    vec![
         ("n_prompt", |_, c| c.params.n_prompt.to_string()),
         ("n_gen", |_, c| c.params.n_gen.to_string()),
         ("n_batch", |_, c| c.params.n_batch.to_string()),
@@ -103,21 +129,21 @@ pub fn columns() -> Vec<Col> {
         ("load_s", |_, c| num(c.load_s)),
         ("load_cold", |_, c| opt(c.load_cold)),
         ("ctx_s", |_, c| num(c.ctx_s)),
-    ];
-    let mut cols = head;
-    cols.extend(stat_cols!("ttft_ms"));
-    cols.extend(stat_cols!("decode_tok_s"));
-    cols.extend::<[Col; 3]>([
-        ("itl_ms_p50", |_, c| num(c.itl_ms_p50)),
-        ("itl_ms_p90", |_, c| num(c.itl_ms_p90)),
-        ("itl_ms_p99", |_, c| num(c.itl_ms_p99)),
-    ]);
-    cols.extend(stat_cols!("pp_tok_s"));
-    cols.extend(stat_cols!("tg_tok_s"));
-    let tail: Vec<Col> = vec![
+    ]
+}
+
+/// llama.cpp's own counters and the sampling cost (means).
+fn counter_columns() -> Vec<Col> {
+    vec![
         ("pp_tok_s_llama", |_, c| num(c.mean("pp_tok_s_llama"))),
         ("tg_tok_s_llama", |_, c| num(c.mean("tg_tok_s_llama"))),
         ("sample_us", |_, c| num(c.mean("sample_us"))),
+    ]
+}
+
+/// Memory (VRAM, llama.cpp's breakdown, host RSS), efficiency, energy, bandwidth and clocks.
+fn memory_columns() -> Vec<Col> {
+    vec![
         ("vram_bytes", |_, c| opt(c.vram_bytes)),
         ("vram_source", |_, c| opt(c.vram_source.clone())),
         ("vram_after_load_bytes", |_, c| {
@@ -155,6 +181,12 @@ pub fn columns() -> Vec<Col> {
         ("sm_clock_mhz_max", |_, c| {
             opt(c.gpu.as_ref().and_then(|g| g.sm_clock_mhz_max))
         }),
+    ]
+}
+
+/// The quantbench and llama.cpp builds, and when the run started.
+fn build_columns() -> Vec<Col> {
+    vec![
         ("quantbench_version", |r, _| r.quantbench.version.clone()),
         ("git_commit", |r, _| r.quantbench.git_commit.clone()),
         ("build_profile", |r, _| r.quantbench.build_profile.clone()),
@@ -162,7 +194,13 @@ pub fn columns() -> Vec<Col> {
             r.environment.llama.llama_version.clone()
         }),
         ("started_at", |r, _| r.started_at.clone()),
-        // multi-GPU placement (added after the columns above; llama-bench's names)
+    ]
+}
+
+/// The multi-GPU placement (added after the columns above; llama-bench's names) and the GPUs
+/// used.
+fn placement_columns() -> Vec<Col> {
+    vec![
         ("split_mode", |_, c| c.params.split_mode.name().into()),
         ("main_gpu", |_, c| c.params.main_gpu.to_string()),
         ("tensor_split", |_, c| c.params.tensor_split.to_string()),
@@ -182,9 +220,7 @@ pub fn columns() -> Vec<Col> {
                 .join("/")
         }),
         ("vram_max_gpu_bytes", |_, c| opt(c.vram_max_gpu_bytes())),
-    ];
-    cols.extend(tail);
-    cols
+    ]
 }
 
 impl Format for Csv {

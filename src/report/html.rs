@@ -3,15 +3,17 @@
 //! comparison with a baseline when there was one. No scripts, no fonts or styles from the
 //! network, no external request of any kind; readable on a laptop and a phone. Never prints.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use anyhow::Result;
 use base64::Engine;
 
 use super::charts::ChartFile;
-use super::md::{bytes, mean_sd, memory};
+use super::md::{bytes, fixed, mean_sd, memory, status_text};
+use crate::acquire::Origin;
 use crate::compare::Comparison;
-use crate::results::{CellStatus, Report};
+use crate::gpu::GpuEnvironment;
+use crate::results::{CellResult, CellStatus, Report};
 
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {
@@ -49,17 +51,25 @@ code { background: #f4f6f8; padding: 0 .25rem; overflow-wrap: anywhere; }
 /// Renders the page.
 pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Result<String> {
     let mut h = String::new();
-    let failed: Vec<_> = r
-        .cells
-        .iter()
-        .filter(|c| c.status == CellStatus::Failed)
-        .collect();
-    let e = &r.environment;
-    let device = r
-        .cells
-        .iter()
-        .find_map(|c| c.device.clone())
-        .unwrap_or_else(|| e.cpu.clone());
+    let failed = r.failed_cells();
+    let device = r.device_description();
+    page_head(&mut h, r, &device, failed.len())?;
+    banners(&mut h, r, cmp)?;
+    environment(&mut h, r, &device);
+    results_table(&mut h, r)?;
+    placements(&mut h, r)?;
+    failed_list(&mut h, &failed)?;
+    chart_figures(&mut h, charts)?;
+    if let Some(c) = cmp {
+        comparison(&mut h, c)?;
+    }
+    h += "<p style=\"color:#666;font-size:.85rem;margin-top:2rem\">Made by quantbench; \
+          results.json in the same folder holds every number and sample.</p>\n</body></html>\n";
+    Ok(h)
+}
+
+/// The document head, the title and the one-line summary of the run.
+fn page_head(h: &mut String, r: &Report, device: &str, failed: usize) -> fmt::Result {
     write!(
         h,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -68,15 +78,18 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
          <h1>quantbench run {id}</h1>\n<p>{n} cells on {dev} — {failed} failed — status {status:?}{wall}</p>\n",
         id = esc(&r.run_id),
         n = r.cells.len(),
-        dev = esc(&device),
-        failed = failed.len(),
+        dev = esc(device),
         status = r.status,
         wall = r.wall_s.map_or(String::new(), |w| format!(" — {w:.1} s wall")),
-    )?;
+    )
+}
+
+/// The notes under the title: synthetic weights, and the comparison's outcome.
+fn banners(h: &mut String, r: &Report, cmp: Option<&Comparison>) -> fmt::Result {
     if r.synthetic_weights {
-        h += "<p class=\"note\"><b>Synthetic weights.</b> The models have real architectures and \
-              tokenizers but random weights: speed and memory are meaningful, the generated text \
-              and any quality figure are not.</p>\n";
+        *h += "<p class=\"note\"><b>Synthetic weights.</b> The models have real architectures and \
+               tokenizers but random weights: speed and memory are meaningful, the generated text \
+               and any quality figure are not.</p>\n";
     }
     if let Some(c) = cmp {
         let (class, what) = if c.regressions > 0 {
@@ -92,223 +105,243 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
             "<p class=\"{class}\"><b>{what}</b> — see <a href=\"#comparison\">Comparison</a>.</p>"
         )?;
     }
+    Ok(())
+}
 
-    // environment
-    h += "<h2>Environment</h2>\n<dl>\n";
-    let mut dl = |k: &str, v: String| {
-        let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(&v));
+/// One term and its description in a `<dl>`.
+fn dl(h: &mut String, k: &str, v: &str) {
+    let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+}
+
+/// The Environment section: machine, GPUs, software and the command.
+fn environment(h: &mut String, r: &Report, device: &str) {
+    let e = &r.environment;
+    *h += "<h2>Environment</h2>\n<dl>\n";
+    dl(h, "Device", device);
+    dl(h, "CPU", &format!("{} ({} cores)", e.cpu, e.cpu_cores));
+    dl(h, "Host memory", &bytes(e.host_memory_bytes));
+    dl(h, "OS", &format!("{} — {}", e.os, e.kernel));
+    gpu_entries(h, &e.gpu);
+    software_entries(h, r);
+    *h += "</dl>\n";
+}
+
+/// The NVIDIA driver, each GPU, or why there is no GPU telemetry.
+fn gpu_entries(h: &mut String, g: &GpuEnvironment) {
+    if let Some(d) = &g.driver_version {
+        let cuda = g.cuda_version.clone().unwrap_or_default();
+        dl(h, "NVIDIA driver", &format!("{d}, CUDA {cuda}"));
+    }
+    for g in &g.gpus {
+        let peak = g
+            .peak_bandwidth_bytes_s
+            .map_or(String::new(), |b| format!(", peak {:.2} TB/s", b / 1e12));
+        let desc = format!(
+            "{} ({}, {}{peak})",
+            g.name,
+            g.uuid,
+            bytes(g.memory_total_bytes)
+        );
+        dl(h, "GPU", &desc);
+    }
+    if let Some(why) = &g.unavailable_reason {
+        dl(h, "GPU telemetry", why);
+    }
+}
+
+/// llama.cpp and quantbench versions, the weights, the command, the start and the notes.
+fn software_entries(h: &mut String, r: &Report) {
+    let l = &r.environment.llama;
+    let modules: Vec<&str> = l
+        .modules
+        .iter()
+        .map(|m| m.rsplit('/').next().unwrap_or(m))
+        .collect();
+    let llama = format!(
+        "{} (ggml {} {}), modules: {}",
+        l.llama_version,
+        l.ggml_version,
+        l.ggml_commit,
+        modules.join(", ")
+    );
+    dl(h, "llama.cpp", &llama);
+    let q = &r.quantbench;
+    let quantbench = format!("{} ({}, {})", q.version, q.git_commit, q.build_profile);
+    dl(h, "quantbench", &quantbench);
+    let weights = if r.synthetic_weights {
+        "synthetic (random)"
+    } else {
+        "real"
     };
-    dl("Device", device.clone());
-    dl("CPU", format!("{} ({} cores)", e.cpu, e.cpu_cores));
-    dl("Host memory", bytes(e.host_memory_bytes));
-    dl("OS", format!("{} — {}", e.os, e.kernel));
-    if let Some(d) = &e.gpu.driver_version {
-        dl(
-            "NVIDIA driver",
-            format!(
-                "{d}, CUDA {}",
-                e.gpu.cuda_version.clone().unwrap_or_default()
-            ),
-        );
+    dl(h, "Weights", weights);
+    dl(h, "Command", &r.command.join(" "));
+    dl(h, "Started", &r.started_at);
+    for n in &r.environment.notes {
+        dl(h, "Note", n);
     }
-    for g in &e.gpu.gpus {
-        dl(
-            "GPU",
-            format!(
-                "{} ({}, {}{})",
-                g.name,
-                g.uuid,
-                bytes(g.memory_total_bytes),
-                g.peak_bandwidth_bytes_s
-                    .map_or(String::new(), |b| format!(", peak {:.2} TB/s", b / 1e12))
-            ),
-        );
-    }
-    if let Some(why) = &e.gpu.unavailable_reason {
-        dl("GPU telemetry", why.clone());
-    }
-    dl(
-        "llama.cpp",
-        format!(
-            "{} (ggml {} {}), modules: {}",
-            e.llama.llama_version,
-            e.llama.ggml_version,
-            e.llama.ggml_commit,
-            e.llama
-                .modules
-                .iter()
-                .map(|m| m.rsplit('/').next().unwrap_or(m))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    );
-    dl(
-        "quantbench",
-        format!(
-            "{} ({}, {})",
-            r.quantbench.version, r.quantbench.git_commit, r.quantbench.build_profile
-        ),
-    );
-    dl(
-        "Weights",
-        if r.synthetic_weights {
-            "synthetic (random)".into()
-        } else {
-            "real".into()
-        },
-    );
-    dl("Command", r.command.join(" "));
-    dl("Started", r.started_at.clone());
-    for n in &e.notes {
-        dl("Note", n.clone());
-    }
-    h += "</dl>\n";
+}
 
-    // results
-    h += "<h2>Results</h2>\n<p>Rates are mean ± standard deviation over the repetitions. Memory \
-          is the worker's device memory (VRAM) on a GPU, its host resident set (RSS) on the CPU.</p>\n\
-          <div class=\"scroll\"><table>\n<tr><th class=\"l\">model</th><th class=\"l\">quant</th>\
-          <th>pp / tg</th><th class=\"l\">status</th><th class=\"l\">device</th><th>load s</th>\
-          <th>memory</th><th>TTFT ms</th><th>decode tok/s</th><th>ITL p50 / p99 ms</th>\
-          <th>pp tok/s</th><th>tg tok/s</th><th>tok/s per GB</th><th>J/token</th><th class=\"l\">file</th></tr>\n";
+/// The Results section: one row per cell.
+fn results_table(h: &mut String, r: &Report) -> fmt::Result {
+    *h += "<h2>Results</h2>\n<p>Rates are mean ± standard deviation over the repetitions. Memory \
+           is the worker's device memory (VRAM) on a GPU, its host resident set (RSS) on the CPU.</p>\n\
+           <div class=\"scroll\"><table>\n<tr><th class=\"l\">model</th><th class=\"l\">quant</th>\
+           <th>pp / tg</th><th class=\"l\">status</th><th class=\"l\">device</th><th>load s</th>\
+           <th>memory</th><th>TTFT ms</th><th>decode tok/s</th><th>ITL p50 / p99 ms</th>\
+           <th>pp tok/s</th><th>tg tok/s</th><th>tok/s per GB</th><th>J/token</th><th class=\"l\">file</th></tr>\n";
     for c in &r.cells {
-        let ok = c.status == CellStatus::Ok;
-        let o = c.origin.as_ref();
+        result_row(h, c)?;
+    }
+    *h += "</table></div>\n";
+    Ok(())
+}
+
+/// One cell's row of the Results table.
+fn result_row(h: &mut String, c: &CellResult) -> fmt::Result {
+    let ok = c.status == CellStatus::Ok;
+    writeln!(
+        h,
+        "<tr class=\"{cls}\"><td class=\"l\">{model}</td><td class=\"l\">{quant}</td><td>{pp} / {tg}</td>\
+         <td class=\"l\">{status}</td><td class=\"l\">{dev}</td><td>{load}</td><td>{mem}</td><td>{ttft}</td>\
+         <td>{dec}</td><td>{itl}</td><td>{pps}</td><td>{tgs}</td><td>{eff}</td><td>{en}</td><td class=\"l\">{file}</td></tr>",
+        cls = if ok { "" } else { "failed" },
+        model = esc(&format!("{}{}", c.label, c.placement_suffix())),
+        quant = c.quant,
+        pp = c.params.n_prompt,
+        tg = c.params.n_gen,
+        status = status_text(c),
+        dev = esc(&format!(
+            "{} {}",
+            c.backend.clone().unwrap_or_default(),
+            c.device.clone().unwrap_or_default()
+        )),
+        load = fixed(c.load_s, 2),
+        mem = esc(&memory(c)),
+        ttft = esc(&mean_sd(c, "ttft_ms")),
+        dec = esc(&mean_sd(c, "decode_tok_s")),
+        itl = match (c.itl_ms_p50, c.itl_ms_p99) {
+            (Some(a), Some(b)) => format!("{a:.2} / {b:.2}"),
+            _ => "–".into(),
+        },
+        pps = esc(&mean_sd(c, "pp_tok_s")),
+        tgs = esc(&mean_sd(c, "tg_tok_s")),
+        eff = fixed(c.efficiency_tok_s_per_gb, 1),
+        en = fixed(c.energy_j_per_tok, 3),
+        file = c.origin.as_ref().map_or("–".into(), |o| esc(&file_description(o))),
+    )
+}
+
+/// A model file for the Results table: name, source, size and the start of its sha256.
+fn file_description(o: &Origin) -> String {
+    format!(
+        "{} ({}, {}, sha256 {})",
+        o.path.file_name().unwrap_or_default().to_string_lossy(),
+        o.kind,
+        bytes(o.size_bytes),
+        &o.sha256.get(..12).unwrap_or(&o.sha256)
+    )
+}
+
+/// Table rows: each cell escaped, left-aligned where `left` says so, the row classed by `class`.
+fn table_rows(
+    h: &mut String,
+    rows: &[Vec<String>],
+    class: impl Fn(&[String]) -> &'static str,
+    left: impl Fn(usize) -> bool,
+) -> fmt::Result {
+    for row in rows {
+        write!(h, "<tr class=\"{}\">", class(row))?;
+        for (i, cell) in row.iter().enumerate() {
+            let l = if left(i) { " class=\"l\"" } else { "" };
+            write!(h, "<td{l}>{}</td>", esc(cell))?;
+        }
+        *h += "</tr>\n";
+    }
+    Ok(())
+}
+
+/// The Multi-GPU placements section, where the run has such cells.
+fn placements(h: &mut String, r: &Report) -> fmt::Result {
+    let Some((intro, head, rows)) = super::md::placement_table(r) else {
+        return Ok(());
+    };
+    write!(
+        h,
+        "<h2>Multi-GPU placements</h2>\n<p>{}</p>\n<div class=\"scroll\"><table>\n<tr>",
+        esc(&intro.replace('`', ""))
+    )?;
+    for (i, t) in head.iter().enumerate() {
+        let l = if i < 5 { " class=\"l\"" } else { "" };
+        write!(h, "<th{l}>{}</th>", esc(t))?;
+    }
+    *h += "</tr>\n";
+    let class = |row: &[String]| if row[3] == "FAILED" { "failed" } else { "" };
+    table_rows(h, &rows, class, |i| i < 5)?;
+    *h += "</table></div>\n";
+    Ok(())
+}
+
+/// The Failed cells section, where cells failed: each with its reason.
+fn failed_list(h: &mut String, failed: &[&CellResult]) -> fmt::Result {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    *h += "<h2>Failed cells</h2>\n<ul>\n";
+    for c in failed {
         writeln!(
             h,
-            "<tr class=\"{cls}\"><td class=\"l\">{model}</td><td class=\"l\">{quant}</td><td>{pp} / {tg}</td>\
-             <td class=\"l\">{status}</td><td class=\"l\">{dev}</td><td>{load}</td><td>{mem}</td><td>{ttft}</td>\
-             <td>{dec}</td><td>{itl}</td><td>{pps}</td><td>{tgs}</td><td>{eff}</td><td>{en}</td><td class=\"l\">{file}</td></tr>",
-            cls = if ok { "" } else { "failed" },
-            model = esc(&format!("{}{}", c.label, c.placement_suffix())),
-            quant = c.quant,
-            pp = c.params.n_prompt,
-            tg = c.params.n_gen,
-            status = if ok { "ok".to_string() } else { "FAILED".to_string() },
-            dev = esc(&format!("{} {}", c.backend.clone().unwrap_or_default(), c.device.clone().unwrap_or_default())),
-            load = c.load_s.map_or("–".into(), |v| format!("{v:.2}")),
-            mem = esc(&memory(c)),
-            ttft = esc(&mean_sd(c, "ttft_ms")),
-            dec = esc(&mean_sd(c, "decode_tok_s")),
-            itl = match (c.itl_ms_p50, c.itl_ms_p99) {
-                (Some(a), Some(b)) => format!("{a:.2} / {b:.2}"),
-                _ => "–".into(),
-            },
-            pps = esc(&mean_sd(c, "pp_tok_s")),
-            tgs = esc(&mean_sd(c, "tg_tok_s")),
-            eff = c.efficiency_tok_s_per_gb.map_or("–".into(), |v| format!("{v:.1}")),
-            en = c.energy_j_per_tok.map_or("–".into(), |v| format!("{v:.3}")),
-            file = o.map_or("–".into(), |o| {
-                esc(&format!(
-                    "{} ({}, {}, sha256 {})",
-                    o.path.file_name().unwrap_or_default().to_string_lossy(),
-                    o.kind,
-                    bytes(o.size_bytes),
-                    &o.sha256.get(..12).unwrap_or(&o.sha256)
-                ))
-            }),
+            "<li><b>{} {}</b> (pp{} tg{}): <code>{}</code></li>",
+            esc(&c.model_and_placement()),
+            c.quant,
+            c.params.n_prompt,
+            c.params.n_gen,
+            esc(c.error.as_deref().unwrap_or("unknown reason"))
         )?;
     }
-    h += "</table></div>\n";
+    *h += "</ul>\n";
+    Ok(())
+}
 
-    if let Some((intro, head, rows)) = super::md::placement_table(r) {
-        write!(
+/// The Charts section: every PNG inlined as a data URI.
+fn chart_figures(h: &mut String, charts: &[ChartFile]) -> Result<()> {
+    if charts.is_empty() {
+        return Ok(());
+    }
+    *h += "<h2>Charts</h2>\n";
+    for ch in charts {
+        let png = std::fs::read(&ch.png)?;
+        writeln!(
             h,
-            "<h2>Multi-GPU placements</h2>\n<p>{}</p>\n<div class=\"scroll\"><table>\n<tr>",
-            esc(&intro.replace('`', ""))
+            "<figure><figcaption>{}</figcaption><img alt=\"{}\" src=\"data:image/png;base64,{}\"></figure>",
+            esc(ch.title),
+            esc(ch.stem),
+            base64::engine::general_purpose::STANDARD.encode(png)
         )?;
-        for (i, t) in head.iter().enumerate() {
-            let l = if i < 5 { " class=\"l\"" } else { "" };
-            write!(h, "<th{l}>{}</th>", esc(t))?;
-        }
-        h += "</tr>\n";
-        for row in rows {
-            let cls = if row[3] == "FAILED" { "failed" } else { "" };
-            write!(h, "<tr class=\"{cls}\">")?;
-            for (i, cell) in row.iter().enumerate() {
-                let l = if i < 5 { " class=\"l\"" } else { "" };
-                write!(h, "<td{l}>{}</td>", esc(cell))?;
-            }
-            h += "</tr>\n";
-        }
-        h += "</table></div>\n";
     }
+    Ok(())
+}
 
-    if !failed.is_empty() {
-        h += "<h2>Failed cells</h2>\n<ul>\n";
-        for c in &failed {
-            writeln!(
-                h,
-                "<li><b>{} {}</b> (pp{} tg{}): <code>{}</code></li>",
-                esc(&format!("{}{}", c.model, c.placement_suffix())),
-                c.quant,
-                c.params.n_prompt,
-                c.params.n_gen,
-                esc(c.error.as_deref().unwrap_or("unknown reason"))
-            )?;
-        }
-        h += "</ul>\n";
-    }
-
-    if !charts.is_empty() {
-        h += "<h2>Charts</h2>\n";
-        for ch in charts {
-            let png = std::fs::read(&ch.png)?;
-            writeln!(
-                h,
-                "<figure><figcaption>{}</figcaption><img alt=\"{}\" src=\"data:image/png;base64,{}\"></figure>",
-                esc(ch.title),
-                esc(ch.stem),
-                base64::engine::general_purpose::STANDARD.encode(png)
-            )?;
-        }
-    }
-
-    if let Some(c) = cmp {
-        write!(
-            h,
-            "<h2 id=\"comparison\">Comparison</h2>\n<p>Baseline <code>{}</code> ({}) → this run ({}). {} \
-             {} regression(s), {} improvement(s).</p>\n<div class=\"scroll\"><table>\n<tr>\
-             <th class=\"l\">model</th><th class=\"l\">quant</th><th class=\"l\">cell</th><th class=\"l\">metric</th>\
-             <th>baseline</th><th>current</th><th>change</th><th>p (test)</th><th>threshold</th><th class=\"l\">verdict</th></tr>\n",
-            esc(&c.base),
-            esc(&c.base_run_id),
-            esc(&c.current_run_id),
-            if c.base_runs >= 3 {
-                format!(
-                    "With {} baseline runs, a regression needs a change beyond the threshold in the \
-                     bad direction and p &lt; 0.05 against the spread of the baseline runs (a t \
-                     prediction interval on the per-run means).",
-                    c.base_runs
-                )
-            } else {
-                "A regression needs a change beyond the threshold in the bad direction and Welch's \
-                 t-test p &lt; 0.05 on the repetition samples (metrics measured once: an absolute \
-                 change beyond a floor)."
-                    .to_string()
-            },
-            c.regressions,
-            c.improvements
-        )?;
-        for row in crate::compare::rows(c) {
-            let verdict = row.last().cloned().unwrap_or_default();
-            let cls = if verdict == "REGRESSED" {
-                "regressed"
-            } else if verdict == "improved" {
-                "improved"
-            } else {
-                ""
-            };
-            write!(h, "<tr class=\"{cls}\">")?;
-            for (i, cell) in row.iter().enumerate() {
-                let l = if i < 4 || i == 9 { " class=\"l\"" } else { "" };
-                write!(h, "<td{l}>{}</td>", esc(cell))?;
-            }
-            h += "</tr>\n";
-        }
-        h += "</table></div>\n";
-    }
-    h += "<p style=\"color:#666;font-size:.85rem;margin-top:2rem\">Made by quantbench; \
-          results.json in the same folder holds every number and sample.</p>\n</body></html>\n";
-    Ok(h)
+/// The Comparison section: the runs compared, how the gate decides, and one row per metric.
+fn comparison(h: &mut String, c: &Comparison) -> fmt::Result {
+    write!(
+        h,
+        "<h2 id=\"comparison\">Comparison</h2>\n<p>Baseline <code>{}</code> ({}) → this run ({}). {} \
+         {} regression(s), {} improvement(s).</p>\n<div class=\"scroll\"><table>\n<tr>\
+         <th class=\"l\">model</th><th class=\"l\">quant</th><th class=\"l\">cell</th><th class=\"l\">metric</th>\
+         <th>baseline</th><th>current</th><th>change</th><th>p (test)</th><th>threshold</th><th class=\"l\">verdict</th></tr>\n",
+        esc(&c.base),
+        esc(&c.base_run_id),
+        esc(&c.current_run_id),
+        esc(&crate::compare::explanation(c)),
+        c.regressions,
+        c.improvements
+    )?;
+    let class = |row: &[String]| match row.last().map(String::as_str) {
+        Some("REGRESSED") => "regressed",
+        Some("improved") => "improved",
+        _ => "",
+    };
+    table_rows(h, &crate::compare::rows(c), class, |i| i < 4 || i == 9)?;
+    *h += "</table></div>\n";
+    Ok(())
 }

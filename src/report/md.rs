@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use super::Format;
 use crate::config::SplitMode;
+use crate::gpu::GpuCellTelemetry;
 use crate::results::{CellResult, CellStatus, Report};
 
 pub struct Markdown;
@@ -36,6 +37,36 @@ pub fn mean_sd(c: &CellResult, metric: &str) -> String {
     }
 }
 
+/// An optional figure with `decimals` decimals, or `–`.
+pub fn fixed(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.decimals$}"))
+}
+
+/// An optional size as [`bytes`], or `–`.
+pub fn opt_bytes(v: Option<u64>) -> String {
+    v.map_or("–".into(), bytes)
+}
+
+/// An optional fraction as a whole percentage (`0.437` → `44%`), or `–`.
+pub fn percent(v: Option<f64>) -> String {
+    v.map_or("–".into(), |x| format!("{:.0}%", x * 100.0))
+}
+
+/// The SM clock range seen during timed regions, `min–max` in MHz (`?` where unknown).
+pub fn sm_clocks(g: &GpuCellTelemetry) -> String {
+    let mhz = |v: Option<u32>| v.map_or("?".into(), |v| v.to_string());
+    format!("{}–{}", mhz(g.sm_clock_mhz_min), mhz(g.sm_clock_mhz_max))
+}
+
+/// `ok` or `FAILED`.
+pub fn status_text(c: &CellResult) -> &'static str {
+    if c.status == CellStatus::Ok {
+        "ok"
+    } else {
+        "FAILED"
+    }
+}
+
 /// Memory column: the memory the efficiency figure uses, labelled.
 pub fn memory(c: &CellResult) -> String {
     match (c.mem_bytes, c.mem_basis.as_deref()) {
@@ -64,24 +95,32 @@ pub fn table(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
         .cells
         .iter()
         .map(|c| {
-            let ok = c.status == CellStatus::Ok;
             vec![
-                format!("{}{}", c.model, c.placement_suffix()),
+                c.model_and_placement(),
                 c.quant.to_string(),
-                if ok { "ok".into() } else { "FAILED".into() },
-                c.load_s.map_or("–".into(), |s| format!("{s:.2}")),
+                status_text(c).into(),
+                fixed(c.load_s, 2),
                 memory(c),
                 mean_sd(c, "ttft_ms"),
                 mean_sd(c, "decode_tok_s"),
-                c.itl_ms_p99.map_or("–".into(), |v| format!("{v:.2}")),
+                fixed(c.itl_ms_p99, 2),
                 mean_sd(c, "pp_tok_s"),
                 mean_sd(c, "tg_tok_s"),
-                c.efficiency_tok_s_per_gb
-                    .map_or("–".into(), |v| format!("{v:.1}")),
+                fixed(c.efficiency_tok_s_per_gb, 1),
             ]
         })
         .collect();
     (head, rows)
+}
+
+/// A Markdown table: the header, the rule, one line per row.
+fn md_table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = format!("| {} |\n", head.join(" | "));
+    s += &format!("|{}\n", head.iter().map(|_| "---|").collect::<String>());
+    for row in rows {
+        s += &format!("| {} |\n", row.join(" | "));
+    }
+    s
 }
 
 impl Format for Markdown {
@@ -89,85 +128,81 @@ impl Format for Markdown {
         "summary.md"
     }
     fn render(&self, r: &Report) -> Result<String> {
-        let e = &r.environment;
         let mut s = format!("# quantbench run {}\n\n", r.run_id);
-        let device = r
-            .cells
-            .iter()
-            .find_map(|c| c.device.clone())
-            .unwrap_or_else(|| e.cpu.clone());
-        s += &format!(
-            "- status: {:?}, {} cells ({} failed){}\n",
-            r.status,
-            r.cells.len(),
-            r.cells
-                .iter()
-                .filter(|c| c.status == CellStatus::Failed)
-                .count(),
-            r.wall_s
-                .map_or(String::new(), |w| format!(", wall time {w:.1} s")),
-        );
-        s += &format!(
-            "- device: {device}; CPU: {} ({} cores); OS: {} {}\n",
-            e.cpu, e.cpu_cores, e.os, e.kernel
-        );
-        if let Some(d) = &e.gpu.driver_version {
-            s += &format!(
-                "- NVIDIA driver {d}, CUDA {}\n",
-                e.gpu.cuda_version.as_deref().unwrap_or("?")
-            );
-        }
-        s += &format!(
-            "- quantbench {} ({}, {}), llama.cpp {} (ggml {} {})\n",
-            r.quantbench.version,
-            r.quantbench.git_commit,
-            r.quantbench.build_profile,
-            e.llama.llama_version,
-            e.llama.ggml_version,
-            e.llama.ggml_commit
-        );
-        s += &format!("- command: `{}`\n", r.command.join(" "));
-        if r.synthetic_weights {
-            s += "- **synthetic weights**: random values in real architectures; speed and memory are \
-                  meaningful, generated text and quality are not\n";
-        }
+        s += &facts(r);
         s += "\nRates are mean ± standard deviation over the repetitions. Memory is the worker's \
               device memory (VRAM) when a GPU was used, else its host resident set (RSS).\n\n";
         let (head, rows) = table(r);
-        s += &format!("| {} |\n", head.join(" | "));
-        s += &format!("|{}\n", head.iter().map(|_| "---|").collect::<String>());
-        for row in rows {
-            s += &format!("| {} |\n", row.join(" | "));
-        }
+        s += &md_table(&head, &rows);
         s += &harness_check(r);
         s += &gpu_table(r);
         if let Some((intro, head, rows)) = placement_table(r) {
             s += &format!("\n## Multi-GPU placements\n\n{intro}\n\n");
-            s += &format!("| {} |\n", head.join(" | "));
-            s += &format!("|{}\n", head.iter().map(|_| "---|").collect::<String>());
-            for row in rows {
-                s += &format!("| {} |\n", row.join(" | "));
-            }
+            s += &md_table(&head, &rows);
         }
-        let failed: Vec<_> = r
-            .cells
-            .iter()
-            .filter(|c| c.status == CellStatus::Failed)
-            .collect();
-        if !failed.is_empty() {
-            s += "\n## Failed cells\n\n";
-            for c in failed {
-                s += &format!(
-                    "- {}{} {}: {}\n",
-                    c.model,
-                    c.placement_suffix(),
-                    c.quant,
-                    c.error.as_deref().unwrap_or("unknown").replace('\n', " ")
-                );
-            }
-        }
+        s += &failed_list(r);
         Ok(s)
     }
+}
+
+/// The bullet list under the title: status, machine, versions, command, synthetic weights.
+fn facts(r: &Report) -> String {
+    let e = &r.environment;
+    let mut s = format!(
+        "- status: {:?}, {} cells ({} failed){}\n",
+        r.status,
+        r.cells.len(),
+        r.failed_cells().len(),
+        r.wall_s
+            .map_or(String::new(), |w| format!(", wall time {w:.1} s")),
+    );
+    s += &format!(
+        "- device: {}; CPU: {} ({} cores); OS: {} {}\n",
+        r.device_description(),
+        e.cpu,
+        e.cpu_cores,
+        e.os,
+        e.kernel
+    );
+    if let Some(d) = &e.gpu.driver_version {
+        s += &format!(
+            "- NVIDIA driver {d}, CUDA {}\n",
+            e.gpu.cuda_version.as_deref().unwrap_or("?")
+        );
+    }
+    s += &format!(
+        "- quantbench {} ({}, {}), llama.cpp {} (ggml {} {})\n",
+        r.quantbench.version,
+        r.quantbench.git_commit,
+        r.quantbench.build_profile,
+        e.llama.llama_version,
+        e.llama.ggml_version,
+        e.llama.ggml_commit
+    );
+    s += &format!("- command: `{}`\n", r.command.join(" "));
+    if r.synthetic_weights {
+        s += "- **synthetic weights**: random values in real architectures; speed and memory are \
+              meaningful, generated text and quality are not\n";
+    }
+    s
+}
+
+/// The Failed cells section, where cells failed: each with its reason on one line.
+fn failed_list(r: &Report) -> String {
+    let failed = r.failed_cells();
+    if failed.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\n## Failed cells\n\n");
+    for c in failed {
+        s += &format!(
+            "- {} {}: {}\n",
+            c.model_and_placement(),
+            c.quant,
+            c.error.as_deref().unwrap_or("unknown").replace('\n', " ")
+        );
+    }
+    s
 }
 
 fn pct(a: Option<f64>, b: Option<f64>) -> String {
@@ -196,11 +231,10 @@ fn harness_check(r: &Report) -> String {
          |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in ok {
-        let f = |m: &str| c.mean(m).map_or("–".into(), |v| format!("{v:.1}"));
+        let f = |m: &str| fixed(c.mean(m), 1);
         s += &format!(
-            "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            c.model,
-            c.placement_suffix(),
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            c.model_and_placement(),
             c.quant,
             c.params.n_gen,
             f("tg_tok_s"),
@@ -213,8 +247,7 @@ fn harness_check(r: &Report) -> String {
                 (Some(d), Some(t)) if t > 0.0 => format!("{:.1}%", d / t * 100.0),
                 _ => "–".into(),
             },
-            c.mean("sample_us")
-                .map_or("–".into(), |v| format!("{v:.1}"))
+            f("sample_us")
         );
     }
     s
@@ -245,40 +278,41 @@ fn gpu_table(r: &Report) -> String {
         if multi { "---|" } else { "" },
     );
     for c in rows {
-        let g = c.gpu.as_ref().expect("filtered");
-        let m = c.memory.as_ref();
-        let b = |v: Option<u64>| v.map_or("–".into(), bytes);
-        let per_gpu = if multi {
-            format!(" {} |", per_gpu(c))
-        } else {
-            String::new()
-        };
-        s += &format!(
-            "| {}{} | {} | {} | {} | {} |{per_gpu} {} | {} | {} | {} | {} | {} | {} | {}–{} | {} |\n",
-            c.model,
-            c.placement_suffix(),
-            c.quant,
-            c.params.n_gen,
-            b(g.vram_after_load_bytes),
-            b(g.vram_after_warmup_bytes),
-            b(g.vram_peak_bytes),
-            g.vram_source.as_deref().unwrap_or("–"),
-            b(m.map(|m| m.weights_gpu_bytes)),
-            b(m.map(|m| m.kv_bytes)),
-            b(m.map(|m| m.compute_bytes)),
-            c.energy_j_per_tok.map_or("–".into(), |v| format!("{v:.3}")),
-            c.bw_util
-                .map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
-            g.sm_clock_mhz_min.map_or("?".into(), |v| v.to_string()),
-            g.sm_clock_mhz_max.map_or("?".into(), |v| v.to_string()),
-            if g.throttle_reasons.is_empty() {
-                "no".to_string()
-            } else {
-                g.throttle_reasons.join(", ")
-            }
-        );
+        s += &gpu_row(c, multi);
     }
     s
+}
+
+/// One cell's row of the GPU table (`multi`: with the per-GPU column).
+fn gpu_row(c: &CellResult, multi: bool) -> String {
+    let g = c.gpu.as_ref().expect("filtered");
+    let m = c.memory.as_ref();
+    let per_gpu = if multi {
+        format!(" {} |", per_gpu(c))
+    } else {
+        String::new()
+    };
+    format!(
+        "| {} | {} | {} | {} | {} |{per_gpu} {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        c.model_and_placement(),
+        c.quant,
+        c.params.n_gen,
+        opt_bytes(g.vram_after_load_bytes),
+        opt_bytes(g.vram_after_warmup_bytes),
+        opt_bytes(g.vram_peak_bytes),
+        g.vram_source.as_deref().unwrap_or("–"),
+        opt_bytes(m.map(|m| m.weights_gpu_bytes)),
+        opt_bytes(m.map(|m| m.kv_bytes)),
+        opt_bytes(m.map(|m| m.compute_bytes)),
+        fixed(c.energy_j_per_tok, 3),
+        percent(c.bw_util),
+        sm_clocks(g),
+        if g.throttle_reasons.is_empty() {
+            "no".to_string()
+        } else {
+            g.throttle_reasons.join(", ")
+        }
+    )
 }
 
 /// Device memory per GPU after warm-up, e.g. `CUDA0 7.1 GiB + CUDA1 6.9 GiB`.
@@ -302,11 +336,53 @@ pub fn per_gpu(c: &CellResult) -> String {
 /// An introduction, a header and rows.
 pub type TextTable = (String, Vec<&'static str>, Vec<Vec<String>>);
 
+/// The header of the placement table.
+const PLACEMENT_HEAD: [&str; 13] = [
+    "model",
+    "quant",
+    "placement",
+    "GPUs",
+    "VRAM per GPU",
+    "largest share",
+    "decode tok/s",
+    "tg tok/s",
+    "pp tok/s",
+    "TTFT ms",
+    "decode vs 1 GPU",
+    "tg vs 1 GPU",
+    "pp vs 1 GPU",
+];
+
 /// Cells that measure the same model, quant and shape under several multi-GPU placements (or
 /// on several GPUs), side by side: each placement's speed relative to the same model on one
 /// GPU (`split_mode = "none"`) where the group has such a cell. `None` when the run has no
 /// such cells. Returns an introduction, the header and the rows.
 pub fn placement_table(r: &Report) -> Option<TextTable> {
+    let groups = placement_groups(r);
+    if groups.is_empty() {
+        return None;
+    }
+    let mut rows = Vec::new();
+    for g in groups {
+        let one = g.iter().copied().find(|c| {
+            c.status == CellStatus::Ok
+                && c.devices_used.len() == 1
+                && c.params.split_mode == SplitMode::None
+        });
+        rows.extend(g.iter().map(|c| placement_row(c, one)));
+    }
+    let intro = "The same model and quant under each multi-GPU placement (`split_mode`, \
+                 `main_gpu`, `tensor_split`). \"vs 1 GPU\" compares with the cell of \
+                 `split_mode = \"none\"` (the whole model on one GPU) where there is one; \
+                 \"largest share\" is the most device memory any one GPU held, which decides \
+                 whether a model fits."
+        .to_string();
+    Some((intro, PLACEMENT_HEAD.to_vec(), rows))
+}
+
+/// Cells grouped by model, quant and parameters other than the placement, in report order;
+/// only groups with several cells or a cell on several GPUs.
+fn placement_groups(r: &Report) -> Vec<Vec<&CellResult>> {
     let same = |a: &CellResult, b: &CellResult| {
         let (mut pa, mut pb) = (a.params.clone(), b.params.clone());
         for p in [&mut pa, &mut pb] {
@@ -324,70 +400,38 @@ pub fn placement_table(r: &Report) -> Option<TextTable> {
         }
     }
     groups.retain(|g| g.len() > 1 || g.iter().any(|c| c.devices_used.len() > 1));
-    if groups.is_empty() {
-        return None;
-    }
-    let head = vec![
-        "model",
-        "quant",
-        "placement",
-        "GPUs",
-        "VRAM per GPU",
-        "largest share",
-        "decode tok/s",
-        "tg tok/s",
-        "pp tok/s",
-        "TTFT ms",
-        "decode vs 1 GPU",
-        "tg vs 1 GPU",
-        "pp vs 1 GPU",
-    ];
-    let mut rows = Vec::new();
-    for g in groups {
-        let one = g.iter().find(|c| {
-            c.status == CellStatus::Ok
-                && c.devices_used.len() == 1
-                && c.params.split_mode == SplitMode::None
-        });
-        for c in &g {
-            let ok = c.status == CellStatus::Ok;
-            let vs = |m: &str| match one {
-                Some(o) if ok => pct(c.mean(m), o.mean(m)),
-                _ => "–".into(),
-            };
-            let f = |m: &str| c.mean(m).map_or("–".into(), |v| format!("{v:.1}"));
-            rows.push(vec![
-                c.model.clone(),
-                c.quant.to_string(),
-                c.params
-                    .placement_tag()
-                    .unwrap_or_else(|| "sm layer ts auto (default)".into()),
-                if !ok {
-                    "FAILED".into()
-                } else if c.devices_used.is_empty() {
-                    "CPU".into()
-                } else {
-                    c.devices_used.join(" + ")
-                },
-                per_gpu(c),
-                c.vram_max_gpu_bytes().map_or("–".into(), bytes),
-                f("decode_tok_s"),
-                f("tg_tok_s"),
-                f("pp_tok_s"),
-                f("ttft_ms"),
-                vs("decode_tok_s"),
-                vs("tg_tok_s"),
-                vs("pp_tok_s"),
-            ]);
-        }
-    }
-    let intro = "The same model and quant under each multi-GPU placement (`split_mode`, \
-                 `main_gpu`, `tensor_split`). \"vs 1 GPU\" compares with the cell of \
-                 `split_mode = \"none\"` (the whole model on one GPU) where there is one; \
-                 \"largest share\" is the most device memory any one GPU held, which decides \
-                 whether a model fits."
-        .to_string();
-    Some((intro, head, rows))
+    groups
+}
+
+/// One cell's row of the placement table; `one` is its group's cell on one GPU, if any.
+fn placement_row(c: &CellResult, one: Option<&CellResult>) -> Vec<String> {
+    let ok = c.status == CellStatus::Ok;
+    let vs = |m: &str| match one {
+        Some(o) if ok => pct(c.mean(m), o.mean(m)),
+        _ => "–".into(),
+    };
+    let f = |m: &str| fixed(c.mean(m), 1);
+    vec![
+        c.model.clone(),
+        c.quant.to_string(),
+        c.params
+            .placement_tag()
+            .unwrap_or_else(|| "sm layer ts auto (default)".into()),
+        if ok {
+            c.weight_devices().unwrap_or_else(|| "CPU".into())
+        } else {
+            "FAILED".into()
+        },
+        per_gpu(c),
+        opt_bytes(c.vram_max_gpu_bytes()),
+        f("decode_tok_s"),
+        f("tg_tok_s"),
+        f("pp_tok_s"),
+        f("ttft_ms"),
+        vs("decode_tok_s"),
+        vs("tg_tok_s"),
+        vs("pp_tok_s"),
+    ]
 }
 
 #[cfg(test)]
