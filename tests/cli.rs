@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{cells, json, stderr, Scratch, TINY};
+use common::{cells, json, stderr, stdout, Scratch, TINY};
 use serde_json::Value;
 
 /// The CSV columns the README's metric and output tables name.
@@ -281,10 +281,7 @@ fn a_hanging_worker_is_stopped_at_the_timeout() {
     let s = Scratch::new();
     // only the hanging model gets the short timeout: on a loaded machine a healthy tiny cell
     // may take longer than 3 s with its worker start-up
-    s.config(&format!(
-        "{TINY}quants = [\"Q8_0\"]\n\
-         [[model]]\nname = \"stuck\"\nsynthetic = \"tiny\"\nquants = [\"F16\"]\ntimeout_s = 3\n"
-    ));
+    s.config(&common::tiny_and_stuck(3));
     let out = s
         .cmd()
         .args(["run", "-r", "1"])
@@ -547,7 +544,7 @@ tensor_split = [1]
         .arg(dir.join("results.csv"))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+    let text = stdout(&out) + &stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         !text.contains("not in"),

@@ -107,16 +107,12 @@ fn a_run_started_with_sighup_ignored_survives_it() {
     // `nohup quantbench run &`: SIGHUP (a closed terminal) must not stop it
     let s = Scratch::new();
     s.config(TINY);
-    let bin = assert_cmd::cargo::cargo_bin("quantbench");
-    let mut child = std::process::Command::new("sh")
+    let mut child = common::isolate(&mut std::process::Command::new("sh"), s.path(), &s.cache())
         .arg("-c")
         .arg(format!(
             "trap '' HUP; exec '{}' run -r 1 --no-plots",
-            bin.display()
+            common::bin().display()
         ))
-        .current_dir(s.path())
-        .env("QUANTBENCH_CACHE", s.path().join("cache"))
-        .env_remove("QUANTBENCH_FAULT")
         .stderr(std::fs::File::create(s.path().join("run.log")).unwrap())
         .spawn()
         .unwrap();
@@ -196,10 +192,7 @@ fn list_never_blocks_and_names_files_that_are_not_gguf() {
 #[test]
 fn workers_hanging_before_the_cell_or_after_their_result_are_stopped() {
     let s = Scratch::new();
-    s.config(&format!(
-        "{TINY}quants = [\"Q8_0\"]\n\
-         [[model]]\nname = \"stuck\"\nsynthetic = \"tiny\"\nquants = [\"F16\"]\ntimeout_s = 5\n"
-    ));
+    s.config(&common::tiny_and_stuck(5));
     // a worker stuck initialising (driver, backend) never starts its cell
     let out = s
         .cmd()
@@ -325,7 +318,7 @@ fn a_torn_log_line_and_a_full_disk_lose_nothing() {
 fn a_second_run_waits_for_the_measurement_lock() {
     let s = Scratch::new();
     s.config(TINY);
-    let cache = s.path().join("cache");
+    let cache = s.cache();
     std::fs::create_dir_all(&cache).unwrap();
     // another run holds the lock, as a nightly job would
     let hold = || {

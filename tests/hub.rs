@@ -5,6 +5,8 @@
 //! hub's `X-Error-Code`. Faults (a connection dropped mid-file, corrupted bytes, slow transfer)
 //! are injected by the server. The GGUF files it serves are real ones made by quantbench.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use assert_cmd::Command;
+use common::{stderr, stdout};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -351,8 +354,9 @@ fn prefix_ports() -> (TcpListener, TcpListener) {
 
 // ---- test helpers ------------------------------------------------------------------------------
 
+/// A [`common::Scratch`] whose quantbench talks to a fake hub, with a hub cache of its own.
 struct Scratch {
-    dir: tempfile::TempDir,
+    base: common::Scratch,
     hub_url: String,
 }
 
@@ -360,30 +364,16 @@ struct Scratch {
 fn tiny_files() -> &'static BTreeMap<String, Vec<u8>> {
     static FILES: std::sync::OnceLock<BTreeMap<String, Vec<u8>>> = std::sync::OnceLock::new();
     FILES.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("models.toml"),
-            "schema = 1\n[[model]]\nname = \"t\"\nsynthetic = \"tiny\"\n",
-        )
-        .unwrap();
-        let out = Command::cargo_bin("quantbench")
-            .unwrap()
-            .current_dir(dir.path())
-            .env("QUANTBENCH_CACHE", dir.path().join("c"))
-            .arg("fetch")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let s = common::Scratch::new();
+        s.config("schema = 1\n[[model]]\nname = \"t\"\nsynthetic = \"tiny\"\n");
+        let out = s.cmd().arg("fetch").output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
         ["F16", "Q8_0", "Q4_K_M"]
             .iter()
             .map(|q| {
-                let p = dir
-                    .path()
-                    .join(format!("c/synthetic/tiny-seed0-w1/tiny-{q}.gguf"));
+                let p = s
+                    .cache()
+                    .join(format!("synthetic/tiny-seed0-w1/tiny-{q}.gguf"));
                 (q.to_string(), std::fs::read(p).unwrap())
             })
             .collect()
@@ -397,56 +387,54 @@ fn tiny(q: &str) -> Vec<u8> {
 impl Scratch {
     fn new(hub: &FakeHub) -> Self {
         Scratch {
-            dir: tempfile::tempdir().unwrap(),
+            base: common::Scratch::new(),
             hub_url: hub.url.clone(),
         }
     }
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.base.path()
     }
     fn hub_cache(&self) -> PathBuf {
         self.path().join("hf-cache")
     }
     fn config(&self, models: &str) {
-        std::fs::write(
-            self.path().join("models.toml"),
-            format!("schema = 1\n[defaults]\nn_gen = 4\nn_prompt = 8\nrepetitions = 1\nwarmup = 0\n{models}"),
-        )
-        .unwrap();
+        self.base.config(&format!(
+            "schema = 1\n[defaults]\nn_gen = 4\nn_prompt = 8\nrepetitions = 1\nwarmup = 0\n{models}"
+        ));
     }
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("quantbench").unwrap();
-        c.current_dir(self.path())
-            .env("QUANTBENCH_CACHE", self.path().join("qb-cache"))
-            .env("HF_ENDPOINT", &self.hub_url)
+    /// quantbench (a plain `std` process) with the hub environment: this fake hub, its own hub
+    /// cache, quick retries, and no token, HF_HOME or offline switch from outside.
+    fn process(&self) -> std::process::Command {
+        let mut c = common::process(self.path(), &self.base.cache());
+        c.env("HF_ENDPOINT", &self.hub_url)
             .env("HF_HUB_CACHE", self.hub_cache())
             .env("QUANTBENCH_HUB_RETRIES", "3")
             .env("QUANTBENCH_HUB_BACKOFF_MS", "20")
             .env_remove("HF_TOKEN")
             .env_remove("HF_HOME")
-            .env_remove("HF_HUB_OFFLINE")
-            .env_remove("QUANTBENCH_FAULT");
+            .env_remove("HF_HUB_OFFLINE");
         c
     }
+    fn cmd(&self) -> Command {
+        Command::from_std(self.process())
+    }
+    /// `quantbench ARGS` (the subcommand is in `args`, unlike [`common::Scratch::run`]).
     fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
     }
+    /// results.json of the latest run.
     fn report(&self) -> Value {
         let dir = std::fs::read_dir(self.path().join("reports"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .max()
             .unwrap();
-        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+        common::json(&dir.join("results.json"))
     }
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn cells(r: &Value) -> Vec<Value> {
-    r["cells"].as_array().unwrap().clone()
+    /// The cells of the latest run.
+    fn cells(&self) -> Vec<Value> {
+        common::cells(&self.report()).clone()
+    }
 }
 
 // ---- tests -----------------------------------------------------------------------------------
@@ -464,10 +452,10 @@ fn happy_path_measures_and_lays_out_the_cache_like_the_hub() {
     let s = Scratch::new(&hub);
     s.config("[[model]]\nname = \"tiny\"\nhf = \"acme/tiny-GGUF\"\nfile = \"tiny-{QUANT}.gguf\"\n");
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r = s.report();
     assert_eq!(r["synthetic_weights"], false);
-    for (c, (name, bytes)) in cells(&r).iter().zip(&files) {
+    for (c, (name, bytes)) in common::cells(&r).iter().zip(&files) {
         assert_eq!(c["status"], "ok", "{c}");
         let o = &c["origin"];
         assert_eq!(o["kind"], "hf");
@@ -477,16 +465,7 @@ fn happy_path_measures_and_lays_out_the_cache_like_the_hub() {
         assert_eq!(o["sha256"], sha(bytes).as_str());
         assert!(o["path"].as_str().unwrap().ends_with(name));
     }
-    let csv = std::fs::read_to_string(
-        std::fs::read_dir(s.path().join("reports"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path()
-            .join("results.csv"),
-    )
-    .unwrap();
+    let csv = std::fs::read_to_string(s.base.run_dir().join("results.csv")).unwrap();
     assert!(csv.contains(&commit), "the commit is in every CSV row");
 
     // the cache, file by file
@@ -524,7 +503,7 @@ fn happy_path_measures_and_lays_out_the_cache_like_the_hub() {
         .filter(|l| l.1.starts_with("/cdn/"))
         .count();
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let after = hub
         .log()
         .iter()
@@ -540,8 +519,8 @@ fn a_missing_quant_is_derived_and_discovery_is_case_insensitive() {
     let s = Scratch::new(&hub);
     s.config("[[model]]\nname = \"only\"\nhf = \"acme/only-f16\"\nderive = true\n");
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    let c = cells(&s.report());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let c = s.cells();
     assert_eq!(c[0]["origin"]["kind"], "hf");
     for d in &c[1..] {
         assert_eq!(d["status"], "ok");
@@ -562,7 +541,7 @@ fn a_missing_quant_is_derived_and_discovery_is_case_insensitive() {
     s.config("[[model]]\nname = \"only\"\nhf = \"acme/only-f16\"\nquants = [\"Q8_0\"]\n");
     let out = s.run(&["run"]);
     assert_eq!(out.status.code(), Some(3));
-    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
     assert!(
         e.contains("no GGUF file for Q8_0") && e.contains("derive = true"),
         "{e}"
@@ -580,8 +559,8 @@ fn ambiguous_discovery_lists_the_candidates() {
     let s = Scratch::new(&hub);
     s.config("[[model]]\nname = \"two\"\nhf = \"acme/two\"\nquants = [\"Q8_0\"]\n");
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
-    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
     assert!(
         e.contains("a-Q8_0.gguf") && e.contains("b-q8_0.gguf") && e.contains("file ="),
         "{e}"
@@ -599,8 +578,8 @@ fn not_found_names_repo_revision_and_file() {
          [[model]]\nname = \"norev\"\nhf = \"acme/tiny\"\nrevision = \"v9\"\nfile = \"tiny-{QUANT}.gguf\"\nquants = [\"F16\"]\n",
     );
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
-    let c = cells(&s.report());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let c = s.cells();
     let e = |i: usize| c[i]["error"].as_str().unwrap().to_string();
     assert!(
         e(0).contains("acme/tiny@main: tiny-q8_0.gguf")
@@ -633,7 +612,7 @@ fn gated_repos_need_the_token_which_is_never_shown() {
     s.config("[[model]]\nname = \"g\"\nhf = \"acme/gated\"\nquants = [\"F16\"]\n");
     let out = s.run(&["run"]);
     assert_eq!(out.status.code(), Some(3));
-    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
     assert!(
         e.contains("401") && e.contains("HF_TOKEN") && e.contains("licence"),
         "{e}"
@@ -645,8 +624,8 @@ fn gated_repos_need_the_token_which_is_never_shown() {
         .env("HF_TOKEN", TOKEN)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    assert_eq!(cells(&s.report())[0]["status"], "ok");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(s.cells()[0]["status"], "ok");
     // the hub got the token, the CDN (another origin) never did
     let log = hub.log();
     assert!(log.iter().any(|l| l.1.contains("/resolve/") && l.3));
@@ -655,7 +634,7 @@ fn gated_repos_need_the_token_which_is_never_shown() {
         .filter(|l| l.1.starts_with("/cdn/"))
         .all(|l| !l.3));
     // nowhere in what quantbench printed or wrote
-    let mut texts = vec![String::from_utf8_lossy(&out.stdout).into_owned(), err(&out)];
+    let mut texts = vec![stdout(&out), stderr(&out)];
     for e in walk(s.path()) {
         if let Ok(t) = std::fs::read(&e) {
             texts.push(String::from_utf8_lossy(&t).into_owned());
@@ -694,7 +673,7 @@ fn a_dropped_connection_resumes_where_it_stopped() {
     let s = Scratch::new(&hub);
     s.config("[[model]]\nname = \"d\"\nhf = \"acme/drop\"\nquants = [\"F16\"]\n");
     let out = s.run(&["fetch"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let ranges: Vec<Option<String>> = hub
         .log()
         .into_iter()
@@ -733,11 +712,11 @@ fn corrupted_bytes_are_detected_and_removed() {
     let s = Scratch::new(&hub);
     s.config("[[model]]\nname = \"b\"\nhf = \"acme/bad\"\nquants = [\"F16\"]\n");
     let out = s.run(&["fetch"]);
-    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        err(&out).contains("sha256 mismatch") && err(&out).contains("removed"),
+        stderr(&out).contains("sha256 mismatch") && stderr(&out).contains("removed"),
         "{}",
-        err(&out)
+        stderr(&out)
     );
     let blobs = s.hub_cache().join("models--acme--bad/blobs");
     assert_eq!(
@@ -748,7 +727,7 @@ fn corrupted_bytes_are_detected_and_removed() {
     // the server heals: a new fetch succeeds
     hub.state.lock().unwrap().corrupt = None;
     let out = s.run(&["fetch"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]
@@ -766,7 +745,7 @@ fn offline_uses_the_cache_and_names_what_is_missing() {
 
     // hit: measured with the cache alone, no request made
     let out = s.run(&["run", "--offline"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(hub.log().len(), requests);
     // HF_HUB_OFFLINE=1 means the same
     let out = s
@@ -775,14 +754,14 @@ fn offline_uses_the_cache_and_names_what_is_missing() {
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(hub.log().len(), requests);
 
     // miss: a quant not downloaded
     s.config("[[model]]\nname = \"t\"\nhf = \"acme/tiny\"\nquants = [\"Q8_0\"]\n");
     let out = s.run(&["run", "--offline"]);
     assert_eq!(out.status.code(), Some(3));
-    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
     assert!(
         e.contains("offline") && e.contains("acme/tiny@main") && e.contains("quantbench fetch"),
         "{e}"
@@ -791,7 +770,7 @@ fn offline_uses_the_cache_and_names_what_is_missing() {
     s.config("[[model]]\nname = \"x\"\nhf = \"acme/never\"\nquants = [\"F16\"]\n");
     let out = s.run(&["run", "--offline"]);
     assert_eq!(out.status.code(), Some(3));
-    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
     assert!(e.contains("acme/never@main is not in the hub cache"), "{e}");
     assert_eq!(
         hub.log().len(),
@@ -825,8 +804,8 @@ fn sharded_files_are_fetched_whole_and_loaded_from_the_first() {
     let s = Scratch::new(&hub);
     s.config("[[model]]\nname = \"big\"\nhf = \"acme/sharded\"\nquants = [\"F16\"]\n");
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    let c = &cells(&s.report())[0];
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let c = &s.cells()[0];
     assert_eq!(c["status"], "ok", "{c}");
     assert!(c["origin"]["path"]
         .as_str()
@@ -857,11 +836,8 @@ fn a_killed_fetch_resumes_when_restarted() {
     hub.state.lock().unwrap().slow = Some(Duration::from_millis(40));
     let s = Scratch::new(&hub);
     s.config("[[model]]\nname = \"m\"\nhf = \"acme/slow\"\nfile = \"m-{QUANT}.gguf\"\n");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("quantbench"))
-        .current_dir(s.path())
-        .env("QUANTBENCH_CACHE", s.path().join("qb-cache"))
-        .env("HF_ENDPOINT", &s.hub_url)
-        .env("HF_HUB_CACHE", s.hub_cache())
+    let mut child = s
+        .process()
         .arg("fetch")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -889,15 +865,15 @@ fn a_killed_fetch_resumes_when_restarted() {
     }
     child.kill().unwrap();
     let first = child.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&first.stderr).contains("downloading m-F16.gguf"));
+    assert!(stderr(&first).contains("downloading m-F16.gguf"));
 
     hub.state.lock().unwrap().slow = None;
     let out = s.run(&["fetch"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        err(&out).contains("downloading"),
+        stderr(&out).contains("downloading"),
         "progress is shown: {}",
-        err(&out)
+        stderr(&out)
     );
     let resumed = hub
         .log()
@@ -958,29 +934,21 @@ fn python_huggingface_hub_and_quantbench_share_the_cache() {
         "from huggingface_hub import hf_hub_download as d; print(d('acme/shared', 's-F16.gguf', local_files_only=True))",
         true,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&commit));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&commit));
 
     // Python downloads Q8_0; quantbench uses it offline
     let out = py(
         "from huggingface_hub import hf_hub_download as d; print(d('acme/shared', 's-Q8_0.gguf'))",
         false,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     s.config("[[model]]\nname = \"s\"\nhf = \"acme/shared\"\nquants = [\"Q8_0\"]\n");
     let before = hub.log().len();
     let out = s.run(&["run", "--offline"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(hub.log().len(), before);
-    assert_eq!(cells(&s.report())[0]["origin"]["commit"], commit.as_str());
+    assert_eq!(s.cells()[0]["origin"]["commit"], commit.as_str());
 }
 
 #[test]
@@ -992,12 +960,12 @@ fn a_hostile_commit_or_file_name_cannot_reach_outside_the_cache() {
     hub.state.lock().unwrap().commit_override = Some("../../../escape".into());
     s.config("[[model]]\nname = \"t\"\nhf = \"acme/tiny\"\nfile = \"t-{QUANT}.gguf\"\nquants = [\"F16\"]\n");
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         !s.path().join("escape").exists(),
         "a folder was made outside the cache"
     );
-    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
     assert!(
         e.contains("X-Repo-Commit") && e.contains("40 hexadecimal"),
         "{e}"
@@ -1015,14 +983,14 @@ fn a_hostile_commit_or_file_name_cannot_reach_outside_the_cache() {
     );
     s.config("[[model]]\nname = \"e\"\nhf = \"acme/evil\"\nquants = [\"F16\"]\n");
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     for outside in [s.path().join("x"), s.hub_cache().join("x")] {
         assert!(
             !outside.exists(),
             "a folder was made outside the snapshot: {outside:?}"
         );
     }
-    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
     assert!(
         e.contains("unsafe file name in the repository listing") && e.contains("`..`"),
         "{e}"
@@ -1030,11 +998,11 @@ fn a_hostile_commit_or_file_name_cannot_reach_outside_the_cache() {
     // and a config `file` that climbs out is a config error
     s.config("[[model]]\nname = \"e\"\nhf = \"acme/evil\"\nfile = \"../../x-{quant}.gguf\"\n");
     let out = s.run(&["run"]);
-    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        err(&out).contains("models.toml:") && err(&out).contains("`..`"),
+        stderr(&out).contains("models.toml:") && stderr(&out).contains("`..`"),
         "{}",
-        err(&out)
+        stderr(&out)
     );
 }
 
@@ -1055,7 +1023,7 @@ fn the_token_never_goes_to_another_origin() {
         .env("HF_TOKEN", TOKEN)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         !seen.lock().unwrap().is_empty(),
         "the download went to the other port"
@@ -1077,14 +1045,14 @@ fn the_token_never_goes_to_another_origin() {
         .env("HF_TOKEN", TOKEN)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", err(&out));
-    let e = cells(&s.report())[0]["error"].as_str().unwrap().to_string();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
     assert!(e.contains("userinfo"), "{e}");
     assert!(
         seen2.lock().unwrap().is_empty(),
         "nothing was sent to the disguised host"
     );
-    assert!(!format!("{e}{}", err(&out)).contains(TOKEN));
+    assert!(!format!("{e}{}", stderr(&out)).contains(TOKEN));
 }
 
 #[test]
@@ -1096,11 +1064,11 @@ fn offline_runs_find_quants_derived_by_fetch() {
         "[[model]]\nname = \"o\"\nhf = \"acme/only-f16\"\nfile = \"o-{QUANT}.gguf\"\nderive = true\n",
     );
     let out = s.run(&["fetch"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let requests = hub.log().len();
     let out = s.run(&["run", "--offline"]);
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    let c = cells(&s.report());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let c = s.cells();
     assert!(c.iter().all(|c| c["status"] == "ok"), "{c:?}");
     assert_eq!(c[1]["origin"]["kind"], "derived");
     assert_eq!(

@@ -1,9 +1,11 @@
 //! Charts and report.html from a fixture report: the real H200 run committed under reports/,
 //! with one cell turned into a failed one.
 
+mod common;
+
 use std::path::Path;
 
-use assert_cmd::Command;
+use common::{stderr, Scratch};
 use quantbench::report;
 use quantbench::results::{self, CellResult, CellStatus, Report};
 
@@ -116,35 +118,25 @@ fn every_chart_renders_and_the_page_is_self_contained() {
 
 #[test]
 fn the_report_command_regenerates_a_run_folder() {
-    let dir = tempfile::tempdir().unwrap();
+    let s = Scratch::new();
     let r = fixture();
     std::fs::write(
-        dir.path().join("results.json"),
+        s.path().join("results.json"),
         serde_json::to_string(&r).unwrap(),
     )
     .unwrap();
-    let out = Command::cargo_bin("quantbench")
-        .unwrap()
-        .arg("report")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(dir.path().join("report.html").exists());
-    assert!(dir.path().join("tradeoff.png").exists());
+    let out = s.cmd().arg("report").arg(s.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(s.path().join("report.html").exists());
+    assert!(s.path().join("tradeoff.png").exists());
 
-    let out = Command::cargo_bin("quantbench")
-        .unwrap()
+    let out = s
+        .cmd()
         .args(["report", "/nonexistent-run"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a run folder"));
+    assert!(stderr(&out).contains("is not a run folder"));
 }
 
 /// The same 7B cell placed three ways, as a two-GPU run would report it: the real one-GPU cell

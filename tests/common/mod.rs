@@ -8,6 +8,36 @@ use std::process::Output;
 use assert_cmd::Command;
 use serde_json::Value;
 
+/// The `quantbench` binary under test.
+pub fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("quantbench")
+}
+
+/// Sets `c` to run in `dir` with the quantbench cache at `cache`, and without the fault
+/// injection or backend folder of the environment the tests were started in.
+pub fn isolate<'a>(
+    c: &'a mut std::process::Command,
+    dir: &Path,
+    cache: &Path,
+) -> &'a mut std::process::Command {
+    c.current_dir(dir)
+        .env("QUANTBENCH_CACHE", cache)
+        .env_remove("QUANTBENCH_FAULT")
+        .env_remove("QUANTBENCH_BACKEND_DIR")
+}
+
+/// `quantbench` run in `dir` with its cache at `cache`, as a plain `std` process.
+pub fn process(dir: &Path, cache: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(bin());
+    isolate(&mut c, dir, cache);
+    c
+}
+
+/// `quantbench` run in `dir` with its cache at `cache`.
+pub fn command(dir: &Path, cache: &Path) -> Command {
+    Command::from_std(process(dir, cache))
+}
+
 /// A scratch folder with its own cache, config and reports.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -27,24 +57,19 @@ impl Scratch {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// The quantbench cache of this folder.
+    pub fn cache(&self) -> PathBuf {
+        self.path().join("cache")
+    }
     pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("quantbench").unwrap();
-        c.current_dir(self.path())
-            .env("QUANTBENCH_CACHE", self.path().join("cache"))
-            .env_remove("QUANTBENCH_FAULT")
-            .env_remove("QUANTBENCH_BACKEND_DIR");
-        c
+        command(self.path(), &self.cache())
     }
     /// The same command as a plain `std` process (for signals and waiting), with SIGINT,
     /// SIGTERM and SIGHUP at their default disposition: a test suite started in the background
     /// (`cmd &`, `nohup`) hands them down ignored, and quantbench keeps ignored signals ignored.
     pub fn process(&self) -> std::process::Command {
         use std::os::unix::process::CommandExt;
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("quantbench"));
-        c.current_dir(self.path())
-            .env("QUANTBENCH_CACHE", self.path().join("cache"))
-            .env_remove("QUANTBENCH_FAULT")
-            .env_remove("QUANTBENCH_BACKEND_DIR");
+        let mut c = process(self.path(), &self.cache());
         // SAFETY: only async-signal-safe calls (signal) between fork and exec.
         unsafe {
             c.pre_exec(|| {
@@ -65,14 +90,19 @@ impl Scratch {
     }
     /// The only run folder under `out` (a `--out` folder).
     pub fn run_dir_in(&self, out: &str) -> PathBuf {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path().join(out))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_dir())
-            .collect();
-        assert_eq!(dirs.len(), 1, "{dirs:?}");
-        dirs.pop().unwrap()
+        only_run_dir(&self.path().join(out))
     }
+}
+
+/// The only run folder in `out` (a reports/ or `--out` folder).
+pub fn only_run_dir(out: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
 }
 
 pub const TINY: &str = r#"
@@ -87,6 +117,19 @@ warmup = 1
 name = "tiny"
 synthetic = "tiny"
 "#;
+
+/// [`TINY`] cut to Q8_0, and a second model, `stuck` (F16 only), with a short `timeout_s`:
+/// the matrix for faults that hang the `stuck` worker.
+pub fn tiny_and_stuck(timeout_s: u32) -> String {
+    format!(
+        "{TINY}quants = [\"Q8_0\"]\n\
+         [[model]]\nname = \"stuck\"\nsynthetic = \"tiny\"\nquants = [\"F16\"]\ntimeout_s = {timeout_s}\n"
+    )
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
