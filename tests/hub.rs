@@ -705,6 +705,37 @@ fn a_dropped_connection_resumes_where_it_stopped() {
 }
 
 #[test]
+fn a_partial_file_longer_than_the_file_is_fetched_again_from_the_start() {
+    let hub = FakeHub::start();
+    let bytes = tiny("F16");
+    hub.add_repo("acme/long", &[("l-F16.gguf", bytes.clone())], false);
+    let s = Scratch::new(&hub);
+    // what an earlier download of another, longer file under this etag could leave behind
+    let blobs = s.hub_cache().join("models--acme--long/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut junk = vec![0xAB; bytes.len() + 4096];
+    junk[..4].copy_from_slice(b"GGUF");
+    std::fs::write(blobs.join(format!("{}.incomplete", sha(&bytes))), junk).unwrap();
+    s.config("[[model]]\nname = \"l\"\nhf = \"acme/long\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["fetch"]);
+    // the old code emptied the file but kept writing at its old end, after a run of zeros: the
+    // size check then removed it and asked for another run
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(blobs.join(sha(&bytes))).unwrap(), bytes);
+    let ranges: Vec<Option<String>> = hub
+        .log()
+        .into_iter()
+        .filter(|l| l.1.starts_with("/cdn/"))
+        .map(|l| l.2)
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![Some("bytes=0-".to_string())],
+        "one transfer, from the start"
+    );
+}
+
+#[test]
 fn corrupted_bytes_are_detected_and_removed() {
     let hub = FakeHub::start();
     hub.add_repo("acme/bad", &[("b-F16.gguf", tiny("F16"))], false);

@@ -391,8 +391,7 @@ impl Hub {
                     return if f.metadata()?.len() == meta.size {
                         Ok(())
                     } else {
-                        f.set_len(0)?;
-                        start = 0;
+                        start = restart(f)?;
                         continue;
                     };
                 }
@@ -400,9 +399,7 @@ impl Hub {
             };
             if resp.status() == 200 && start > 0 {
                 // the server ignored the range: start over
-                f.set_len(0)?;
-                f.seek(SeekFrom::Start(0))?;
-                start = 0;
+                start = restart(f)?;
             }
             let broke = append_body(
                 resp.into_reader(),
@@ -605,10 +602,17 @@ fn open_partial(partial: &Path, size: u64) -> Result<(File, u64)> {
         .open(partial)?;
     let mut start = f.seek(SeekFrom::End(0))?;
     if start > size {
-        f.set_len(0)?;
-        start = 0;
+        start = restart(&mut f)?;
     }
     Ok((f, start))
+}
+
+/// Empties a partial download and moves the write position back to its start (emptying alone
+/// would leave the position at the old end: the next bytes would land after a run of zeros).
+/// Returns the new start, 0.
+fn restart(f: &mut File) -> std::io::Result<u64> {
+    f.set_len(0)?;
+    f.seek(SeekFrom::Start(0))
 }
 
 /// Copies a response body into `f`, advancing `start` and the progress per chunk, until the
