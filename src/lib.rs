@@ -22,9 +22,10 @@
 //!  protocol                         coordinator ↔ worker messages
 //!  plan              capacity       matrix → cells; will it fit in memory
 //!  config                           models.toml → validated Matrix
-//!  leaves: quant safe_path fsutil stats signals gpu presets metrics gguf machine_lock
+//!  leaves: quant safe_path fsutil stats signals gpu presets metrics quality gguf machine_lock
 //!          plain data and helpers: quant types, path guard, atomic files, statistics,
-//!          signal handling, NVML, synthetic presets, gate metrics, GGUF format, machine lock
+//!          signal handling, NVML, synthetic presets, gate metrics, quality statistics
+//!          (llama-perplexity's KL-divergence definitions), GGUF format, machine lock
 //! ```
 
 // Leaves: plain data and helpers.
@@ -36,6 +37,7 @@ pub mod signals;
 pub mod gpu;
 pub mod presets;
 pub mod metrics;
+pub mod quality;
 pub mod gguf;
 pub mod machine_lock;
 // The matrix and what it expands to.
