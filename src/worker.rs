@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufWriter, Write};
-use std::os::fd::FromRawFd;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -43,19 +42,19 @@ impl Events {
 
 /// Takes fd 1 for events and sends everything else written to stdout to stderr.
 fn take_stdout() -> Result<Events> {
-    // SAFETY: plain descriptor duplication at start-up, before any other thread writes.
-    let fd = unsafe {
-        let fd = libc::dup(1);
-        if fd < 0 || libc::dup2(2, 1) < 0 {
-            anyhow::bail!("cannot set up the worker's event channel");
-        }
-        fd
+    use std::os::fd::AsFd;
+    let setup = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("cannot set up the worker's event channel: {e}")
     };
+    let events = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| setup(&e))?;
+    nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| setup(&e))?;
     // Die with the coordinator rather than run on as an orphan holding the GPU.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
     Ok(Events {
-        out: BufWriter::new(unsafe { File::from_raw_fd(fd) }),
+        out: BufWriter::new(File::from(events)),
     })
 }
 

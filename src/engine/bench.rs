@@ -178,13 +178,13 @@ impl Drop for LoadedModel {
 fn evict_from_page_cache(path: &Path) -> Result<()> {
     let f = std::fs::File::open(path)?;
     f.sync_all().ok();
-    use std::os::fd::AsRawFd;
-    // SAFETY: advisory call on an open descriptor.
-    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if rc != 0 {
-        bail!("posix_fadvise(DONTNEED) failed with {rc}");
-    }
-    Ok(())
+    nix::fcntl::posix_fadvise(
+        &f,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .map_err(|e| anyhow::anyhow!("posix_fadvise(DONTNEED) failed: {e}"))
 }
 
 impl LoadedModel {
