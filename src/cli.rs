@@ -103,6 +103,13 @@ pub struct OverrideArgs {
     /// cell per value.
     #[arg(long, value_parser = TensorSplit::parse)]
     pub tensor_split: Option<Vec<TensorSplit>>,
+    /// Score every quant against its model's reference (KL divergence, top-1 agreement,
+    /// perplexity) after the speed tests, also for synthetic weights.
+    #[arg(long, conflicts_with = "no_quality")]
+    pub quality: bool,
+    /// No quality test, also for real weights.
+    #[arg(long)]
+    pub no_quality: bool,
 }
 
 fn parse_split_mode(s: &str) -> Result<SplitMode, String> {
@@ -242,6 +249,11 @@ impl OverrideArgs {
             split_mode: self.split_mode.clone(),
             main_gpu: self.main_gpu.clone(),
             tensor_split: self.tensor_split.clone(),
+            quality: match (self.quality, self.no_quality) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             only: only.to_vec(),
         }
     }

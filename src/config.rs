@@ -340,6 +340,8 @@ pub mod limits {
     pub const TIMEOUT_S: Limit = Limit::new("timeout_s", 1, 7 * 24 * 3600);
     pub const MAIN_GPU: Limit = Limit::new("main_gpu", 0, super::MAX_DEVICES as i64 - 1);
     pub const SEED: Limit = Limit::new("seed", 0, i64::MAX);
+    pub const QUALITY_CTX: Limit = Limit::new("quality_ctx", 16, 1 << 20);
+    pub const QUALITY_CHUNKS: Limit = Limit::new("quality_chunks", 1, 1 << 20);
 }
 
 impl GpuLayers {
@@ -397,6 +399,16 @@ pub struct Params {
     pub main_gpu: Vec<u32>,
     /// Shares per GPU for the split modes; each value is a separate cell.
     pub tensor_split: Vec<TensorSplit>,
+    /// Score each quant against the reference (`None`: on for real weights, off for synthetic).
+    pub quality: Option<bool>,
+    /// The reference quant (`None`: the model's most precise quant).
+    pub quality_ref: Option<Quant>,
+    /// The corpus file (`None`: sequences sampled from the reference).
+    pub quality_corpus: Option<PathBuf>,
+    /// Tokens per scored chunk.
+    pub quality_ctx: u32,
+    /// How many chunks (`None`: enough for about 8k scored tokens).
+    pub quality_chunks: Option<u32>,
 }
 
 impl Default for Params {
@@ -423,6 +435,11 @@ impl Default for Params {
             split_mode: vec![SplitMode::Layer],
             main_gpu: vec![0],
             tensor_split: vec![TensorSplit::default()],
+            quality: None,
+            quality_ref: None,
+            quality_corpus: None,
+            quality_ctx: 512,
+            quality_chunks: None,
         }
     }
 }
@@ -552,6 +569,11 @@ macro_rules! raw_table {
             split_mode: Option<Spanned<StrOrMany>>,
             main_gpu: Option<Spanned<OneOrMany>>,
             tensor_split: Option<Spanned<toml::Value>>,
+            quality: Option<Spanned<bool>>,
+            quality_ref: Option<Spanned<String>>,
+            quality_corpus: Option<Spanned<String>>,
+            quality_ctx: Option<Spanned<i64>>,
+            quality_chunks: Option<Spanned<i64>>,
         }
         impl $name {
             fn params(&self) -> RawParams<'_> {
@@ -574,6 +596,11 @@ macro_rules! raw_table {
                     split_mode: self.split_mode.as_ref(),
                     main_gpu: self.main_gpu.as_ref(),
                     tensor_split: self.tensor_split.as_ref(),
+                    quality: self.quality.as_ref(),
+                    quality_ref: self.quality_ref.as_ref(),
+                    quality_corpus: self.quality_corpus.as_ref(),
+                    quality_ctx: self.quality_ctx.as_ref(),
+                    quality_chunks: self.quality_chunks.as_ref(),
                 }
             }
         }
@@ -612,6 +639,11 @@ struct RawParams<'a> {
     split_mode: Option<&'a Spanned<StrOrMany>>,
     main_gpu: Option<&'a Spanned<OneOrMany>>,
     tensor_split: Option<&'a Spanned<toml::Value>>,
+    quality: Option<&'a Spanned<bool>>,
+    quality_ref: Option<&'a Spanned<String>>,
+    quality_corpus: Option<&'a Spanned<String>>,
+    quality_ctx: Option<&'a Spanned<i64>>,
+    quality_chunks: Option<&'a Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -829,7 +861,52 @@ impl Cx<'_> {
         self.workload(r, &mut p)?;
         self.context(r, &mut p)?;
         self.placement(r, &mut p)?;
+        self.quality(r, &mut p)?;
         Ok(p)
+    }
+
+    /// The quality test: on or off, reference, corpus (relative to models.toml), chunk size and
+    /// count.
+    fn quality(&self, r: &RawParams<'_>, p: &mut Params) -> Result<(), ConfigError> {
+        if let Some(v) = r.quality {
+            p.quality = Some(*v.get_ref());
+        }
+        if let Some(v) = r.quality_ref {
+            let q = Quant::parse(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v.span(),
+                    format!(
+                        "quality_ref: unknown quant {:?}; known: {}",
+                        v.get_ref(),
+                        Quant::all_names().join(", ")
+                    ),
+                )
+            })?;
+            p.quality_ref = Some(q);
+        }
+        if let Some(v) = r.quality_corpus {
+            if v.get_ref().trim().is_empty() {
+                return Err(self.err(v.span(), "quality_corpus must name a file".into()));
+            }
+            p.quality_corpus = Some(self.beside_config(v.get_ref()));
+        }
+        if let Some(v) = r.quality_ctx {
+            p.quality_ctx = self.int(v, &limits::QUALITY_CTX)?;
+        }
+        if let Some(v) = r.quality_chunks {
+            p.quality_chunks = Some(self.int(v, &limits::QUALITY_CHUNKS)?);
+        }
+        Ok(())
+    }
+
+    /// A path as written in models.toml: relative ones are relative to the file's folder.
+    fn beside_config(&self, p: &str) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            base.join(p)
+        }
     }
 
     /// What is measured and how often: quants, prompt, sizes, repetitions, warm-up.
@@ -1189,12 +1266,7 @@ impl Cx<'_> {
                 "path has no {quant} or {QUANT}, so every quant would use the same file; add one (e.g. \"models/x-{quant}.gguf\") or list a single quant".into(),
             ));
         }
-        let base = self.path.parent().unwrap_or(Path::new("."));
-        let full = if Path::new(p.get_ref()).is_absolute() {
-            PathBuf::from(p.get_ref())
-        } else {
-            base.join(p.get_ref())
-        };
+        let full = self.beside_config(p.get_ref());
         Ok(Source::Path {
             template: full.to_string_lossy().into_owned(),
         })

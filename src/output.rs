@@ -193,6 +193,9 @@ fn cell_block(r: &CellResult) -> String {
         s += &gpu_lines(r, g);
     }
     s += &rate_lines(r);
+    if let Some(q) = &r.quality {
+        s += &quality_line(q);
+    }
     if let Some(t) = &r.generated_text {
         let preview: String = format!("{}{}", r.params.prompt, t)
             .chars()
@@ -281,6 +284,25 @@ fn rate_lines(r: &CellResult) -> String {
         llama("tg_tok_s_llama")
     );
     s
+}
+
+/// The quality test's line: KLD, top-1 agreement, PPL ratio against the reference, or why
+/// there are none.
+fn quality_line(q: &crate::results::CellQuality) -> String {
+    let reference = q.quality_ref.split(' ').next().unwrap_or("?");
+    match (&q.stats, &q.quality_error) {
+        (Some(st), _) => format!(
+            "  quality  KLD {:.6} ± {:.6} · top-1 {:.1}% · PPL ratio {:.4} ± {:.4}  ({} tokens vs {reference})\n",
+            st.kld_mean,
+            st.kld_mean_err,
+            st.top1_agree * 100.0,
+            st.ppl_ratio,
+            st.ppl_ratio_err,
+            st.tokens
+        ),
+        (None, Some(e)) => format!("  quality  not measured: {e}\n"),
+        (None, None) => String::new(),
+    }
 }
 
 /// Columns padded to their widest cell, a dashed rule under the header.

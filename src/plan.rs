@@ -36,6 +36,42 @@ pub struct CellParams {
     /// Shares per GPU (empty = by free memory; always empty for `none`).
     #[serde(default)]
     pub tensor_split: TensorSplit,
+    /// The quality test after the speed tests, when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityParams>,
+}
+
+/// The quality test of a cell: score it against `reference` on the corpus.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QualityParams {
+    pub reference: Quant,
+    /// The corpus file; `None`: sequences sampled from the reference (seed 0).
+    pub corpus: Option<std::path::PathBuf>,
+    pub n_ctx: u32,
+    pub chunks: u32,
+}
+
+/// About 8k scored tokens: the default number of chunks (each scores `n_ctx - 1 - n_ctx/2`).
+fn default_quality_chunks(n_ctx: u32) -> u32 {
+    let per = (n_ctx - 1 - n_ctx / 2).max(1);
+    8192u32.div_ceil(per).max(1)
+}
+
+/// The quality test of model `m`'s cells: on by default for real weights only.
+fn quality_params(m: &ModelSpec, ov: &Overrides) -> Option<QualityParams> {
+    let p = &m.params;
+    let synthetic = matches!(m.source, crate::config::Source::Synthetic { .. });
+    if !ov.quality.or(p.quality).unwrap_or(!synthetic) {
+        return None;
+    }
+    Some(QualityParams {
+        reference: p.quality_ref.or_else(|| Quant::most_precise(&p.quants))?,
+        corpus: p.quality_corpus.clone(),
+        n_ctx: p.quality_ctx,
+        chunks: p
+            .quality_chunks
+            .unwrap_or_else(|| default_quality_chunks(p.quality_ctx)),
+    })
 }
 
 impl CellParams {
@@ -126,6 +162,8 @@ pub struct Overrides {
     pub split_mode: Option<Vec<SplitMode>>,
     pub main_gpu: Option<Vec<u32>>,
     pub tensor_split: Option<Vec<TensorSplit>>,
+    /// `--quality` / `--no-quality`.
+    pub quality: Option<bool>,
     /// `NAME` or `NAME:QUANT` filters; empty = everything.
     pub only: Vec<String>,
 }
@@ -235,6 +273,7 @@ pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError>
                                 split_mode,
                                 main_gpu,
                                 tensor_split,
+                                quality: quality_params(m, ov),
                             },
                         });
                     }

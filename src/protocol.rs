@@ -15,6 +15,33 @@ pub struct Job {
     pub model_path: PathBuf,
     /// Evict the model file from the page cache before loading (`--cold`).
     pub cold: bool,
+    /// Score the cell against its reference after the speed tests (`quality` on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityJob>,
+}
+
+/// The quality test of a cell: the reference's file and the corpus.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityJob {
+    /// The reference's file (the cell's own when it is the reference), or why there is none.
+    pub reference: Result<PathBuf, String>,
+    /// The corpus file; `None`: sequences sampled from the reference with `seed`.
+    pub corpus: Option<PathBuf>,
+    pub seed: u64,
+    pub n_ctx: u32,
+    pub chunks: Option<u32>,
+    /// Where sampled corpus tokens are kept (read when present, written when not), so every
+    /// cell of a model scores the same sequences and samples them once.
+    #[serde(default)]
+    pub sample_cache: Option<PathBuf>,
+}
+
+/// What the quality test found: the statistics, or why there are none (the speed figures of
+/// the cell stand either way).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityOutcome {
+    pub stats: Option<crate::quality::QualityStats>,
+    pub error: Option<String>,
 }
 
 /// What the worker found when it initialised llama.cpp.
@@ -181,6 +208,9 @@ pub struct Measurement {
     pub reps: Vec<RepSample>,
     /// Text generated in the last repetition.
     pub generated_text: String,
+    /// The quality test, when the job asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityOutcome>,
 }
 
 /// What a worker reports, one per line on stdout.

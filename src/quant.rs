@@ -67,6 +67,19 @@ impl Quant {
         ]
     }
 
+    /// The highest-precision quant of `quants` (F32 > BF16 > F16 > Q8_0 > Q6_K > … > Q2_K): a
+    /// model's quality reference.
+    pub fn most_precise(quants: &[Quant]) -> Option<Quant> {
+        const ORDER: &[&str] = &[
+            "F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_1", "Q5_K_S", "Q5_0", "Q4_K_M",
+            "Q4_1", "Q4_K_S", "Q4_0", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K",
+        ];
+        ORDER
+            .iter()
+            .filter_map(|n| Quant::parse(n))
+            .find(|q| quants.contains(q))
+    }
+
     /// True for F16, BF16 and F32: the unquantized types.
     pub fn is_float(self) -> bool {
         matches!(self.name(), "F16" | "BF16" | "F32")

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::config::SplitMode;
 use crate::gpu::{CellMonitor, GpuCellTelemetry, GpuSession};
 use crate::plan::Cell;
-use crate::protocol::{Event, Job};
+use crate::protocol::{Event, Job, QualityJob, QualityOutcome};
 use crate::quant::Quant;
 
 /// Environment variable that makes workers inject a fault, for testing failure handling:
@@ -95,7 +95,22 @@ pub fn serve() -> Result<()> {
         }
         events.send(&Event::Started { cell });
         match run_job(&engine, &job, &mut loaded, &mut events, &gpu) {
-            Ok(measurement) => {
+            Ok(mut measurement) => {
+                if let (Some(q), Some(model)) = (&job.quality, loaded.as_ref()) {
+                    // after the speed tests and their telemetry: the reference's memory is not
+                    // the cell's
+                    let mut progress = CellProbe {
+                        events: &mut events,
+                        cell,
+                        session: None,
+                        monitor: None,
+                        telemetry: GpuCellTelemetry::default(),
+                        energy_start: None,
+                        devices_used: Vec::new(),
+                    };
+                    measurement.quality =
+                        Some(quality(&engine, model, q, &job.cell, &mut progress));
+                }
                 events.send(&Event::Done {
                     cell,
                     measurement: Box::new(measurement),
@@ -187,6 +202,71 @@ fn run_job(
     }
     m.gpu = telemetry;
     Ok(m)
+}
+
+/// The quality test of a cell, after its speed tests: any failure becomes the outcome's error,
+/// never the cell's (its speed figures stand).
+fn quality(
+    engine: &Engine,
+    model: &LoadedModel,
+    q: &QualityJob,
+    cell: &Cell,
+    probe: &mut CellProbe<'_>,
+) -> QualityOutcome {
+    match score_quality(engine, model, q, cell, probe) {
+        Ok(stats) => QualityOutcome {
+            stats: Some(stats),
+            error: None,
+        },
+        Err(e) => QualityOutcome {
+            stats: None,
+            error: Some(format!("{e:#}")),
+        },
+    }
+}
+
+fn score_quality(
+    engine: &Engine,
+    model: &LoadedModel,
+    q: &QualityJob,
+    cell: &Cell,
+    probe: &mut CellProbe<'_>,
+) -> Result<crate::quality::QualityStats> {
+    let reference_path = q.reference.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let corpus = match &q.corpus {
+        Some(path) => engine::Corpus::Text(read_corpus(path)?),
+        None => engine::Corpus::Sampled {
+            seed: q.seed,
+            cache: q.sample_cache.clone(),
+        },
+    };
+    let scoring = engine::Scoring {
+        n_ctx: q.n_ctx,
+        chunks: q.chunks,
+    };
+    if *reference_path == model.path {
+        return engine::score_quality(model, model, &corpus, scoring, &cell.params, probe);
+    }
+    let reference = LoadedModel::load(engine, reference_path, model.placement.clone(), false)
+        .with_context(|| format!("loading the reference {}", reference_path.display()))?;
+    engine::score_quality(model, &reference, &corpus, scoring, &cell.params, probe)
+}
+
+/// The corpus file's text: UTF-8 and not empty, else a clear error.
+fn read_corpus(path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the quality corpus {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "the quality corpus {} is not UTF-8 text (invalid byte at {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    if text.trim().is_empty() {
+        anyhow::bail!("the quality corpus {} is empty", path.display());
+    }
+    Ok(text)
 }
 
 /// The memory bandwidth the model can draw on: with `none` and `layer` the layers run one GPU
@@ -396,6 +476,7 @@ pub fn self_test() -> Result<()> {
                     split_mode: SplitMode::default(),
                     main_gpu: 0,
                     tensor_split: Default::default(),
+                    quality: None,
                 },
             };
             let model = LoadedModel::load(&engine, &path, Placement::of(&cell.params), false)?;

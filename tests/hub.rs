@@ -399,7 +399,8 @@ impl Scratch {
     }
     fn config(&self, models: &str) {
         self.base.config(&format!(
-            "schema = 1\n[defaults]\nn_gen = 4\nn_prompt = 8\nrepetitions = 1\nwarmup = 0\n{models}"
+            // quality (on by default for hub models) is tested in tests/quality.rs
+            "schema = 1\n[defaults]\nn_gen = 4\nn_prompt = 8\nrepetitions = 1\nwarmup = 0\nquality = false\n{models}"
         ));
     }
     /// quantbench (a plain `std` process) with the hub environment: this fake hub, its own hub

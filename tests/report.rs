@@ -233,8 +233,10 @@ fn multi_gpu_placements_are_reported_per_gpu() {
         per.iter().max().unwrap().to_string()
     );
     // the new columns come after every older one: old CSV readers keep their positions
-    assert_eq!(head.last().map(String::as_str), Some("vram_max_gpu_bytes"));
     assert!(col("started_at") < col("split_mode"));
+    // and the quality columns, added later, after them
+    assert_eq!(col("vram_max_gpu_bytes") + 1, col("ppl"));
+    assert_eq!(head.last().map(String::as_str), Some("quality_error"));
 
     let md = report::Format::render(&report::md::Markdown, &r).unwrap();
     assert!(md.contains("## Multi-GPU placements"), "{md}");

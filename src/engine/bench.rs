@@ -229,6 +229,26 @@ impl LoadedModel {
         })
     }
 
+    /// The llama.cpp model (lives as long as `self`).
+    pub(super) fn raw(&self) -> *mut sys::llama_model {
+        self.ptr.as_ptr()
+    }
+
+    /// The number of tokens of the vocabulary (the length of a row of logits).
+    pub(super) fn n_vocab(&self) -> usize {
+        // SAFETY: vocab of a live model.
+        unsafe { sys::llama_vocab_n_tokens(self.vocab()) as usize }
+    }
+
+    /// Whether the model starts a sequence with BOS, and the BOS token.
+    pub(super) fn bos(&self) -> (bool, sys::llama_token) {
+        // SAFETY: vocab of a live model.
+        unsafe {
+            let v = self.vocab();
+            (sys::llama_vocab_get_add_bos(v), sys::llama_vocab_bos(v))
+        }
+    }
+
     /// The model's vocabulary (lives as long as the model).
     fn vocab(&self) -> *const sys::llama_vocab {
         // SAFETY: getter on a live model.
@@ -255,7 +275,7 @@ impl LoadedModel {
         }
     }
 
-    fn tokenize(&self, text: &str) -> Result<Vec<sys::llama_token>> {
+    pub(super) fn tokenize(&self, text: &str) -> Result<Vec<sys::llama_token>> {
         // SAFETY: vocab of a live model; llama_tokenize writes at most buf.len() tokens and
         // returns minus the count needed when the buffer is too small.
         unsafe {
@@ -349,6 +369,7 @@ impl LoadedModel {
             gpu: Default::default(),
             reps,
             generated_text: self.detokenize(&gen.tokens),
+            quality: None,
         })
     }
 

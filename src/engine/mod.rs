@@ -6,6 +6,7 @@
 mod backend;
 mod bench;
 mod memory;
+mod quality;
 mod quantize;
 
 pub use backend::{
@@ -14,6 +15,7 @@ pub use backend::{
 };
 pub use bench::{argmax, LoadedModel, Placement, Probe};
 pub use memory::{host_rss, HostRss};
+pub use quality::{score as score_quality, Corpus, Scoring};
 pub use quantize::quantize;
 
 use std::ffi::CStr;

@@ -62,7 +62,62 @@ pub fn columns() -> Vec<Col> {
     cols.extend(memory_columns());
     cols.extend(build_columns());
     cols.extend(placement_columns());
+    cols.extend(quality_columns());
     cols
+}
+
+/// Quality against the reference (added after the placement columns): empty without the test.
+/// Full precision: a KL divergence of 1e-5 would round to nothing at six decimals.
+fn quality_columns() -> Vec<Col> {
+    macro_rules! q {
+        ($f:ident) => {
+            (stringify!($f), |_, c| {
+                opt(c
+                    .quality
+                    .as_ref()
+                    .and_then(|q| q.stats.as_ref())
+                    .map(|s| s.$f))
+            })
+        };
+    }
+    vec![
+        q!(ppl),
+        q!(ppl_ratio),
+        q!(ppl_ratio_err),
+        q!(kld_mean),
+        q!(kld_mean_err),
+        q!(kld_median),
+        q!(kld_p99),
+        q!(kld_max),
+        q!(top1_agree),
+        q!(top1_agree_err),
+        q!(dp_rms),
+        ("quality_tokens", |_, c| {
+            opt(c
+                .quality
+                .as_ref()
+                .and_then(|q| q.stats.as_ref())
+                .map(|s| s.tokens))
+        }),
+        ("quality_ref", |_, c| {
+            c.quality
+                .as_ref()
+                .map(|q| q.quality_ref.clone())
+                .unwrap_or_default()
+        }),
+        ("quality_corpus", |_, c| {
+            c.quality
+                .as_ref()
+                .map(|q| q.quality_corpus.clone())
+                .unwrap_or_default()
+        }),
+        ("quality_error", |_, c| {
+            c.quality
+                .as_ref()
+                .and_then(|q| q.quality_error.clone())
+                .unwrap_or_default()
+        }),
+    ]
 }
 
 /// The run and the cell: names, status, the model file and what llama.cpp says of the model.

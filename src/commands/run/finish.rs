@@ -200,6 +200,7 @@ impl Run<'_> {
                     cell: c.clone(),
                     model_path: measured.origin.as_ref()?.path.clone(),
                     cold: self.args.cold,
+                    quality: None,
                 })
             })
             .collect();

@@ -16,7 +16,7 @@ use crate::cli::RunArgs;
 use crate::coordinator::{Coordinator, Ended, Observer, Outcome};
 use crate::machine_lock::MachineLock;
 use crate::plan::Cell;
-use crate::protocol::{BackendInfo, Job};
+use crate::protocol::{BackendInfo, Job, QualityJob};
 use crate::quant::Quant;
 use crate::report;
 use crate::results::{CellResult, CellStatus, Report, RunStatus};
@@ -51,7 +51,13 @@ impl Run<'_> {
         let ctx = self.ctx;
         let opts = ctx.acquire_options(self.args.matrix.offline)?;
         let stop = || ctx.interrupted.load(Ordering::SeqCst);
-        let origins = acquire::acquire(self.matrix, &todo, &opts, &ctx.printer, &stop);
+        let origins = acquire::acquire(
+            self.matrix,
+            &with_references(&todo),
+            &opts,
+            &ctx.printer,
+            &stop,
+        );
         report.synthetic_weights = origins.values().any(|o| matches!(o, Ok(o) if o.synthetic))
             || report
                 .cells
@@ -126,6 +132,7 @@ impl Run<'_> {
                     cell: c.clone(),
                     model_path: o.path.clone(),
                     cold: self.args.cold,
+                    quality: quality_job(c, origins, &self.ctx.cache_dir),
                 }),
                 // after Ctrl-C the run ends as interrupted; --resume tries these again
                 Some(Err(_)) if stop() => {}
@@ -160,6 +167,71 @@ fn split_previous(
         .cloned()
         .collect();
     (done, todo)
+}
+
+/// The cells to acquire files for: `todo`, plus one for each quality reference they need that
+/// is not among them.
+fn with_references(todo: &[Cell]) -> Vec<Cell> {
+    let mut out = todo.to_vec();
+    for c in todo {
+        if let Some(q) = &c.params.quality {
+            if !out
+                .iter()
+                .any(|o| o.model_index == c.model_index && o.quant == q.reference)
+            {
+                out.push(Cell {
+                    quant: q.reference,
+                    ..c.clone()
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The quality test of a cell's job: the reference's file (or why there is none) and the corpus.
+fn quality_job(
+    c: &Cell,
+    origins: &BTreeMap<(usize, Quant), Result<Origin, String>>,
+    cache_dir: &std::path::Path,
+) -> Option<QualityJob> {
+    let q = c.params.quality.as_ref()?;
+    let reference = match origins.get(&(c.model_index, q.reference)) {
+        Some(Ok(o)) => Ok(o.path.clone()),
+        Some(Err(e)) => Err(format!(
+            "the reference {} could not be obtained: {e}",
+            q.reference
+        )),
+        None => Err(format!("the reference {} was not obtained", q.reference)),
+    };
+    let sample_cache = match (&reference, &q.corpus) {
+        (Ok(_), None) => origins
+            .get(&(c.model_index, q.reference))
+            .and_then(|o| o.as_ref().ok())
+            .map(|o| sample_cache_path(cache_dir, &o.sha256, q.n_ctx, q.chunks)),
+        _ => None,
+    };
+    Some(QualityJob {
+        reference,
+        corpus: q.corpus.clone(),
+        seed: 0,
+        n_ctx: q.n_ctx,
+        chunks: Some(q.chunks),
+        sample_cache,
+    })
+}
+
+/// The cached corpus sampled from a reference: by its SHA-256, the chunk size and count, and
+/// the seed (0). 4 bytes per token.
+fn sample_cache_path(
+    cache_dir: &std::path::Path,
+    sha256: &str,
+    n_ctx: u32,
+    chunks: u32,
+) -> PathBuf {
+    cache_dir
+        .join("quality")
+        .join(format!("sampled-{sha256}-c{n_ctx}-n{chunks}-seed0.tokens"))
 }
 
 /// Marks how the run ended, writes the reports and the log's end line.
@@ -209,6 +281,23 @@ impl RunObserver<'_> {
         report::write_all(&self.report, &self.dir)
     }
 
+    /// The reference as reports name it: quant, file, SHA-256, how it was made.
+    fn describe_reference(&self, cell: &Cell, reference: Quant) -> String {
+        match self.origins.get(&(cell.model_index, reference)) {
+            Some(Ok(o)) => format!(
+                "{reference} ({}, sha256 {}{})",
+                o.path.file_name().unwrap_or_default().to_string_lossy(),
+                o.sha256,
+                match (&o.derived_from, o.synthetic) {
+                    (_, true) => ", synthetic weights".to_string(),
+                    (Some(from), false) => format!(", derived from {from}"),
+                    (None, false) => String::new(),
+                }
+            ),
+            _ => reference.to_string(),
+        }
+    }
+
     fn origin(&self, cell: &Cell) -> Option<Origin> {
         self.origins
             .get(&(cell.model_index, cell.quant))
@@ -242,14 +331,33 @@ impl Observer for RunObserver<'_> {
             self.ctx.printer.cell_started(n, self.total, cell);
         }
         let origin = self.origin(cell);
-        let result = match outcome {
+        let mut result = match outcome {
             Outcome::Measured(m) => CellResult::measured(cell, origin, *m),
             Outcome::Failed(reason) => CellResult::failed(cell, origin, reason),
         };
+        if let (Some(q), Some(p)) = (result.quality.as_mut(), &cell.params.quality) {
+            q.quality_ref = self.describe_reference(cell, p.reference);
+            if let Some(f) = &p.corpus {
+                q.quality_corpus = describe_corpus(f);
+            }
+        }
         self.record(result)
     }
     fn worker_log(&mut self, line: &str) {
         self.ctx.printer.worker_log(line);
+    }
+}
+
+/// The corpus as reports name it: its file and SHA-256 (which changes when the text does).
+fn describe_corpus(path: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    match std::fs::read(path) {
+        Ok(bytes) => format!(
+            "{} (sha256 {})",
+            path.display(),
+            hex::encode(Sha256::digest(&bytes))
+        ),
+        Err(_) => path.display().to_string(),
     }
 }
 

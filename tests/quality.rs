@@ -1,0 +1,161 @@
+//! The quality test end to end on the `tiny` synthetic model with real llama.cpp: every quant
+//! scored against F16 with llama-perplexity's KL-divergence definitions, on a corpus file or on
+//! sequences sampled from the reference, and bad corpora as errors in the quality fields only.
+
+mod common;
+
+use common::{cells, json, stderr, Scratch};
+use serde_json::Value;
+
+/// A few thousand words of plain text: enough for several 64-token chunks.
+fn corpus(seed: u64) -> String {
+    let words = [
+        "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at",
+        "from", "his", "her", "it", "an", "were", "are", "which", "this", "be", "or",
+    ];
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..1500)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            words[(x >> 33) as usize % words.len()]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn config(extra: &str) -> String {
+    format!(
+        "schema = 1\n[defaults]\nquants = [\"F16\", \"Q8_0\", \"Q4_K_M\"]\nn_gen = 4\nn_prompt = 8\n\
+         repetitions = 1\nwarmup = 0\nquality = true\nquality_ctx = 64\nquality_chunks = 4\n{extra}\n\
+         [[model]]\nname = \"tiny\"\nsynthetic = \"tiny\"\n"
+    )
+}
+
+fn quality<'a>(cells: &'a [Value], quant: &str) -> &'a Value {
+    let c = cells.iter().find(|c| c["quant"] == quant).unwrap();
+    assert_eq!(c["status"], "ok", "{c}");
+    &c["quality"]
+}
+
+#[test]
+fn every_quant_is_scored_against_the_reference() {
+    let s = Scratch::new();
+    std::fs::write(s.path().join("corpus.txt"), corpus(1)).unwrap();
+    s.config(&config("quality_corpus = \"corpus.txt\""));
+    let out = s.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = json(&s.run_dir().join("results.json"));
+    let cells = cells(&r);
+    let f16 = quality(cells, "F16");
+    // the reference against itself
+    assert!(f16["kld_mean"].as_f64().unwrap().abs() <= 1e-6, "{f16}");
+    assert_eq!(f16["top1_agree"].as_f64(), Some(1.0));
+    assert!((f16["ppl_ratio"].as_f64().unwrap() - 1.0).abs() <= 1e-9);
+    // 4 chunks of 64 tokens, the second half of each scored: 4 × (64 − 1 − 32)
+    assert_eq!(f16["tokens"].as_u64(), Some(4 * 31));
+    let q8 = quality(cells, "Q8_0")["kld_mean"].as_f64().unwrap();
+    let q4 = quality(cells, "Q4_K_M")["kld_mean"].as_f64().unwrap();
+    assert!(q8 > 0.0 && q4 > q8, "KLD Q8_0 {q8}, Q4_K_M {q4}");
+    let top1 = quality(cells, "Q4_K_M")["top1_agree"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&top1));
+    assert!(f16["quality_ref"]
+        .as_str()
+        .unwrap()
+        .starts_with("F16 (tiny-F16.gguf, sha256 "));
+    assert!(f16["quality_corpus"]
+        .as_str()
+        .unwrap()
+        .contains("corpus.txt (sha256 "));
+    // the same figures in the CSV, in columns appended after the others
+    let csv = std::fs::read_to_string(s.run_dir().join("results.csv")).unwrap();
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+    assert!(col("kld_mean") > col("vram_max_gpu_bytes"));
+    let q4_row: Vec<&str> = rows
+        .find(|l| l.contains(",Q4_K_M,"))
+        .unwrap()
+        .split(',')
+        .collect();
+    let csv_kld: f64 = q4_row[col("kld_mean")].parse().unwrap();
+    assert_eq!(csv_kld, q4, "full precision in the CSV");
+}
+
+#[test]
+fn another_corpus_is_named_by_its_hash() {
+    let s = Scratch::new();
+    let corpus_of = |text: String| {
+        std::fs::write(s.path().join("corpus.txt"), text).unwrap();
+        s.config(&config("quality_corpus = \"corpus.txt\""));
+        let out = s.run(&["--only", "tiny:Q8_0", "--out", "r"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let dir = std::fs::read_dir(s.path().join("r"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max()
+            .unwrap();
+        let r = json(&dir.join("results.json"));
+        let q = quality(cells(&r), "Q8_0").clone();
+        std::fs::remove_dir_all(s.path().join("r")).unwrap();
+        q
+    };
+    let a = corpus_of(corpus(1));
+    let b = corpus_of(corpus(2));
+    assert_ne!(a["quality_corpus"], b["quality_corpus"]);
+    assert_ne!(a["kld_mean"], b["kld_mean"]);
+}
+
+#[test]
+fn without_a_corpus_sequences_are_sampled_from_the_reference() {
+    let s = Scratch::new();
+    s.config(&config(""));
+    let out = s.run(&["--only", "tiny:F16", "--only", "tiny:Q4_K_M"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = json(&s.run_dir().join("results.json"));
+    let f16 = quality(cells(&r), "F16");
+    assert_eq!(f16["quality_corpus"], "sampled from the reference, seed 0");
+    assert!(f16["kld_mean"].as_f64().unwrap().abs() <= 1e-6);
+    assert!(quality(cells(&r), "Q4_K_M")["kld_mean"].as_f64().unwrap() > 0.0);
+    // sampled once, then reused by every cell (and later runs): one file in the cache
+    let kept: Vec<_> = std::fs::read_dir(s.cache().join("quality"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].ends_with("-c64-n4-seed0.tokens"), "{kept:?}");
+}
+
+#[test]
+fn a_bad_corpus_fails_the_quality_fields_only() {
+    let s = Scratch::new();
+    for (name, bytes, expect) in [
+        ("missing.txt", None, "reading the quality corpus"),
+        ("empty.txt", Some(b"  \n".to_vec()), "is empty"),
+        (
+            "binary.txt",
+            Some(vec![0xff, 0xfe, 0x00, 0x41]),
+            "not UTF-8",
+        ),
+        ("short.txt", Some(b"the of and".to_vec()), "tokens"),
+    ] {
+        if let Some(b) = &bytes {
+            std::fs::write(s.path().join(name), b).unwrap();
+        }
+        s.config(&config(&format!("quality_corpus = \"{name}\"")));
+        let out_dir = format!("out-{name}");
+        let out = s.run(&["--only", "tiny:Q8_0", "--out", &out_dir]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let r = json(&s.run_dir_in(&out_dir).join("results.json"));
+        let c = &cells(&r)[0];
+        assert_eq!(c["status"], "ok", "{name}: the speed figures stand");
+        assert!(c["decode_tok_s"].is_null() || c["metrics"]["decode_tok_s"].is_object());
+        let err = c["quality"]["quality_error"].as_str().unwrap_or_default();
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(
+            c["quality"]["kld_mean"].is_null(),
+            "{name}: no number without a corpus"
+        );
+    }
+}
