@@ -451,7 +451,12 @@ pub enum Source {
     Synthetic { preset: &'static Preset, seed: u64 },
     /// Local files; `template` is absolute (relative paths are resolved against the config's
     /// folder) and may hold `{quant}` / `{QUANT}`.
-    Path { template: String },
+    Path {
+        template: String,
+        /// A missing quant is made from the most precise file present (a missing F16 by
+        /// dequantizing the best quantized one), written at its templated path.
+        derive: bool,
+    },
     /// A Hugging Face hub repository.
     Hf {
         repo: String,
@@ -1172,12 +1177,13 @@ impl Cx<'_> {
         ))
     }
 
-    /// Fails when a key of `hf` models (`revision`, `file`, `derive`) is set.
+    /// Fails when a key of `hf` models (`revision`, `file`, `derive`: also of `path` models) is
+    /// set.
     fn no_hf_keys(&self, m: &Spanned<RawModel>, name: &Spanned<String>) -> Result<(), ConfigError> {
         let r = m.get_ref();
         self.only_for(m, name, "revision", r.revision.is_some(), "hf")?;
         self.only_for(m, name, "file", r.file.is_some(), "hf")?;
-        self.only_for(m, name, "derive", r.derive.is_some(), "hf")
+        self.only_for(m, name, "derive", r.derive.is_some(), "hf` or `path")
     }
 
     /// `synthetic = PRESET` (with an optional `seed`).
@@ -1259,7 +1265,9 @@ impl Cx<'_> {
         params: &Params,
     ) -> Result<Source, ConfigError> {
         self.only_for(m, name, "seed", m.get_ref().seed.is_some(), "synthetic")?;
-        self.no_hf_keys(m, name)?;
+        let r = m.get_ref();
+        self.only_for(m, name, "revision", r.revision.is_some(), "hf")?;
+        self.only_for(m, name, "file", r.file.is_some(), "hf")?;
         if params.quants.len() > 1 && !has_quant_placeholder(p.get_ref()) {
             return Err(self.err(
                 p.span(),
@@ -1269,6 +1277,7 @@ impl Cx<'_> {
         let full = self.beside_config(p.get_ref());
         Ok(Source::Path {
             template: full.to_string_lossy().into_owned(),
+            derive: r.derive.as_ref().is_some_and(|d| *d.get_ref()),
         })
     }
 }
@@ -1375,7 +1384,8 @@ mod tests {
         assert_eq!(
             m.models[1].source,
             Source::Path {
-                template: "/cfg/m/b-{QUANT}.gguf".into()
+                template: "/cfg/m/b-{QUANT}.gguf".into(),
+                derive: false,
             }
         );
     }

@@ -159,3 +159,44 @@ fn a_bad_corpus_fails_the_quality_fields_only() {
         );
     }
 }
+
+#[test]
+fn a_local_model_derives_missing_quants_from_its_most_precise_file() {
+    let s = Scratch::new();
+    // a folder holding only a Q4_1 file, as the SmolLM2 package ships
+    s.config("schema = 1\n[[model]]\nname = \"t\"\nsynthetic = \"tiny\"\nquants = [\"Q4_1\"]\n");
+    let out = s.cmd().arg("fetch").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::create_dir_all(s.path().join("m")).unwrap();
+    std::fs::copy(
+        s.cache().join("synthetic/tiny-seed0-w1/tiny-Q4_1.gguf"),
+        s.path().join("m/t-Q4_1.gguf"),
+    )
+    .unwrap();
+    std::fs::write(s.path().join("corpus.txt"), corpus(3)).unwrap();
+    s.config(
+        "schema = 1\n[defaults]\nquants = [\"F16\", \"Q8_0\", \"Q4_1\"]\nn_gen = 4\nn_prompt = 8\n\
+         repetitions = 1\nwarmup = 0\nquality_corpus = \"corpus.txt\"\nquality_ctx = 64\n\
+         quality_chunks = 4\n[[model]]\nname = \"t\"\npath = \"m/t-{QUANT}.gguf\"\nderive = true\n",
+    );
+    let out = s.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = json(&s.run_dir().join("results.json"));
+    let origin = |q: &str| cells(&r).iter().find(|c| c["quant"] == q).unwrap()["origin"].clone();
+    // F16 dequantized from the Q4_1 file, and labelled so; Q8_0 made from that F16
+    assert_eq!(origin("F16")["kind"], "derived");
+    assert_eq!(origin("F16")["derived_from"], "Q4_1");
+    assert_eq!(origin("Q8_0")["derived_from"], "F16");
+    assert_eq!(origin("Q4_1")["kind"], "path");
+    assert!(s.path().join("m/t-F16.gguf").is_file());
+    // quality is on by default for real (non-synthetic) sources; the reference says how it was made
+    let q = quality(cells(&r), "Q4_1");
+    assert!(
+        q["quality_ref"]
+            .as_str()
+            .unwrap()
+            .contains("derived from Q4_1"),
+        "{q}"
+    );
+    assert!(q["kld_mean"].as_f64().unwrap() > 0.0);
+}

@@ -3,13 +3,16 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use super::derive::clean_partials;
 use super::identity::file_identity;
 use super::{Options, Origin, Planned, Progress};
+use crate::config::fill_template;
 use crate::gguf;
+use crate::quant::Quant;
 
 /// What is at a local path, looked at without ever blocking: only regular files are opened (a
 /// FIFO or a device would hang the reader), and their header is checked.
@@ -67,32 +70,80 @@ pub(super) fn inspect(path: &Path) -> Local {
     }
 }
 
-/// `list`'s view of a local file.
-pub(super) fn describe(path: &Path) -> Planned {
-    let local = inspect(path);
+/// `list`'s view of a local file (or, with `derive`, of the file it would be made from).
+pub(super) fn describe(template: &str, quant: Quant, derive: bool) -> Planned {
+    let path = PathBuf::from(fill_template(template, quant));
+    let local = inspect(&path);
+    let source = match (
+        local.size,
+        derive.then(|| derive_source(template, quant)).flatten(),
+    ) {
+        (None, Some((from, _))) => format!("local file, to be derived from {from}"),
+        _ => "local file".into(),
+    };
     Planned {
         cached: local.size.is_some() && local.problem.is_none(),
         size_is_estimate: false,
         size_bytes: local.size,
-        source: "local file".into(),
-        path: Some(path.to_path_buf()),
+        source,
+        path: Some(path),
         shape: local.shape,
         problem: local.problem,
     }
 }
 
-/// The origin of a local file, refusing one that is missing or not a GGUF file.
-pub(super) fn acquire(path: &Path, opts: &Options, progress: &dyn Progress) -> Result<Origin> {
-    let local = inspect(path);
+/// The origin of a local file, refusing one that is missing (unless `derive` can make it) or
+/// not a GGUF file.
+pub(super) fn acquire(
+    template: &str,
+    quant: Quant,
+    derive: bool,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<Origin> {
+    let path = PathBuf::from(fill_template(template, quant));
+    let local = inspect(&path);
     if let Some(problem) = local.problem {
         bail!("{}: {problem}", path.display());
     }
     if local.size.is_none() {
-        bail!(
-            "model file not found: {} (check `path` in the config)",
-            path.display()
-        );
+        if !derive {
+            bail!(
+                "model file not found: {} (check `path` in the config, or set `derive = true` \
+                 to make it from the most precise file present)",
+                path.display()
+            );
+        }
+        let Some((from, source)) = derive_source(template, quant) else {
+            bail!(
+                "model file not found: {}, and no other quant of `{template}` is present to \
+                 derive it from",
+                path.display()
+            );
+        };
+        clean_partials(path.parent().unwrap_or(Path::new(".")));
+        super::derive::derive(&source, &path, quant, opts, progress)?;
+        let identity = file_identity(&path, opts, progress)?;
+        return Ok(Origin {
+            derived_from: Some(from),
+            ..Origin::of_file("derived", path, identity)
+        });
     }
-    let identity = file_identity(path, opts, progress)?;
-    Ok(Origin::of_file("path", path.to_path_buf(), identity))
+    let identity = file_identity(&path, opts, progress)?;
+    Ok(Origin::of_file("path", path, identity))
+}
+
+/// The most precise quant of `template` present on disk, other than `quant`, and its path.
+fn derive_source(template: &str, quant: Quant) -> Option<(Quant, PathBuf)> {
+    let present: Vec<Quant> = Quant::all_names()
+        .iter()
+        .filter_map(|n| Quant::parse(n))
+        .filter(|q| *q != quant)
+        .filter(|q| {
+            let l = inspect(Path::new(&fill_template(template, *q)));
+            l.size.is_some() && l.problem.is_none()
+        })
+        .collect();
+    let best = Quant::most_precise(&present)?;
+    Some((best, PathBuf::from(fill_template(template, best))))
 }

@@ -14,12 +14,12 @@ pub mod synthetic;
 mod synthetic_file;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{fill_template, Matrix, Source};
+use crate::config::{Matrix, Source};
 use crate::plan::Cell;
 use crate::quant::Quant;
 
@@ -129,9 +129,7 @@ pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Option
     let m = &matrix.models[model_index];
     match &m.source {
         Source::Synthetic { preset, seed } => synthetic_file::describe(preset, *seed, quant, opts),
-        Source::Path { template } => {
-            local::describe(&PathBuf::from(fill_template(template, quant)))
-        }
+        Source::Path { template, derive } => local::describe(template, quant, *derive),
         Source::Hf {
             repo,
             revision,
@@ -165,8 +163,8 @@ pub fn acquire(
             Source::Synthetic { preset, seed } => {
                 synthetic_file::acquire(preset, *seed, c.quant, opts, progress)
             }
-            Source::Path { template } => {
-                local::acquire(Path::new(&fill_template(template, c.quant)), opts, progress)
+            Source::Path { template, derive } => {
+                local::acquire(template, c.quant, *derive, opts, progress)
             }
             Source::Hf {
                 repo,
@@ -201,6 +199,8 @@ impl Progress for Silent {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::identity::{file_identity, sha256_file};
     use super::*;
 
@@ -239,11 +239,20 @@ mod tests {
     fn path_source_errors_are_clear() {
         let tmp = tempfile::tempdir().unwrap();
         let o = opts(tmp.path());
-        let missing = local::acquire(&tmp.path().join("nope.gguf"), &o, &Silent).unwrap_err();
+        let template = |p: &Path| p.to_string_lossy().into_owned();
+        let f16 = Quant::F16;
+        let missing = local::acquire(
+            &template(&tmp.path().join("nope.gguf")),
+            f16,
+            false,
+            &o,
+            &Silent,
+        )
+        .unwrap_err();
         assert!(missing.to_string().contains("not found"), "{missing}");
         let junk = tmp.path().join("junk.gguf");
         std::fs::write(&junk, b"hello world").unwrap();
-        let e = local::acquire(&junk, &o, &Silent).unwrap_err();
+        let e = local::acquire(&template(&junk), f16, false, &o, &Silent).unwrap_err();
         assert!(e.to_string().contains("not a GGUF file"), "{e}");
     }
 

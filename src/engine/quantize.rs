@@ -9,8 +9,9 @@ use llama_cpp_sys_2 as sys;
 
 use crate::quant::Quant;
 
-/// Quantizes `input` (F16/BF16/F32 GGUF) to `quant`, writing `output`. The caller runs this in
-/// a worker process: llama.cpp aborts on some malformed inputs.
+/// Quantizes `input` to `quant`, writing `output`. A quantized input is dequantized first
+/// (llama.cpp's `allow_requantize`): how a missing F16 is made from a Q4_1 file. The caller runs
+/// this in a worker process: llama.cpp aborts on some malformed inputs.
 pub fn quantize(input: &Path, output: &Path, quant: Quant, n_threads: u32) -> Result<()> {
     let cin = CString::new(input.as_os_str().as_bytes()).context("input path")?;
     let cout = CString::new(output.as_os_str().as_bytes()).context("output path")?;
@@ -19,6 +20,7 @@ pub fn quantize(input: &Path, output: &Path, quant: Quant, n_threads: u32) -> Re
         let mut p = sys::llama_model_quantize_default_params();
         p.nthread = n_threads as i32;
         p.ftype = quant.ftype() as sys::llama_ftype;
+        p.allow_requantize = true;
         sys::llama_model_quantize(cin.as_ptr(), cout.as_ptr(), &p)
     };
     if rc != 0 {
