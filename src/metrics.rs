@@ -26,12 +26,19 @@ pub struct MetricDef {
     /// every core, so anything else the machine does slows it down: on a shared 2-core VM,
     /// runs of one build differed by up to 50% (reports/gate-study-2026-12-01).
     pub cpu_threshold_pct: f64,
-    /// For metrics measured once per cell: the smallest absolute change that counts.
+    /// For metrics measured once per cell: the smallest absolute change that counts. For
+    /// metrics with a standard error ([`MetricDef::std_err`]), a change below it never counts,
+    /// however significant.
     pub floor: Option<f64>,
     /// The smallest change that can ever be a regression, whatever its percentage or p-value: a
     /// few microseconds are below what any machine repeats. For latencies in ms, the change in
     /// ms; for rates (tok/s), the change of the time per token, in ms.
     pub min_change_ms: Option<f64>,
+    /// A mean over a finite sample that the report gives with its standard error (the quality
+    /// metrics, means over the scored tokens): significance is a z-test on the two means with
+    /// their standard errors, whatever the number of baseline runs. Such a metric is
+    /// deterministic for the same files, build and corpus, so it needs no confirmation re-run.
+    pub std_err: bool,
 }
 
 impl MetricDef {
@@ -70,6 +77,7 @@ pub const METRICS: &[MetricDef] = &[
         cpu_threshold_pct: 25.0,
         floor: None,
         min_change_ms: Some(0.01),
+        std_err: false,
     },
     MetricDef {
         name: "itl_ms_p50",
@@ -78,6 +86,7 @@ pub const METRICS: &[MetricDef] = &[
         cpu_threshold_pct: 30.0,
         floor: None,
         min_change_ms: Some(0.01),
+        std_err: false,
     },
     MetricDef {
         name: "tg_tok_s",
@@ -86,6 +95,7 @@ pub const METRICS: &[MetricDef] = &[
         cpu_threshold_pct: 25.0,
         floor: None,
         min_change_ms: Some(0.01),
+        std_err: false,
     },
     MetricDef {
         name: "pp_tok_s",
@@ -94,6 +104,7 @@ pub const METRICS: &[MetricDef] = &[
         cpu_threshold_pct: 35.0,
         floor: None,
         min_change_ms: Some(0.002),
+        std_err: false,
     },
     MetricDef {
         name: "ttft_ms",
@@ -102,6 +113,7 @@ pub const METRICS: &[MetricDef] = &[
         cpu_threshold_pct: 60.0,
         floor: None,
         min_change_ms: Some(0.5),
+        std_err: false,
     },
     // once per cell: floors in the metric's own unit
     MetricDef {
@@ -111,6 +123,7 @@ pub const METRICS: &[MetricDef] = &[
         cpu_threshold_pct: 25.0,
         floor: Some(0.25),
         min_change_ms: None,
+        std_err: false,
     },
     MetricDef {
         name: "mem_bytes",
@@ -119,6 +132,7 @@ pub const METRICS: &[MetricDef] = &[
         cpu_threshold_pct: 2.0,
         floor: Some(16.0 * 1048576.0),
         min_change_ms: None,
+        std_err: false,
     },
     MetricDef {
         name: "energy_j_per_tok",
@@ -127,6 +141,37 @@ pub const METRICS: &[MetricDef] = &[
         cpu_threshold_pct: 10.0,
         floor: Some(0.02),
         min_change_ms: None,
+        std_err: false,
+    },
+    // Quality against the reference (cells with `quality` on, the same reference and corpus in
+    // both reports): means over the scored tokens, deterministic for the same files, build and
+    // corpus, so the noise to beat is the sampling uncertainty of the corpus, not run-to-run
+    // noise. Significance: a z-test on the two means with their reported standard errors,
+    // p < 0.05 (|cur − base| > 1.96·√(err_b² + err_c²)). Both reports score the same tokens, so
+    // the errors are correlated and the unpaired test is conservative: it flags a change larger
+    // than another sample of text could explain, not every bit a new build flips. Thresholds
+    // (docs/gate.md, "Quality metrics"; chosen by reasoning, not yet from a gate study): one
+    // quant type to the next typically changes the mean KLD by a factor of 2 or more and top-1
+    // agreement by a few points, so +10% KLD or −1% top-1 (relative) is a fraction of a quant
+    // step. Floors: a KLD change under 1e-4 nats per token (about what a whole 8-bit quant
+    // costs a real model) or a top-1 change under 0.002 (one token in 500) never counts.
+    MetricDef {
+        name: "kld_mean",
+        direction: Direction::LowerIsBetter,
+        threshold_pct: 10.0,
+        cpu_threshold_pct: 10.0,
+        floor: Some(1e-4),
+        min_change_ms: None,
+        std_err: true,
+    },
+    MetricDef {
+        name: "top1_agree",
+        direction: Direction::HigherIsBetter,
+        threshold_pct: 1.0,
+        cpu_threshold_pct: 1.0,
+        floor: Some(0.002),
+        min_change_ms: None,
+        std_err: true,
     },
 ];
 

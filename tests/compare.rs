@@ -455,3 +455,242 @@ fn a_folder_of_baseline_runs_tests_against_their_spread() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("holds no report"), "{}", stderr(&out));
 }
+
+/// A few thousand words of plain text for the quality test: several 64-token chunks.
+fn corpus() -> String {
+    let words = [
+        "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at",
+    ];
+    let mut x: u64 = 7;
+    (0..1500)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            words[(x >> 33) as usize % words.len()]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The tiny matrix with the quality test: F16 (the reference) and Q4_K_M scored on a corpus file.
+const QUALITY: &str = "schema = 1\n[defaults]\nquants = [\"F16\", \"Q4_K_M\"]\nn_gen = 4\n\
+     n_prompt = 8\nrepetitions = 3\nwarmup = 0\nquality = true\nquality_ctx = 64\n\
+     quality_chunks = 4\nquality_corpus = \"corpus.txt\"\n\
+     [[model]]\nname = \"tiny\"\nsynthetic = \"tiny\"\n";
+
+/// A real run with the quality test, made once, in a folder of its own.
+fn quality_run() -> &'static (Scratch, PathBuf) {
+    static Q: OnceLock<(Scratch, PathBuf)> = OnceLock::new();
+    Q.get_or_init(|| {
+        let s = Scratch::new();
+        std::fs::write(s.path().join("corpus.txt"), corpus()).unwrap();
+        s.config(QUALITY);
+        let out = s.run(&["--out", "q"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let dir = s.run_dir_in("q");
+        (s, dir)
+    })
+}
+
+/// The quality run's results.json with the Q4_K_M cell's KLD multiplied by `k` and given a
+/// small standard error (1% of the original KLD), written to `name`.
+fn with_kld(k: f64, name: &str) -> PathBuf {
+    let (s, dir) = quality_run();
+    let mut r = json(&dir.join("results.json"));
+    for c in r["cells"].as_array_mut().unwrap() {
+        if c["quant"] == "Q4_K_M" {
+            let q = &mut c["quality"];
+            let kld = q["kld_mean"].as_f64().unwrap();
+            assert!(kld > 0.0, "{q}");
+            q["kld_mean"] = Value::from(kld * k);
+            q["kld_mean_err"] = Value::from(kld * 0.01);
+        }
+    }
+    let p = s.path().join(name);
+    std::fs::write(&p, serde_json::to_string(&r).unwrap()).unwrap();
+    p
+}
+
+/// `quantbench compare BASE CUR --format json` in the quality run's folder: exit code and
+/// comparison.
+fn compare_quality(base: &Path, cur: &Path) -> (Option<i32>, Value) {
+    let out = quality_run()
+        .0
+        .cmd()
+        .args(["compare", "--format", "json"])
+        .arg(base)
+        .arg(cur)
+        .output()
+        .unwrap();
+    let cmp =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    (out.status.code(), cmp)
+}
+
+/// The comparison's cell of `quant`.
+fn cell_of<'a>(cmp: &'a Value, quant: &str) -> &'a Value {
+    cmp["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["quant"] == quant)
+        .unwrap()
+}
+
+/// The verdicts of a cell's metrics by name.
+fn verdicts(cell: &Value) -> Vec<(String, String)> {
+    cell["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap().to_string();
+            (s("metric"), s("verdict"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_doubled_kld_is_a_regression() {
+    let base = with_kld(1.0, "kld-base.json");
+    let doubled = with_kld(2.0, "kld-doubled.json");
+    let (code, cmp) = compare_quality(&base, &doubled);
+    assert_eq!(code, Some(1), "{cmp}");
+    // the same speed figures on both sides: the KLD is the only regression
+    assert_eq!(cmp["regressions"], 1, "{cmp}");
+    let q4 = cell_of(&cmp, "Q4_K_M");
+    assert_eq!(q4["verdict"], "regressed");
+    let kld = q4["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "kld_mean")
+        .unwrap();
+    assert_eq!(kld["verdict"], "regressed", "{kld}");
+    assert_eq!(kld["method"], "z_test");
+    assert!((kld["change_pct"].as_f64().unwrap() - 100.0).abs() < 1e-6);
+    assert!(verdicts(q4).contains(&("top1_agree".into(), "unchanged".into())));
+    // the reference against itself: KLD 0 both sides, unchanged
+    let f16 = cell_of(&cmp, "F16");
+    assert!(verdicts(f16).contains(&("kld_mean".into(), "unchanged".into())));
+    // the table says so too
+    let out = quality_run()
+        .0
+        .cmd()
+        .arg("compare")
+        .args([&base, &doubled])
+        .args(["--format", "md"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let md = stdout(&out);
+    let row = md.lines().find(|l| l.contains("| kld_mean |")).unwrap();
+    assert!(row.contains("Q4_K_M") && row.contains("REGRESSED"), "{md}");
+    assert!(
+        md.contains("Quality metrics (kld_mean, top1_agree)"),
+        "{md}"
+    );
+    // the real report against itself: compared, unchanged
+    let real = quality_run().1.join("results.json");
+    let (code, cmp) = compare_quality(&real, &real);
+    assert_eq!(code, Some(0), "{cmp}");
+    let q4 = verdicts(cell_of(&cmp, "Q4_K_M"));
+    assert!(
+        q4.contains(&("kld_mean".into(), "unchanged".into())),
+        "{q4:?}"
+    );
+    assert!(q4.contains(&("top1_agree".into(), "unchanged".into())));
+}
+
+#[test]
+fn a_csv_baseline_carries_the_quality_errors() {
+    let (s, dir) = quality_run();
+    let text = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    // the CSV against its own JSON: the quality columns join and agree
+    let (code, cmp) = compare_quality(&dir.join("results.csv"), &dir.join("results.json"));
+    assert_eq!(code, Some(0), "{cmp}");
+    let q4 = cell_of(&cmp, "Q4_K_M");
+    assert_eq!(q4["note"], Value::Null, "{q4}");
+    assert!(verdicts(q4).contains(&("kld_mean".into(), "unchanged".into())));
+    // the CSV with the small standard error of the doubled JSON, as the baseline
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let col = |n: &str| head.iter().position(|h| h == n).unwrap();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&head).unwrap();
+    for rec in rdr.records() {
+        let mut row: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        if row[col("quant")] == "Q4_K_M" {
+            let kld: f64 = row[col("kld_mean")].parse().unwrap();
+            row[col("kld_mean_err")] = (kld * 0.01).to_string();
+        }
+        w.write_record(&row).unwrap();
+    }
+    let base = s.path().join("kld-base.csv");
+    std::fs::write(&base, w.into_inner().unwrap()).unwrap();
+    let (code, cmp) = compare_quality(&base, &with_kld(2.0, "kld-doubled-csv.json"));
+    assert_eq!(code, Some(1), "{cmp}");
+    let q4 = verdicts(cell_of(&cmp, "Q4_K_M"));
+    assert!(
+        q4.contains(&("kld_mean".into(), "regressed".into())),
+        "{q4:?}"
+    );
+}
+
+#[test]
+fn quality_on_another_corpus_is_not_compared() {
+    let (s, dir) = quality_run();
+    let mut r = json(&with_kld(2.0, "kld-doubled-corpus.json"));
+    for c in r["cells"].as_array_mut().unwrap() {
+        c["quality"]["quality_corpus"] = Value::from("other.txt (sha256 0000)");
+    }
+    let p = s.path().join("other-corpus.json");
+    std::fs::write(&p, serde_json::to_string(&r).unwrap()).unwrap();
+    let (code, cmp) = compare_quality(&dir.join("results.json"), &p);
+    assert_eq!(code, Some(0), "no verdict, no regression: {cmp}");
+    let q4 = cell_of(&cmp, "Q4_K_M");
+    assert_eq!(q4["verdict"], "unchanged", "speed still compares: {q4}");
+    assert!(
+        q4["note"].as_str().unwrap().contains("another corpus"),
+        "{q4}"
+    );
+    let names: Vec<String> = verdicts(q4).into_iter().map(|(m, _)| m).collect();
+    assert!(names.contains(&"decode_tok_s".to_string()), "{names:?}");
+    assert!(!names.contains(&"kld_mean".to_string()), "{names:?}");
+}
+
+#[test]
+fn run_with_a_quality_baseline_gates_on_kld() {
+    let (s, _) = quality_run();
+    // a baseline whose KLD is half this build's (small errors): the run regresses on kld_mean,
+    // a deterministic figure that the speed-only confirmation re-runs leave standing
+    let half = with_kld(0.5, "kld-half.json");
+    let out = s
+        .cmd()
+        .args([
+            "run",
+            "--only",
+            "tiny:Q4_K_M",
+            "--out",
+            "gate",
+            "--confirm",
+            "1",
+        ])
+        .arg("--baseline")
+        .arg(&half)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let cmp = json(&s.run_dir_in("gate").join("comparison.json"));
+    let q4 = cell_of(&cmp, "Q4_K_M");
+    let kld = q4["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "kld_mean")
+        .unwrap();
+    assert_eq!(kld["verdict"], "regressed", "{kld}");
+    assert!(kld.get("confirmations").is_none(), "{kld}");
+    assert!(stderr(&out).contains("kld_mean"), "{}", stderr(&out));
+}

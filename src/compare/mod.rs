@@ -12,6 +12,12 @@
 //! * against a baseline of three or more runs: how far the current run falls from the baseline
 //!   runs' distribution (a t prediction interval on the per-run means, k − 1 degrees of
 //!   freedom), which measures the run-to-run noise instead of assuming it away.
+//!
+//! The quality metrics (`kld_mean`, `top1_agree`) are means over the scored tokens, reported
+//! with their standard errors, and deterministic for the same files, build and corpus: they
+//! compare only between cells scored against the same reference on the same corpus, by a z-test
+//! on the two means (p < 0.05) with a threshold and an absolute floor, against any number of
+//! baseline runs.
 
 mod render;
 mod statistics;
@@ -21,10 +27,11 @@ mod verdict;
 mod view;
 
 pub use render::{explanation, markdown, rows};
-pub use statistics::{between_runs_p, welch_p};
+pub use statistics::{between_runs_p, welch_p, z_p};
 pub use verdict::{
     compare, confirm, CellComparison, Comparison, Confirmation, MetricResult, Verdict,
 };
 pub use view::{
-    cell_params_key, check_finite, from_report, read, read_many, CellView, ReportView, Stat,
+    cell_params_key, check_finite, from_report, read, read_many, CellView, QualityView, ReportView,
+    Stat,
 };

@@ -46,6 +46,16 @@ pub fn explanation(cmp: &Comparison) -> String {
         floor("pp_tok_s") * 1000.0,
         floor("ttft_ms")
     );
+    if has_quality(cmp) {
+        s += &format!(
+            " Quality metrics (kld_mean, top1_agree) compare only between cells scored against the \
+             same reference on the same corpus: a regression needs a change beyond the threshold, \
+             beyond {} in KLD or {} in top-1 agreement, and a z-test p < 0.05 on the two means \
+             with their standard errors.",
+            floor_of("kld_mean"),
+            floor_of("top1_agree")
+        );
+    }
     if cmp.confirm_runs > 0 {
         s += &format!(
             " Each regressed cell was measured {} more time{}; a regression stands only when \
@@ -55,6 +65,41 @@ pub fn explanation(cmp: &Comparison) -> String {
         );
     }
     s
+}
+
+/// Whether any cell compared a quality metric.
+fn has_quality(cmp: &Comparison) -> bool {
+    cmp.cells
+        .iter()
+        .flat_map(|c| &c.metrics)
+        .any(|m| metric(&m.metric).is_some_and(|d| d.std_err))
+}
+
+fn floor_of(name: &str) -> f64 {
+    metric(name).and_then(|m| m.floor).unwrap_or(0.0)
+}
+
+/// A metric's value for the table: a quality metric (small numbers, a standard error) with four
+/// significant digits and its `± error`, the others as [`fmt_num`].
+fn fmt_value(m: &MetricResult, v: Option<f64>, err: Option<f64>) -> String {
+    if !metric(&m.metric).is_some_and(|d| d.std_err) {
+        return fmt_num(v);
+    }
+    let Some(x) = v else {
+        return "–".into();
+    };
+    let sig = |x: f64| {
+        let decimals = if x == 0.0 {
+            0
+        } else {
+            (3 - x.abs().log10().floor() as i32).clamp(0, 12) as usize
+        };
+        format!("{x:.decimals$}")
+    };
+    match err {
+        Some(e) => format!("{} ± {}", sig(x), sig(e)),
+        None => sig(x),
+    }
 }
 
 fn fmt_num(v: Option<f64>) -> String {
@@ -115,8 +160,8 @@ pub fn rows(cmp: &Comparison) -> Vec<Vec<String>> {
                 c.quant.clone(),
                 c.label.clone(),
                 m.metric.clone(),
-                fmt_num(m.base),
-                fmt_num(m.current),
+                fmt_value(&m, m.base, m.base_err),
+                fmt_value(&m, m.current, m.current_err),
                 m.change_pct.map_or("–".into(), |v| format!("{v:+.1}%")),
                 match m.p_value {
                     Some(p) => format!("{p:.3} ({})", m.method.replace('_', " ")),
@@ -125,6 +170,13 @@ pub fn rows(cmp: &Comparison) -> Vec<Vec<String>> {
                 format!("{}%", m.threshold_pct),
                 verdict_text(&m),
             ]);
+        }
+        // a comparable cell's note: why its quality was not compared
+        if let Some(note) = &c.note {
+            let mut row = vec![c.model.clone(), c.quant.clone(), c.label.clone()];
+            row.extend(std::iter::repeat_n("–".to_string(), 6));
+            row.push(note.clone());
+            out.push(row);
         }
     }
     out

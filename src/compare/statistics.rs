@@ -1,7 +1,8 @@
-//! The two significance tests of the gate: Welch's t-test against one baseline run, a t
-//! prediction interval against several.
+//! The significance tests of the gate: Welch's t-test against one baseline run, a t
+//! prediction interval against several, and a z-test for means reported with their standard
+//! errors (the quality metrics).
 
-use statrs::distribution::{ContinuousCDF, StudentsT};
+use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
 use super::view::Stat;
 
@@ -61,4 +62,23 @@ pub fn between_runs_p(runs: &[f64], x: f64) -> Option<f64> {
     }
     let dist = StudentsT::new(0.0, 1.0, (k - 1) as f64).ok()?;
     Some(2.0 * (1.0 - dist.cdf(t.abs())))
+}
+
+/// The two-sided p-value of the difference of two means given with their standard errors
+/// (`se_a`, `se_b`): a z-test, `z = (b − a) / √(se_a² + se_b²)`. Both errors 0: any difference
+/// is certain, none is none.
+pub fn z_p(a: f64, se_a: f64, b: f64, se_b: f64) -> Option<f64> {
+    let se = (se_a * se_a + se_b * se_b).sqrt();
+    if !a.is_finite() || !b.is_finite() || !se.is_finite() {
+        return None;
+    }
+    if se == 0.0 {
+        return Some(if a == b { 1.0 } else { 0.0 });
+    }
+    let z = (b - a) / se;
+    if !z.is_finite() {
+        return None;
+    }
+    let dist = Normal::new(0.0, 1.0).ok()?;
+    Some(2.0 * (1.0 - dist.cdf(z.abs())))
 }

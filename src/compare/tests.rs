@@ -13,6 +13,7 @@ fn stat(v: &[f64]) -> Stat {
         sd,
         n,
         samples: Some(v.to_vec()),
+        se: None,
     }
 }
 
@@ -39,7 +40,8 @@ fn welch_matches_a_known_value() {
             mean: 1.0,
             sd: 0.0,
             n: 1,
-            samples: None
+            samples: None,
+            se: None,
         },
         &b
     )
@@ -56,6 +58,7 @@ fn view(decode: &[f64], load: f64) -> ReportView {
             sd: 0.0,
             n: 1,
             samples: None,
+            se: None,
         },
     );
     ReportView {
@@ -75,6 +78,7 @@ fn view(decode: &[f64], load: f64) -> ReportView {
             ok: true,
             error: None,
             stats,
+            quality: None,
         }],
     }
 }
@@ -271,6 +275,7 @@ fn non_finite_values_never_panic_and_are_refused() {
         sd: 1.0,
         n: 5,
         samples: None,
+        se: None,
     };
     let ok = stat(&[1.0, 2.0, 3.0]);
     assert_eq!(welch_p(&nan, &ok), None);
@@ -301,4 +306,272 @@ fn cli_thresholds() {
     assert_eq!(d.get(metric("decode_tok_s").unwrap(), true), 25.0);
     assert!(t.apply_cli(&["decode=3".into()]).is_err());
     assert!(t.apply_cli(&["fast".into()]).is_err());
+}
+
+const REFERENCE: &str =
+    "F16 (m-F16.gguf, sha256 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef)";
+
+/// The cell of [`view`] with quality figures: KLD and top-1 agreement as (mean, standard error),
+/// scored against [`REFERENCE`] on `corpus`.
+fn quality_view(kld: (f64, f64), top1: (f64, f64), corpus: &str) -> ReportView {
+    let mut v = view(&[100.0, 101.0, 99.0, 100.5, 99.5], 1.0);
+    let c = &mut v.cells[0];
+    for (name, (mean, se)) in [("kld_mean", kld), ("top1_agree", top1)] {
+        let st = Stat {
+            mean,
+            sd: 0.0,
+            n: 1,
+            samples: None,
+            se: Some(se),
+        };
+        c.stats.insert(name.into(), st);
+    }
+    c.quality = Some(QualityView {
+        reference: REFERENCE.into(),
+        corpus: corpus.into(),
+        error: None,
+    });
+    v
+}
+
+/// The verdict of one metric of the first cell; `None` when it was not compared.
+fn verdict_of(cmp: &Comparison, name: &str) -> Option<Verdict> {
+    cmp.cells[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == name)
+        .map(|m| m.verdict)
+}
+
+fn cmp_quality(base: &ReportView, cur: &ReportView) -> Comparison {
+    compare(std::slice::from_ref(base), cur, &Thresholds::default())
+}
+
+#[test]
+fn a_doubled_kld_with_small_errors_regresses() {
+    let base = quality_view((0.02, 0.0005), (0.95, 0.002), "c.txt");
+    let cur = quality_view((0.04, 0.0005), (0.95, 0.002), "c.txt");
+    let c = cmp_quality(&base, &cur);
+    assert_eq!(c.regressions, 1, "{:?}", c.cells[0].metrics);
+    assert_eq!(c.cells[0].verdict, Verdict::Regressed);
+    let m = c.cells[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == "kld_mean")
+        .unwrap();
+    assert_eq!(m.verdict, Verdict::Regressed);
+    assert_eq!(m.method, "z_test");
+    assert!(m.p_value.unwrap() < 1e-6, "{m:?}");
+    assert_eq!((m.base_err, m.current_err), (Some(0.0005), Some(0.0005)));
+    assert_eq!(m.threshold_pct, 10.0);
+    // the speed metrics of the same cell compare as before
+    assert_eq!(verdict_of(&c, "decode_tok_s"), Some(Verdict::Unchanged));
+    assert_eq!(verdict_of(&c, "top1_agree"), Some(Verdict::Unchanged));
+    // halved: an improvement
+    let c = cmp_quality(&cur, &base);
+    assert_eq!(verdict_of(&c, "kld_mean"), Some(Verdict::Improved));
+    assert_eq!(c.regressions, 0);
+}
+
+#[test]
+fn a_kld_change_within_its_uncertainty_or_below_the_floor_is_unchanged() {
+    // +15%, beyond the 10% threshold, but 1.1 standard errors: what another text could give
+    let base = quality_view((0.02, 0.002), (0.95, 0.002), "c.txt");
+    let cur = quality_view((0.023, 0.002), (0.95, 0.002), "c.txt");
+    let c = cmp_quality(&base, &cur);
+    assert_eq!(verdict_of(&c, "kld_mean"), Some(Verdict::Unchanged));
+    let p = c.cells[0].metrics.iter().find(|m| m.metric == "kld_mean");
+    assert!(p.unwrap().p_value.unwrap() > 0.05, "{p:?}");
+    // +12.5% and certain, but 5e-5 nats per token: under the floor
+    let base = quality_view((0.0004, 1e-6), (0.95, 0.002), "c.txt");
+    let cur = quality_view((0.00045, 1e-6), (0.95, 0.002), "c.txt");
+    assert_eq!(
+        verdict_of(&cmp_quality(&base, &cur), "kld_mean"),
+        Some(Verdict::Unchanged)
+    );
+    // significant and beyond the floor, but within the 10% threshold
+    let base = quality_view((0.05, 1e-5), (0.95, 0.002), "c.txt");
+    let cur = quality_view((0.054, 1e-5), (0.95, 0.002), "c.txt");
+    assert_eq!(
+        verdict_of(&cmp_quality(&base, &cur), "kld_mean"),
+        Some(Verdict::Unchanged)
+    );
+    // the reference against itself: from exactly 0, the floor and the z-test decide
+    let zero = quality_view((0.0, 0.0), (1.0, 0.0), "c.txt");
+    let tiny = quality_view((5e-5, 1e-5), (1.0, 0.0), "c.txt");
+    let c = cmp_quality(&zero, &tiny);
+    assert_eq!(verdict_of(&c, "kld_mean"), Some(Verdict::Unchanged));
+    assert_eq!(verdict_of(&c, "top1_agree"), Some(Verdict::Unchanged));
+    let off = quality_view((0.003, 1e-4), (1.0, 0.0), "c.txt");
+    let c = cmp_quality(&zero, &off);
+    let m = c.cells[0].metrics.iter().find(|m| m.metric == "kld_mean");
+    assert_eq!(m.unwrap().verdict, Verdict::Regressed);
+    assert_eq!(m.unwrap().change_pct, None, "no percentage from 0");
+}
+
+#[test]
+fn a_top1_drop_regresses() {
+    let base = quality_view((0.02, 0.0005), (0.95, 0.002), "c.txt");
+    let cur = quality_view((0.02, 0.0005), (0.90, 0.003), "c.txt");
+    let c = cmp_quality(&base, &cur);
+    assert_eq!(verdict_of(&c, "top1_agree"), Some(Verdict::Regressed));
+    assert_eq!(c.regressions, 1);
+    // −0.5% relative, certain: within the 1% threshold
+    let small = quality_view((0.02, 0.0005), (0.94525, 0.0001), "c.txt");
+    assert_eq!(
+        verdict_of(&cmp_quality(&base, &small), "top1_agree"),
+        Some(Verdict::Unchanged)
+    );
+    // −3% relative but within 2 standard errors of a short corpus
+    let short = quality_view((0.02, 0.0005), (0.92, 0.02), "c.txt");
+    assert_eq!(
+        verdict_of(&cmp_quality(&base, &short), "top1_agree"),
+        Some(Verdict::Unchanged)
+    );
+    // below the absolute floor (0.002), whatever the percentage: a model that rarely agrees
+    let low = quality_view((0.02, 0.0005), (0.1, 1e-5), "c.txt");
+    let lower = quality_view((0.02, 0.0005), (0.0985, 1e-5), "c.txt");
+    assert_eq!(
+        verdict_of(&cmp_quality(&low, &lower), "top1_agree"),
+        Some(Verdict::Unchanged)
+    );
+}
+
+#[test]
+fn quality_compares_only_on_the_same_reference_and_corpus() {
+    let base = quality_view((0.02, 0.0005), (0.95, 0.002), "a.txt (sha256 aaaa)");
+    let cur = quality_view((0.04, 0.0005), (0.80, 0.002), "b.txt (sha256 bbbb)");
+    let c = cmp_quality(&base, &cur);
+    assert_eq!(c.regressions, 0);
+    assert_eq!(
+        c.cells[0].verdict,
+        Verdict::Unchanged,
+        "not `not comparable`"
+    );
+    assert_eq!(verdict_of(&c, "kld_mean"), None);
+    assert_eq!(verdict_of(&c, "top1_agree"), None);
+    assert_eq!(verdict_of(&c, "decode_tok_s"), Some(Verdict::Unchanged));
+    let note = c.cells[0].note.clone().unwrap();
+    assert!(
+        note.starts_with("quality not compared: another corpus (a.txt"),
+        "{note}"
+    );
+    // the note is a row of the table
+    assert!(rows(&c).iter().any(|r| r[9] == note), "{:?}", rows(&c));
+    // another reference: its hash cut short in the note
+    let mut other = quality_view((0.04, 0.0005), (0.95, 0.002), "a.txt (sha256 aaaa)");
+    other.cells[0].quality.as_mut().unwrap().reference = "Q8_0 (m-Q8_0.gguf, sha256 ffff)".into();
+    let c = cmp_quality(&base, &other);
+    let note = c.cells[0].note.clone().unwrap();
+    assert!(
+        note.contains("another reference (F16 (m-F16.gguf, sha256 0123456789ab…) vs Q8_0"),
+        "{note}"
+    );
+    assert_eq!(verdict_of(&c, "kld_mean"), None);
+    // quality off in this run, or failed
+    let mut off = view(&[100.0, 101.0, 99.0, 100.5, 99.5], 1.0);
+    let c = cmp_quality(&base, &off);
+    assert_eq!(
+        c.cells[0].note.as_deref(),
+        Some("quality not compared: not scored in this run")
+    );
+    off.cells[0].quality = Some(QualityView {
+        reference: REFERENCE.into(),
+        corpus: "a.txt (sha256 aaaa)".into(),
+        error: Some("the corpus is empty".into()),
+    });
+    let c = cmp_quality(&base, &off);
+    assert!(c.cells[0]
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("failed in this run: the corpus is empty"));
+    // no quality in either report: exactly as before, no note
+    let plain = view(&[100.0, 101.0, 99.0, 100.5, 99.5], 1.0);
+    let c = cmp_quality(&plain, &plain);
+    assert_eq!(c.cells[0].note, None);
+    assert!(!explanation(&c).contains("Quality"), "{}", explanation(&c));
+}
+
+#[test]
+fn quality_metrics_render_with_their_errors_and_their_rule() {
+    let base = quality_view((0.02, 0.0005), (0.95, 0.002), "c.txt");
+    let cur = quality_view((0.04, 0.0005), (0.95, 0.002), "c.txt");
+    let c = cmp_quality(&base, &cur);
+    let row = rows(&c).into_iter().find(|r| r[3] == "kld_mean").unwrap();
+    assert_eq!(row[4], "0.02000 ± 0.0005000");
+    assert_eq!(row[5], "0.04000 ± 0.0005000");
+    assert_eq!(row[6], "+100.0%");
+    assert!(row[7].ends_with("(z test)"), "{row:?}");
+    assert_eq!((row[8].as_str(), row[9].as_str()), ("10%", "REGRESSED"));
+    let md = markdown(&c);
+    assert!(
+        md.contains("Quality metrics (kld_mean, top1_agree)") && md.contains("z-test p < 0.05"),
+        "{md}"
+    );
+    assert!(
+        md.contains("beyond 0.0001 in KLD or 0.002 in top-1"),
+        "{md}"
+    );
+}
+
+#[test]
+fn quality_ignores_the_spread_of_several_baseline_runs_and_needs_no_confirmation() {
+    // three identical baseline runs (deterministic): no spread, yet a change within the
+    // standard errors is no regression
+    let runs: Vec<ReportView> = (0..3)
+        .map(|_| quality_view((0.02, 0.002), (0.95, 0.002), "c.txt"))
+        .collect();
+    let cur = quality_view((0.023, 0.002), (0.95, 0.002), "c.txt");
+    let c = compare(&runs, &cur, &Thresholds::default());
+    let m = c.cells[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == "kld_mean")
+        .unwrap();
+    assert_eq!(
+        (m.method.as_str(), m.verdict),
+        ("z_test", Verdict::Unchanged)
+    );
+    assert_eq!(m.base_err, Some(0.002), "the runs' errors, not shrunk");
+    let cur = quality_view((0.04, 0.0005), (0.95, 0.002), "c.txt");
+    let mut c = compare(&runs, &cur, &Thresholds::default());
+    assert_eq!(verdict_of(&c, "kld_mean"), Some(Verdict::Regressed));
+    // `run --baseline`'s re-runs measure speed only: the quality regression stands as it is
+    let mut speed_only = view(&[100.0, 101.0, 99.0, 100.5, 99.5], 1.0);
+    speed_only.run_id = "r-confirm-1".into();
+    let rerun = compare(&runs, &speed_only, &Thresholds::default());
+    confirm(&mut c, &[rerun]);
+    let m = c.cells[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == "kld_mean")
+        .unwrap();
+    assert_eq!(m.verdict, Verdict::Regressed);
+    assert!(m.confirmations.is_empty(), "{m:?}");
+    // a re-run that scored quality again does count
+    let mut c = compare(&runs, &cur, &Thresholds::default());
+    let back = compare(&runs, &runs[0], &Thresholds::default());
+    confirm(&mut c, &[back]);
+    assert_eq!(verdict_of(&c, "kld_mean"), Some(Verdict::Unconfirmed));
+}
+
+#[test]
+fn z_test_p_values() {
+    // 1.96 combined standard errors: p = 0.05
+    let se = 0.01;
+    let d = 1.959964 * (2.0f64).sqrt() * se;
+    assert!((z_p(1.0, se, 1.0 + d, se).unwrap() - 0.05).abs() < 1e-5);
+    assert_eq!(z_p(1.0, 0.0, 1.0, 0.0), Some(1.0));
+    assert_eq!(z_p(1.0, 0.0, 1.1, 0.0), Some(0.0));
+    assert_eq!(z_p(f64::NAN, 0.1, 1.0, 0.1), None);
+    assert_eq!(z_p(1.0, f64::INFINITY, 1.0, 0.1), None);
+    // a standard error that is not a finite number is refused like any other value
+    let mut v = quality_view((0.02, 0.0005), (0.95, 0.002), "c.txt");
+    v.cells[0].stats.get_mut("kld_mean").unwrap().se = Some(f64::NAN);
+    let e = check_finite(&v).unwrap_err().to_string();
+    assert!(
+        e.contains("column kld_mean") && e.contains("standard error"),
+        "{e}"
+    );
 }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::statistics::{between_runs_p, welch_p};
-use super::view::{CellView, ReportView, Stat};
-use crate::metrics::{Direction, MetricDef, Thresholds, METRICS};
+use super::statistics::{between_runs_p, welch_p, z_p};
+use super::view::{CellView, QualityView, ReportView, Stat};
+use crate::metrics::{metric, Direction, MetricDef, Thresholds, METRICS};
 
 /// The outcome for one metric of one cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -45,10 +45,16 @@ pub struct MetricResult {
     pub current: Option<f64>,
     /// (current − base) / base, percent.
     pub change_pct: Option<f64>,
+    /// The standard errors of `base` and `current`, for metrics reported with one (quality).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_err: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_err: Option<f64>,
     /// Two-sided p-value of the significance test; `None` where none applies.
     pub p_value: Option<f64>,
     /// `welch` (repetition samples of one baseline run), `between_runs` (the spread of several
-    /// baseline runs), `floor` (one value per run, absolute floor) or `none`.
+    /// baseline runs), `floor` (one value per run, absolute floor), `z_test` (means with their
+    /// standard errors: the quality metrics) or `none`.
     pub method: String,
     pub threshold_pct: f64,
     pub verdict: Verdict,
@@ -81,7 +87,8 @@ pub struct CellComparison {
     pub label: String,
     /// The worst verdict of its metrics (or the cell's own: new, missing, not comparable).
     pub verdict: Verdict,
-    /// Why a cell is not comparable, missing, or new.
+    /// Why a cell is not comparable, missing, or new; for a comparable cell, why its quality
+    /// metrics were not compared (another reference or corpus, a test that failed or was off).
     pub note: Option<String>,
     pub metrics: Vec<MetricResult>,
 }
@@ -147,8 +154,9 @@ impl Comparison {
 /// change a regression: `reruns` are comparisons of re-measurements of the regressed cells with
 /// the same baseline. A regressed metric keeps its verdict only when it regresses in every
 /// re-run that measured it; otherwise it becomes [`Verdict::Unconfirmed`] (a re-run that failed
-/// refutes nothing). Each re-run's result is recorded on
-/// the metric. Without re-runs nothing changes.
+/// refutes nothing). Each re-run's result is recorded on the metric. A metric with a standard
+/// error (quality) is deterministic: only re-runs that scored it again count (`run --baseline`'s
+/// re-runs measure speed only). Without re-runs nothing changes.
 pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
     if reruns.is_empty() {
         return;
@@ -158,9 +166,10 @@ pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
             if m.verdict != Verdict::Regressed {
                 continue;
             }
+            let deterministic = metric(&m.metric).is_some_and(|d| d.std_err);
             m.confirmations = reruns
                 .iter()
-                .map(|r| {
+                .filter_map(|r| {
                     let found = r
                         .cells
                         .iter()
@@ -169,20 +178,21 @@ pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
                         })
                         .and_then(|rc| rc.metrics.iter().find(|rm| rm.metric == m.metric));
                     match found {
-                        Some(rm) => Confirmation {
+                        Some(rm) => Some(Confirmation {
                             run_id: r.current_run_id.clone(),
                             current: rm.current,
                             change_pct: rm.change_pct,
                             p_value: rm.p_value,
                             verdict: rm.verdict,
-                        },
-                        None => Confirmation {
+                        }),
+                        None if deterministic => None,
+                        None => Some(Confirmation {
                             run_id: r.current_run_id.clone(),
                             current: None,
                             change_pct: None,
                             p_value: None,
                             verdict: Verdict::Missing,
-                        },
+                        }),
                     }
                 })
                 .collect();
@@ -212,19 +222,13 @@ pub(super) fn compare_metric(
     } else {
         None
     };
-    let (p, method, significant) = if runs.len() >= 3 {
-        let p = between_runs_p(&runs, cur.mean);
-        (p, "between_runs", p.is_some_and(|p| p < 0.05))
-    } else if let Some(floor) = def.floor {
-        (None, "floor", (cur.mean - base_mean).abs() > floor)
-    } else {
-        match welch_p(bases[0], cur) {
-            Some(p) => (Some(p), "welch", p < 0.05),
-            None => (None, "none", false),
-        }
-    };
-    let beyond = change.map(|c| c.abs() > threshold_pct).unwrap_or(false)
-        && !def.below_floor(base_mean, cur.mean);
+    let (p, method, significant) = significance(def, bases, &runs, base_mean, cur);
+    let beyond = match change {
+        Some(c) => c.abs() > threshold_pct,
+        // a quality metric from exactly 0 (the reference against itself): no percentage, the
+        // floor and the significance decide
+        None => def.std_err && cur.mean != base_mean,
+    } && !def.below_floor(base_mean, cur.mean);
     let worse = match def.direction {
         Direction::HigherIsBetter => cur.mean < base_mean,
         Direction::LowerIsBetter => cur.mean > base_mean,
@@ -240,12 +244,68 @@ pub(super) fn compare_metric(
         base: Some(base_mean),
         current: Some(cur.mean),
         change_pct: change,
+        base_err: if def.std_err { base_se(bases) } else { None },
+        current_err: if def.std_err { cur.se } else { None },
         p_value: p,
         method: method.into(),
         threshold_pct,
         verdict,
         confirmations: Vec::new(),
     }
+}
+
+/// The significance test of a metric: (p-value, method, significant). Against three or more
+/// baseline runs their spread; otherwise Welch's test on the repetition samples, or the floor of
+/// a metric measured once per cell. A metric with a standard error always takes the z-test.
+fn significance(
+    def: &MetricDef,
+    bases: &[&Stat],
+    runs: &[f64],
+    base_mean: f64,
+    cur: &Stat,
+) -> (Option<f64>, &'static str, bool) {
+    if def.std_err {
+        std_err_test(def, bases, base_mean, cur)
+    } else if runs.len() >= 3 {
+        let p = between_runs_p(runs, cur.mean);
+        (p, "between_runs", p.is_some_and(|p| p < 0.05))
+    } else if let Some(floor) = def.floor {
+        (None, "floor", (cur.mean - base_mean).abs() > floor)
+    } else {
+        match welch_p(bases[0], cur) {
+            Some(p) => (Some(p), "welch", p < 0.05),
+            None => (None, "none", false),
+        }
+    }
+}
+
+/// A mean over a sample of tokens (quality) against the baseline's: significant when the z-test
+/// on the two means with their standard errors gives p < 0.05 (|Δ| > 1.96·√(err_b² + err_c²))
+/// and the change is beyond the metric's floor. Without standard errors (a CSV missing the
+/// `_err` columns), the floor alone.
+fn std_err_test(
+    def: &MetricDef,
+    bases: &[&Stat],
+    base_mean: f64,
+    cur: &Stat,
+) -> (Option<f64>, &'static str, bool) {
+    let beyond_floor = (cur.mean - base_mean).abs() > def.floor.unwrap_or(0.0);
+    match (base_se(bases), cur.se) {
+        (Some(sb), Some(sc)) => {
+            let p = z_p(base_mean, sb, cur.mean, sc);
+            (p, "z_test", beyond_floor && p.is_some_and(|p| p < 0.05))
+        }
+        _ => (None, "floor", beyond_floor),
+    }
+}
+
+/// The standard error of the baseline's mean: one run's, or the root mean square of several
+/// runs' errors (they score the same tokens, so their mean is no more certain than one run);
+/// `None` when a run has none.
+fn base_se(bases: &[&Stat]) -> Option<f64> {
+    let se2: Option<Vec<f64>> = bases.iter().map(|s| s.se.map(|e| e * e)).collect();
+    se2.filter(|v| !v.is_empty())
+        .map(|v| (v.iter().sum::<f64>() / v.len() as f64).sqrt())
 }
 
 /// Compares every cell of `cur` with the cells of the baseline run(s) that have the same model,
@@ -332,8 +392,10 @@ fn compare_cell(
             Vec::new(),
         );
     }
+    let (quality_ok, note) = quality_check(&ok_bases, c);
     let metrics: Vec<MetricResult> = METRICS
         .iter()
+        .filter(|def| quality_ok || !def.std_err)
         .filter_map(|def| {
             let bs: Vec<&Stat> = ok_bases
                 .iter()
@@ -349,7 +411,88 @@ fn compare_cell(
         .map(|m| m.verdict)
         .min()
         .unwrap_or(Verdict::Unchanged);
-    cell(c, worst, None, metrics)
+    cell(c, worst, note, metrics)
+}
+
+/// Whether the quality metrics of `c` compare with its baseline cells (`ok_bases`): each scored
+/// against the same reference on the same corpus. If not, the note says why (no verdict for
+/// them; the speed metrics still compare). Quality off in both reports: nothing to say.
+fn quality_check(ok_bases: &[&CellView], c: &CellView) -> (bool, Option<String>) {
+    if c.quality.is_none() && ok_bases.iter().all(|b| b.quality.is_none()) {
+        return (true, None);
+    }
+    let mut why: Vec<String> = Vec::new();
+    let mut add = |w: String| {
+        if !why.contains(&w) {
+            why.push(w);
+        }
+    };
+    let failed = |q: &QualityView| q.error.as_deref().map(str::to_string);
+    match &c.quality {
+        None => add("not scored in this run".into()),
+        Some(q) => {
+            if let Some(e) = failed(q) {
+                add(format!("failed in this run: {e}"));
+            }
+        }
+    }
+    for b in ok_bases {
+        let Some(bq) = &b.quality else {
+            add("not scored in the baseline".into());
+            continue;
+        };
+        if let Some(e) = failed(bq) {
+            add(format!("failed in the baseline: {e}"));
+        }
+        let Some(cq) = &c.quality else { continue };
+        if bq.reference != cq.reference {
+            add(format!(
+                "another reference ({} vs {})",
+                short_hashes(&bq.reference),
+                short_hashes(&cq.reference)
+            ));
+        }
+        if bq.corpus != cq.corpus {
+            add(format!(
+                "another corpus ({} vs {})",
+                short_hashes(&bq.corpus),
+                short_hashes(&cq.corpus)
+            ));
+        }
+    }
+    if why.is_empty() {
+        (true, None)
+    } else {
+        (
+            false,
+            Some(format!("quality not compared: {}", why.join("; "))),
+        )
+    }
+}
+
+/// `s` with every SHA-256 in it cut to its first 12 hex digits, for notes that fit a table.
+fn short_hashes(s: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() > 16 {
+            out.push_str(&run[..12]);
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for ch in s.chars() {
+        if ch.is_ascii_hexdigit() {
+            run.push(ch);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// Why a cell cannot be compared with its baseline cells (`ok_bases`, the first decides):

@@ -17,6 +17,22 @@ pub struct Stat {
     pub n: usize,
     /// Per-repetition values, when the report has them (JSON).
     pub samples: Option<Vec<f64>>,
+    /// The standard error of `mean`, for a mean over a sample that the report gives with its
+    /// uncertainty (the quality metrics: `kld_mean_err`, `top1_agree_err`); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub se: Option<f64>,
+}
+
+/// Where a cell's quality figures come from, as the report names them: they compare only with
+/// figures of the same reference on the same corpus.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QualityView {
+    /// `quality_ref`: the reference's quant, file and SHA-256.
+    pub reference: String,
+    /// `quality_corpus`: the corpus file and its SHA-256, or how it was sampled.
+    pub corpus: String,
+    /// `quality_error`: why the cell has no quality figures.
+    pub error: Option<String>,
 }
 
 /// A cell as a comparison sees it, from JSON or CSV.
@@ -37,6 +53,8 @@ pub struct CellView {
     pub ok: bool,
     pub error: Option<String>,
     pub stats: BTreeMap<String, Stat>,
+    /// The quality test's reference and corpus; `None` when the cell was not scored.
+    pub quality: Option<QualityView>,
 }
 
 impl CellView {
@@ -204,7 +222,12 @@ pub fn check_finite(view: &ReportView) -> Result<()> {
                     whose(name)
                 );
             }
-            for (what, v) in [("the mean", st.mean), ("the standard deviation", st.sd)] {
+            let se = st.se.unwrap_or(0.0);
+            for (what, v) in [
+                ("the mean", st.mean),
+                ("the standard deviation", st.sd),
+                ("the standard error", se),
+            ] {
                 if !v.is_finite() {
                     bail!("{}: {what} is {v}, not a finite number; {fix}", whose(name));
                 }
@@ -248,11 +271,17 @@ fn cell_view(c: &CellResult) -> CellView {
         ok: c.status == CellStatus::Ok,
         error: c.error.clone(),
         stats: cell_stats(c),
+        quality: c.quality.as_ref().map(|q| QualityView {
+            reference: q.quality_ref.clone(),
+            corpus: q.quality_corpus.clone(),
+            error: q.quality_error.clone(),
+        }),
     }
 }
 
 /// The gate's metrics of a report cell: rates and TTFT with their repetition samples, the
-/// per-repetition median inter-token latency, and the metrics measured once per cell.
+/// per-repetition median inter-token latency, the metrics measured once per cell, and the
+/// quality metrics ([`quality_stats`]).
 fn cell_stats(c: &CellResult) -> BTreeMap<String, Stat> {
     let mut stats = BTreeMap::new();
     for name in ["decode_tok_s", "tg_tok_s", "pp_tok_s", "ttft_ms"] {
@@ -278,6 +307,7 @@ fn cell_stats(c: &CellResult) -> BTreeMap<String, Stat> {
                     sd: s.sd,
                     n: s.n,
                     samples: (!samples.is_empty()).then_some(samples),
+                    se: None,
                 },
             );
         }
@@ -299,6 +329,7 @@ fn cell_stats(c: &CellResult) -> BTreeMap<String, Stat> {
                 sd: s.sd,
                 n: s.n,
                 samples: Some(itl),
+                se: None,
             },
         );
     }
@@ -311,7 +342,22 @@ fn cell_stats(c: &CellResult) -> BTreeMap<String, Stat> {
             stats.insert(name.to_string(), Stat::single(x));
         }
     }
+    stats.extend(quality_stats(c));
     stats
+}
+
+/// The quality metrics of a report cell with their standard errors; none without figures.
+fn quality_stats(c: &CellResult) -> Vec<(String, Stat)> {
+    let Some(q) = c.quality.as_ref().and_then(|q| q.stats.as_ref()) else {
+        return Vec::new();
+    };
+    [
+        ("kld_mean", q.kld_mean, q.kld_mean_err),
+        ("top1_agree", q.top1_agree, q.top1_agree_err),
+    ]
+    .into_iter()
+    .map(|(name, mean, se)| (name.to_string(), Stat::with_se(mean, Some(se))))
+    .collect()
 }
 
 impl Stat {
@@ -322,6 +368,15 @@ impl Stat {
             sd: 0.0,
             n: 1,
             samples: None,
+            se: None,
+        }
+    }
+
+    /// A mean over a sample, given with its standard error (`None`: the report has none).
+    fn with_se(mean: f64, se: Option<f64>) -> Stat {
+        Stat {
+            se,
+            ..Stat::single(mean)
         }
     }
 }
@@ -346,16 +401,10 @@ impl CsvRow<'_> {
         self.get(name).parse::<f64>().ok()
     }
 
-    /// The row as a comparison sees it (no repetition samples in a CSV).
-    fn cell_view(&self) -> CellView {
-        let get = |name: &str| self.get(name);
-        let reps = get("repetitions").parse::<usize>().unwrap_or(1);
-        // columns added with multi-GPU support: absent in older CSVs (= the default placement)
-        let placement = crate::plan::placement_tag(
-            &get("split_mode"),
-            get("main_gpu").parse().unwrap_or(0),
-            &get("tensor_split"),
-        );
+    /// The gate's metrics of the row: means with the sd and repetitions of the rates and TTFT,
+    /// the metrics measured once per cell, the quality metrics with their standard errors.
+    fn stats(&self) -> BTreeMap<String, Stat> {
+        let reps = self.get("repetitions").parse::<usize>().unwrap_or(1);
         let mut stats = BTreeMap::new();
         for name in ["decode_tok_s", "tg_tok_s", "pp_tok_s", "ttft_ms"] {
             if let Some(mean) = self.num(name) {
@@ -367,6 +416,7 @@ impl CsvRow<'_> {
                         sd,
                         n: reps,
                         samples: None,
+                        se: None,
                     },
                 );
             }
@@ -376,6 +426,25 @@ impl CsvRow<'_> {
                 stats.insert(name.to_string(), Stat::single(mean));
             }
         }
+        // quality columns (appended with the quality test; absent or empty without it)
+        for name in ["kld_mean", "top1_agree"] {
+            if let Some(mean) = self.num(name) {
+                let se = self.num(&format!("{name}_err"));
+                stats.insert(name.to_string(), Stat::with_se(mean, se));
+            }
+        }
+        stats
+    }
+
+    /// The row as a comparison sees it (no repetition samples in a CSV).
+    fn cell_view(&self) -> CellView {
+        let get = |name: &str| self.get(name);
+        // columns added with multi-GPU support: absent in older CSVs (= the default placement)
+        let placement = crate::plan::placement_tag(
+            &get("split_mode"),
+            get("main_gpu").parse().unwrap_or(0),
+            &get("tensor_split"),
+        );
         CellView {
             model: get("model"),
             quant: get("quant"),
@@ -399,8 +468,19 @@ impl CsvRow<'_> {
             synthetic: get("synthetic") == "true",
             ok: get("status") == "ok",
             error: Some(get("error")).filter(|e| !e.is_empty()),
-            stats,
+            stats: self.stats(),
+            quality: self.quality(),
         }
+    }
+
+    /// The quality columns' reference, corpus and error; `None` when the row has none.
+    fn quality(&self) -> Option<QualityView> {
+        let q = QualityView {
+            reference: self.get("quality_ref"),
+            corpus: self.get("quality_corpus"),
+            error: Some(self.get("quality_error")).filter(|e| !e.is_empty()),
+        };
+        (q != QualityView::default()).then_some(q)
     }
 }
 
