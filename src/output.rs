@@ -13,7 +13,8 @@ use crate::acquire::{Origin, Progress};
 use crate::gpu::GpuCellTelemetry;
 use crate::plan::Cell;
 use crate::protocol::MemoryMeasurement;
-use crate::report::md::{bytes, fixed, mean_sd, opt_bytes, per_gpu, percent, sm_clocks};
+use crate::report::md::{bytes, fixed, mean_sd, opt_bytes, per_gpu, percent, sig, sm_clocks};
+use crate::report::quality_stats;
 use crate::results::{CellResult, CellStatus, Report};
 
 /// Writes human output to stderr, with at most one progress bar at a time.
@@ -156,8 +157,23 @@ impl Printer {
     /// The final results table, aligned.
     pub fn final_table(&self, report: &Report) {
         self.clear_bar();
-        let (head, rows) = crate::report::md::table(report);
+        let (mut head, mut rows) = crate::report::md::table(report);
+        quality_columns(report, &mut head, &mut rows);
         self.line(&format!("\n{}", aligned(&head, &rows)));
+    }
+}
+
+/// The `KLD` (mean, 4 significant digits) and `top-1` columns of the final table, where any
+/// cell has quality statistics; the table is left as it is otherwise.
+fn quality_columns(report: &Report, head: &mut Vec<&'static str>, rows: &mut [Vec<String>]) {
+    if !report.cells.iter().any(|c| quality_stats(c).is_some()) {
+        return;
+    }
+    head.extend(["KLD", "top-1"]);
+    for (row, c) in rows.iter_mut().zip(&report.cells) {
+        let st = quality_stats(c);
+        row.push(st.map_or("–".into(), |s| sig(s.kld_mean, 4)));
+        row.push(st.map_or("–".into(), |s| format!("{:.1}%", s.top1_agree * 100.0)));
     }
 }
 

@@ -1,13 +1,14 @@
 //! Charts and report.html from a fixture report: the real H200 run committed under reports/,
-//! with one cell turned into a failed one.
+//! with one cell turned into a failed one; and the same run with constructed quality figures.
 
 mod common;
 
 use std::path::Path;
 
 use common::{stderr, Scratch};
+use quantbench::quality::QualityStats;
 use quantbench::report;
-use quantbench::results::{self, CellResult, CellStatus, Report};
+use quantbench::results::{self, CellQuality, CellResult, CellStatus, Report};
 
 fn fixture() -> Report {
     let path =
@@ -258,4 +259,161 @@ fn multi_gpu_placements_are_reported_per_gpu() {
     assert!(html.contains("<h2>Multi-GPU placements</h2>"));
     assert!(html.contains("CUDA0 + CUDA1"));
     assert!(html.contains("2× NVIDIA H200"));
+}
+
+/// Constructed quality figures (made up for the test, not measured): a KLD of `kld` with the
+/// other statistics derived from it; 0 is the reference itself.
+fn stats(kld: f64) -> QualityStats {
+    QualityStats {
+        tokens: 8160,
+        ppl: 31.25 * (1.0 + kld),
+        ppl_err: 0.5,
+        ppl_ref: 31.25,
+        ppl_ref_err: 0.5,
+        ppl_ratio: 1.0 + kld,
+        ppl_ratio_err: kld / 10.0,
+        ln_ppl_ratio: kld,
+        ln_ppl_ratio_err: kld / 10.0,
+        kld_mean: kld,
+        kld_mean_err: kld / 50.0,
+        kld_median: kld * 0.8,
+        kld_p99: kld * 6.0,
+        kld_p999: kld * 11.0,
+        kld_max: kld * 23.0,
+        top1_agree: 1.0 - kld * 4.0,
+        top1_agree_err: kld / 5.0,
+        dp_mean: -kld / 100.0,
+        dp_mean_err: kld / 1000.0,
+        dp_rms: kld / 2.0,
+        dp_rms_err: kld / 200.0,
+    }
+}
+
+/// The fixture with quality on its tg128 cells: F16 is the reference of each model (KLD 0),
+/// Q8_0 and Q4_K_M have constructed figures, and gpt2 Q4_K_M (the failed cell) has a quality
+/// error. The tg50 cells have no quality.
+fn quality_fixture() -> Report {
+    let mut r = fixture();
+    for (i, c) in r.cells.iter_mut().enumerate() {
+        if c.params.n_gen != 128 {
+            continue;
+        }
+        let scale = [1.0, 1.5, 2.0][i / 6];
+        let kld = match c.quant.to_string().as_str() {
+            "F16" => 0.0,
+            "Q8_0" => 0.0012345 * scale,
+            _ => 0.0234567 * scale,
+        };
+        let failed = c.status == CellStatus::Failed;
+        c.quality = Some(CellQuality {
+            stats: (!failed).then(|| stats(kld)),
+            quality_ref: format!(
+                "F16 ({}-F16.gguf, sha256 {}, synthetic weights)",
+                c.model,
+                "ab12".repeat(16)
+            ),
+            quality_corpus: "wiki <test>.txt (sha256 0123456789abcdef0123)".into(),
+            quality_error: failed.then(|| "the reference could not be loaded (made up)".into()),
+        });
+    }
+    r
+}
+
+#[test]
+fn quality_is_in_summary_md_where_it_was_measured() {
+    let r = quality_fixture();
+    let md = report::Format::render(&report::md::Markdown, &r).unwrap();
+    assert!(md.contains("\n## Quality\n"), "{md}");
+    assert!(md.contains("| model | quant | tokens | PPL | PPL ratio | KLD mean |"));
+    // gpt2-medium Q8_0: KLD 0.0012345 × 1.5, its figures with 4 significant digits
+    let row = "| gpt2-medium | Q8_0 | 8160 | 31.31 | 1.0019 ± 0.0002 | 0.001852 ± 0.000037 \
+               | 0.01111 | 0.04259 | 99.3 ± 0.0% | 0.09259% | F16 (gpt2-medium-F16.gguf, sha256 \
+               ab12ab12ab12, synthetic weights) | wiki <test>.txt (sha256 0123456789ab) |";
+    assert!(md.contains(row), "{md}");
+    assert!(
+        md.contains("| llama-7b | F16 | 8160 | 31.25 | 1.0000 ± 0.0000 | 0 ± 0 | 0 | 0 | 100.0 ± 0.0% | 0% |"),
+        "the reference: {md}"
+    );
+    assert!(
+        md.contains(
+            "| gpt2 | Q4_K_M | not measured: the reference could not be loaded (made up) | – |"
+        ),
+        "a failed test shows its reason: {md}"
+    );
+    let start = md.find("\n## Quality\n").unwrap();
+    let end = start + 1 + md[start + 1..].find("\n## ").unwrap();
+    let section = &md[start..end];
+    assert_eq!(
+        section.matches("| gpt2-medium | Q8_0 |").count(),
+        1,
+        "tg50 has no quality: {section}"
+    );
+    assert_eq!(
+        section
+            .matches("these figures describe random models")
+            .count(),
+        1
+    );
+
+    // summary.md is the one without quality plus the Quality section
+    let plain = report::Format::render(&report::md::Markdown, &fixture()).unwrap();
+    assert_eq!(format!("{}{}", &md[..start], &md[end..]), plain);
+}
+
+#[test]
+fn quality_is_in_report_html_and_its_chart() {
+    let r = quality_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let files = report::write_visuals(&r, dir.path()).unwrap();
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("<h2>Quality</h2>"));
+    assert!(
+        html.contains("<td>0.001852 ± 0.000037</td>"),
+        "escaped values"
+    );
+    assert!(html.contains("wiki &lt;test&gt;.txt (sha256 0123456789ab)"));
+    assert!(!html.contains("wiki <test>"), "HTML-escaped");
+    assert!(html.contains("<tr class=\"failed\"><td class=\"l\">gpt2</td><td class=\"l\">Q4_K_M</td><td>not measured: the reference"));
+    assert!(html.contains("these figures describe random models"));
+
+    let specs = report::charts::specs(&r);
+    assert_eq!(specs.len(), 7);
+    let (_, _, size) = specs.iter().find(|s| s.0 == "quality_tradeoff").unwrap();
+    let png = dir.path().join("quality_tradeoff.png");
+    let svg = dir.path().join("quality_tradeoff.svg");
+    assert!(files.contains(&png) && files.contains(&svg));
+    let (w, h, colours) = decode(&png);
+    assert_eq!((w, h), *size);
+    assert!(colours > 8, "not blank ({colours} colours)");
+    let svg_text = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg_text.starts_with("<svg") && svg_text.contains("llama-7b·Q4_K_M"));
+    assert!(svg_text.contains("KLD 0: the reference itself"));
+    assert_eq!(html.matches("data:image/png;base64,").count(), 7);
+    assert!(html.contains("<figcaption>Quality / speed and memory trade-off</figcaption>"));
+}
+
+#[test]
+fn without_quality_nothing_changes() {
+    let r = fixture();
+    let md = report::Format::render(&report::md::Markdown, &r).unwrap();
+    assert!(!md.contains("Quality"), "{md}");
+    let dir = tempfile::tempdir().unwrap();
+    report::write_visuals(&r, dir.path()).unwrap();
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(!html.contains("<h2>Quality</h2>"));
+    assert!(!dir.path().join("quality_tradeoff.png").exists());
+    assert!(report::charts::specs(&r)
+        .iter()
+        .all(|s| s.0 != "quality_tradeoff"));
+
+    // one cell with quality statistics is no trade-off: the table, but no chart
+    let mut one = quality_fixture();
+    for c in &mut one.cells {
+        if c.quant.to_string() != "Q8_0" || c.model != "gpt2" {
+            c.quality = None;
+        }
+    }
+    assert_eq!(report::charts::specs(&one).len(), 6);
+    let md = report::Format::render(&report::md::Markdown, &one).unwrap();
+    assert!(md.contains("## Quality"));
 }

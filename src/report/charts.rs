@@ -1,7 +1,8 @@
 //! Charts of a run, drawn with plotters into PNG and SVG files: memory, throughput, latency
 //! (grouped bars per model × quant, error bars from the repetition samples), the efficiency
-//! heatmap, the memory/speed trade-off with its Pareto front, and the per-token latency
-//! distribution of every cell. Failed cells are drawn as failed, never dropped.
+//! heatmap, the memory/speed trade-off with its Pareto front, the quality trade-off (KLD
+//! against speed and memory, where cells were scored against a reference), and the per-token
+//! latency distribution of every cell. Failed cells are drawn as failed, never dropped.
 //!
 //! Text is rendered with DejaVu Sans from the `dejavu` crate (registered with plotters' ab_glyph
 //! backend), so the PNGs look the same on a machine without any fonts installed. Never prints.
@@ -601,18 +602,8 @@ fn tradeoff<DB: DrawingBackend>(
         .label_style((FONT, 15))
         .draw()?;
     draw_points(&mut chart, lay, &ok, &pts, &front)?;
-    let unlabelled = label_points(a, &chart, &ok, &pts, &front)?;
-    if unlabelled > 0 {
-        let (w, _) = a.dim_in_pixel();
-        a.draw(&Text::new(
-            format!("{unlabelled} crowded point(s) unlabelled: see the results table"),
-            (w as i32 - 30, 62),
-            (FONT, 14)
-                .into_font()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Right, VPos::Top)),
-        ))?;
-    }
+    let unlabelled = label_points(a, &chart, &point_labels(&ok, " "), &pts, &front)?;
+    unlabelled_note(a, unlabelled, "results")?;
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     let failed: Vec<String> = r
         .failed_cells()
@@ -627,6 +618,27 @@ fn tradeoff<DB: DrawingBackend>(
         ))?;
     }
     Ok(())
+}
+
+/// "N crowded point(s) unlabelled" at the top right of `a`, where any are; `table` names the
+/// table that has them all.
+fn unlabelled_note<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    unlabelled: usize,
+    table: &str,
+) -> Result<(), Err2<DB>> {
+    if unlabelled == 0 {
+        return Ok(());
+    }
+    let (w, _) = a.dim_in_pixel();
+    a.draw(&Text::new(
+        format!("{unlabelled} crowded point(s) unlabelled: see the {table} table"),
+        (w as i32 - 30, 62),
+        (FONT, 14)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Right, VPos::Top)),
+    ))
 }
 
 /// The cells the trade-off can plot (measured, with memory and decode speed), and their
@@ -724,35 +736,44 @@ fn repeated_model_quants<'a>(ok: &[&'a CellResult]) -> BTreeSet<(&'a str, String
     dup
 }
 
-/// Labels the points: Pareto-optimal points first, each label put beside its point where it
-/// overlaps no label already placed; crowded points stay unlabelled (the results table has
-/// them all). Returns how many points stayed unlabelled.
+/// The label of each plotted cell: model, quant (joined by `sep`), the number of generated
+/// tokens where several plotted cells share a model and quant, and the placement.
+fn point_labels(ok: &[&CellResult], sep: &str) -> Vec<String> {
+    let several = repeated_model_quants(ok);
+    ok.iter()
+        .map(|c| {
+            let tag = if several.contains(&(c.model.as_str(), c.quant.to_string())) {
+                format!(" tg{}", c.params.n_gen)
+            } else {
+                String::new()
+            };
+            format!("{}{sep}{}{tag}{}", c.model, c.quant, c.placement_suffix())
+        })
+        .collect()
+}
+
+/// Labels the points with `texts`: Pareto-optimal points first, each label put beside its
+/// point where it overlaps no label already placed; crowded points stay unlabelled (the
+/// results table has them all). Returns how many points stayed unlabelled.
 fn label_points<DB: DrawingBackend>(
     a: &DrawingArea<DB, Shift>,
     chart: &LogLog<'_, DB>,
-    ok: &[&CellResult],
+    texts: &[String],
     pts: &[(f64, f64)],
     front: &[usize],
 ) -> Result<usize, Err2<DB>> {
-    let several = repeated_model_quants(ok);
-    let mut order: Vec<usize> = (0..ok.len()).collect();
+    let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|i| !front.contains(i));
     let mut placed: Vec<Rect> = Vec::new();
     let mut unlabelled = 0;
     for i in order {
-        let c = ok[i];
-        let tag = if several.contains(&(c.model.as_str(), c.quant.to_string())) {
-            format!(" tg{}", c.params.n_gen)
-        } else {
-            String::new()
-        };
-        let text = format!("{} {}{tag}{}", c.model, c.quant, c.placement_suffix());
+        let text = &texts[i];
         let size = (text.chars().count() as i32 * 8, 16);
         match free_spot(&placed, local(a, chart.backend_coord(&pts[i])), size) {
             Some(r) => {
                 placed.push(r);
                 a.draw(&Text::new(
-                    text,
+                    text.clone(),
                     (r.0, r.1),
                     (FONT, 14).into_font().color(&BLACK),
                 ))?;
@@ -782,6 +803,284 @@ fn free_spot(placed: &[Rect], (px, py): (i32, i32), (w, h): (i32, i32)) -> Optio
             .iter()
             .all(|q| r.2 < q.0 || q.2 < r.0 || r.3 < q.1 || q.3 < r.1)
     })
+}
+
+/// What a panel of the quality trade-off puts against KLD.
+#[derive(Clone, Copy, PartialEq)]
+enum Against {
+    Speed,
+    Memory,
+}
+
+/// The quality trade-off: KLD against decode speed (left) and against memory (right), one
+/// point per cell with quality statistics, the Pareto front drawn and ringed.
+fn quality_tradeoff<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+) -> Result<(), Err2<DB>> {
+    let (left, right) = a.split_horizontally(a.dim_in_pixel().0 / 2);
+    quality_panel(&left, r, lay, Against::Speed)?;
+    quality_panel(&right, r, lay, Against::Memory)
+}
+
+/// The cells a quality panel plots (quality statistics and the panel's x value), with their
+/// values: (decode tokens/s or memory in GiB, KLD mean).
+fn quality_values(r: &Report, against: Against) -> (Vec<&CellResult>, Vec<(f64, f64)>) {
+    let x = |c: &CellResult| match against {
+        Against::Speed => c.mean("decode_tok_s"),
+        Against::Memory => c.mem_bytes.map(gib),
+    };
+    r.cells
+        .iter()
+        .filter_map(|c| Some((c, (x(c)?, super::quality_stats(c)?.kld_mean))))
+        .unzip()
+}
+
+/// Where a KLD of 0 (the reference) is drawn on the log axis: a tenth of the smallest
+/// positive KLD, or 1e-4 when none is positive.
+fn kld_zero_at(values: &[(f64, f64)]) -> f64 {
+    let lo = values
+        .iter()
+        .map(|v| v.1)
+        .filter(|k| *k > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if lo.is_finite() {
+        lo / 10.0
+    } else {
+        1e-4
+    }
+}
+
+/// Labels of the KLD axis: `1e-4` below 0.01, as the other axes above.
+fn kld_tick(v: f64) -> String {
+    if v < 0.01 {
+        format!("{v:.0e}")
+    } else {
+        short(v)
+    }
+}
+
+/// One panel of the quality trade-off: its caption, a strip with the key and the notes, the
+/// chart. The Pareto front is computed on the true values (a reference's KLD is 0); KLD 0 is
+/// drawn on a dashed line near the bottom of the log axis.
+fn quality_panel<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    r: &Report,
+    lay: &Layout,
+    against: Against,
+) -> Result<(), Err2<DB>> {
+    let (ok, values) = quality_values(r, against);
+    let front = pareto(&match against {
+        Against::Speed => values.iter().map(|&(x, k)| (k, x)).collect::<Vec<_>>(),
+        Against::Memory => values.iter().map(|&(x, k)| (k, -x)).collect(),
+    });
+    let zero_at = kld_zero_at(&values);
+    let pts: Vec<(f64, f64)> = values
+        .iter()
+        .map(|&(x, k)| (x, if k > 0.0 { k } else { zero_at }))
+        .collect();
+    let caption = match against {
+        Against::Speed => "Quality vs decode speed (ringed: Pareto-optimal)",
+        Against::Memory => "Quality vs memory (ringed: Pareto-optimal)",
+    };
+    let body = a
+        .margin(10, 0, 0, 0)
+        .titled(caption, (FONT, 26).into_font().style(FontStyle::Bold))?;
+    let (strip, plot) = body.split_vertically(56);
+    let mut chart = quality_axes(&plot, r, against, &pts)?;
+    narrow_axis_labels(&plot, &mut chart)?;
+    let zero = values.iter().any(|v| v.1 <= 0.0);
+    if zero {
+        kld_zero_line(&mut chart, zero_at)?;
+    }
+    draw_points(&mut chart, lay, &ok, &pts, &front)?;
+    let unlabelled = label_points(&plot, &chart, &point_labels(&ok, "·"), &pts, &front)?;
+    quality_key(&strip, lay, &ok, zero)?;
+    quality_notes(&strip, r, unlabelled)
+}
+
+/// The log-log axes of a quality panel, spanning `pts`, with their descriptions.
+fn quality_axes<'a, DB: DrawingBackend>(
+    a: &'a DrawingArea<DB, Shift>,
+    r: &Report,
+    against: Against,
+    pts: &[(f64, f64)],
+) -> Result<LogLog<'a, DB>, Err2<DB>> {
+    let (x, y) = log_bounds(pts);
+    let x_desc = match against {
+        Against::Speed => "decode_tok_s, tokens/s (log scale)".to_string(),
+        Against::Memory => format!("{} (log scale)", memory_basis(r)),
+    };
+    let mut chart = ChartBuilder::on(a)
+        .margin(20)
+        .margin_top(6)
+        .x_label_area_size(60)
+        .y_label_area_size(90)
+        .build_cartesian_2d((x.0..x.1).log_scale(), (y.0..y.1).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("KLD mean vs the reference (log scale; lower is better)")
+        .x_labels(8)
+        .y_labels(8)
+        .x_label_formatter(&|v| short(*v))
+        .y_label_formatter(&|v| kld_tick(*v))
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 15))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The first line of a quality panel's strip: a dot per quant plotted, and the dashed line's
+/// meaning where a reference is plotted.
+fn quality_key<DB: DrawingBackend>(
+    strip: &DrawingArea<DB, Shift>,
+    lay: &Layout,
+    ok: &[&CellResult],
+    zero: bool,
+) -> Result<(), Err2<DB>> {
+    let font = (FONT, 16).into_font().color(&BLACK);
+    let mut x = 110;
+    for (si, q) in lay.series.iter().enumerate() {
+        if !ok.iter().any(|c| c.quant.to_string() == *q) {
+            continue;
+        }
+        strip.draw(&Circle::new((x, 16), 6, quant_color(q, si).filled()))?;
+        strip.draw(&Text::new(q.clone(), (x + 12, 7), font.clone()))?;
+        x += 36 + 9 * q.chars().count() as i32;
+    }
+    if zero {
+        let grey = BLACK.mix(0.45).stroke_width(1);
+        for dx in [0, 12, 24] {
+            strip.draw(&PathElement::new(
+                vec![(x + dx, 16), (x + dx + 7, 16)],
+                grey,
+            ))?;
+        }
+        let text = "KLD 0: the reference itself, drawn below the smallest KLD";
+        strip.draw(&Text::new(text, (x + 40, 7), font))?;
+    }
+    Ok(())
+}
+
+/// The second line of a quality panel's strip: cells whose quality test failed (in red, not
+/// plotted), and how many points stayed unlabelled.
+fn quality_notes<DB: DrawingBackend>(
+    strip: &DrawingArea<DB, Shift>,
+    r: &Report,
+    unlabelled: usize,
+) -> Result<(), Err2<DB>> {
+    let failed: Vec<String> = r
+        .cells
+        .iter()
+        .filter(|c| c.quality.as_ref().is_some_and(|q| q.stats.is_none()))
+        .map(|c| format!("{}·{}{}", c.model, c.quant, c.placement_suffix()))
+        .collect();
+    if !failed.is_empty() {
+        let more = failed.len().saturating_sub(3);
+        let mut names = failed[..failed.len().min(3)].join(", ");
+        if more > 0 {
+            names += &format!(" and {more} more");
+        }
+        let text = format!("quality not measured (not plotted): {names}");
+        strip.draw(&Text::new(
+            text,
+            (110, 32),
+            (FONT, 15).into_font().color(&RED),
+        ))?;
+    }
+    if unlabelled > 0 {
+        let (w, _) = strip.dim_in_pixel();
+        strip.draw(&Text::new(
+            format!("{unlabelled} crowded point(s) unlabelled: see the Quality table"),
+            (w as i32 - 30, 32),
+            (FONT, 15)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Right, VPos::Top)),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Values m × 10^k (m = 1…9, or 1, 2, 5 where that leaves fewer) inside `lo..hi` when the
+/// range holds no power of ten, which is all plotters labels on a log axis; empty otherwise.
+fn narrow_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let k = lo.log10().floor();
+    let decade = 10f64.powf(k);
+    if decade * 10.0 <= hi || !(lo > 0.0 && hi.is_finite()) {
+        return Vec::new();
+    }
+    let inside = |ms: &[f64]| -> Vec<f64> {
+        ms.iter()
+            .map(|m| m * decade)
+            .filter(|v| *v > lo && *v < hi)
+            .collect()
+    };
+    let all = inside(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    let few = inside(&[1.0, 2.0, 5.0]);
+    if all.len() > 6 && !few.is_empty() {
+        few
+    } else {
+        all
+    }
+}
+
+/// A tick value as written: its one significant digit, in the exponent form below 0.01
+/// when `exp_small`.
+fn tick_text(v: f64, exp_small: bool) -> String {
+    if exp_small && v < 0.01 {
+        format!("{v:.0e}")
+    } else {
+        format!("{v:.*}", (-v.log10().floor()).max(0.0) as usize)
+    }
+}
+
+/// Labels and light grid lines on the axes of a log-log chart whose range holds no power of
+/// ten (plotters would leave the axis bare), e.g. the memory of a tiny model.
+fn narrow_axis_labels<DB: DrawingBackend>(
+    a: &DrawingArea<DB, Shift>,
+    chart: &mut LogLog<'_, DB>,
+) -> Result<(), Err2<DB>> {
+    let (x, y) = (chart.x_range(), chart.y_range());
+    let grid = BLACK.mix(0.15).stroke_width(1);
+    let font = (FONT, 15).into_font().color(&BLACK);
+    for v in narrow_ticks(x.start, x.end) {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(v, y.start), (v, y.end)],
+            grid,
+        )))?;
+        let (px, py) = local(a, chart.backend_coord(&(v, y.start)));
+        let pos = Pos::new(HPos::Center, VPos::Top);
+        a.draw(&Text::new(tick_text(v, false), (px, py + 8), font.pos(pos)))?;
+    }
+    for v in narrow_ticks(y.start, y.end) {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(x.start, v), (x.end, v)],
+            grid,
+        )))?;
+        let (px, py) = local(a, chart.backend_coord(&(x.start, v)));
+        let pos = Pos::new(HPos::Right, VPos::Center);
+        a.draw(&Text::new(tick_text(v, true), (px - 8, py), font.pos(pos)))?;
+    }
+    Ok(())
+}
+
+/// The dashed line where KLD 0 (the reference itself) is drawn, across the chart.
+fn kld_zero_line<DB: DrawingBackend>(
+    chart: &mut LogLog<'_, DB>,
+    zero_at: f64,
+) -> Result<(), Err2<DB>> {
+    let (x0, x1) = (chart.x_range().start, chart.x_range().end);
+    let style = BLACK.mix(0.45).stroke_width(1);
+    let n = 60;
+    let step = (x1 / x0).powf(1.0 / f64::from(n));
+    chart.draw_series((0..n).step_by(2).map(|i| {
+        let xa = x0 * step.powi(i);
+        PathElement::new(vec![(xa, zero_at), (xa * step, zero_at)], style)
+    }))?;
+    Ok(())
 }
 
 /// Inter-token latencies of a cell, all repetitions pooled (ms).
@@ -910,16 +1209,18 @@ fn draw_on<DB: DrawingBackend>(
         "latency_comparison" => latency(area, r, lay),
         "efficiency_heatmap" => heatmap(area, r, lay),
         "tradeoff" => tradeoff(area, r, lay),
+        "quality_tradeoff" => quality_tradeoff(area, r, lay),
         _ => distribution(area, r),
     }
 }
 
-/// The charts a report has, with their pixel sizes.
+/// The charts a report has, with their pixel sizes: the quality trade-off only where at
+/// least two cells have quality statistics.
 pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
     let lay = layout(r);
     let bars_w = (260 + 140 * lay.groups.len() as u32 * lay.series.len().max(1) as u32 / 2)
         .clamp(1000, 2400);
-    vec![
+    let mut specs = vec![
         ("memory_comparison", "Memory", (bars_w, 700)),
         ("throughput_comparison", "Throughput", (bars_w, 700)),
         (
@@ -941,7 +1242,23 @@ pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
             "Per-token latency distribution",
             (1400, 140 + 44 * r.cells.len() as u32),
         ),
-    ]
+    ];
+    let scored = r
+        .cells
+        .iter()
+        .filter(|c| super::quality_stats(c).is_some())
+        .count();
+    if scored >= 2 {
+        specs.insert(
+            5,
+            (
+                "quality_tradeoff",
+                "Quality / speed and memory trade-off",
+                (2200, 800),
+            ),
+        );
+    }
+    specs
 }
 
 /// Writes every chart of `r` into `dir` as PNG and SVG.
@@ -986,6 +1303,18 @@ mod tests {
             (0.5, 5.0),
         ];
         assert_eq!(pareto(&pts), vec![0, 1, 4]);
+    }
+
+    #[test]
+    fn narrow_log_axes_get_ticks() {
+        assert_eq!(narrow_ticks(0.0116, 0.034), vec![0.02, 0.03]);
+        assert!(narrow_ticks(130.0, 10600.0).is_empty(), "holds 1000");
+        assert_eq!(narrow_ticks(0.00125, 0.008).len(), 6, "2e-3 … 7e-3");
+        let few = narrow_ticks(0.0011, 0.0095);
+        assert_eq!(few.len(), 2, "{few:?}: 2e-3 and 5e-3 rather than eight");
+        assert_eq!(tick_text(0.02, false), "0.02");
+        assert_eq!(tick_text(0.002, true), "2e-3");
+        assert_eq!(tick_text(3000.0, false), "3000");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `report.html`: one self-contained page holding a whole run: environment, the full results
-//! table, the charts (PNG, inlined as data URIs), failed cells with their reasons, and the
-//! comparison with a baseline when there was one. No scripts, no fonts or styles from the
+//! table, the quality table when cells were scored against a reference, the charts (PNG,
+//! inlined as data URIs), failed cells with their reasons, and the comparison with a baseline
+//! when there was one. No scripts, no fonts or styles from the
 //! network, no external request of any kind; readable on a laptop and a phone. Never prints.
 
 use std::fmt::{self, Write as _};
@@ -57,6 +58,7 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     banners(&mut h, r, cmp)?;
     environment(&mut h, r, &device);
     results_table(&mut h, r)?;
+    quality(&mut h, r)?;
     placements(&mut h, r)?;
     failed_list(&mut h, &failed)?;
     chart_figures(&mut h, charts)?;
@@ -277,6 +279,42 @@ fn placements(h: &mut String, r: &Report) -> fmt::Result {
     *h += "</tr>\n";
     let class = |row: &[String]| if row[3] == "FAILED" { "failed" } else { "" };
     table_rows(h, &rows, class, |i| i < 5)?;
+    *h += "</table></div>\n";
+    Ok(())
+}
+
+/// The Quality section, where cells were scored against a reference.
+fn quality(h: &mut String, r: &Report) -> fmt::Result {
+    let Some((intro, head, rows)) = super::md::quality_table(r) else {
+        return Ok(());
+    };
+    writeln!(
+        h,
+        "<h2>Quality</h2>\n<p>{}</p>",
+        esc(&intro.replace('`', ""))
+    )?;
+    if r.synthetic_weights {
+        writeln!(
+            h,
+            "<p class=\"note\"><b>Synthetic weights:</b> {}</p>",
+            esc(super::md::QUALITY_SYNTHETIC_NOTE)
+        )?;
+    }
+    *h += "<div class=\"scroll\"><table>\n<tr>";
+    let left = |i: usize| !(2..10).contains(&i);
+    for (i, t) in head.iter().enumerate() {
+        let l = if left(i) { " class=\"l\"" } else { "" };
+        write!(h, "<th{l}>{}</th>", esc(t))?;
+    }
+    *h += "</tr>\n";
+    let class = |row: &[String]| {
+        if row[2].starts_with("not measured") {
+            "failed"
+        } else {
+            ""
+        }
+    };
+    table_rows(h, &rows, class, left)?;
     *h += "</table></div>\n";
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `summary.md`: the results table in Markdown, for PR comments and issues, plus the facts a
-//! reader needs to trust it (machine, versions, synthetic weights, failures).
+//! reader needs to trust it (machine, versions, synthetic weights, failures) and, where cells
+//! were scored against a reference, their quality.
 
 use anyhow::Result;
 
@@ -56,6 +57,31 @@ pub fn percent(v: Option<f64>) -> String {
 pub fn sm_clocks(g: &GpuCellTelemetry) -> String {
     let mhz = |v: Option<u32>| v.map_or("?".into(), |v| v.to_string());
     format!("{}–{}", mhz(g.sm_clock_mhz_min), mhz(g.sm_clock_mhz_max))
+}
+
+/// `v` with `digits` significant digits (`0.00001563`, `2236`), at least none after the point;
+/// `0` as `0`.
+pub fn sig(v: f64, digits: i32) -> String {
+    format!("{v:.*}", sig_decimals(v, digits))
+}
+
+/// The decimals that give `v` `digits` significant digits (0 for 0 and non-finite values).
+fn sig_decimals(v: f64, digits: i32) -> usize {
+    if v == 0.0 || !v.is_finite() {
+        return 0;
+    }
+    (digits - 1 - v.abs().log10().floor() as i32).max(0) as usize
+}
+
+/// `mean ± err`, both with the decimals that give the mean `digits` significant digits (the
+/// error's where the mean is 0).
+pub fn sig_pm(mean: f64, err: f64, digits: i32) -> String {
+    let d = if mean == 0.0 {
+        sig_decimals(err, digits.min(2))
+    } else {
+        sig_decimals(mean, digits)
+    };
+    format!("{mean:.d$} ± {err:.d$}")
 }
 
 /// `ok` or `FAILED`.
@@ -136,6 +162,7 @@ impl Format for Markdown {
         s += &md_table(&head, &rows);
         s += &harness_check(r);
         s += &gpu_table(r);
+        s += &quality_section(r);
         if let Some((intro, head, rows)) = placement_table(r) {
             s += &format!("\n## Multi-GPU placements\n\n{intro}\n\n");
             s += &md_table(&head, &rows);
@@ -333,6 +360,106 @@ pub fn per_gpu(c: &CellResult) -> String {
         .join(" + ")
 }
 
+/// The Quality section, where cells were scored against a reference.
+fn quality_section(r: &Report) -> String {
+    let Some((intro, head, rows)) = quality_table(r) else {
+        return String::new();
+    };
+    let mut s = format!("\n## Quality\n\n{intro}\n\n");
+    if r.synthetic_weights {
+        s += &format!("**Synthetic weights**: {QUALITY_SYNTHETIC_NOTE}\n\n");
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| c.replace('|', "\\|")).collect())
+        .collect();
+    s + &md_table(&head, &rows)
+}
+
+/// What quality figures of synthetic weights mean.
+pub const QUALITY_SYNTHETIC_NOTE: &str = "the weights are random, so these figures describe \
+     random models; they show that quantization changes the distribution, not how a real \
+     model's quality changes.";
+
+/// The header of the quality table.
+const QUALITY_HEAD: [&str; 12] = [
+    "model",
+    "quant",
+    "tokens",
+    "PPL",
+    "PPL ratio",
+    "KLD mean",
+    "KLD p99",
+    "KLD max",
+    "top-1",
+    "RMS Δp",
+    "reference",
+    "corpus",
+];
+
+/// Each cell scored against its model's reference, where any was: an introduction, the header
+/// and one row per such cell (a failed test shows its reason in the `tokens` column). `None`
+/// when no cell has `quality`.
+pub fn quality_table(r: &Report) -> Option<TextTable> {
+    let rows: Vec<Vec<String>> = r.cells.iter().filter_map(quality_row).collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let intro = "Each cell against its model's reference on the scored tokens of the corpus, \
+                 with llama-perplexity's `--kl-divergence` definitions. PPL ratio = PPL(quant) \
+                 / PPL(reference); KLD = KL divergence (reference ‖ quant) per token: mean, \
+                 99th percentile, maximum; top-1 = tokens where both models' most likely next \
+                 token is the same; RMS Δp = RMS change of the probability of the actual next \
+                 token. ± is llama.cpp's uncertainty. SHA-256s are shortened to 12 digits \
+                 (results.json has them whole)."
+        .to_string();
+    Some((intro, QUALITY_HEAD.to_vec(), rows))
+}
+
+/// One cell's row of the quality table; `None` without `quality`.
+fn quality_row(c: &CellResult) -> Option<Vec<String>> {
+    let q = c.quality.as_ref()?;
+    let mut row = vec![c.model_and_placement(), c.quant.to_string()];
+    match &q.stats {
+        Some(st) => row.extend([
+            st.tokens.to_string(),
+            sig(st.ppl, 4),
+            format!("{:.4} ± {:.4}", st.ppl_ratio, st.ppl_ratio_err),
+            sig_pm(st.kld_mean, st.kld_mean_err, 4),
+            sig(st.kld_p99, 4),
+            sig(st.kld_max, 4),
+            format!(
+                "{:.1} ± {:.1}%",
+                st.top1_agree * 100.0,
+                st.top1_agree_err * 100.0
+            ),
+            format!("{}%", sig(st.dp_rms * 100.0, 4)),
+        ]),
+        None => {
+            let why = q.quality_error.as_deref().unwrap_or("unknown reason");
+            row.push(format!("not measured: {}", why.replace('\n', " ")));
+            row.extend(std::iter::repeat_n("–".to_string(), 7));
+        }
+    }
+    row.push(short_sha256(&q.quality_ref));
+    row.push(short_sha256(&q.quality_corpus));
+    Some(row)
+}
+
+/// `s` with every `sha256 <hex>` cut to its first 12 digits.
+pub fn short_sha256(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("sha256 ") {
+        let (head, tail) = rest.split_at(i + "sha256 ".len());
+        out += head;
+        let n = tail.chars().take_while(char::is_ascii_hexdigit).count();
+        out += &tail[..n.min(12)];
+        rest = &tail[n..];
+    }
+    out + rest
+}
+
 /// An introduction, a header and rows.
 pub type TextTable = (String, Vec<&'static str>, Vec<Vec<String>>);
 
@@ -441,5 +568,31 @@ mod tests {
         assert_eq!(super::bytes(512), "512 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(326 * 1024 * 1024), "326.0 MiB");
+    }
+
+    #[test]
+    fn significant_digits() {
+        assert_eq!(super::sig(1.563365e-5, 4), "0.00001563");
+        assert_eq!(super::sig(0.00111012, 4), "0.001110");
+        assert_eq!(super::sig(2235.76, 4), "2236");
+        assert_eq!(super::sig(52341.7, 4), "52342");
+        assert_eq!(super::sig(0.0, 4), "0");
+        assert_eq!(
+            super::sig_pm(1.563365e-5, 8.8e-8, 4),
+            "0.00001563 ± 0.00000009"
+        );
+        assert_eq!(super::sig_pm(0.0, 0.0, 4), "0 ± 0");
+    }
+
+    #[test]
+    fn sha256_shortened() {
+        let h = "7129c03c34bcfb132f20e4ec437811e92ec5c3e21280fb545cfe34bc1e1b8618";
+        assert_eq!(
+            super::short_sha256(&format!(
+                "F16 (tiny-F16.gguf, sha256 {h}, synthetic weights)"
+            )),
+            "F16 (tiny-F16.gguf, sha256 7129c03c34bc, synthetic weights)"
+        );
+        assert_eq!(super::short_sha256("sampled, seed 0"), "sampled, seed 0");
     }
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::fsutil::write_atomic;
-use crate::results::Report;
+use crate::quality::QualityStats;
+use crate::results::{CellResult, Report};
 
 /// A report format written into the run folder.
 pub trait Format {
@@ -20,6 +21,11 @@ pub trait Format {
     fn file_name(&self) -> &'static str;
     /// The whole file's content for `report`.
     fn render(&self, report: &Report) -> Result<String>;
+}
+
+/// A cell's quality statistics, where its quality test ran and succeeded.
+pub fn quality_stats(c: &CellResult) -> Option<&QualityStats> {
+    c.quality.as_ref().and_then(|q| q.stats.as_ref())
 }
 
 /// The formats rewritten after every cell.
