@@ -456,23 +456,6 @@ fn a_folder_of_baseline_runs_tests_against_their_spread() {
     assert!(stderr(&out).contains("holds no report"), "{}", stderr(&out));
 }
 
-/// A few thousand words of plain text for the quality test: several 64-token chunks.
-fn corpus() -> String {
-    let words = [
-        "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at",
-    ];
-    let mut x: u64 = 7;
-    (0..1500)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            words[(x >> 33) as usize % words.len()]
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The tiny matrix with the quality test: F16 (the reference) and Q4_K_M scored on a corpus file.
 const QUALITY: &str = "schema = 1\n[defaults]\nquants = [\"F16\", \"Q4_K_M\"]\nn_gen = 4\n\
      n_prompt = 8\nrepetitions = 3\nwarmup = 0\nquality = true\nquality_ctx = 64\n\
@@ -484,7 +467,7 @@ fn quality_run() -> &'static (Scratch, PathBuf) {
     static Q: OnceLock<(Scratch, PathBuf)> = OnceLock::new();
     Q.get_or_init(|| {
         let s = Scratch::new();
-        std::fs::write(s.path().join("corpus.txt"), corpus()).unwrap();
+        std::fs::write(s.path().join("corpus.txt"), common::corpus(7)).unwrap();
         s.config(QUALITY);
         let out = s.run(&["--out", "q"]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

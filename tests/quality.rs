@@ -4,26 +4,8 @@
 
 mod common;
 
-use common::{cells, json, stderr, Scratch};
+use common::{cells, corpus, json, stderr, Scratch};
 use serde_json::Value;
-
-/// A few thousand words of plain text: enough for several 64-token chunks.
-fn corpus(seed: u64) -> String {
-    let words = [
-        "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at",
-        "from", "his", "her", "it", "an", "were", "are", "which", "this", "be", "or",
-    ];
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..1500)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            words[(x >> 33) as usize % words.len()]
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 fn config(extra: &str) -> String {
     format!(

@@ -186,3 +186,22 @@ pub fn wait_bounded(child: &mut std::process::Child, secs: u64) -> std::process:
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A few thousand words of plain text, different per `seed`: a corpus of several 64-token
+/// chunks for the quality test.
+pub fn corpus(seed: u64) -> String {
+    let words = [
+        "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at",
+        "from", "his", "her", "it", "an", "were", "are", "which", "this", "be", "or",
+    ];
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..1500)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            words[(x >> 33) as usize % words.len()]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
