@@ -58,6 +58,15 @@ fn sha(b: &[u8]) -> String {
 }
 
 impl FakeHub {
+    /// The Range header of every request to the CDN origin, in order.
+    fn cdn_ranges(&self) -> Vec<Option<String>> {
+        self.log()
+            .into_iter()
+            .filter(|l| l.1.starts_with("/cdn/"))
+            .map(|l| l.2)
+            .collect()
+    }
+
     /// Two listeners, as on the real hub: the hub itself, and the CDN its resolve URLs redirect
     /// to on another origin (another port here), which clients must not send the token to.
     fn start() -> FakeHub {
@@ -675,12 +684,7 @@ fn a_dropped_connection_resumes_where_it_stopped() {
     s.config("[[model]]\nname = \"d\"\nhf = \"acme/drop\"\nquants = [\"F16\"]\n");
     let out = s.run(&["fetch"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let ranges: Vec<Option<String>> = hub
-        .log()
-        .into_iter()
-        .filter(|l| l.1.starts_with("/cdn/"))
-        .map(|l| l.2)
-        .collect();
+    let ranges = hub.cdn_ranges();
     assert_eq!(
         ranges,
         vec![
@@ -723,12 +727,7 @@ fn a_partial_file_longer_than_the_file_is_fetched_again_from_the_start() {
     // size check then removed it and asked for another run
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(std::fs::read(blobs.join(sha(&bytes))).unwrap(), bytes);
-    let ranges: Vec<Option<String>> = hub
-        .log()
-        .into_iter()
-        .filter(|l| l.1.starts_with("/cdn/"))
-        .map(|l| l.2)
-        .collect();
+    let ranges = hub.cdn_ranges();
     assert_eq!(
         ranges,
         vec![Some("bytes=0-".to_string())],

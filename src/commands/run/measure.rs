@@ -71,6 +71,7 @@ impl Run<'_> {
             jsonl,
             origins: &origins,
             numbers: HashMap::new(),
+            corpora: HashMap::new(),
             total: todo.len(),
             ready: true,
         };
@@ -259,6 +260,8 @@ struct RunObserver<'a> {
     jsonl: File,
     origins: &'a BTreeMap<(usize, Quant), Result<Origin, String>>,
     numbers: HashMap<usize, usize>,
+    /// Each quality corpus as reports name it (file and SHA-256), hashed once per run.
+    corpora: HashMap<PathBuf, String>,
     total: usize,
     ready: bool,
 }
@@ -338,7 +341,11 @@ impl Observer for RunObserver<'_> {
         if let (Some(q), Some(p)) = (result.quality.as_mut(), &cell.params.quality) {
             q.quality_ref = self.describe_reference(cell, p.reference);
             if let Some(f) = &p.corpus {
-                q.quality_corpus = describe_corpus(f);
+                q.quality_corpus = self
+                    .corpora
+                    .entry(f.clone())
+                    .or_insert_with(|| describe_corpus(f))
+                    .clone();
             }
         }
         self.record(result)
