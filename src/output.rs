@@ -308,13 +308,14 @@ fn quality_line(q: &crate::results::CellQuality) -> String {
     let reference = q.quality_ref.split(' ').next().unwrap_or("?");
     match (&q.stats, &q.quality_error) {
         (Some(st), _) => format!(
-            "  quality  KLD {:.6} ± {:.6} · top-1 {:.1}% · PPL ratio {:.4} ± {:.4}  ({} tokens vs {reference})\n",
+            "  quality  KLD {:.6} ± {:.6} · top-1 {:.1}% · PPL ratio {:.4} ± {:.4}  ({} tokens vs {reference}{})\n",
             st.kld_mean,
             st.kld_mean_err,
             st.top1_agree * 100.0,
             st.ppl_ratio,
             st.ppl_ratio_err,
-            st.tokens
+            st.tokens,
+            q.quality_s.map_or(String::new(), |t| format!(", {t:.1} s"))
         ),
         (None, Some(e)) => format!("  quality  not measured: {e}\n"),
         (None, None) => String::new(),

@@ -42,6 +42,9 @@ pub struct QualityJob {
 pub struct QualityOutcome {
     pub stats: Option<crate::quality::QualityStats>,
     pub error: Option<String>,
+    /// Wall time of the test: loading the reference, reading or sampling the corpus, scoring.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// What the worker found when it initialised llama.cpp.

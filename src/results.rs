@@ -150,6 +150,10 @@ pub struct CellQuality {
     pub quality_corpus: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_error: Option<String>,
+    /// Seconds the test took in the worker: loading the reference, reading or sampling the
+    /// corpus, scoring both models (absent in reports made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_s: Option<f64>,
 }
 
 /// The whole report.
@@ -316,6 +320,7 @@ impl CellResult {
                     None => "sampled from the reference, seed 0".into(),
                 },
                 quality_error: q.error,
+                quality_s: Some(q.seconds),
             });
         }
         r

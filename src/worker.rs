@@ -213,15 +213,15 @@ fn quality(
     cell: &Cell,
     probe: &mut CellProbe<'_>,
 ) -> QualityOutcome {
-    match score_quality(engine, model, q, cell, probe) {
-        Ok(stats) => QualityOutcome {
-            stats: Some(stats),
-            error: None,
-        },
-        Err(e) => QualityOutcome {
-            stats: None,
-            error: Some(format!("{e:#}")),
-        },
+    let start = std::time::Instant::now();
+    let (stats, error) = match score_quality(engine, model, q, cell, probe) {
+        Ok(stats) => (Some(stats), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    QualityOutcome {
+        stats,
+        error,
+        seconds: start.elapsed().as_secs_f64(),
     }
 }
 

@@ -212,3 +212,122 @@ fn real_weights_quantize_and_score_sensibly() {
     assert!((0.95..1.05).contains(&ratio), "PPL ratio of Q8_0: {ratio}");
     assert!(q8["top1_agree"].as_f64().unwrap() > 0.8, "{q8}");
 }
+
+/// A log-softmax written out in the test, in f64 from the f32 logits.
+fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    logits.iter().map(|&x| x as f64 - max - sum.ln()).collect()
+}
+
+/// The logits of positions `first .. tokens.len() - 1` of one chunk, decoded by llama.cpp
+/// through the `llama-cpp-2` crate (not quantbench's scorer) from a fresh context, with logits
+/// for every position as `llama-perplexity` asks for them.
+fn chunk_logits(
+    engine: &quantbench::engine::Engine,
+    file: &str,
+    tokens: &[llama_cpp_2::token::LlamaToken],
+    first: usize,
+    n_threads: i32,
+) -> Vec<Vec<f32>> {
+    use llama_cpp_2::model::{params::LlamaModelParams, LlamaModel};
+    use llama_cpp_2::{context::params::LlamaContextParams, llama_batch::LlamaBatch};
+    let model =
+        LlamaModel::load_from_file(&engine.backend, file, &LlamaModelParams::default()).unwrap();
+    let n = tokens.len() as u32;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(n))
+        .with_n_batch(n)
+        .with_n_ubatch(n)
+        .with_n_threads(n_threads)
+        .with_n_threads_batch(n_threads);
+    let mut ctx = model.new_context(&engine.backend, params).unwrap();
+    let mut batch = LlamaBatch::new(tokens.len(), 1);
+    for (i, &t) in tokens.iter().enumerate() {
+        batch.add(t, i as i32, &[0], true).unwrap();
+    }
+    ctx.decode(&mut batch).unwrap();
+    (first..tokens.len() - 1)
+        .map(|i| ctx.get_logits_ith(i as i32).to_vec())
+        .collect()
+}
+
+#[test]
+fn the_reported_kld_is_the_one_computed_by_hand_from_the_logits() {
+    let s = Scratch::new();
+    let text = corpus(5);
+    std::fs::write(s.path().join("corpus.txt"), &text).unwrap();
+    s.config(
+        "schema = 1\n[defaults]\nquants = [\"F16\", \"Q4_K_M\"]\nn_gen = 4\nn_prompt = 8\n\
+         repetitions = 1\nwarmup = 0\nquality = true\nquality_corpus = \"corpus.txt\"\n\
+         quality_ctx = 16\nquality_chunks = 1\n[[model]]\nname = \"tiny\"\nsynthetic = \"tiny\"\n",
+    );
+    let out = s.run(&["--only", "tiny:Q4_K_M"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = json(&s.run_dir().join("results.json"));
+    let cell = &cells(&r)[0];
+    let q = quality(cells(&r), "Q4_K_M");
+    let reference = q["quality_ref"].as_str().unwrap();
+    let ref_file = s.cache().join("synthetic/tiny-seed0-w1/tiny-F16.gguf");
+    assert!(reference.contains("tiny-F16.gguf"), "{reference}");
+    let quant_file = cell["origin"]["path"].as_str().unwrap();
+    let n_threads = cell["params"]["n_threads"].as_i64().unwrap() as i32;
+
+    // one chunk of 16 tokens, as llama-perplexity: the corpus tokenized with its special
+    // tokens, the chunk's first token replaced by BOS, positions 8..14 scored (each predicting
+    // the next token)
+    let engine = quantbench::engine::init().unwrap();
+    let vocab_model = llama_cpp_2::model::LlamaModel::load_from_file(
+        &engine.backend,
+        &ref_file,
+        &llama_cpp_2::model::params::LlamaModelParams::default(),
+    )
+    .unwrap();
+    let vocab = vocab_model.vocab();
+    let mut tokens = vocab.tokenize(text.as_bytes(), true, false);
+    tokens.truncate(16);
+    if vocab.should_add_bos() {
+        tokens[0] = vocab.bos();
+    }
+    let first = 8;
+    let r_logits = chunk_logits(
+        &engine,
+        ref_file.to_str().unwrap(),
+        &tokens,
+        first,
+        n_threads,
+    );
+    let q_logits = chunk_logits(&engine, quant_file, &tokens, first, n_threads);
+    let (mut kld, mut nll, mut nll_ref, mut same) = (0.0, 0.0, 0.0, 0);
+    for (k, (rl, ql)) in r_logits.iter().zip(&q_logits).enumerate() {
+        let (lr, lq) = (log_softmax(rl), log_softmax(ql));
+        // KLD(reference ‖ quant), leaving out reference log-probabilities ≤ −16 as upstream
+        kld += lr
+            .iter()
+            .zip(&lq)
+            .filter(|(r, _)| **r > -16.0)
+            .map(|(r, q)| r.exp() * (r - q))
+            .sum::<f64>();
+        let target = tokens[first + k + 1].0 as usize;
+        nll -= lq[target];
+        nll_ref -= lr[target];
+        let top = |v: &[f64]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+        same += usize::from(top(&lr) == top(&lq));
+    }
+    let n = r_logits.len() as f64;
+    assert_eq!(q["tokens"].as_u64(), Some(7));
+    let close = |name: &str, want: f64| {
+        let got = q[name].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1e-12),
+            "{name}: reported {got}, by hand {want}"
+        );
+    };
+    assert!(kld > 0.0);
+    close("kld_mean", kld / n);
+    close("ppl", (nll / n).exp());
+    close("ppl_ratio", ((nll - nll_ref) / n).exp());
+    close("top1_agree", same as f64 / n);
+}

@@ -314,6 +314,7 @@ fn quality_fixture() -> Report {
             ),
             quality_corpus: "wiki <test>.txt (sha256 0123456789abcdef0123)".into(),
             quality_error: failed.then(|| "the reference could not be loaded (made up)".into()),
+            quality_s: Some(2.5),
         });
     }
     r

@@ -246,7 +246,8 @@ impl Scorer {
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) }
     }
 
-    /// Decodes `tokens` (one chunk) from an empty cache and returns the logits of positions
+    /// Decodes `tokens` (one chunk) from an empty cache, with logits for every position as
+    /// `llama-perplexity` asks for them, and returns those of positions
     /// `first .. tokens.len() - 1`, one row of `n_vocab` after another.
     fn logits(&mut self, tokens: &[sys::llama_token], first: usize) -> Result<Vec<f32>> {
         let n = tokens.len();
@@ -266,7 +267,9 @@ impl Scorer {
                 *b.pos.add(i) = i as i32;
                 *b.n_seq_id.add(i) = 1;
                 *(*b.seq_id.add(i)) = 0;
-                *b.logits.add(i) = i8::from(i >= first && i + 1 < n);
+                // every position, as upstream: asking for fewer outputs changes the shape of
+                // the last layer's matrix products, and with it the rounding of the logits
+                *b.logits.add(i) = 1;
             }
         }
         self.decode()?;

@@ -117,6 +117,9 @@ fn quality_columns() -> Vec<Col> {
                 .and_then(|q| q.quality_error.clone())
                 .unwrap_or_default()
         }),
+        ("quality_s", |_, c| {
+            opt(c.quality.as_ref().and_then(|q| q.quality_s))
+        }),
     ]
 }
 
