@@ -91,22 +91,52 @@ pub fn score(
         let input = chunk.decode_input(&tokens, bos)?;
         let first = chunk.first_scored - chunk.start;
         let ref_rows = ref_ctx.logits(&input, first)?;
-        let ref_lp: Vec<Vec<f64>> = ref_rows
-            .chunks(n_vocab)
-            .map(quality::log_softmax)
-            .collect::<Result<_, _>>()
-            .context("the reference's logits")?;
+        let ref_lp: Vec<Vec<f64>> = par_map(ref_rows.chunks(n_vocab).collect(), |_, row| {
+            quality::log_softmax(row)
+        })
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .context("the reference's logits")?;
         let q_rows = match q_ctx.as_mut() {
             Some(q) => q.logits(&input, first)?,
             None => ref_rows,
         };
-        for (k, row) in q_rows.chunks(n_vocab).enumerate() {
-            let target = input[first + k + 1] as usize;
-            acc.push(&quality::score_token(&ref_lp[k], row, target)?)?;
+        let scores = par_map(q_rows.chunks(n_vocab).collect(), |k, row| {
+            quality::score_token(&ref_lp[k], row, input[first + k + 1] as usize)
+        });
+        for s in scores {
+            acc.push(&s?)?;
         }
     }
     probe.progress("quality", plan.len() as u32, plan.len() as u32);
     Ok(acc.stats()?)
+}
+
+/// `f(i, item)` for every item, on all cores (on a GPU, the log-softmaxes of a chunk's rows in
+/// `f64` would otherwise take longer than decoding it); results in the items' order, so the
+/// statistics do not depend on the number of threads.
+fn par_map<T: Sync, R: Send>(items: Vec<T>, f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let f = &f;
+        let parts: Vec<_> = items
+            .chunks(per)
+            .enumerate()
+            .map(|(c, part)| {
+                s.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, x)| f(c * per + i, x))
+                        .collect::<Vec<R>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// The corpus tokenized by the reference; the quant must tokenize it identically (the same
@@ -317,7 +347,19 @@ impl Scorer {
 
 #[cfg(test)]
 mod tests {
-    use super::draw;
+    use super::{draw, par_map};
+
+    #[test]
+    fn par_map_keeps_the_order() {
+        let v: Vec<u32> = (0..1001).collect();
+        let out = par_map(v.clone(), |i, x| (i as u32, x * 2));
+        assert_eq!(out.len(), 1001);
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, &(j, y))| j == i as u32 && y == 2 * i as u32));
+        assert!(par_map(Vec::<u32>::new(), |_, x| *x).is_empty());
+    }
 
     #[test]
     fn draw_follows_the_cumulative_distribution() {
