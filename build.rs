@@ -52,6 +52,10 @@ fn git_commit() {
         commit
     };
     println!("cargo:rustc-env=QB_GIT_COMMIT={commit}");
+    // an edit of a tracked source file changes `-dirty` without touching git's index or HEAD
+    for tree in ["src", "Cargo.toml", "Cargo.lock", "build.rs"] {
+        println!("cargo:rerun-if-changed={tree}");
+    }
     if let Some(git_dir) = out(&["rev-parse", "--git-dir"]) {
         let git_dir = PathBuf::from(git_dir);
         println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());

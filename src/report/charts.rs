@@ -601,7 +601,7 @@ fn tradeoff<DB: DrawingBackend>(
         .axis_desc_style((FONT, 18))
         .label_style((FONT, 15))
         .draw()?;
-    draw_points(&mut chart, lay, &ok, &pts, &front)?;
+    draw_points(&mut chart, lay, &ok, &pts, std::slice::from_ref(&front))?;
     let unlabelled = label_points(a, &chart, &point_labels(&ok, " "), &pts, &front)?;
     unlabelled_note(a, unlabelled, "results")?;
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
@@ -692,18 +692,20 @@ fn log_bounds(pts: &[(f64, f64)]) -> ((f64, f64), (f64, f64)) {
     (x, y)
 }
 
-/// The Pareto front's line, every point coloured by quant (one legend entry per quant), and
-/// a ring around each Pareto-optimal point.
+/// The line of each Pareto front, every point coloured by quant (one legend entry per quant),
+/// and a ring around each Pareto-optimal point.
 fn draw_points<DB: DrawingBackend>(
     chart: &mut LogLog<'_, DB>,
     lay: &Layout,
     ok: &[&CellResult],
     pts: &[(f64, f64)],
-    front: &[usize],
+    fronts: &[Vec<usize>],
 ) -> Result<(), Err2<DB>> {
-    let mut front_pts: Vec<(f64, f64)> = front.iter().map(|&i| pts[i]).collect();
-    front_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    chart.draw_series(LineSeries::new(front_pts, BLACK.mix(0.5).stroke_width(2)))?;
+    for front in fronts {
+        let mut front_pts: Vec<(f64, f64)> = front.iter().map(|&i| pts[i]).collect();
+        front_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart.draw_series(LineSeries::new(front_pts, BLACK.mix(0.5).stroke_width(2)))?;
+    }
     for (si, q) in lay.series.iter().enumerate() {
         let color = quant_color(q, si);
         let mine: Vec<usize> = (0..ok.len())
@@ -715,11 +717,34 @@ fn draw_points<DB: DrawingBackend>(
             .legend(move |(x, y)| Circle::new((x + 7, y), 6, color.filled()));
     }
     chart.draw_series(
-        front
+        fronts
             .iter()
+            .flatten()
             .map(|&i| Circle::new(pts[i], 14, BLACK.stroke_width(2))),
     )?;
     Ok(())
+}
+
+/// The Pareto front of each model's cells separately (indices into `ok`, in `pareto`'s
+/// orientation): a KLD is measured against that model's own reference, so cells of different
+/// models do not dominate one another.
+fn pareto_per_model(ok: &[&CellResult], points: &[(f64, f64)]) -> Vec<Vec<usize>> {
+    let models: Vec<&str> = ok.iter().map(|c| c.model.as_str()).collect();
+    pareto_grouped(&models, points)
+}
+
+/// The Pareto front of the points of each group (`group[i]` names point `i`'s), in the
+/// groups' sorted order.
+fn pareto_grouped(group: &[&str], points: &[(f64, f64)]) -> Vec<Vec<usize>> {
+    let names: BTreeSet<&str> = group.iter().copied().collect();
+    names
+        .into_iter()
+        .map(|m| {
+            let mine: Vec<usize> = (0..group.len()).filter(|&i| group[i] == m).collect();
+            let sub: Vec<(f64, f64)> = mine.iter().map(|&i| points[i]).collect();
+            pareto(&sub).into_iter().map(|j| mine[j]).collect()
+        })
+        .collect()
 }
 
 /// The (model, quant) pairs that more than one plotted cell shares: their labels need the
@@ -813,7 +838,7 @@ enum Against {
 }
 
 /// The quality trade-off: KLD against decode speed (left) and against memory (right), one
-/// point per cell with quality statistics, the Pareto front drawn and ringed.
+/// point per cell with quality statistics, each model's Pareto front drawn and ringed.
 fn quality_tradeoff<DB: DrawingBackend>(
     a: &DrawingArea<DB, Shift>,
     r: &Report,
@@ -871,10 +896,14 @@ fn quality_panel<DB: DrawingBackend>(
     against: Against,
 ) -> Result<(), Err2<DB>> {
     let (ok, values) = quality_values(r, against);
-    let front = pareto(&match against {
-        Against::Speed => values.iter().map(|&(x, k)| (k, x)).collect::<Vec<_>>(),
-        Against::Memory => values.iter().map(|&(x, k)| (k, -x)).collect(),
-    });
+    let fronts = pareto_per_model(
+        &ok,
+        &match against {
+            Against::Speed => values.iter().map(|&(x, k)| (k, x)).collect::<Vec<_>>(),
+            Against::Memory => values.iter().map(|&(x, k)| (k, -x)).collect(),
+        },
+    );
+    let front: Vec<usize> = fronts.iter().flatten().copied().collect();
     let zero_at = kld_zero_at(&values);
     let pts: Vec<(f64, f64)> = values
         .iter()
@@ -894,7 +923,7 @@ fn quality_panel<DB: DrawingBackend>(
     if zero {
         kld_zero_line(&mut chart, zero_at)?;
     }
-    draw_points(&mut chart, lay, &ok, &pts, &front)?;
+    draw_points(&mut chart, lay, &ok, &pts, &fronts)?;
     let unlabelled = label_points(&plot, &chart, &point_labels(&ok, "·"), &pts, &front)?;
     quality_key(&strip, lay, &ok, zero)?;
     quality_notes(&strip, r, unlabelled)
@@ -1292,6 +1321,21 @@ pub fn write_all(r: &Report, dir: &Path) -> Result<Vec<ChartFile>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_model_has_its_own_front() {
+        // (KLD, speed): b's cells would all be dominated by a's reference in one front
+        let group = ["a", "b", "a", "b", "b"];
+        let pts = [
+            (0.0, 100.0),
+            (0.5, 20.0),
+            (0.1, 120.0),
+            (0.0, 10.0),
+            (0.6, 15.0),
+        ];
+        assert_eq!(pareto(&pts), vec![0, 2]);
+        assert_eq!(pareto_grouped(&group, &pts), vec![vec![0, 2], vec![1, 3]]);
+    }
 
     #[test]
     fn pareto_front() {
