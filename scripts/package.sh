@@ -35,7 +35,11 @@ cp "$backends"/libggml-*.so "$stage/"
 # OpenMP runtime of the CPU backend: not on every machine
 cp -L "$(ldd "$backends"/libggml-cpu-x64.so | awk '/libgomp/ {print $3}')" "$stage/"
 strip --strip-unneeded "$stage"/*.so* "$stage/quantbench" 2>/dev/null || true
-cp -r README.md LICENSE models.toml docs "$stage/"
+cp -r README.md LICENSE CONTRIBUTING.md models.toml docs "$stage/"
+# the reports' write-ups the docs link to (their raw data stays in the repository)
+git ls-files 'reports/*.md' | while read -r f; do
+  mkdir -p "$stage/$(dirname "$f")" && cp "$f" "$stage/$f"
+done
 tar -C "$root/dist" -cJf "$root/dist/$name.tar.xz" "$name"
 ls -la "$root/dist/$name.tar.xz"
 if [ "$with_src" = 1 ]; then

@@ -86,12 +86,21 @@ pub struct OverrideArgs {
     /// Random prompt tokens for the pp test (comma-separated list = one cell per value).
     #[arg(long, value_delimiter = ',', value_parser = |s: &str| limits::N_PROMPT.parse::<u32>(s))]
     pub n_prompt: Option<Vec<u32>>,
-    /// Layers to offload to the GPU: "all" or a number (0 = CPU only).
-    #[arg(long, value_parser = GpuLayers::parse)]
-    pub n_gpu_layers: Option<GpuLayers>,
-    /// CPU threads [default: all cores].
-    #[arg(long, value_parser = |s: &str| limits::N_THREADS.parse::<u32>(s))]
-    pub threads: Option<u32>,
+    /// Layers to offload to the GPU: "all" or a number (0 = CPU only) (comma-separated list =
+    /// one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = GpuLayers::parse)]
+    pub n_gpu_layers: Option<Vec<GpuLayers>>,
+    /// CPU threads [default: all cores] (comma-separated list = one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| limits::N_THREADS.parse::<u32>(s))]
+    pub threads: Option<Vec<u32>>,
+    /// Sequences decoded together, as llama-batched-bench's B (comma-separated list = one cell
+    /// per value).
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| limits::N_PARALLEL.parse::<u32>(s))]
+    pub n_parallel: Option<Vec<u32>>,
+    /// Tokens already in the context when pp and tg are measured, as llama-bench's -d
+    /// (comma-separated list = one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| limits::N_DEPTH.parse::<u32>(s))]
+    pub n_depth: Option<Vec<u32>>,
     /// How to spread a model over several GPUs: none, layer, row or tensor (comma-separated
     /// list = one cell per value).
     #[arg(long, value_delimiter = ',', value_parser = parse_split_mode)]
@@ -166,6 +175,23 @@ pub struct RunArgs {
     /// Skip the charts and report.html.
     #[arg(long)]
     pub no_plots: bool,
+    /// What an hour of this machine costs, in dollars: every cell gets `usd_per_mtok`
+    /// (overrides models.toml's [cost] usd_per_hour).
+    #[arg(long, value_name = "USD", value_parser = positive_number)]
+    pub usd_per_hour: Option<f64>,
+    /// Generated tokens per hour the deployment must serve: the reports say how many copies
+    /// of each cell that needs.
+    #[arg(long, value_name = "N", value_parser = positive_number)]
+    pub tokens_per_hour: Option<f64>,
+}
+
+/// A number above 0 (a price, a load).
+fn positive_number(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .ok_or_else(|| format!("{s:?}: use a number above 0, e.g. 3.5"))
 }
 
 #[derive(Args, Debug)]
@@ -244,8 +270,10 @@ impl OverrideArgs {
             warmup: self.warmup,
             n_gen: self.n_gen.clone(),
             n_prompt: self.n_prompt.clone(),
-            n_gpu_layers: self.n_gpu_layers,
-            n_threads: self.threads,
+            n_gpu_layers: self.n_gpu_layers.clone(),
+            n_threads: self.threads.clone(),
+            n_parallel: self.n_parallel.clone(),
+            n_depth: self.n_depth.clone(),
             split_mode: self.split_mode.clone(),
             main_gpu: self.main_gpu.clone(),
             tensor_split: self.tensor_split.clone(),
@@ -300,7 +328,7 @@ mod tests {
         ]);
         assert_eq!(o.n_gen, Some(vec![128, 50]));
         assert_eq!(o.repetitions, Some(3));
-        assert_eq!(o.n_gpu_layers, Some(GpuLayers::All));
+        assert_eq!(o.n_gpu_layers, Some(vec![GpuLayers::All]));
         assert!(Cli::try_parse_from(["quantbench", "run", "--n-gen", "1"]).is_err());
     }
 

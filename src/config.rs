@@ -8,7 +8,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::presets::{self, Preset};
@@ -292,18 +292,35 @@ pub struct Limit {
     pub key: &'static str,
     pub min: i64,
     pub max: i64,
+    /// Why the range is what it is, appended to the message (empty: nothing to add).
+    pub why: &'static str,
 }
 
 impl Limit {
     pub const fn new(key: &'static str, min: i64, max: i64) -> Limit {
-        Limit { key, min, max }
+        Limit {
+            key,
+            min,
+            max,
+            why: "",
+        }
+    }
+
+    /// The same limit, its message explaining the range.
+    pub const fn because(self, why: &'static str) -> Limit {
+        Limit { why, ..self }
     }
 
     /// `Ok(x)` inside the range, else the message both front ends show.
     pub fn check(&self, x: i64) -> Result<i64, String> {
         if x < self.min || x > self.max {
+            let why = if self.why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.why)
+            };
             return Err(format!(
-                "{} = {x} is out of range: use a value from {} to {}",
+                "{} = {x} is out of range: use a value from {} to {}{why}",
                 self.key, self.min, self.max
             ));
         }
@@ -342,6 +359,10 @@ pub mod limits {
     pub const SEED: Limit = Limit::new("seed", 0, i64::MAX);
     pub const QUALITY_CTX: Limit = Limit::new("quality_ctx", 16, 1 << 20);
     pub const QUALITY_CHUNKS: Limit = Limit::new("quality_chunks", 1, 1 << 20);
+    /// llama.cpp's `LLAMA_MAX_SEQ`: the most sequences one context holds.
+    pub const N_PARALLEL: Limit = Limit::new("n_parallel", 1, 256)
+        .because("llama.cpp holds at most 256 sequences in one context");
+    pub const N_DEPTH: Limit = Limit::new("n_depth", 0, 1 << 24);
 }
 
 impl GpuLayers {
@@ -381,14 +402,21 @@ pub struct Params {
     pub n_prompt: Vec<u32>,
     pub repetitions: u32,
     pub warmup: u32,
-    pub n_gpu_layers: GpuLayers,
-    pub flash_attn: FlashAttn,
-    pub n_batch: u32,
-    pub n_ubatch: u32,
+    /// Each value of these lists is a separate cell (the matrix is their product).
+    pub n_gpu_layers: Vec<GpuLayers>,
+    pub flash_attn: Vec<FlashAttn>,
+    pub n_batch: Vec<u32>,
+    pub n_ubatch: Vec<u32>,
     /// CPU threads; `None` = the number of cores.
-    pub n_threads: Option<u32>,
-    pub type_k: String,
-    pub type_v: String,
+    pub n_threads: Option<Vec<u32>>,
+    pub type_k: Vec<String>,
+    pub type_v: Vec<String>,
+    /// Sequences decoded together (one `llama_decode` of B tokens per step).
+    pub n_parallel: Vec<u32>,
+    /// Tokens already in the context when pp and tg are measured.
+    pub n_depth: Vec<u32>,
+    /// With `n_parallel` > 1: one prompt copied to every sequence instead of B prompts.
+    pub shared_prompt: bool,
     /// A cell (load included) running longer than this is stopped and marked failed.
     pub timeout_s: u64,
     /// Where the generation test's greedy sampling runs.
@@ -423,13 +451,16 @@ impl Default for Params {
             n_prompt: vec![512],
             repetitions: 5,
             warmup: 1,
-            n_gpu_layers: GpuLayers::All,
-            flash_attn: FlashAttn::Auto,
-            n_batch: 2048,
-            n_ubatch: 512,
+            n_gpu_layers: vec![GpuLayers::All],
+            flash_attn: vec![FlashAttn::Auto],
+            n_batch: vec![2048],
+            n_ubatch: vec![512],
             n_threads: None,
-            type_k: "f16".into(),
-            type_v: "f16".into(),
+            type_k: vec!["f16".into()],
+            type_v: vec!["f16".into()],
+            n_parallel: vec![1],
+            n_depth: vec![0],
+            shared_prompt: false,
             timeout_s: 1800,
             sampling: Sampling::Backend,
             split_mode: vec![SplitMode::Layer],
@@ -494,6 +525,34 @@ pub struct Matrix {
     pub models: Vec<ModelSpec>,
     /// Regression thresholds (`[compare]`), percent by metric.
     pub compare: crate::metrics::Thresholds,
+    /// `[cost]`: what an hour of the machine costs.
+    pub cost: Cost,
+    /// `[slo]`: what every user must still get.
+    pub slo: Slo,
+}
+
+/// `[cost]`: the price of an hour of the machine, for `usd_per_mtok`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_hour: Option<f64>,
+}
+
+/// `[slo]`: the service every sequence must get for a cell to count as serving the load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    /// Decode speed one sequence sees (`decode_tok_s`), at least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_seq_tok_s: Option<f64>,
+    /// Time to first token (`ttft_ms`), at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttft_ms: Option<f64>,
+}
+
+impl Slo {
+    pub fn is_set(&self) -> bool {
+        self.min_seq_tok_s.is_some() || self.max_ttft_ms.is_some()
+    }
 }
 
 /// Fills `{quant}` (lower case) and `{QUANT}` (upper case) in a file template.
@@ -548,6 +607,14 @@ enum IntOrString {
     Str(String),
 }
 
+/// `n_gpu_layers`: `"all"`, a number, or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LayersOrMany {
+    One(IntOrString),
+    Many(Vec<IntOrString>),
+}
+
 /// Declares a raw table struct holding the per-model parameters plus `$extra` fields, so that
 /// `[defaults]` and `[[model]]` accept exactly the same parameter keys.
 macro_rules! raw_table {
@@ -562,13 +629,16 @@ macro_rules! raw_table {
             n_prompt: Option<Spanned<OneOrMany>>,
             repetitions: Option<Spanned<i64>>,
             warmup: Option<Spanned<i64>>,
-            n_gpu_layers: Option<Spanned<IntOrString>>,
-            flash_attn: Option<Spanned<String>>,
-            n_batch: Option<Spanned<i64>>,
-            n_ubatch: Option<Spanned<i64>>,
-            n_threads: Option<Spanned<i64>>,
-            type_k: Option<Spanned<String>>,
-            type_v: Option<Spanned<String>>,
+            n_gpu_layers: Option<Spanned<LayersOrMany>>,
+            flash_attn: Option<Spanned<StrOrMany>>,
+            n_batch: Option<Spanned<OneOrMany>>,
+            n_ubatch: Option<Spanned<OneOrMany>>,
+            n_threads: Option<Spanned<OneOrMany>>,
+            type_k: Option<Spanned<StrOrMany>>,
+            type_v: Option<Spanned<StrOrMany>>,
+            n_parallel: Option<Spanned<OneOrMany>>,
+            n_depth: Option<Spanned<OneOrMany>>,
+            shared_prompt: Option<Spanned<bool>>,
             timeout_s: Option<Spanned<i64>>,
             sampling: Option<Spanned<String>>,
             split_mode: Option<Spanned<StrOrMany>>,
@@ -596,6 +666,9 @@ macro_rules! raw_table {
                     n_threads: self.n_threads.as_ref(),
                     type_k: self.type_k.as_ref(),
                     type_v: self.type_v.as_ref(),
+                    n_parallel: self.n_parallel.as_ref(),
+                    n_depth: self.n_depth.as_ref(),
+                    shared_prompt: self.shared_prompt.as_ref(),
                     timeout_s: self.timeout_s.as_ref(),
                     sampling: self.sampling.as_ref(),
                     split_mode: self.split_mode.as_ref(),
@@ -632,13 +705,16 @@ struct RawParams<'a> {
     n_prompt: Option<&'a Spanned<OneOrMany>>,
     repetitions: Option<&'a Spanned<i64>>,
     warmup: Option<&'a Spanned<i64>>,
-    n_gpu_layers: Option<&'a Spanned<IntOrString>>,
-    flash_attn: Option<&'a Spanned<String>>,
-    n_batch: Option<&'a Spanned<i64>>,
-    n_ubatch: Option<&'a Spanned<i64>>,
-    n_threads: Option<&'a Spanned<i64>>,
-    type_k: Option<&'a Spanned<String>>,
-    type_v: Option<&'a Spanned<String>>,
+    n_gpu_layers: Option<&'a Spanned<LayersOrMany>>,
+    flash_attn: Option<&'a Spanned<StrOrMany>>,
+    n_batch: Option<&'a Spanned<OneOrMany>>,
+    n_ubatch: Option<&'a Spanned<OneOrMany>>,
+    n_threads: Option<&'a Spanned<OneOrMany>>,
+    type_k: Option<&'a Spanned<StrOrMany>>,
+    type_v: Option<&'a Spanned<StrOrMany>>,
+    n_parallel: Option<&'a Spanned<OneOrMany>>,
+    n_depth: Option<&'a Spanned<OneOrMany>>,
+    shared_prompt: Option<&'a Spanned<bool>>,
     timeout_s: Option<&'a Spanned<i64>>,
     sampling: Option<&'a Spanned<String>>,
     split_mode: Option<&'a Spanned<StrOrMany>>,
@@ -658,6 +734,21 @@ struct RawConfig {
     defaults: Option<RawDefaults>,
     model: Option<Vec<Spanned<RawModel>>>,
     compare: Option<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+    cost: Option<RawCost>,
+    slo: Option<RawSlo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCost {
+    usd_per_hour: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlo {
+    min_seq_tok_s: Option<Spanned<f64>>,
+    max_ttft_ms: Option<Spanned<f64>>,
 }
 
 // ---- loading --------------------------------------------------------------------------------
@@ -692,10 +783,38 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
     };
     let models = cx.models(&raw.model.unwrap_or_default(), &defaults)?;
     let compare = cx.compare(raw.compare.iter().flatten())?;
+    let positive = |v: &Option<Spanned<f64>>, key: &str| -> Result<Option<f64>, ConfigError> {
+        match v {
+            Some(x) if !(x.get_ref().is_finite() && *x.get_ref() > 0.0) => Err(cx.err(
+                x.span(),
+                format!("{key} must be a number above 0, e.g. {key} = 3.5"),
+            )),
+            Some(x) => Ok(Some(*x.get_ref())),
+            None => Ok(None),
+        }
+    };
+    let cost = Cost {
+        usd_per_hour: positive(
+            &raw.cost.as_ref().and_then(|c| c.usd_per_hour.clone()),
+            "usd_per_hour",
+        )?,
+    };
+    let slo = Slo {
+        min_seq_tok_s: positive(
+            &raw.slo.as_ref().and_then(|c| c.min_seq_tok_s.clone()),
+            "min_seq_tok_s",
+        )?,
+        max_ttft_ms: positive(
+            &raw.slo.as_ref().and_then(|c| c.max_ttft_ms.clone()),
+            "max_ttft_ms",
+        )?,
+    };
     Ok(Matrix {
         path: path.to_path_buf(),
         models,
         compare,
+        cost,
+        slo,
     })
 }
 
@@ -751,6 +870,9 @@ impl Cx<'_> {
         let values = v.get_ref().to_vec();
         if values.is_empty() {
             return Err(self.err(v.span(), format!("{} must not be an empty list", limit.key)));
+        }
+        if let Some(x) = first_repeat(&values) {
+            return Err(self.err(v.span(), format!("{} {x} is listed twice", limit.key)));
         }
         values
             .into_iter()
@@ -945,30 +1067,31 @@ impl Cx<'_> {
     /// sizes, threads, KV cache types, timeout, sampling.
     fn context(&self, r: &RawParams<'_>, p: &mut Params) -> Result<(), ConfigError> {
         if let Some(v) = r.n_gpu_layers {
-            p.n_gpu_layers = match v.get_ref() {
-                IntOrString::Str(s) => GpuLayers::parse(s),
-                IntOrString::Int(n) => GpuLayers::from_int(*n),
-            }
-            .map_err(|m| self.err(v.span(), m))?;
+            p.n_gpu_layers = self.gpu_layers(v)?;
         }
         if let Some(v) = r.flash_attn {
-            p.flash_attn = self.one_of(v, "flash_attn", &FlashAttn::ALL, FlashAttn::name)?;
+            let names = self.str_list(v, "flash_attn")?;
+            p.flash_attn = names
+                .iter()
+                .map(|n| self.one_of(n, "flash_attn", &FlashAttn::ALL, FlashAttn::name))
+                .collect::<Result<_, _>>()?;
         }
         if let Some(v) = r.n_batch {
-            p.n_batch = self.int(v, &limits::N_BATCH)?;
+            p.n_batch = self.int_list(v, &limits::N_BATCH)?;
         }
         if let Some(v) = r.n_ubatch {
-            p.n_ubatch = self.int(v, &limits::N_UBATCH)?;
+            p.n_ubatch = self.int_list(v, &limits::N_UBATCH)?;
         }
         if let Some(v) = r.n_threads {
-            p.n_threads = Some(self.int(v, &limits::N_THREADS)?);
+            p.n_threads = Some(self.int_list(v, &limits::N_THREADS)?);
         }
         if let Some(v) = r.type_k {
-            p.type_k = self.kv_type(v, "type_k")?;
+            p.type_k = self.kv_types(v, "type_k")?;
         }
         if let Some(v) = r.type_v {
-            p.type_v = self.kv_type(v, "type_v")?;
+            p.type_v = self.kv_types(v, "type_v")?;
         }
+        self.load(r, p)?;
         if let Some(v) = r.timeout_s {
             p.timeout_s = self.int(v, &limits::TIMEOUT_S)?;
         }
@@ -1044,20 +1167,77 @@ impl Cx<'_> {
             })
     }
 
-    /// `type_k` / `type_v`: one of [`KV_TYPES`], in any case; stored lower case.
-    fn kv_type(&self, v: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
-        let t = v.get_ref().to_lowercase();
-        if !KV_TYPES.contains(&t.as_str()) {
-            return Err(self.err(
-                v.span(),
-                format!(
-                    "{key} = {:?}: use one of {}",
-                    v.get_ref(),
-                    KV_TYPES.join(", ")
-                ),
-            ));
+    /// `type_k` / `type_v`: one of [`KV_TYPES`] or a list of them, in any case; stored lower
+    /// case.
+    fn kv_types(&self, v: &Spanned<StrOrMany>, key: &str) -> Result<Vec<String>, ConfigError> {
+        let mut out = Vec::new();
+        for n in self.str_list(v, key)? {
+            let t = n.get_ref().to_lowercase();
+            if !KV_TYPES.contains(&t.as_str()) {
+                return Err(self.err(
+                    n.span(),
+                    format!(
+                        "{key} = {:?}: use one of {}",
+                        n.get_ref(),
+                        KV_TYPES.join(", ")
+                    ),
+                ));
+            }
+            out.push(t);
         }
-        Ok(t)
+        Ok(out)
+    }
+
+    /// The strings of a string-or-list key, each with the key's span; not empty, none twice.
+    fn str_list(
+        &self,
+        v: &Spanned<StrOrMany>,
+        key: &str,
+    ) -> Result<Vec<Spanned<String>>, ConfigError> {
+        let names = v.get_ref().to_vec();
+        if names.is_empty() {
+            return Err(self.err(v.span(), format!("{key} must not be an empty list")));
+        }
+        if let Some(n) = first_repeat(&names) {
+            return Err(self.err(v.span(), format!("{key} {n:?} is listed twice")));
+        }
+        Ok(names
+            .into_iter()
+            .map(|n| Spanned::new(v.span(), n))
+            .collect())
+    }
+
+    /// `n_gpu_layers`: `"all"`, a number of layers, or a list of them.
+    fn gpu_layers(&self, v: &Spanned<LayersOrMany>) -> Result<Vec<GpuLayers>, ConfigError> {
+        let one = |x: &IntOrString| match x {
+            IntOrString::Str(s) => GpuLayers::parse(s),
+            IntOrString::Int(n) => GpuLayers::from_int(*n),
+        };
+        let out: Vec<GpuLayers> = match v.get_ref() {
+            LayersOrMany::One(x) => vec![one(x)],
+            LayersOrMany::Many(xs) => xs.iter().map(one).collect(),
+        }
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|m| self.err(v.span(), m))?;
+        if out.is_empty() {
+            return Err(self.err(v.span(), "n_gpu_layers must not be an empty list".into()));
+        }
+        Ok(out)
+    }
+
+    /// Load on the context: parallel sequences, depth, a shared prompt.
+    fn load(&self, r: &RawParams<'_>, p: &mut Params) -> Result<(), ConfigError> {
+        if let Some(v) = r.n_parallel {
+            p.n_parallel = self.int_list(v, &limits::N_PARALLEL)?;
+        }
+        if let Some(v) = r.n_depth {
+            p.n_depth = self.int_list(v, &limits::N_DEPTH)?;
+        }
+        if let Some(v) = r.shared_prompt {
+            p.shared_prompt = *v.get_ref();
+        }
+        Ok(())
     }
 
     /// `split_mode`: one mode or a list, known names, none twice.
@@ -1378,9 +1558,9 @@ mod tests {
         assert_eq!(a.n_gen, vec![128, 50]);
         assert_eq!(a.repetitions, 2);
         assert_eq!(b.repetitions, 3);
-        assert_eq!(a.n_gpu_layers, GpuLayers::N(0));
+        assert_eq!(a.n_gpu_layers, [GpuLayers::N(0)]);
         assert_eq!(a.quants, vec![Quant::parse("Q8_0").unwrap()]);
-        assert_eq!(b.flash_attn, FlashAttn::On);
+        assert_eq!(b.flash_attn, [FlashAttn::On]);
         assert_eq!(
             m.models[1].source,
             Source::Path {

@@ -112,8 +112,7 @@ impl Printer {
         } else {
             format!(" ({})", c.label)
         };
-        let placement = p
-            .placement_tag()
+        let placement = crate::plan::join_tags(&[p.placement_tag(), p.load_tag()])
             .map(|t| format!(", {t}"))
             .unwrap_or_default();
         self.line(&format!(
@@ -209,8 +208,12 @@ fn cell_block(r: &CellResult) -> String {
         s += &gpu_lines(r, g);
     }
     s += &rate_lines(r);
+    s += &load_line(r);
     if let Some(q) = &r.quality {
         s += &quality_line(q);
+    }
+    for w in &r.warnings {
+        s += &format!("  note     {w}\n");
     }
     if let Some(t) = &r.generated_text {
         let preview: String = format!("{}{}", r.params.prompt, t)
@@ -300,6 +303,29 @@ fn rate_lines(r: &CellResult) -> String {
         llama("tg_tok_s_llama")
     );
     s
+}
+
+/// The `batch` line of a cell with several sequences: aggregate throughput (S_TG, S_PP) as
+/// llama-batched-bench prints it, llama.cpp's counters, and the price per million tokens.
+fn load_line(r: &CellResult) -> String {
+    let b = r.params.n_parallel;
+    let price = r
+        .usd_per_mtok
+        .map(|u| format!(" · ${u:.3} per 1M tokens"))
+        .unwrap_or_default();
+    if b <= 1 {
+        return r
+            .usd_per_mtok
+            .map(|u| format!("  cost     ${u:.3} per 1M generated tokens\n"))
+            .unwrap_or_default();
+    }
+    format!(
+        "  batch    {b} sequences{}: {} tok/s generated (S_TG), prompts {} tok/s (S_PP)  (llama.cpp's counters: {}){price}\n",
+        if r.params.shared_prompt { ", one shared prompt" } else { "" },
+        mean_sd(r, "throughput_tok_s"),
+        mean_sd(r, "pp_throughput_tok_s"),
+        fixed(r.mean("throughput_tok_s_llama"), 1)
+    )
 }
 
 /// The quality test's line: KLD, top-1 agreement, PPL ratio against the reference, or why

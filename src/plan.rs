@@ -39,6 +39,19 @@ pub struct CellParams {
     /// The quality test after the speed tests, when on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityParams>,
+    /// Sequences decoded together (llama-batched-bench's B); 1 in reports before it existed.
+    #[serde(default = "one")]
+    pub n_parallel: u32,
+    /// Tokens in the context before pp and tg are measured (llama-bench's `-d`).
+    #[serde(default)]
+    pub n_depth: u32,
+    /// With `n_parallel` > 1: one prompt copied to every sequence (llama-batched-bench `-pps`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_prompt: bool,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The quality test of a cell: score it against `reference` on the corpus.
@@ -75,6 +88,29 @@ fn quality_params(m: &ModelSpec, ov: &Overrides) -> Option<QualityParams> {
 }
 
 impl CellParams {
+    /// The context a cell needs for a prompt of `prompt_tokens` (the longer of it and
+    /// `n_prompt` is what each sequence holds): the depth once (a prefix the sequences share),
+    /// then per sequence the prompt and `n_gen` tokens, or with `shared_prompt` the prompt
+    /// once. `None` beyond llama.cpp's 32-bit context size.
+    pub fn context_tokens(&self, prompt_tokens: u64) -> Option<u32> {
+        let prompt = prompt_tokens.max(u64::from(self.n_prompt));
+        let b = u64::from(self.n_parallel.max(1));
+        let gen = u64::from(self.n_gen);
+        let per_seq = if self.shared_prompt && b > 1 {
+            prompt + b * gen
+        } else {
+            b * (prompt + gen)
+        };
+        let n = u64::from(self.n_depth) + per_seq;
+        u32::try_from(n).ok().filter(|&n| i32::try_from(n).is_ok())
+    }
+
+    /// What the cell measures beyond one sequence on an empty context, in short form:
+    /// `np 16`, `np 16 pps`, `d 4096`; `None` for the plain case.
+    pub fn load_tag(&self) -> Option<String> {
+        load_tag(self.n_parallel, self.n_depth, self.shared_prompt)
+    }
+
     /// The multi-GPU placement in short form, `None` for llama.cpp's default (`layer`, shares
     /// by free memory): `sm none mg 1`, `sm row ts 3/1`.
     pub fn placement_tag(&self) -> Option<String> {
@@ -84,6 +120,28 @@ impl CellParams {
             &self.tensor_split.to_string(),
         )
     }
+}
+
+/// [`CellParams::load_tag`] from its parts as reports store them (CSV columns too; a shared
+/// prompt counts only with several sequences).
+pub fn load_tag(n_parallel: u32, n_depth: u32, shared_prompt: bool) -> Option<String> {
+    let mut parts = Vec::new();
+    if n_parallel > 1 {
+        parts.push(format!("np {n_parallel}"));
+        if shared_prompt {
+            parts.push("pps".to_string());
+        }
+    }
+    if n_depth != 0 {
+        parts.push(format!("d {n_depth}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// Tags joined by a space, `None` when there are none: the placement and load of a cell.
+pub fn join_tags(tags: &[Option<String>]) -> Option<String> {
+    let t: Vec<&str> = tags.iter().flatten().map(String::as_str).collect();
+    (!t.is_empty()).then(|| t.join(" "))
 }
 
 /// [`CellParams::placement_tag`] from its parts as reports store them (CSV columns too).
@@ -147,6 +205,11 @@ impl Cell {
             .placement_tag()
             .map(|t| format!(":{}", t.replace(' ', "")))
             .unwrap_or_default()
+            + &self
+                .params
+                .load_tag()
+                .map(|t| format!(":{}", t.replace(' ', "")))
+                .unwrap_or_default()
     }
 }
 
@@ -157,8 +220,10 @@ pub struct Overrides {
     pub warmup: Option<u32>,
     pub n_gen: Option<Vec<u32>>,
     pub n_prompt: Option<Vec<u32>>,
-    pub n_gpu_layers: Option<GpuLayers>,
-    pub n_threads: Option<u32>,
+    pub n_gpu_layers: Option<Vec<GpuLayers>>,
+    pub n_threads: Option<Vec<u32>>,
+    pub n_parallel: Option<Vec<u32>>,
+    pub n_depth: Option<Vec<u32>>,
     pub split_mode: Option<Vec<SplitMode>>,
     pub main_gpu: Option<Vec<u32>>,
     pub tensor_split: Option<Vec<TensorSplit>>,
@@ -215,6 +280,135 @@ fn placements(p: &crate::config::Params, ov: &Overrides) -> Vec<(SplitMode, u32,
     out
 }
 
+/// The parameters every cell of a model shares (the swept ones are set by [`sweep`]).
+fn fixed_params(m: &ModelSpec, ov: &Overrides) -> CellParams {
+    let p = &m.params;
+    CellParams {
+        prompt: p.prompt.clone(),
+        n_prompt: 0,
+        n_gen: 0,
+        n_batch: 0,
+        n_ubatch: 0,
+        n_gpu_layers: GpuLayers::All,
+        flash_attn: FlashAttn::Auto,
+        type_k: String::new(),
+        type_v: String::new(),
+        n_threads: 0,
+        repetitions: ov.repetitions.unwrap_or(p.repetitions),
+        warmup: ov.warmup.unwrap_or(p.warmup),
+        timeout_s: p.timeout_s,
+        sampling: p.sampling,
+        split_mode: SplitMode::default(),
+        main_gpu: 0,
+        tensor_split: TensorSplit::default(),
+        quality: quality_params(m, ov),
+        n_parallel: 1,
+        n_depth: 0,
+        shared_prompt: p.shared_prompt,
+    }
+}
+
+/// Every parameter set of a model: the product of its lists (command-line lists replacing the
+/// file's), in the order sizes, context, load, placement; equal sets (an `n_ubatch` capped by
+/// a smaller `n_batch`) once.
+fn sweep(m: &ModelSpec, ov: &Overrides) -> Vec<CellParams> {
+    let p = &m.params;
+    let cores = [default_threads()];
+    let threads: &[u32] = ov
+        .n_threads
+        .as_deref()
+        .or(p.n_threads.as_deref())
+        .unwrap_or(&cores);
+    let mut out = vec![fixed_params(m, ov)];
+    let mut axis = |f: &dyn Fn(&CellParams) -> Vec<CellParams>| {
+        out = out.iter().flat_map(f).collect();
+    };
+    let with = |c: &CellParams, set: &dyn Fn(&mut CellParams)| {
+        let mut c = c.clone();
+        set(&mut c);
+        c
+    };
+    let n_prompt = ov.n_prompt.as_ref().unwrap_or(&p.n_prompt);
+    let n_gen = ov.n_gen.as_ref().unwrap_or(&p.n_gen);
+    axis(&|c| {
+        n_prompt
+            .iter()
+            .map(|&v| with(c, &|c| c.n_prompt = v))
+            .collect()
+    });
+    axis(&|c| n_gen.iter().map(|&v| with(c, &|c| c.n_gen = v)).collect());
+    axis(&|c| {
+        p.n_batch
+            .iter()
+            .map(|&v| with(c, &|c| c.n_batch = v))
+            .collect()
+    });
+    axis(&|c| {
+        p.n_ubatch
+            .iter()
+            .map(|&v| with(c, &|c| c.n_ubatch = v.min(c.n_batch)))
+            .collect()
+    });
+    let ngl = ov.n_gpu_layers.as_ref().unwrap_or(&p.n_gpu_layers);
+    axis(&|c| {
+        ngl.iter()
+            .map(|&v| with(c, &|c| c.n_gpu_layers = v))
+            .collect()
+    });
+    axis(&|c| {
+        p.flash_attn
+            .iter()
+            .map(|&v| with(c, &|c| c.flash_attn = v))
+            .collect()
+    });
+    axis(&|c| {
+        p.type_k
+            .iter()
+            .map(|v| with(c, &|c| c.type_k = v.clone()))
+            .collect()
+    });
+    axis(&|c| {
+        p.type_v
+            .iter()
+            .map(|v| with(c, &|c| c.type_v = v.clone()))
+            .collect()
+    });
+    axis(&|c| {
+        threads
+            .iter()
+            .map(|&v| with(c, &|c| c.n_threads = v))
+            .collect()
+    });
+    let n_parallel = ov.n_parallel.as_ref().unwrap_or(&p.n_parallel);
+    let n_depth = ov.n_depth.as_ref().unwrap_or(&p.n_depth);
+    axis(&|c| {
+        n_parallel
+            .iter()
+            .map(|&v| with(c, &|c| c.n_parallel = v))
+            .collect()
+    });
+    axis(&|c| {
+        n_depth
+            .iter()
+            .map(|&v| with(c, &|c| c.n_depth = v))
+            .collect()
+    });
+    let places = placements(p, ov);
+    axis(&|c| {
+        places
+            .iter()
+            .map(|(sm, mg, ts)| {
+                with(c, &|c| {
+                    (c.split_mode, c.main_gpu, c.tensor_split) = (*sm, *mg, ts.clone())
+                })
+            })
+            .collect()
+    });
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|c| seen.insert(c.clone()));
+    out
+}
+
 /// Expands the matrix into cells, model-major (all cells of a model file are adjacent).
 pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError> {
     for f in &ov.only {
@@ -243,41 +437,15 @@ pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError>
             if !selected(&ov.only, m, quant) {
                 continue;
             }
-            for &n_prompt in ov.n_prompt.as_ref().unwrap_or(&p.n_prompt) {
-                for &n_gen in ov.n_gen.as_ref().unwrap_or(&p.n_gen) {
-                    for (split_mode, main_gpu, tensor_split) in placements(p, ov) {
-                        cells.push(Cell {
-                            index: cells.len(),
-                            model_index,
-                            model: m.name.clone(),
-                            label: m.label.clone(),
-                            quant,
-                            params: CellParams {
-                                prompt: p.prompt.clone(),
-                                n_prompt,
-                                n_gen,
-                                n_batch: p.n_batch,
-                                n_ubatch: p.n_ubatch.min(p.n_batch),
-                                n_gpu_layers: ov.n_gpu_layers.unwrap_or(p.n_gpu_layers),
-                                flash_attn: p.flash_attn,
-                                type_k: p.type_k.clone(),
-                                type_v: p.type_v.clone(),
-                                n_threads: ov
-                                    .n_threads
-                                    .or(p.n_threads)
-                                    .unwrap_or_else(default_threads),
-                                repetitions: ov.repetitions.unwrap_or(p.repetitions),
-                                warmup: ov.warmup.unwrap_or(p.warmup),
-                                timeout_s: p.timeout_s,
-                                sampling: p.sampling,
-                                split_mode,
-                                main_gpu,
-                                tensor_split,
-                                quality: quality_params(m, ov),
-                            },
-                        });
-                    }
-                }
+            for params in sweep(m, ov) {
+                cells.push(Cell {
+                    index: cells.len(),
+                    model_index,
+                    model: m.name.clone(),
+                    label: m.label.clone(),
+                    quant,
+                    params,
+                });
             }
         }
     }
@@ -324,7 +492,7 @@ mod tests {
         let ov = Overrides {
             repetitions: Some(2),
             n_gen: Some(vec![8]),
-            n_threads: Some(3),
+            n_threads: Some(vec![3]),
             ..Default::default()
         };
         let cells = expand(&matrix(), &ov).unwrap();

@@ -176,6 +176,18 @@ pub struct RepSample {
     /// The same pp and tg as llama.cpp's own performance counters saw them.
     pub pp_tok_s_llama: Option<f64>,
     pub tg_tok_s_llama: Option<f64>,
+    /// All sequences' tokens of the tg test per second: llama-batched-bench's S_TG
+    /// (`n_parallel × n_gen / t_tg`); `tg_tok_s` with one sequence. Absent in older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_tok_s: Option<f64>,
+    /// All prompts' tokens of the pp test per second: llama-batched-bench's S_PP (the one
+    /// shared prompt's tokens with `shared_prompt`); `pp_tok_s` with one sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pp_throughput_tok_s: Option<f64>,
+    /// `throughput_tok_s` as llama.cpp's performance counters saw the tg test (with several
+    /// sequences each step is a batch, which llama.cpp counts as prompt evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_tok_s_llama: Option<f64>,
 }
 
 impl RepSample {
@@ -214,6 +226,10 @@ pub struct Measurement {
     /// The quality test, when the job asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityOutcome>,
+    /// What the user should know about how the cell was measured (a context beyond the
+    /// model's training length, host sampling with several sequences).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What a worker reports, one per line on stdout.

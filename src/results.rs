@@ -135,6 +135,13 @@ pub struct CellResult {
     /// Quality against the model's reference (`quality` on); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<CellQuality>,
+    /// `[cost] usd_per_hour / (throughput_tok_s × 3600 / 1e6)`: dollars per million generated
+    /// tokens at the cell's aggregate throughput; absent without a price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_mtok: Option<f64>,
+    /// How the cell was measured, where the user should know (see `Measurement::warnings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A cell's quality against its model's reference, with llama-perplexity's definitions: the
@@ -178,7 +185,81 @@ pub struct Report {
     /// have measured at the same time and disturbed these numbers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unlocked: bool,
+    /// The price and service objectives the cells are judged by (`[cost]`, `[slo]`,
+    /// `--tokens-per-hour`); absent when none was given.
+    #[serde(default, skip_serializing_if = "Serving::is_empty")]
+    pub serving: Serving,
     pub cells: Vec<CellResult>,
+}
+
+/// What a served load costs and must get: the machine's price, the SLO, the load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Serving {
+    #[serde(default, flatten)]
+    pub cost: crate::config::Cost,
+    #[serde(default)]
+    pub slo: crate::config::Slo,
+    /// Generated tokens per hour the deployment must serve (`--tokens-per-hour`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_hour: Option<f64>,
+}
+
+impl Serving {
+    pub fn is_empty(&self) -> bool {
+        *self == Serving::default()
+    }
+
+    /// Dollars per million generated tokens at `throughput_tok_s`.
+    pub fn usd_per_mtok(&self, throughput_tok_s: f64) -> Option<f64> {
+        let price = self.cost.usd_per_hour?;
+        (throughput_tok_s > 0.0).then(|| price / (throughput_tok_s * 3600.0 / 1e6))
+    }
+
+    /// Whether a cell gives every sequence what the SLO asks: mean `decode_tok_s` at least
+    /// `min_seq_tok_s`, mean `ttft_ms` at most `max_ttft_ms` (a missing figure fails).
+    pub fn meets_slo(&self, c: &CellResult) -> bool {
+        let s = &self.slo;
+        c.status == CellStatus::Ok
+            && s.min_seq_tok_s
+                .is_none_or(|min| c.mean("decode_tok_s").is_some_and(|d| d >= min))
+            && s.max_ttft_ms
+                .is_none_or(|max| c.mean("ttft_ms").is_some_and(|t| t <= max))
+    }
+
+    /// How many copies of a cell (machines, or GPUs where one GPU runs it) serve
+    /// `tokens_per_hour` at its aggregate throughput.
+    pub fn copies_needed(&self, throughput_tok_s: f64) -> Option<u64> {
+        let load = self.tokens_per_hour?;
+        (throughput_tok_s > 0.0)
+            .then(|| (load / (throughput_tok_s * 3600.0)).ceil().max(1.0) as u64)
+    }
+}
+
+impl Report {
+    /// Sets every cell's `usd_per_mtok` from the price.
+    pub fn price_cells(&mut self) {
+        let serving = self.serving;
+        for c in &mut self.cells {
+            c.usd_per_mtok = c
+                .mean("throughput_tok_s")
+                .and_then(|t| serving.usd_per_mtok(t));
+        }
+    }
+
+    /// The cells meeting the SLO, cheapest per token first (highest throughput first without
+    /// a price).
+    pub fn serving_ranking(&self) -> Vec<&CellResult> {
+        let mut ok: Vec<&CellResult> = self
+            .cells
+            .iter()
+            .filter(|c| self.serving.meets_slo(c) && c.mean("throughput_tok_s").is_some())
+            .collect();
+        ok.sort_by(|a, b| {
+            let t = |c: &CellResult| c.mean("throughput_tok_s").unwrap_or(0.0);
+            t(b).total_cmp(&t(a))
+        });
+        ok
+    }
 }
 
 /// The names of rate metrics summarised per cell, in report order.
@@ -190,7 +271,42 @@ pub const RATE_METRICS: &[&str] = &[
     "pp_tok_s_llama",
     "tg_tok_s_llama",
     "sample_us",
+    "throughput_tok_s",
+    "pp_throughput_tok_s",
+    "throughput_tok_s_llama",
 ];
+
+/// The per-repetition series of every rate metric ([`RATE_METRICS`]), by name.
+fn rate_series(reps: &[RepSample]) -> [(&'static str, Vec<f64>); 10] {
+    let m = reps;
+    [
+        ("ttft_ms", m.iter().map(|s| s.ttft_ms).collect()),
+        ("decode_tok_s", m.iter().map(|s| s.decode_tok_s).collect()),
+        ("pp_tok_s", m.iter().map(|s| s.pp_tok_s).collect()),
+        ("tg_tok_s", m.iter().map(|s| s.tg_tok_s).collect()),
+        (
+            "pp_tok_s_llama",
+            m.iter().filter_map(|s| s.pp_tok_s_llama).collect(),
+        ),
+        (
+            "tg_tok_s_llama",
+            m.iter().filter_map(|s| s.tg_tok_s_llama).collect(),
+        ),
+        ("sample_us", m.iter().map(|s| s.sample_us).collect()),
+        (
+            "throughput_tok_s",
+            m.iter().filter_map(|s| s.throughput_tok_s).collect(),
+        ),
+        (
+            "pp_throughput_tok_s",
+            m.iter().filter_map(|s| s.pp_throughput_tok_s).collect(),
+        ),
+        (
+            "throughput_tok_s_llama",
+            m.iter().filter_map(|s| s.throughput_tok_s_llama).collect(),
+        ),
+    ]
+}
 
 impl CellResult {
     /// A cell that could not be measured.
@@ -231,6 +347,8 @@ impl CellResult {
             samples: Vec::new(),
             generated_text: None,
             quality: None,
+            usd_per_mtok: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -239,25 +357,7 @@ impl CellResult {
         let mut r = CellResult::failed(cell, origin, String::new());
         r.status = CellStatus::Ok;
         r.error = None;
-        let series: [(&str, Vec<f64>); 7] = [
-            ("ttft_ms", m.reps.iter().map(|s| s.ttft_ms).collect()),
-            (
-                "decode_tok_s",
-                m.reps.iter().map(|s| s.decode_tok_s).collect(),
-            ),
-            ("pp_tok_s", m.reps.iter().map(|s| s.pp_tok_s).collect()),
-            ("tg_tok_s", m.reps.iter().map(|s| s.tg_tok_s).collect()),
-            (
-                "pp_tok_s_llama",
-                m.reps.iter().filter_map(|s| s.pp_tok_s_llama).collect(),
-            ),
-            (
-                "tg_tok_s_llama",
-                m.reps.iter().filter_map(|s| s.tg_tok_s_llama).collect(),
-            ),
-            ("sample_us", m.reps.iter().map(|s| s.sample_us).collect()),
-        ];
-        for (name, v) in series {
+        for (name, v) in rate_series(&m.reps) {
             if let Some(s) = summarize(&v) {
                 r.metrics.insert(name.to_string(), s);
             }
@@ -311,6 +411,7 @@ impl CellResult {
         r.gpu = Some(m.gpu);
         r.samples = m.reps;
         r.generated_text = Some(m.generated_text);
+        r.warnings = m.warnings;
         if let (Some(q), Some(p)) = (m.quality, &cell.params.quality) {
             r.quality = Some(CellQuality {
                 stats: q.stats,
@@ -340,10 +441,10 @@ impl CellResult {
     }
 
     /// Short cell name for tables and charts: `model quant`, then `pp tg` where several
-    /// shapes were measured, then the placement where it is not llama.cpp's default.
+    /// shapes were measured, then the placement where it is not llama.cpp's default and the
+    /// load (`np 16`, `d 4096`) where it is not one sequence on an empty context.
     pub fn placement_suffix(&self) -> String {
-        self.params
-            .placement_tag()
+        crate::plan::join_tags(&[self.params.placement_tag(), self.params.load_tag()])
             .map(|t| format!(" [{t}]"))
             .unwrap_or_default()
     }

@@ -256,17 +256,47 @@ fn no_function_is_longer_than_the_limit() {
     );
 }
 
-/// Every Markdown file of the repository (not under `target/` or hidden folders).
+/// Every Markdown file of the repository: what git tracks or would track (not what it ignores:
+/// build outputs, packages in `dist/`, local run folders); without git, every one outside
+/// `target/`, `dist/` and hidden folders.
 fn markdown_files(dir: &Path) -> Vec<PathBuf> {
+    let git = std::process::Command::new("git")
+        .current_dir(dir)
+        .args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "-z",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match git {
+        Some(o) => {
+            let mut out: Vec<PathBuf> = o
+                .stdout
+                .split(|&b| b == 0)
+                .map(|f| dir.join(String::from_utf8_lossy(f).as_ref()))
+                .filter(|p| p.extension().is_some_and(|e| e == "md") && p.is_file())
+                .collect();
+            out.sort();
+            out
+        }
+        None => markdown_files_walked(dir),
+    }
+}
+
+fn markdown_files_walked(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with('.') || name == "target" {
+        if name.starts_with('.') || name == "target" || name == "dist" {
             continue;
         }
         if p.is_dir() {
-            out.extend(markdown_files(&p));
+            out.extend(markdown_files_walked(&p));
         } else if name.ends_with(".md") {
             out.push(p);
         }

@@ -120,12 +120,7 @@ pub fn serve() -> Result<()> {
                 }
             }
             Err(e) => {
-                let mut reason = format!("{e:#}");
-                let log = engine::recent_log();
-                if !log.is_empty() {
-                    reason.push_str(" | llama.cpp: ");
-                    reason.push_str(&log.join(" | "));
-                }
+                let reason = with_llama_log(format!("{e:#}"));
                 events.send(&Event::Failed { cell, reason });
             }
         }
@@ -204,6 +199,17 @@ fn run_job(
     Ok(m)
 }
 
+/// `reason`, followed by the warnings and errors llama.cpp logged since the log was last
+/// cleared (the cause a message like "could not load" does not give).
+fn with_llama_log(mut reason: String) -> String {
+    let log = engine::recent_log();
+    if !log.is_empty() {
+        reason.push_str(" | llama.cpp: ");
+        reason.push_str(&log.join(" | "));
+    }
+    reason
+}
+
 /// The quality test of a cell, after its speed tests: any failure becomes the outcome's error,
 /// never the cell's (its speed figures stand).
 fn quality(
@@ -214,9 +220,10 @@ fn quality(
     probe: &mut CellProbe<'_>,
 ) -> QualityOutcome {
     let start = std::time::Instant::now();
+    engine::clear_recent_log();
     let (stats, error) = match score_quality(engine, model, q, cell, probe) {
         Ok(stats) => (Some(stats), None),
-        Err(e) => (None, Some(format!("{e:#}"))),
+        Err(e) => (None, Some(with_llama_log(format!("{e:#}")))),
     };
     QualityOutcome {
         stats,
@@ -477,6 +484,9 @@ pub fn self_test() -> Result<()> {
                     main_gpu: 0,
                     tensor_split: Default::default(),
                     quality: None,
+                    n_parallel: 1,
+                    n_depth: 0,
+                    shared_prompt: false,
                 },
             };
             let model = LoadedModel::load(&engine, &path, Placement::of(&cell.params), false)?;

@@ -331,3 +331,57 @@ fn the_reported_kld_is_the_one_computed_by_hand_from_the_logits() {
     close("ppl_ratio", ((nll - nll_ref) / n).exp());
     close("top1_agree", same as f64 / n);
 }
+
+#[test]
+fn a_reference_of_another_tokenizer_or_that_does_not_load_fails_the_quality_fields_only() {
+    let s = Scratch::new();
+    s.config(
+        "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\nquants = [\"Q8_0\"]\n\
+         [[model]]\nname = \"b\"\nsynthetic = \"tiny-llama\"\nquants = [\"F16\"]\n",
+    );
+    let out = s.cmd().arg("fetch").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(s.path().join("corpus.txt"), corpus(6)).unwrap();
+    let syn = s.cache().join("synthetic");
+    for (dir, reference) in [
+        (
+            "other",
+            Some(syn.join("tiny-llama-seed0-w1/tiny-llama-F16.gguf")),
+        ),
+        ("broken", None),
+    ] {
+        let m = s.path().join(dir);
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::copy(
+            syn.join("tiny-seed0-w1/tiny-Q8_0.gguf"),
+            m.join("t-Q8_0.gguf"),
+        )
+        .unwrap();
+        match reference {
+            // the same vocabulary size (2048), another tokenizer (Llama's instead of GPT-2's)
+            Some(f) => drop(std::fs::copy(f, m.join("t-F16.gguf")).unwrap()),
+            None => std::fs::write(m.join("t-F16.gguf"), b"GGUF but not really").unwrap(),
+        }
+        s.config(&format!(
+            "schema = 1\n[defaults]\nquants = [\"F16\", \"Q8_0\"]\nn_gen = 4\nn_prompt = 8\n\
+             repetitions = 1\nwarmup = 0\nquality = true\nquality_corpus = \"corpus.txt\"\n\
+             quality_ctx = 64\nquality_chunks = 2\n[[model]]\nname = \"t\"\n\
+             path = \"{dir}/t-{{QUANT}}.gguf\"\n"
+        ));
+        let out = s.run(&["--out", dir]);
+        let r = json(&s.run_dir_in(dir).join("results.json"));
+        let q8 = cells(&r).iter().find(|c| c["quant"] == "Q8_0").unwrap();
+        assert_eq!(q8["status"], "ok", "{dir}: the speed figures stand: {q8}");
+        let err = q8["quality"]["quality_error"].as_str().unwrap_or_default();
+        assert!(q8["quality"]["kld_mean"].is_null(), "{dir}: {q8}");
+        if dir == "other" {
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert!(err.contains("do not share a tokenizer"), "{dir}: {err}");
+        } else {
+            // the F16 cell itself fails to load: the run says a cell failed
+            assert_ne!(out.status.code(), Some(0));
+            assert!(err.contains("loading the reference"), "{dir}: {err}");
+            assert!(err.contains("| llama.cpp: "), "{dir}: the cause: {err}");
+        }
+    }
+}

@@ -237,7 +237,8 @@ fn multi_gpu_placements_are_reported_per_gpu() {
     assert!(col("started_at") < col("split_mode"));
     // and the quality columns, added later, after them
     assert_eq!(col("vram_max_gpu_bytes") + 1, col("ppl"));
-    assert_eq!(head.last().map(String::as_str), Some("quality_error"));
+    assert_eq!(col("quality_error") + 1, col("quality_s"));
+    assert_eq!(head.last().map(String::as_str), Some("quality_s"));
 
     let md = report::Format::render(&report::md::Markdown, &r).unwrap();
     assert!(md.contains("## Multi-GPU placements"), "{md}");

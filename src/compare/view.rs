@@ -101,7 +101,7 @@ pub fn cell_params_key(p: &crate::plan::CellParams) -> String {
         &p.type_k,
         &p.type_v,
         p.sampling.name(),
-        p.placement_tag(),
+        crate::plan::join_tags(&[p.placement_tag(), p.load_tag()]),
     )
 }
 
@@ -257,7 +257,7 @@ fn cell_view(c: &CellResult) -> CellView {
         label: cell_label(
             &p.n_prompt.to_string(),
             &p.n_gen.to_string(),
-            p.placement_tag(),
+            crate::plan::join_tags(&[p.placement_tag(), p.load_tag()]),
         ),
         threads: p.n_threads.to_string(),
         device: c.device.clone().unwrap_or_default(),
@@ -445,6 +445,13 @@ impl CsvRow<'_> {
             get("main_gpu").parse().unwrap_or(0),
             &get("tensor_split"),
         );
+        // and with load tests: absent = one sequence on an empty context
+        let load = crate::plan::load_tag(
+            get("n_parallel").parse().unwrap_or(1),
+            get("n_depth").parse().unwrap_or(0),
+            get("shared_prompt") == "true",
+        );
+        let placement = crate::plan::join_tags(&[placement, load]);
         CellView {
             model: get("model"),
             quant: get("quant"),

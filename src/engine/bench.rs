@@ -214,12 +214,8 @@ impl LoadedModel {
             sys::llama_model_load_from_file(c.as_ptr(), p)
         };
         let load_s = t0.elapsed().as_secs_f64();
-        let ptr = NonNull::new(raw).ok_or_else(|| {
-            anyhow!(
-                "llama.cpp could not load {} (see its log above)",
-                path.display()
-            )
-        })?;
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| anyhow!("llama.cpp could not load {}", path.display()))?;
         Ok(LoadedModel {
             ptr,
             path: path.to_path_buf(),
@@ -339,8 +335,11 @@ impl LoadedModel {
         let p = &cell.params;
         let prompt = self.tokenize(&p.prompt)?;
         let n_ctx = context_size(p, prompt.len())?;
+        let info = self.info();
+        let mut warnings = load_warnings(p, n_ctx, &info);
         let t0 = Instant::now();
-        let mut ctx = Context::new(self, cell, n_ctx)?;
+        let mut ctx = Context::new(self, cell, n_ctx)
+            .map_err(|e| anyhow!("{e:#}{}", kv_need(p, n_ctx, &info)))?;
         let ctx_s = t0.elapsed().as_secs_f64();
         let mut memory = breakdown(ctx.ptr());
         memory.host_rss_after_load_bytes = host_rss().current_bytes;
@@ -348,8 +347,23 @@ impl LoadedModel {
         probe.after_load(&devices_used);
 
         let (pp_tokens, tg_tokens) = self.random_tokens(cell);
-        let mut reps = ctx.llama_bench(p, &pp_tokens, &tg_tokens, &mut memory, probe)?;
-        let mut gen = ctx.user_generation(p, &prompt, &mut reps, probe)?;
+        ctx.fill_depth(&self.depth_tokens(cell), p.n_batch)?;
+        let (reps, mut gen) = if p.n_parallel > 1 {
+            if p.sampling == Sampling::Backend {
+                warnings.push(
+                    "with several sequences the greedy sampling of the generation test runs on \
+                     the host (an argmax over each sequence's logits)"
+                        .into(),
+                );
+            }
+            let mut reps = ctx.batched_bench(p, &pp_tokens, &tg_tokens, &mut memory, probe)?;
+            let gen = ctx.batched_user_generation(p, &prompt, &mut reps, probe)?;
+            (reps, gen)
+        } else {
+            let mut reps = ctx.llama_bench(p, &pp_tokens, &tg_tokens, &mut memory, probe)?;
+            let gen = ctx.user_generation(p, &prompt, &mut reps, probe)?;
+            (reps, gen)
+        };
         ctx.energy(p, &prompt, &mut gen, probe)?;
         memory.host_rss_peak_bytes = host_rss().peak_bytes;
 
@@ -364,13 +378,33 @@ impl LoadedModel {
             // SAFETY: getter on a live context.
             n_ctx: unsafe { sys::llama_n_ctx(ctx.ptr()) },
             prompt_tokens: prompt.len() as u32,
-            model: self.info(),
+            model: info,
             memory,
             gpu: Default::default(),
             reps,
             generated_text: self.detokenize(&gen.tokens),
             quality: None,
+            warnings,
         })
+    }
+
+    /// The tokens the context holds before each test (`n_depth` random ones, BOS first where
+    /// the model adds one), seeded apart from the pp and tg tokens.
+    fn depth_tokens(&self, cell: &Cell) -> Vec<sys::llama_token> {
+        // SAFETY: vocab getters on a live model.
+        let (n_vocab, bos) = unsafe {
+            let vocab = self.vocab();
+            let bos = sys::llama_vocab_get_add_bos(vocab).then(|| sys::llama_vocab_bos(vocab));
+            (sys::llama_vocab_n_tokens(vocab), bos)
+        };
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(cell.index as u64 ^ 0xde97);
+        let mut v: Vec<sys::llama_token> = (0..cell.params.n_depth)
+            .map(|_| rng.random_range(0..n_vocab))
+            .collect();
+        if let (Some(b), Some(first)) = (bos, v.first_mut()) {
+            *first = b;
+        }
+        v
     }
 
     /// The random tokens of the pp and tg tests (`n_prompt`, then `n_gen` of them), seeded by
@@ -397,23 +431,52 @@ impl LoadedModel {
     }
 }
 
-/// The context size of a cell: room for the longer of the prompt and `n_prompt`, plus `n_gen`,
-/// within llama.cpp's 32-bit context size.
+/// The context size of a cell ([`CellParams::context_tokens`]), within llama.cpp's 32-bit
+/// context size.
 fn context_size(p: &CellParams, prompt_len: usize) -> Result<u32> {
-    u32::try_from(prompt_len)
-        .ok()
-        .map(|n| n.max(p.n_prompt))
-        .and_then(|n| n.checked_add(p.n_gen))
-        .filter(|&n| i32::try_from(n).is_ok())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "the context for n_prompt {} (prompt {} tokens) + n_gen {} does not fit in \
-                 llama.cpp's 32-bit context size; use smaller values",
-                p.n_prompt,
-                prompt_len,
-                p.n_gen
-            )
-        })
+    p.context_tokens(prompt_len as u64).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the context for n_depth {} + n_parallel {} × (n_prompt {} (prompt {} tokens) + \
+             n_gen {}) does not fit in llama.cpp's 32-bit context size; use smaller values",
+            p.n_depth,
+            p.n_parallel,
+            p.n_prompt,
+            prompt_len,
+            p.n_gen
+        )
+    })
+}
+
+/// What the user should know before the numbers: a context longer than the model was trained
+/// for (llama.cpp runs it, the figures describe a context the model does not use well).
+fn load_warnings(p: &CellParams, n_ctx: u32, info: &ModelInfo) -> Vec<String> {
+    let mut w = Vec::new();
+    let per_seq = n_ctx.saturating_sub(if p.n_parallel > 1 { p.n_depth } else { 0 })
+        / p.n_parallel.max(1)
+        + if p.n_parallel > 1 { p.n_depth } else { 0 };
+    if info.n_ctx_train > 0 && per_seq > info.n_ctx_train {
+        w.push(format!(
+            "each sequence reaches {per_seq} tokens (n_depth {} + prompt + n_gen), beyond the \
+             {} the model was trained for",
+            p.n_depth, info.n_ctx_train
+        ));
+    }
+    w
+}
+
+/// For a context llama.cpp could not create: how much its KV cache alone needs, from the
+/// model's shape (`n_ctx × n_layer × n_head_kv × head size × bytes per K and V element`).
+fn kv_need(p: &CellParams, n_ctx: u32, info: &ModelInfo) -> String {
+    let head = u64::from(info.n_embd / info.n_head.max(1));
+    let per_token = (head * u64::from(info.n_head_kv) * u64::from(info.n_layer)) as f64
+        * (crate::capacity::kv_type_bytes(&p.type_k) + crate::capacity::kv_type_bytes(&p.type_v));
+    let kv = (per_token * f64::from(n_ctx)) as u64;
+    let gib = kv as f64 / f64::from(1u32 << 30);
+    format!(
+        " (n_parallel {}, n_depth {}: the KV cache of {n_ctx} tokens alone needs about \
+         {gib:.2} GiB, {} K / {} V, before the weights and compute buffers)",
+        p.n_parallel, p.n_depth, p.type_k, p.type_v
+    )
 }
 
 fn split_mode(m: SplitMode) -> sys::llama_split_mode {
@@ -517,6 +580,10 @@ struct Context {
     sampler: Option<NonNull<sys::llama_sampler>>,
     /// Whether the sampler is attached to sequence 0 (only for the generation test).
     sampler_attached: bool,
+    /// Tokens kept in the cache between tests (`n_depth`, filled once).
+    depth: u32,
+    /// The batch of the tests with several sequences (allocated on first use).
+    batch: Option<batched::Batch>,
 }
 
 impl Drop for Context {
@@ -575,6 +642,9 @@ impl Context {
             };
             c.type_k = type_k;
             c.type_v = type_v;
+            // B sequences in one unified cache, as llama-batched-bench
+            c.n_seq_max = p.n_parallel.max(1);
+            c.kv_unified = p.n_parallel > 1;
             // performance counters on: tg/pp are cross-checked against them
             c.no_perf = false;
             sys::llama_init_from_model(model.ptr.as_ptr(), c)
@@ -584,13 +654,15 @@ impl Context {
                 // SAFETY: not attached to any context.
                 unsafe { sys::llama_sampler_free(s.as_ptr()) };
             }
-            bail!("llama.cpp could not create a context of {n_ctx} tokens (see its log above)");
+            bail!("llama.cpp could not create a context of {n_ctx} tokens");
         };
         Ok(Context {
             ptr,
             n_gen: p.n_gen,
             sampler,
             sampler_attached: false,
+            depth: 0,
+            batch: None,
         })
     }
 
@@ -633,9 +705,18 @@ impl Context {
         unsafe { sys::llama_synchronize(self.ptr()) }
     }
 
+    /// Empties the cache for the next test, down to the depth prefix when there is one.
     fn clear(&mut self) {
-        // SAFETY: live context.
-        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr()), true) }
+        // SAFETY: live context; seq_rm of every sequence from position `depth` on keeps the
+        // prefix (positions below it) in every sequence that holds it.
+        unsafe {
+            let mem = sys::llama_get_memory(self.ptr());
+            if self.depth == 0 {
+                sys::llama_memory_clear(mem, true)
+            } else {
+                sys::llama_memory_seq_rm(mem, -1, self.depth as i32, -1);
+            }
+        }
     }
 
     fn decode(&mut self, tokens: &[sys::llama_token]) -> Result<()> {
@@ -718,13 +799,18 @@ impl Context {
         for r in 0..p.repetitions {
             let (pp_ms, pp_llama) = self.prompt_processing(pp_tokens, p.n_batch)?;
             let (tg_ms, tg_llama) = self.token_generation(tg_tokens)?;
+            let pp_tok_s = f64::from(p.n_prompt) / (pp_ms / 1e3);
+            let tg_tok_s = f64::from(p.n_gen) / (tg_ms / 1e3);
             reps.push(RepSample {
                 pp_ms,
-                pp_tok_s: f64::from(p.n_prompt) / (pp_ms / 1e3),
+                pp_tok_s,
                 tg_ms,
-                tg_tok_s: f64::from(p.n_gen) / (tg_ms / 1e3),
+                tg_tok_s,
                 pp_tok_s_llama: pp_llama,
                 tg_tok_s_llama: tg_llama,
+                throughput_tok_s: Some(tg_tok_s),
+                pp_throughput_tok_s: Some(pp_tok_s),
+                throughput_tok_s_llama: tg_llama,
                 ..Default::default()
             });
             probe.progress("rep", r + 1, total);
@@ -782,8 +868,12 @@ impl Context {
         let t0 = Instant::now();
         let mut tokens = 0u64;
         while tokens == 0 || t0.elapsed().as_secs_f64() < ENERGY_WINDOW_S {
-            self.generate(prompt, gen)?;
-            tokens += u64::from(p.n_gen);
+            if p.n_parallel > 1 {
+                self.generate_batched(p, prompt, gen)?;
+            } else {
+                self.generate(prompt, gen)?;
+            }
+            tokens += u64::from(p.n_gen) * u64::from(p.n_parallel.max(1));
         }
         probe.energy_end(tokens, t0.elapsed().as_secs_f64());
         Ok(())
@@ -824,6 +914,8 @@ impl Context {
         Ok((ms, llama))
     }
 }
+
+mod batched;
 
 /// Tokens per second from llama.cpp's performance counters (`n` tokens over `ms`), if it timed
 /// any.

@@ -63,6 +63,26 @@ pub fn columns() -> Vec<Col> {
     cols.extend(build_columns());
     cols.extend(placement_columns());
     cols.extend(quality_columns());
+    cols.extend(load_columns());
+    cols
+}
+
+/// Several sequences and depth (added after the quality columns): the parameters, the
+/// aggregate throughputs (llama-batched-bench's S_TG and S_PP) and the price per token.
+fn load_columns() -> Vec<Col> {
+    let mut cols: Vec<Col> = vec![
+        ("n_parallel", |_, c| c.params.n_parallel.to_string()),
+        ("n_depth", |_, c| c.params.n_depth.to_string()),
+        ("shared_prompt", |_, c| c.params.shared_prompt.to_string()),
+    ];
+    cols.extend(stat_cols!("throughput_tok_s"));
+    cols.extend(stat_cols!("pp_throughput_tok_s"));
+    cols.extend::<[Col; 2]>([
+        ("throughput_tok_s_llama", |_, c| {
+            num(c.mean("throughput_tok_s_llama"))
+        }),
+        ("usd_per_mtok", |_, c| num(c.usd_per_mtok)),
+    ]);
     cols
 }
 

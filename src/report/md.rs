@@ -117,7 +117,7 @@ pub fn table(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
         "tg tok/s",
         "tok/s/GB",
     ];
-    let rows = report
+    let rows: Vec<Vec<String>> = report
         .cells
         .iter()
         .map(|c| {
@@ -136,7 +136,26 @@ pub fn table(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
             ]
         })
         .collect();
+    let (mut head, mut rows) = (head, rows);
+    serving_columns(report, &mut head, &mut rows);
     (head, rows)
+}
+
+/// The aggregate throughput (all sequences, llama-batched-bench's S_TG) where any cell decodes
+/// several sequences, and the price per million tokens where a price was given.
+fn serving_columns(report: &Report, head: &mut Vec<&'static str>, rows: &mut [Vec<String>]) {
+    if report.cells.iter().any(|c| c.params.n_parallel > 1) {
+        head.push("all seqs tok/s");
+        for (row, c) in rows.iter_mut().zip(&report.cells) {
+            row.push(mean_sd(c, "throughput_tok_s"));
+        }
+    }
+    if report.cells.iter().any(|c| c.usd_per_mtok.is_some()) {
+        head.push("$/1M tok");
+        for (row, c) in rows.iter_mut().zip(&report.cells) {
+            row.push(fixed(c.usd_per_mtok, 3));
+        }
+    }
 }
 
 /// A Markdown table: the header, the rule, one line per row.

@@ -338,6 +338,9 @@ impl Observer for RunObserver<'_> {
             Outcome::Measured(m) => CellResult::measured(cell, origin, *m),
             Outcome::Failed(reason) => CellResult::failed(cell, origin, reason),
         };
+        result.usd_per_mtok = result
+            .mean("throughput_tok_s")
+            .and_then(|t| self.report.serving.usd_per_mtok(t));
         if let (Some(q), Some(p)) = (result.quality.as_mut(), &cell.params.quality) {
             q.quality_ref = self.describe_reference(cell, p.reference);
             if let Some(f) = &p.corpus {

@@ -192,6 +192,13 @@ fn new_report(
         synthetic_weights: false,
         // a resumed run measured partly without the lock stays marked
         unlocked: args.no_lock || previous.is_some_and(|h| h.unlocked),
+        serving: crate::results::Serving {
+            cost: crate::config::Cost {
+                usd_per_hour: args.usd_per_hour.or(matrix.cost.usd_per_hour),
+            },
+            slo: matrix.slo,
+            tokens_per_hour: args.tokens_per_hour,
+        },
         cells: Vec::new(),
     }
 }
