@@ -159,6 +159,117 @@ pub fn estimate(
     }
 }
 
+/// Rough speeds of a device for `quantbench list`'s estimate of a run's duration:
+/// assumptions, not measurements. On the committed reports it comes out at 111 s for the
+/// 18-cell H200 matrix (measured: 89 s, reports/h200-2026-11-29) and 185 s for the default
+/// matrix on 2 CPU cores (measured: 185 s, reports/cpu-dev-2026-11-29). A run measures; this
+/// only plans.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Rates {
+    /// Reading a model file (bytes/s).
+    pub disk_bytes_s: f64,
+    /// Memory bandwidth a decode step reaches (bytes/s): it reads the weights and the KV cache.
+    pub mem_bytes_s: f64,
+    /// Arithmetic prompt processing reaches (FLOP/s), at 2 FLOP per weight per token.
+    pub flop_s: f64,
+    /// The shortest time of one decode step per layer (kernel launches, synchronisation).
+    pub layer_step_s: f64,
+    /// Fixed time per cell: worker start, backend initialisation, context creation.
+    pub cell_overhead_s: f64,
+    /// Untimed generation after the timed ones for the energy reading (GPUs with NVML).
+    pub energy_s: f64,
+}
+
+/// The untimed generation for the energy reading runs at least this long (the engine's
+/// window), on GPUs with NVML.
+pub const ENERGY_WINDOW_S: f64 = 2.0;
+
+/// The file-reading rate of the estimate: 4 GB/s (a local NVMe disk, or the page cache that
+/// serves every cell after the first of a file).
+pub const DISK_BYTES_S: f64 = 4e9;
+
+impl Rates {
+    /// A GPU: 60% of its peak memory bandwidth (2 TB/s when NVML does not give it),
+    /// 150 TFLOP/s, 80 µs per layer and step, 1 s per cell to start, plus `energy_s`.
+    pub fn gpu(peak_bandwidth_bytes_s: Option<f64>, energy_s: f64) -> Rates {
+        Rates {
+            disk_bytes_s: DISK_BYTES_S,
+            mem_bytes_s: peak_bandwidth_bytes_s.map_or(2e12, |b| 0.6 * b),
+            flop_s: 150e12,
+            layer_step_s: 80e-6,
+            cell_overhead_s: 1.0,
+            energy_s,
+        }
+    }
+
+    /// The CPU with `threads` threads: 8 GB/s of memory bandwidth per thread up to 100 GB/s,
+    /// 60 GFLOP/s per thread, 20 µs per layer and step, 0.3 s per cell to start.
+    pub fn cpu(threads: u32) -> Rates {
+        let t = f64::from(threads.max(1));
+        Rates {
+            disk_bytes_s: DISK_BYTES_S,
+            mem_bytes_s: (8e9 * t).min(100e9),
+            flop_s: 60e9 * t,
+            layer_step_s: 20e-6,
+            cell_overhead_s: 0.3,
+            energy_s: 0.0,
+        }
+    }
+}
+
+impl Shape {
+    /// Weights of the model, roughly: per layer the attention projections (Q and O of
+    /// `n_embd`², K and V of `n_embd` × the KV width) and three FFN matrices (gated, as most
+    /// current models; GPT-2 has two), plus the token embeddings.
+    pub fn approx_params(&self) -> f64 {
+        let e = self.n_embd as f64;
+        let kv = (self.n_embd / self.n_head.max(1) * self.n_head_kv) as f64;
+        let layer = 2.0 * e * e + 2.0 * e * kv + 3.0 * e * self.n_ff as f64;
+        self.n_layer as f64 * layer + e * self.n_vocab as f64
+    }
+}
+
+/// Estimated seconds of one cell with the model file of `file_bytes` and `shape` and its
+/// memory estimate `e`, at `rates`: a fixed start, loading the file, the depth once, then the
+/// passes of what a cell measures (`warmup` + `repetitions` of llama-bench's pp and tg, as
+/// many of the user-visible generation, which decodes `n_gen` steps again), the energy
+/// reading, and the quality test (the reference and the quant each scoring the corpus).
+/// Prompt processing takes `tokens` × 2 × weights FLOPs (at least one step per ubatch); a
+/// decode step of `n_parallel` sequences the longer of reading the weights and the KV cache,
+/// and its FLOPs. A rough planning figure.
+pub fn cell_seconds(
+    p: &crate::plan::CellParams,
+    file_bytes: u64,
+    shape: &Shape,
+    e: &Estimate,
+    r: &Rates,
+) -> f64 {
+    let flop_per_token = 2.0 * shape.approx_params();
+    let floor = shape.n_layer as f64 * r.layer_step_s;
+    let ubatch = f64::from(p.n_ubatch.max(1));
+    let pp =
+        |tokens: f64| (tokens * flop_per_token / r.flop_s).max((tokens / ubatch).ceil() * floor);
+    let b = f64::from(p.n_parallel.max(1));
+    let step = ((file_bytes + e.kv_bytes) as f64 / r.mem_bytes_s)
+        .max(b * flop_per_token / r.flop_s)
+        .max(floor);
+    let tg = f64::from(p.n_gen) * step;
+    let prompts = if p.shared_prompt { 1.0 } else { b };
+    let bench = pp(prompts * f64::from(p.n_prompt)) + tg;
+    let user = pp(prompts * (p.prompt.len() as f64 / 4.0).max(1.0)) + tg;
+    let reps = f64::from(p.repetitions);
+    let quality = p.quality.as_ref().map_or(0.0, |q| {
+        file_bytes as f64 / r.disk_bytes_s + 2.0 * pp(f64::from(q.chunks) * f64::from(q.n_ctx))
+    });
+    r.cell_overhead_s
+        + file_bytes as f64 / r.disk_bytes_s
+        + pp(f64::from(p.n_depth))
+        + (f64::from(p.warmup) + reps) * bench
+        + (f64::from(p.warmup.max(1)) + reps) * user
+        + r.energy_s
+        + quality
+}
+
 /// Parses a memory size: `48GB`, `48GiB`, `48G` (GiB), `512MiB`, or bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -245,6 +356,63 @@ mod tests {
             shares(SplitMode::Layer, 0, &TensorSplit(vec![1.0, 1.0]), &[1000]),
             [0.5, 0.5]
         );
+    }
+
+    #[test]
+    fn durations_follow_the_work() {
+        const LLAMA_7B: Shape = Shape {
+            n_layer: 32,
+            n_embd: 4096,
+            n_head: 32,
+            n_head_kv: 8,
+            n_ff: 14336,
+            n_vocab: 32000,
+        };
+        let n = LLAMA_7B.approx_params();
+        assert!((7.0e9..7.3e9).contains(&n), "{n}");
+        let mut p = crate::plan::CellParams {
+            prompt: "The future of artificial intelligence is".into(),
+            n_prompt: 512,
+            n_gen: 128,
+            n_batch: 2048,
+            n_ubatch: 512,
+            n_gpu_layers: crate::config::GpuLayers::All,
+            flash_attn: crate::config::FlashAttn::Auto,
+            type_k: "f16".into(),
+            type_v: "f16".into(),
+            n_threads: 0,
+            repetitions: 5,
+            warmup: 1,
+            timeout_s: 600,
+            sampling: crate::config::Sampling::Host,
+            split_mode: Default::default(),
+            main_gpu: 0,
+            tensor_split: Default::default(),
+            quality: None,
+            n_parallel: 1,
+            n_depth: 0,
+            shared_prompt: false,
+        };
+        let file = 14_500_000_000;
+        let h200 = Rates::gpu(Some(4.8e12), ENERGY_WINDOW_S);
+        let secs = |p: &crate::plan::CellParams| {
+            let e = estimate(file, &LLAMA_7B, 640, 512, "f16", "f16", true);
+            cell_seconds(p, file, &LLAMA_7B, &e, &h200)
+        };
+        // the H200 decodes this cell at 216 tok/s (reports/h200-2026-11-28): 13 passes of
+        // 128 tokens, about 7.7 s, plus loading, starting and the energy reading
+        let one = secs(&p);
+        assert!((8.0..20.0).contains(&one), "{one}");
+        p.repetitions = 10;
+        // five more passes of pp512 and twice tg128 (about 1.2 s each)
+        let more = secs(&p) - one;
+        assert!((5.0..8.0).contains(&more), "{more}");
+        p.repetitions = 5;
+        p.n_parallel = 64;
+        assert!(secs(&p) > one, "64 prompts take longer to process");
+        // the CPU is slower than the GPU
+        let e = estimate(file, &LLAMA_7B, 640, 512, "f16", "f16", false);
+        assert!(cell_seconds(&p, file, &LLAMA_7B, &e, &Rates::cpu(2)) > 100.0 * one);
     }
 
     #[test]

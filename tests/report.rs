@@ -238,7 +238,9 @@ fn multi_gpu_placements_are_reported_per_gpu() {
     // and the quality columns, added later, after them
     assert_eq!(col("vram_max_gpu_bytes") + 1, col("ppl"));
     assert_eq!(col("quality_error") + 1, col("quality_s"));
-    assert_eq!(head.last().map(String::as_str), Some("quality_s"));
+    // then the load columns
+    assert_eq!(col("quality_s") + 1, col("n_parallel"));
+    assert_eq!(head.last().map(String::as_str), Some("usd_per_mtok"));
 
     let md = report::Format::render(&report::md::Markdown, &r).unwrap();
     assert!(md.contains("## Multi-GPU placements"), "{md}");

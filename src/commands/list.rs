@@ -1,15 +1,17 @@
-//! `quantbench list`: the plan, where each file comes from, whether it is cached, its size, and
-//! whether it fits in the device's free memory (how many copies would).
+//! `quantbench list`: the plan, where each file comes from, whether it is cached, its size,
+//! whether it fits in the device's free memory (how many copies would, and with how many
+//! sequences at most), and a rough estimate of how long the run will take.
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::{exit, load_plan, Ctx};
 use crate::acquire;
-use crate::capacity::{self, Estimate};
+use crate::capacity::{self, Estimate, Rates, Shape};
 use crate::cli::{ListArgs, ListFormat};
 use crate::config::GpuLayers;
-use crate::plan::Cell;
+use crate::gpu::GpuEnvironment;
+use crate::plan::{Cell, CellParams};
 use crate::report::md::bytes;
 
 #[derive(Serialize)]
@@ -20,6 +22,12 @@ struct Row {
     n_prompt: u32,
     n_gen: u32,
     repetitions: u32,
+    /// Sequences decoded together, and the tokens in the context before them.
+    n_parallel: u32,
+    n_depth: u32,
+    /// The context the cell needs ([`CellParams::context_tokens`]), which the KV cache of
+    /// `estimate` holds; `None` beyond llama.cpp's limit.
+    n_ctx: Option<u32>,
     source: String,
     path: Option<String>,
     cached: bool,
@@ -29,13 +37,41 @@ struct Row {
     size_is_estimate: bool,
     /// Multi-GPU placement where it is not llama.cpp's default (`sm none mg 1`).
     placement: Option<String>,
+    /// What the cell measures beyond one sequence on an empty context (`np 16`, `d 4096`).
+    load: Option<String>,
     /// Estimated memory of one copy (weights + KV + compute + runtime overhead).
     estimate: Option<Estimate>,
     /// The estimate per GPU when the model is spread over several (empty for one).
     per_gpu_bytes: Vec<u64>,
     fits: Option<bool>,
     copies: Option<u64>,
+    /// The most sequences (1..=256) one copy fits with at this cell's n_prompt, n_gen and
+    /// depth (0: not even one).
+    max_parallel: Option<u32>,
+    /// Rough estimate of the cell's duration (seconds), see [`capacity::cell_seconds`].
+    estimated_s: Option<f64>,
 }
+
+/// The run's estimated duration: the sum over the cells whose size and shape are known.
+#[derive(Serialize)]
+struct Duration {
+    estimated_s: f64,
+    /// Cells without a known size or shape, not counted.
+    cells_unknown: usize,
+    /// Model files to download or derive first (not counted either).
+    files_not_cached: usize,
+    note: &'static str,
+}
+
+/// How the duration is estimated.
+const DURATION_NOTE: &str = "rough estimate, not a measurement: per cell a fixed start \
+     (1 s on a GPU, 0.3 s on the CPU), the file at 4 GB/s, then (warmup + repetitions) × \
+     (pp of n_parallel × n_prompt tokens + 2 × n_gen decode steps); prompt processing at \
+     150 TFLOP/s on a GPU or 60 GFLOP/s per CPU thread (2 FLOP per weight per token), a decode \
+     step reading the weights and KV cache at 60% of the GPU's peak bandwidth (2 TB/s where NVML \
+     does not give it; 8 GB/s per CPU thread, at most 100 GB/s), at least 80 µs (GPU) or 20 µs (CPU) per layer; plus 2 s of \
+     energy reading on NVIDIA GPUs and the quality test where it is on. Downloads and \
+     quantizing are not counted.";
 
 /// The memory cells are checked against.
 #[derive(Serialize)]
@@ -49,8 +85,7 @@ struct Budget {
     per_gpu_free_bytes: Vec<u64>,
 }
 
-fn budget(given: Option<u64>, wants_gpu: bool) -> Budget {
-    let env = crate::gpu::environment();
+fn budget(env: &GpuEnvironment, given: Option<u64>, wants_gpu: bool) -> Budget {
     if let Some(b) = given {
         let n = env.gpus.len().max(1);
         return Budget {
@@ -134,51 +169,149 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     let wants_gpu = cells
         .iter()
         .any(|c| c.params.n_gpu_layers != GpuLayers::N(0));
-    let budget = budget(args.device_memory, wants_gpu);
+    let env = crate::gpu::environment();
+    let budget = budget(&env, args.device_memory, wants_gpu);
     let rows: Vec<Row> = cells
         .iter()
         .map(|c| {
-            row(
-                c,
-                acquire::describe(&matrix, c.model_index, c.quant, &opts),
-                &budget,
-            )
+            let planned = acquire::describe(&matrix, c.model_index, c.quant, &opts);
+            row(c, planned, &budget, &env)
         })
         .collect();
+    let duration = Duration {
+        estimated_s: rows.iter().filter_map(|r| r.estimated_s).sum(),
+        cells_unknown: rows.iter().filter(|r| r.estimated_s.is_none()).count(),
+        files_not_cached: rows
+            .iter()
+            .filter(|r| !r.cached)
+            .map(|r| (&r.model, &r.quant))
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        note: DURATION_NOTE,
+    };
     if args.format == ListFormat::Json {
-        let out = serde_json::json!({ "memory": budget, "cells": rows });
+        let out = serde_json::json!({
+            "n_cells": rows.len(),
+            "duration": duration,
+            "memory": budget,
+            "cells": rows,
+        });
         ctx.printer
             .stdout(&(serde_json::to_string_pretty(&out)? + "\n"));
         return Ok(exit::OK);
     }
     ctx.printer.line(&format!(
-        "{} cells from {} ({} models); memory: {}\n",
+        "{} cells from {} ({} models); memory: {}",
         rows.len(),
         matrix.path.display(),
         matrix.models.len(),
         budget.description
     ));
+    ctx.printer
+        .line(&format!("{}\n", duration_line(&duration, rows.len())));
     print_table(ctx, &rows);
     Ok(exit::OK)
 }
 
-/// One cell of the plan: where its file comes from, and its memory estimate against `budget`.
-fn row(c: &Cell, p: acquire::Planned, budget: &Budget) -> Row {
+/// `estimated duration: ~4 min 10 s (...)`, with the cells it could not count.
+fn duration_line(d: &Duration, n: usize) -> String {
+    let mut s = format!(
+        "estimated duration: ~{} for {} cells (rough: fixed assumed speeds of the device, \
+         not a measurement; see `list --format json`'s duration.note)",
+        human_duration(d.estimated_s),
+        n - d.cells_unknown
+    );
+    if d.cells_unknown > 0 {
+        s += &format!(
+            "; {} cells without a known size or shape are not counted",
+            d.cells_unknown
+        );
+    }
+    if d.files_not_cached > 0 {
+        s += &format!(
+            "; plus fetching or deriving {} model files not cached yet (`quantbench fetch`)",
+            d.files_not_cached
+        );
+    }
+    s
+}
+
+/// `45 s`, `4 min 10 s`, `2 h 05 min`.
+fn human_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0 => "<1 s".into(),
+        1..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The speeds the duration of a cell is estimated with: the first GPU's where the cell runs
+/// on one, else the CPU's with the cell's threads.
+fn rates(c: &Cell, on_gpu: bool, env: &GpuEnvironment) -> Rates {
+    match env.gpus.first() {
+        Some(g) if on_gpu => Rates::gpu(g.peak_bandwidth_bytes_s, capacity::ENERGY_WINDOW_S),
+        _ if on_gpu => Rates::gpu(None, 0.0),
+        _ => {
+            let threads = match c.params.n_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                n => n,
+            };
+            Rates::cpu(threads)
+        }
+    }
+}
+
+/// The memory estimate of `p` (the cell's parameters, perhaps with another `n_parallel`) for
+/// a file of `size` bytes and `shape`, its KV cache at the context `p` needs.
+fn estimate_for(p: &CellParams, size: u64, shape: &Shape, on_gpu: bool) -> Estimate {
+    let n_ctx = p.context_tokens(0).unwrap_or(i32::MAX as u32);
+    capacity::estimate(
+        size,
+        shape,
+        u64::from(n_ctx),
+        u64::from(p.n_ubatch),
+        &p.type_k,
+        &p.type_v,
+        on_gpu,
+    )
+}
+
+/// The most sequences (1..=256, `n_parallel`'s range) one copy of `c` fits with, each holding
+/// its n_prompt + n_gen tokens after the depth; 0 when not even one fits.
+fn max_parallel(c: &Cell, size: u64, shape: &Shape, budget: &Budget, on_gpu: bool) -> u32 {
+    let fits = |b: u32| {
+        let mut p = c.params.clone();
+        p.n_parallel = b;
+        p.context_tokens(0).is_some()
+            && fit(&estimate_for(&p, size, shape, on_gpu), c, budget, on_gpu).0
+    };
+    let (mut lo, mut hi) = (0u32, crate::config::limits::N_PARALLEL.max as u32);
+    // invariant: `lo` fits (0 trivially), `hi + 1` does not (or is past the range)
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// One cell of the plan: where its file comes from, its memory estimate against `budget`,
+/// the most sequences that fit and its estimated duration.
+fn row(c: &Cell, p: acquire::Planned, budget: &Budget, env: &GpuEnvironment) -> Row {
     let gpu = budget.kind != "host";
     let on_gpu = gpu && c.params.n_gpu_layers != GpuLayers::N(0);
-    let estimate = match (p.size_bytes, p.shape) {
-        (Some(size), Some(shape)) => Some(capacity::estimate(
-            size,
-            &shape,
-            u64::from(c.params.n_prompt + c.params.n_gen),
-            u64::from(c.params.n_ubatch),
-            &c.params.type_k,
-            &c.params.type_v,
-            on_gpu,
-        )),
-        _ => None,
-    };
+    let known = p.size_bytes.zip(p.shape);
+    let estimate = known.map(|(size, shape)| estimate_for(&c.params, size, &shape, on_gpu));
     let fitted = estimate.map(|e| fit(&e, c, budget, on_gpu));
+    let max_parallel = known.map(|(size, shape)| max_parallel(c, size, &shape, budget, on_gpu));
+    let estimated_s = known.zip(estimate).map(|((size, shape), e)| {
+        capacity::cell_seconds(&c.params, size, &shape, &e, &rates(c, on_gpu, env))
+    });
     Row {
         index: c.index,
         model: c.model.clone(),
@@ -186,6 +319,9 @@ fn row(c: &Cell, p: acquire::Planned, budget: &Budget) -> Row {
         n_prompt: c.params.n_prompt,
         n_gen: c.params.n_gen,
         repetitions: c.params.repetitions,
+        n_parallel: c.params.n_parallel,
+        n_depth: c.params.n_depth,
+        n_ctx: c.params.context_tokens(0),
         source: p.source,
         path: p.path.map(|p| p.display().to_string()),
         cached: p.cached,
@@ -196,11 +332,14 @@ fn row(c: &Cell, p: acquire::Planned, budget: &Budget) -> Row {
         copies: fitted.as_ref().map(|f| f.1),
         per_gpu_bytes: fitted.map(|f| f.2).unwrap_or_default(),
         placement: c.params.placement_tag(),
+        load: c.params.load_tag(),
         estimate,
+        max_parallel,
+        estimated_s,
     }
 }
 
-/// The plan as a table on stderr, with what `needs` and `copies` mean.
+/// The plan as a table on stderr, with what `needs`, `copies`, `max B` and `~time` mean.
 fn print_table(ctx: &Ctx, rows: &[Row]) {
     let w = rows
         .iter()
@@ -209,26 +348,44 @@ fn print_table(ctx: &Ctx, rows: &[Row]) {
         .unwrap_or(0)
         .max(16);
     ctx.printer.line(&format!(
-        "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  source",
-        "#", "model", "quant", "pp", "tg", "reps", "cached", "file", "needs", "fits", "copies"
+        "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6} {:>5} {:>9}  source",
+        "#", "model", "quant", "pp", "tg", "reps", "cached", "file", "needs", "fits", "copies",
+        "max B", "~time"
     ));
     for r in rows {
         ctx.printer.line(&r.line(w));
     }
     ctx.printer.line(
-        "\n`needs` estimates one copy: file + KV cache at n_prompt+n_gen tokens + compute buffers \
-         (+512 MiB runtime overhead per process on a GPU); `copies` = how many such processes fit. \
-         A model split over several GPUs needs its share of weights and KV cache on each, plus \
-         compute buffers and overhead on every GPU it uses (`needs` per GPU, joined by +).",
+        "\n`needs` estimates one copy: file + KV cache of the cell's context (depth + n_parallel \
+         × (n_prompt + n_gen) tokens) + compute buffers (+512 MiB runtime overhead per process \
+         on a GPU); `copies` = how many such processes fit. `max B` = the most sequences \
+         (n_parallel, up to 256) one copy fits with at the cell's n_prompt + n_gen per sequence \
+         and depth. `~time` is a rough estimate of the cell's duration. A model split over \
+         several GPUs needs its share of weights and KV cache on each, plus compute buffers and \
+         overhead on every GPU it uses (`needs` per GPU, joined by +).",
     );
 }
 
 impl Row {
-    /// The model with its multi-GPU placement, if any.
+    /// The model with its multi-GPU placement and load (`np 16`, `d 4096`), if any.
     fn name(&self) -> String {
-        match &self.placement {
+        match crate::plan::join_tags(&[self.placement.clone(), self.load.clone()]) {
             Some(t) => format!("{} [{t}]", self.model),
             None => self.model.clone(),
+        }
+    }
+
+    /// `needs`: one copy's estimate, per GPU where it is spread over several.
+    fn needs(&self) -> String {
+        match self.estimate {
+            None => "?".into(),
+            Some(_) if !self.per_gpu_bytes.is_empty() => self
+                .per_gpu_bytes
+                .iter()
+                .map(|b| format!("~{}", bytes(*b)))
+                .collect::<Vec<_>>()
+                .join("+"),
+            Some(e) => format!("~{}", bytes(e.total())),
         }
     }
 
@@ -239,18 +396,9 @@ impl Row {
             Some(b) => bytes(b),
             None => "?".into(),
         };
-        let needs = match self.estimate {
-            None => "?".into(),
-            Some(_) if !self.per_gpu_bytes.is_empty() => self
-                .per_gpu_bytes
-                .iter()
-                .map(|b| format!("~{}", bytes(*b)))
-                .collect::<Vec<_>>()
-                .join("+"),
-            Some(e) => format!("~{}", bytes(e.total())),
-        };
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "?".into());
         format!(
-            "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6}  {}",
+            "{:>3}  {:<w$} {:<7} {:>5} {:>4} {:>4}  {:<6} {:>12} {:>12} {:>5} {:>6} {:>5} {:>9}  {}",
             self.index + 1,
             self.name(),
             self.quant,
@@ -263,13 +411,25 @@ impl Row {
                 (None, false) => "no",
             },
             size,
-            needs,
+            self.needs(),
             self.fits.map_or("?", |f| if f { "yes" } else { "NO" }),
-            self.copies.map_or("?".into(), |c| c.to_string()),
+            opt(self.copies.map(|c| c.to_string())),
+            opt(self.max_parallel.map(|b| b.to_string())),
+            opt(self.estimated_s.map(human_duration)),
             match &self.problem {
                 Some(p) => format!("{}: {p}", self.source),
                 None => self.source.clone(),
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(super::human_duration(44.6), "45 s");
+        assert_eq!(super::human_duration(250.0), "4 min 10 s");
+        assert_eq!(super::human_duration(7500.0), "2 h 05 min");
     }
 }

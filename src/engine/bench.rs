@@ -336,7 +336,7 @@ impl LoadedModel {
         let prompt = self.tokenize(&p.prompt)?;
         let n_ctx = context_size(p, prompt.len())?;
         let info = self.info();
-        let mut warnings = load_warnings(p, n_ctx, &info);
+        let mut warnings = load_warnings(p, n_ctx, &info, self.learned_positions())?;
         let t0 = Instant::now();
         let mut ctx = Context::new(self, cell, n_ctx)
             .map_err(|e| anyhow!("{e:#}{}", kv_need(p, n_ctx, &info)))?;
@@ -386,6 +386,13 @@ impl LoadedModel {
             quality: None,
             warnings,
         })
+    }
+
+    /// Whether the model's positions are learned embeddings (no RoPE, as GPT-2): a fixed
+    /// number of them.
+    fn learned_positions(&self) -> bool {
+        // SAFETY: getter on a live model.
+        unsafe { sys::llama_model_rope_type(self.ptr.as_ptr()) == sys::LLAMA_ROPE_TYPE_NONE }
     }
 
     /// The tokens the context holds before each test (`n_depth` random ones, BOS first where
@@ -448,20 +455,35 @@ fn context_size(p: &CellParams, prompt_len: usize) -> Result<u32> {
 }
 
 /// What the user should know before the numbers: a context longer than the model was trained
-/// for (llama.cpp runs it, the figures describe a context the model does not use well).
-fn load_warnings(p: &CellParams, n_ctx: u32, info: &ModelInfo) -> Vec<String> {
+/// for (with rotary positions llama.cpp runs it, and the figures describe a context the model
+/// does not use well). A model with learned positions (GPT-2) has none beyond its training
+/// length (llama.cpp would abort): an error.
+fn load_warnings(
+    p: &CellParams,
+    n_ctx: u32,
+    info: &ModelInfo,
+    learned_positions: bool,
+) -> Result<Vec<String>> {
     let mut w = Vec::new();
-    let per_seq = n_ctx.saturating_sub(if p.n_parallel > 1 { p.n_depth } else { 0 })
-        / p.n_parallel.max(1)
-        + if p.n_parallel > 1 { p.n_depth } else { 0 };
+    // the depth prefix is shared: each sequence holds it plus its own share of the rest
+    let per_seq = p.n_depth + (n_ctx - p.n_depth.min(n_ctx)) / p.n_parallel.max(1);
     if info.n_ctx_train > 0 && per_seq > info.n_ctx_train {
+        if learned_positions {
+            bail!(
+                "each sequence would reach {per_seq} tokens (n_depth {} + prompt + n_gen), but \
+                 this model has learned position embeddings for {} positions only (no rotary \
+                 positions): use a smaller n_depth, n_prompt or n_gen",
+                p.n_depth,
+                info.n_ctx_train
+            );
+        }
         w.push(format!(
             "each sequence reaches {per_seq} tokens (n_depth {} + prompt + n_gen), beyond the \
              {} the model was trained for",
             p.n_depth, info.n_ctx_train
         ));
     }
-    w
+    Ok(w)
 }
 
 /// For a context llama.cpp could not create: how much its KV cache alone needs, from the

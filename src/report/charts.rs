@@ -2,7 +2,8 @@
 //! (grouped bars per model × quant, error bars from the repetition samples), the efficiency
 //! heatmap, the memory/speed trade-off with its Pareto front, the quality trade-off (KLD
 //! against speed and memory, where cells were scored against a reference), and the per-token
-//! latency distribution of every cell. Failed cells are drawn as failed, never dropped.
+//! latency distribution of every cell; where the run swept a load parameter, the charts of
+//! [`super::load_charts`]. Failed cells are drawn as failed, never dropped.
 //!
 //! Text is rendered with DejaVu Sans from the `dejavu` crate (registered with plotters' ab_glyph
 //! backend), so the PNGs look the same on a machine without any fonts installed. Never prints.
@@ -20,7 +21,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::results::{CellResult, CellStatus, Report};
 use crate::stats::percentile;
 
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -40,7 +41,7 @@ pub struct ChartFile {
 }
 
 /// Quant colours: the three default quants get fixed ones, others a palette.
-fn quant_color(q: &str, i: usize) -> RGBColor {
+pub(super) fn quant_color(q: &str, i: usize) -> RGBColor {
     match q {
         "F16" => RGBColor(31, 119, 180),
         "Q8_0" => RGBColor(255, 127, 14),
@@ -101,7 +102,10 @@ fn layout(r: &Report) -> Layout {
 }
 
 /// A backend pixel position in the coordinates of `area` (which may not start at the origin).
-fn local<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, (x, y): (i32, i32)) -> (i32, i32) {
+pub(super) fn local<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+) -> (i32, i32) {
     let (x0, y0) = area.get_base_pixel();
     (x - x0, y - y0)
 }
@@ -112,7 +116,7 @@ struct BarValue {
     err: Option<(f64, f64)>,
 }
 
-type Err2<DB> = DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>;
+pub(super) type Err2<DB> = DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>;
 
 fn de<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e:?}")
@@ -325,7 +329,7 @@ fn sd_err(c: &CellResult, m: &str) -> BarValue {
     }
 }
 
-fn short(v: f64) -> String {
+pub(super) fn short(v: f64) -> String {
     if v == 0.0 || v >= 100.0 || (v >= 1.0 && (v - v.round()).abs() < 1e-9) {
         format!("{v:.0}")
     } else if v >= 10.0 {
@@ -340,7 +344,7 @@ fn gib(b: u64) -> f64 {
     b as f64 / 1073741824.0
 }
 
-fn memory_basis(r: &Report) -> &'static str {
+pub(super) fn memory_basis(r: &Report) -> &'static str {
     if r.cells
         .iter()
         .any(|c| c.mem_basis.as_deref() == Some("vram"))
@@ -1239,12 +1243,14 @@ fn draw_on<DB: DrawingBackend>(
         "efficiency_heatmap" => heatmap(area, r, lay),
         "tradeoff" => tradeoff(area, r, lay),
         "quality_tradeoff" => quality_tradeoff(area, r, lay),
+        s if super::load_charts::STEMS.contains(&s) => super::load_charts::draw(s, area, r),
         _ => distribution(area, r),
     }
 }
 
 /// The charts a report has, with their pixel sizes: the quality trade-off only where at
-/// least two cells have quality statistics.
+/// least two cells have quality statistics, the load charts (`load_charts`) only where the run
+/// swept `n_parallel` or `n_depth`, both before the latency distribution.
 pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
     let lay = layout(r);
     let bars_w = (260 + 140 * lay.groups.len() as u32 * lay.series.len().max(1) as u32 / 2)
@@ -1287,6 +1293,8 @@ pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
             ),
         );
     }
+    let at = specs.len() - 1;
+    specs.splice(at..at, super::load_charts::specs(r));
     specs
 }
 

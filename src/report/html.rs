@@ -58,6 +58,7 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     banners(&mut h, r, cmp)?;
     environment(&mut h, r, &device);
     results_table(&mut h, r)?;
+    serving(&mut h, r)?;
     quality(&mut h, r)?;
     placements(&mut h, r)?;
     failed_list(&mut h, &failed)?;
@@ -259,6 +260,55 @@ fn table_rows(
         }
         *h += "</tr>\n";
     }
+    Ok(())
+}
+
+/// Markdown's inline marks as HTML: the text escaped, `**bold**` as `<b>`, `` `code` `` as
+/// `<code>`.
+fn inline_marks(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in esc(s).split("**").enumerate() {
+        if i % 2 == 1 {
+            out += "<b>";
+        }
+        for (j, p) in part.split('`').enumerate() {
+            if j % 2 == 1 {
+                write!(out, "<code>{p}</code>").expect("a String");
+            } else {
+                out += p;
+            }
+        }
+        if i % 2 == 1 {
+            out += "</b>";
+        }
+    }
+    out
+}
+
+/// The Serving section (the cheapest cell meeting the SLO), where the report has a price, an
+/// SLO or a load, or cells with several sequences.
+fn serving(h: &mut String, r: &Report) -> fmt::Result {
+    let Some(v) = super::md::serving_view(r) else {
+        return Ok(());
+    };
+    writeln!(
+        h,
+        "<h2>Serving</h2>\n<p>{}</p>\n<p class=\"{}\">{}</p>",
+        inline_marks(&v.intro),
+        if v.met { "good" } else { "bad" },
+        inline_marks(&v.verdict)
+    )?;
+    if v.rows.is_empty() {
+        return Ok(());
+    }
+    *h += "<div class=\"scroll\"><table>\n<tr>";
+    for (i, t) in v.head.iter().enumerate() {
+        let l = if i < 3 { " class=\"l\"" } else { "" };
+        write!(h, "<th{l}>{}</th>", esc(t))?;
+    }
+    *h += "</tr>\n";
+    table_rows(h, &v.rows, |_| "", |i| i < 3)?;
+    *h += "</table></div>\n";
     Ok(())
 }
 

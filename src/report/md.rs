@@ -179,6 +179,7 @@ impl Format for Markdown {
               device memory (VRAM) when a GPU was used, else its host resident set (RSS).\n\n";
         let (head, rows) = table(r);
         s += &md_table(&head, &rows);
+        s += &serving_section(r);
         s += &harness_check(r);
         s += &gpu_table(r);
         s += &quality_section(r);
@@ -231,6 +232,297 @@ fn facts(r: &Report) -> String {
               meaningful, generated text and quality are not\n";
     }
     s
+}
+
+/// The Serving section, where the report has a price, an SLO or a load, or cells with several
+/// sequences.
+fn serving_section(r: &Report) -> String {
+    let Some(v) = serving_view(r) else {
+        return String::new();
+    };
+    let mut s = format!("\n## Serving\n\n{}\n\n{}\n", v.intro, v.verdict);
+    if !v.rows.is_empty() {
+        s += "\n";
+        s += &md_table(&v.head, &v.rows);
+    }
+    s
+}
+
+/// The Serving section's content, for summary.md and report.html: what was asked (price,
+/// SLO, load), the answer in a sentence, and the cells meeting the SLO, cheapest first (no
+/// rows when none does).
+pub struct ServingView {
+    pub intro: String,
+    pub verdict: String,
+    /// Whether a cell meets the SLO (the verdict is good news).
+    pub met: bool,
+    pub head: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// The Serving section of a report: `None` unless it has a price, an SLO or a load, or a
+/// cell with several sequences.
+pub fn serving_view(r: &Report) -> Option<ServingView> {
+    if r.serving.is_empty() && r.cells.iter().all(|c| c.params.n_parallel <= 1) {
+        return None;
+    }
+    let ranked = r.serving_ranking();
+    let mut head = vec![
+        "model",
+        "quant",
+        "cell",
+        "B",
+        "all seqs tok/s",
+        "per-seq decode tok/s",
+        "TTFT ms",
+    ];
+    let priced = r.serving.cost.usd_per_hour.is_some();
+    let load = r.serving.tokens_per_hour.is_some();
+    if priced {
+        head.push("$/1M tok");
+    }
+    if load {
+        head.push("copies needed");
+    }
+    let rows = ranked.iter().map(|c| serving_row(r, c)).collect();
+    let (met, verdict) = match ranked.first() {
+        Some(best) => (true, serving_winner(r, best)),
+        None => (false, serving_miss(r)),
+    };
+    Some(ServingView {
+        intro: serving_intro(r),
+        verdict,
+        met,
+        head,
+        rows,
+    })
+}
+
+/// A cell's price per million generated tokens: its own, else from the report's price.
+fn cell_usd_per_mtok(r: &Report, c: &CellResult) -> Option<f64> {
+    c.usd_per_mtok.or_else(|| {
+        c.mean("throughput_tok_s")
+            .and_then(|t| r.serving.usd_per_mtok(t))
+    })
+}
+
+/// One cell's row of the Serving table.
+fn serving_row(r: &Report, c: &CellResult) -> Vec<String> {
+    let throughput = c.mean("throughput_tok_s");
+    let mut row = vec![
+        c.model.clone(),
+        c.quant.to_string(),
+        serving_tag(c),
+        c.params.n_parallel.to_string(),
+        fixed(throughput, 1),
+        fixed(c.mean("decode_tok_s"), 1),
+        fixed(c.mean("ttft_ms"), 1),
+    ];
+    if r.serving.cost.usd_per_hour.is_some() {
+        row.push(cell_usd_per_mtok(r, c).map_or("–".into(), |u| sig(u, 4)));
+    }
+    if r.serving.tokens_per_hour.is_some() {
+        let copies = throughput.and_then(|t| r.serving.copies_needed(t));
+        row.push(copies.map_or("–".into(), |n| n.to_string()));
+    }
+    row
+}
+
+/// The cell's tag (placement and load, `np 16 d 4096`), or `–` for one sequence on an empty
+/// context with llama.cpp's default placement.
+fn serving_tag(c: &CellResult) -> String {
+    let t = c.placement_suffix();
+    let t = t.trim().trim_start_matches('[').trim_end_matches(']');
+    if t.is_empty() {
+        "–".into()
+    } else {
+        t.to_string()
+    }
+}
+
+/// `1 sequence`, `16 sequences`.
+fn sequences(n: u32) -> String {
+    format!("{n} sequence{}", if n == 1 { "" } else { "s" })
+}
+
+/// A figure as given, at most 4 significant digits, without trailing zeros: `20`, `0.5`,
+/// `1000000000`.
+fn plain(v: f64) -> String {
+    let s = sig(v, 4);
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Dollars with cents (`3.50`), or 4 significant digits below a cent.
+fn dollars(v: f64) -> String {
+    if v.abs() >= 0.01 {
+        format!("{v:.2}")
+    } else {
+        sig(v, 4)
+    }
+}
+
+/// A cell named in a sentence: `llama-7b Q4_K_M [np 16]`.
+fn cell_name(c: &CellResult) -> String {
+    format!("{} {}{}", c.model, c.quant, c.placement_suffix())
+}
+
+/// The SLO in words: `every sequence at least 20 tok/s and a first token within 1000 ms`.
+fn slo_words(r: &Report) -> Option<String> {
+    let s = &r.serving.slo;
+    let parts: Vec<String> = [
+        s.min_seq_tok_s
+            .map(|v| format!("every sequence decodes at least {} tok/s", plain(v))),
+        s.max_ttft_ms
+            .map(|v| format!("its first token comes within {} ms", plain(v))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(" and "))
+}
+
+/// What the section answers and with what: the SLO, the price and the load, and the formulas.
+fn serving_intro(r: &Report) -> String {
+    let sv = &r.serving;
+    let mut s = match slo_words(r) {
+        Some(slo) => format!(
+            "Which cell serves generated tokens cheapest while {slo} (SLO, models.toml's \
+             `[slo]`: `decode_tok_s` per sequence, `ttft_ms`, means over the repetitions)? \
+             Only cells meeting it are ranked, cheapest first."
+        ),
+        None => "No SLO was given (models.toml's `[slo]` `min_seq_tok_s`, `max_ttft_ms`): \
+                 every measured cell is ranked, by throughput."
+            .to_string(),
+    };
+    s += " Throughput is `throughput_tok_s`, all sequences' generated tokens per second \
+          (llama-batched-bench's S_TG; B = `n_parallel`, the sequences decoded together).";
+    s += &match sv.cost.usd_per_hour {
+        Some(p) => format!(
+            " Price: ${} per hour of the machine (`[cost] usd_per_hour` or `--usd-per-hour`); \
+             $/1M tok = usd_per_hour / (throughput_tok_s × 3600 / 1e6).",
+            dollars(p)
+        ),
+        None => " No price was given (`[cost] usd_per_hour` or `--usd-per-hour`): the cells are \
+                 ranked by throughput, which is the same order a price would give."
+            .to_string(),
+    };
+    s += &match sv.tokens_per_hour {
+        Some(t) => format!(
+            " Load: {} generated tokens per hour (`--tokens-per-hour`); copies needed = \
+             ⌈load / (throughput_tok_s × 3600)⌉, each copy one GPU (or machine) running the cell.",
+            plain(t)
+        ),
+        None => " No load was given (`--tokens-per-hour`), so no copy count.".to_string(),
+    };
+    s
+}
+
+/// The sentence naming the best cell: the cheapest (or fastest) meeting the SLO, with what it
+/// gives each sequence, and the copies and the hourly cost of the load.
+fn serving_winner(r: &Report, c: &CellResult) -> String {
+    let sv = &r.serving;
+    let what = match (sv.slo.is_set(), sv.cost.usd_per_hour.is_some()) {
+        (true, true) => "Cheapest cell meeting the SLO",
+        (true, false) => "Highest throughput meeting the SLO",
+        (false, true) => "Cheapest cell",
+        (false, false) => "Highest throughput",
+    };
+    let t = c.mean("throughput_tok_s").unwrap_or(0.0);
+    let mut s = format!("**{what}: {}**: ", cell_name(c));
+    if let Some(u) = cell_usd_per_mtok(r, c) {
+        s += &format!("${} per 1M generated tokens, ", sig(u, 4));
+    }
+    s += &format!(
+        "{t:.1} tok/s over {}, each decoding {} tok/s with its first token in {} ms",
+        sequences(c.params.n_parallel),
+        fixed(c.mean("decode_tok_s"), 1),
+        fixed(c.mean("ttft_ms"), 1),
+    );
+    if let Some(n) = sv.copies_needed(t) {
+        s += &format!(
+            "; {n} cop{} serve{} the load",
+            if n == 1 { "y" } else { "ies" },
+            if n == 1 { "s" } else { "" }
+        );
+        if let Some(p) = sv.cost.usd_per_hour {
+            s += &format!(" for ${} per hour", dollars(p * n as f64));
+        }
+    }
+    s + "."
+}
+
+/// How far a cell is from the SLO: the largest factor by which it misses a target (below 1:
+/// it meets them; a missing figure misses by infinity).
+fn slo_shortfall(r: &Report, c: &CellResult) -> f64 {
+    let s = &r.serving.slo;
+    let speed = s.min_seq_tok_s.map_or(0.0, |min| {
+        c.mean("decode_tok_s")
+            .filter(|d| *d > 0.0)
+            .map_or(f64::INFINITY, |d| min / d)
+    });
+    let ttft = s.max_ttft_ms.map_or(0.0, |max| {
+        c.mean("ttft_ms")
+            .map_or(f64::INFINITY, |t| t / max.max(f64::MIN_POSITIVE))
+    });
+    speed.max(ttft)
+}
+
+/// The verdict when no cell meets the SLO: said plainly, with the closest cell, what it
+/// misses, and what would help.
+fn serving_miss(r: &Report) -> String {
+    let ok: Vec<&CellResult> = r
+        .cells
+        .iter()
+        .filter(|c| c.status == CellStatus::Ok)
+        .collect();
+    let Some(slo) = slo_words(r) else {
+        return "**No cell can be ranked**: no cell was measured with a throughput figure \
+                (all failed, or the report predates `throughput_tok_s`)."
+            .into();
+    };
+    let closest = ok
+        .iter()
+        .copied()
+        .min_by(|a, b| slo_shortfall(r, a).total_cmp(&slo_shortfall(r, b)));
+    let Some(c) = closest else {
+        return format!("**No cell meets the SLO** ({slo}): no cell was measured successfully.");
+    };
+    let sl = &r.serving.slo;
+    let mut misses = Vec::new();
+    let decode = c.mean("decode_tok_s");
+    if let Some(min) = sl.min_seq_tok_s.filter(|m| decode.is_none_or(|d| d < *m)) {
+        misses.push(format!(
+            "each sequence decodes {} tok/s, below {}",
+            fixed(decode, 1),
+            plain(min)
+        ));
+    }
+    let ttft = c.mean("ttft_ms");
+    if let Some(max) = sl.max_ttft_ms.filter(|m| ttft.is_none_or(|t| t > *m)) {
+        misses.push(format!(
+            "its first token takes {} ms, above {}",
+            fixed(ttft, 1),
+            plain(max)
+        ));
+    }
+    if misses.is_empty() {
+        misses.push("it has no throughput figure to rank".into());
+    }
+    format!(
+        "**No cell meets the SLO** ({slo}). The closest of the {} measured cells is **{}** \
+         ({} tok/s over {}): {}. Fewer sequences per copy (a lower `n_parallel`) or a \
+         smaller quant give each sequence more speed; shorter prompts, a shallower depth or \
+         fewer sequences bring the first token sooner.",
+        ok.len(),
+        cell_name(c),
+        fixed(c.mean("throughput_tok_s"), 1),
+        sequences(c.params.n_parallel),
+        misses.join("; ")
+    )
 }
 
 /// The Failed cells section, where cells failed: each with its reason on one line.

@@ -5,6 +5,7 @@ pub mod charts;
 pub mod csv;
 pub mod html;
 pub mod json;
+pub mod load_charts;
 pub mod md;
 
 use std::path::{Path, PathBuf};
