@@ -49,7 +49,8 @@ pub enum Command {
     List(ListArgs),
     /// Compare two reports (results.json, results.csv, or run folders) cell by cell.
     Compare(CompareArgs),
-    /// Draw the charts and report.html of a run folder again from its results.json.
+    /// Write results.csv, summary.md, the charts and report.html of a run folder again from its
+    /// results.json.
     Report(ReportArgs),
     /// Internal: measure cells sent on stdin (one worker process per model file).
     #[command(hide = true)]

@@ -130,6 +130,14 @@ fn the_report_command_regenerates_a_run_folder() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(s.path().join("report.html").exists());
     assert!(s.path().join("tradeoff.png").exists());
+    // and the CSV and Markdown views, from the same results.json (which it leaves as it is)
+    let csv = std::fs::read_to_string(s.path().join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), r.cells.len() + 1);
+    assert!(std::fs::read_to_string(s.path().join("summary.md"))
+        .unwrap()
+        .contains("| model |"));
+    let json = std::fs::read_to_string(s.path().join("results.json")).unwrap();
+    assert_eq!(json, serde_json::to_string(&r).unwrap());
 
     let out = s
         .cmd()

@@ -14,7 +14,18 @@ pub fn run(ctx: &Ctx, args: &ReportArgs) -> Result<u8> {
             args.dir.display()
         )
     })?;
-    let files = report::write_visuals(&r, &args.dir)?;
+    // the views of results.json (never results.json itself: fields this build does not know
+    // would be lost)
+    let mut files = Vec::new();
+    for f in report::formats()
+        .iter()
+        .filter(|f| f.file_name() != "results.json")
+    {
+        let path = args.dir.join(f.file_name());
+        crate::fsutil::write_atomic(&path, f.render(&r)?.as_bytes())?;
+        files.push(path);
+    }
+    files.extend(report::write_visuals(&r, &args.dir)?);
     for f in &files {
         ctx.printer.line(&f.display().to_string());
     }

@@ -151,6 +151,18 @@ fn key_fields(key: &str, c: &CellResult) -> Vec<String> {
 
 /// The lines of a load chart over `s`, in report order: measured cells grouped by everything
 /// but the swept parameter, each line coloured by its quant.
+/// The lines a chart draws: those with at least two values of the swept parameter (a model
+/// measured at one B, as the depth cells of a matrix that sweeps B elsewhere, is no curve).
+pub fn plotted(r: &Report, s: Sweep) -> Vec<Line<'_>> {
+    let mut l = lines(r, s);
+    l.retain(|line| {
+        let mut v: Vec<u32> = line.cells.iter().map(|c| s.value(&c.params)).collect();
+        v.dedup();
+        v.len() >= 2
+    });
+    l
+}
+
 pub fn lines(r: &Report, s: Sweep) -> Vec<Line<'_>> {
     let mut keys: Vec<String> = Vec::new();
     let mut groups: Vec<Vec<&CellResult>> = Vec::new();
@@ -257,7 +269,7 @@ fn strip_rows(lines: usize, styles: usize, failed: usize) -> u32 {
 pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
     let failed = failed_names(r);
     let size = |s: Sweep, styles: &[(&str, bool)], panels: u32| {
-        let l = lines(r, s);
+        let l = plotted(r, s);
         let h = 130 + ROW as u32 * strip_rows(l.len(), styles.len(), failed.len());
         (panels * 1000 + strip_width(&l, styles, &failed), h.max(720))
     };
@@ -386,7 +398,7 @@ fn load_chart<DB: DrawingBackend>(
     panels: &[Panel],
     styles: &[(&str, bool)],
 ) -> Result<(), Err2<DB>> {
-    let lines = lines(r, s);
+    let lines = plotted(r, s);
     let failed = failed_names(r);
     let sw = strip_width(&lines, styles, &failed);
     let (w, _) = a.dim_in_pixel();
@@ -823,6 +835,8 @@ mod tests {
             cell("tiny", "F16", Sweep::Parallel.without(&tg64), true),
             cell("tiny", "F16", pps, true),
         ]);
+        // one B only: no curve
+        assert_eq!(plotted(&r, Sweep::Parallel).len(), 1);
         let labels: Vec<String> = lines(&r, Sweep::Parallel)
             .into_iter()
             .map(|l| l.label)
