@@ -112,7 +112,7 @@ impl Printer {
         } else {
             format!(" ({})", c.label)
         };
-        let placement = crate::plan::join_tags(&[p.placement_tag(), p.load_tag()])
+        let placement = crate::plan::join_tags(&[p.context_tag(), p.placement_tag(), p.load_tag()])
             .map(|t| format!(", {t}"))
             .unwrap_or_default();
         self.line(&format!(

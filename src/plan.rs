@@ -105,6 +105,31 @@ impl CellParams {
         u32::try_from(n).ok().filter(|&n| i32::try_from(n).is_ok())
     }
 
+    /// The context parameters that differ from the built-in defaults, in short form (`b 512
+    /// ub 128 fa off kv q8_0/q8_0 ngl 20`), so that cells of a sweep over them read apart in
+    /// tables; `None` when all are the defaults. Threads are left out (their default is the
+    /// machine's core count; the `TEST` line shows them).
+    pub fn context_tag(&self) -> Option<String> {
+        let d = crate::config::Params::default();
+        let mut parts = Vec::new();
+        if !d.n_batch.contains(&self.n_batch) {
+            parts.push(format!("b {}", self.n_batch));
+        }
+        if !d.n_ubatch.contains(&self.n_ubatch) {
+            parts.push(format!("ub {}", self.n_ubatch));
+        }
+        if !d.flash_attn.contains(&self.flash_attn) {
+            parts.push(format!("fa {}", self.flash_attn.name()));
+        }
+        if !d.type_k.contains(&self.type_k) || !d.type_v.contains(&self.type_v) {
+            parts.push(format!("kv {}/{}", self.type_k, self.type_v));
+        }
+        if !d.n_gpu_layers.contains(&self.n_gpu_layers) {
+            parts.push(format!("ngl {}", self.n_gpu_layers));
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+
     /// What the cell measures beyond one sequence on an empty context, in short form:
     /// `np 16`, `np 16 pps`, `d 4096`; `None` for the plain case.
     pub fn load_tag(&self) -> Option<String> {

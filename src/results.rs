@@ -444,9 +444,13 @@ impl CellResult {
     /// shapes were measured, then the placement where it is not llama.cpp's default and the
     /// load (`np 16`, `d 4096`) where it is not one sequence on an empty context.
     pub fn placement_suffix(&self) -> String {
-        crate::plan::join_tags(&[self.params.placement_tag(), self.params.load_tag()])
-            .map(|t| format!(" [{t}]"))
-            .unwrap_or_default()
+        crate::plan::join_tags(&[
+            self.params.context_tag(),
+            self.params.placement_tag(),
+            self.params.load_tag(),
+        ])
+        .map(|t| format!(" [{t}]"))
+        .unwrap_or_default()
     }
 
     /// Mean of a summarised metric.

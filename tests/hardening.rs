@@ -396,3 +396,28 @@ fn a_second_run_waits_for_the_measurement_lock() {
     let d = s.run_dir_in("nolock");
     assert_eq!(json(&d.join("results.json"))["unlocked"], true);
 }
+
+#[test]
+fn a_binary_replaced_during_a_run_keeps_serving_its_workers() {
+    // an upgrade (or a rebuild) while a nightly run measures: the run's later workers must
+    // still start, from the binary the run started with
+    let s = Scratch::new();
+    s.config(TINY);
+    let exe = s.path().join("qb");
+    std::fs::copy(common::bin(), &exe).unwrap();
+    let mut child = common::isolate(&mut std::process::Command::new(&exe), s.path(), &s.cache())
+        .args(["run", "-r", "1", "--no-plots"])
+        .stderr(std::fs::File::create(s.path().join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for(120, "the first cell", || {
+        common::has_a_cell(&s.path().join("reports"))
+    });
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, b"#!/bin/sh\nexit 99\n").unwrap();
+    let status = common::wait_bounded(&mut child, 300);
+    let log = std::fs::read_to_string(s.path().join("run.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let report = json(&s.run_dir().join("results.json"));
+    assert!(cells(&report).iter().all(|c| c["status"] == "ok"), "{log}");
+}

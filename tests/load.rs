@@ -226,12 +226,20 @@ fn bad_load_settings_are_config_errors_or_failed_cells() {
     assert_eq!(failed["status"], "failed");
     let why = failed["error"].as_str().unwrap();
     assert!(
-        why.contains("flash_attn") || why.contains("Flash Attention"),
+        why.contains("needs flash attention") && why.contains("flash_attn = \"on\""),
         "{why}"
     );
+    assert!(!why.contains("KV cache of"), "not a memory problem: {why}");
     assert!(cells(&r)
         .iter()
         .any(|c| c["params"]["type_v"] == "f16" && c["status"] == "ok"));
+    // fewer batch slots than sequences: llama.cpp would abort; the cell says what to set
+    s.config(&config("repetitions = 1\nn_parallel = 8\nn_batch = 4"));
+    let out = s.run(&["--out", "nb"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let r = json(&s.run_dir_in("nb").join("results.json"));
+    let why = cells(&r)[0]["error"].as_str().unwrap().to_string();
+    assert!(why.contains("n_batch = 4 is below n_parallel = 8"), "{why}");
 }
 
 #[test]

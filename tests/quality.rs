@@ -112,8 +112,14 @@ fn without_a_corpus_sequences_are_sampled_from_the_reference() {
 #[test]
 fn a_bad_corpus_fails_the_quality_fields_only() {
     let s = Scratch::new();
+    // a corpus that is not there at all: said before anything is measured
+    s.config(&config("quality_corpus = \"missing.txt\""));
+    let out = s.run(&["--only", "tiny:Q8_0", "--out", "missing"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("quality_corpus"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such file"), "{}", stderr(&out));
+    assert!(!s.path().join("missing").exists(), "nothing measured");
     for (name, bytes, expect) in [
-        ("missing.txt", None, "reading the quality corpus"),
         ("empty.txt", Some(b"  \n".to_vec()), "is empty"),
         (
             "binary.txt",

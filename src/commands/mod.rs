@@ -7,7 +7,7 @@ pub mod report;
 pub mod run;
 pub mod worker;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ impl Ctx {
     pub fn acquire_options(&self, offline: bool) -> Result<acquire::Options> {
         Ok(acquire::Options {
             cache_dir: self.cache_dir.clone(),
-            exe: std::env::current_exe().context("locating the quantbench executable")?,
+            exe: worker_exe()?,
             hub: acquire::hub::HubConfig::from_env(offline),
         })
     }
@@ -61,11 +61,22 @@ impl Ctx {
             ));
         }
         Ok(Coordinator {
-            exe: std::env::current_exe().context("locating the quantbench executable")?,
+            exe: worker_exe()?,
             env,
             interrupted: &self.interrupted,
         })
     }
+}
+
+/// The executable workers run: this very program. On Linux `/proc/self/exe`, which keeps
+/// naming the binary this process started from even when its file is replaced or removed
+/// meanwhile (an upgrade during a nightly run); elsewhere its path.
+fn worker_exe() -> Result<PathBuf> {
+    let me = Path::new("/proc/self/exe");
+    if me.exists() {
+        return Ok(me.to_path_buf());
+    }
+    std::env::current_exe().context("locating the quantbench executable")
 }
 
 /// Loads the matrix and expands it into cells.

@@ -399,7 +399,10 @@ fn serving_intro(r: &Report) -> String {
             .to_string(),
     };
     s += " Throughput is `throughput_tok_s`, all sequences' generated tokens per second \
-          (llama-batched-bench's S_TG; B = `n_parallel`, the sequences decoded together).";
+          (llama-batched-bench's S_TG; B = `n_parallel`, the sequences decoded together), from \
+          the tg test (no sampling); the per-sequence speed the SLO checks is the generation \
+          test's `decode_tok_s` (greedy sampling included), a separate test, so with one \
+          sequence the two differ by the cost of sampling (and by noise on a busy machine).";
     s += &match sv.cost.usd_per_hour {
         Some(p) => format!(
             " Price: ${} per hour of the machine (`[cost] usd_per_hour` or `--usd-per-hour`); \

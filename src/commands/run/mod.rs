@@ -113,6 +113,19 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
 fn check_inputs(args: &RunArgs, matrix: &Matrix, cells: &[Cell]) -> Result<Inputs> {
     let mut thresholds = matrix.compare.clone();
     thresholds.apply_cli(&args.threshold)?;
+    // a corpus that is not there would cost every cell its quality test: said before measuring
+    for c in cells {
+        if let Some(f) = c.params.quality.as_ref().and_then(|q| q.corpus.as_ref()) {
+            if !f.is_file() {
+                anyhow::bail!(
+                    "quality_corpus {} (model {:?}): no such file; fix the path (relative to \
+                     models.toml) or run with --no-quality",
+                    f.display(),
+                    c.model
+                );
+            }
+        }
+    }
     let baseline = match &args.baseline {
         Some(p) => Some(
             crate::compare::read_many(std::slice::from_ref(p))
