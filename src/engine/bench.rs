@@ -823,8 +823,7 @@ impl Context {
     }
 
     /// Phase 1, llama-bench's pp and tg, on the context as llama.cpp creates it by default (no
-    /// backend sampler, raw logits copied out): the memory figures describe this context. The
-    /// warm-up repetitions, then the timed ones; records the host RSS after the warm-up.
+    /// backend sampler, raw logits copied out): the memory figures describe this context.
     fn llama_bench(
         &mut self,
         p: &CellParams,
@@ -833,22 +832,12 @@ impl Context {
         memory: &mut MemoryMeasurement,
         probe: &mut dyn Probe,
     ) -> Result<Vec<RepSample>> {
-        let total = 2 * p.repetitions;
-        for w in 0..p.warmup {
-            self.prompt_processing(pp_tokens, p.n_batch)?;
-            self.token_generation(tg_tokens)?;
-            probe.progress("warmup", w + 1, p.warmup);
-        }
-        memory.host_rss_after_warmup_bytes = host_rss().current_bytes;
-        probe.after_warmup();
-        let mut reps: Vec<RepSample> = Vec::with_capacity(p.repetitions as usize);
-        probe.timed_begin();
-        for r in 0..p.repetitions {
-            let (pp_ms, pp_llama) = self.prompt_processing(pp_tokens, p.n_batch)?;
-            let (tg_ms, tg_llama) = self.token_generation(tg_tokens)?;
+        self.bench_reps(p, memory, probe, |ctx| {
+            let (pp_ms, pp_llama) = ctx.prompt_processing(pp_tokens, p.n_batch)?;
+            let (tg_ms, tg_llama) = ctx.token_generation(tg_tokens)?;
             let pp_tok_s = f64::from(p.n_prompt) / (pp_ms / 1e3);
             let tg_tok_s = f64::from(p.n_gen) / (tg_ms / 1e3);
-            reps.push(RepSample {
+            Ok(RepSample {
                 pp_ms,
                 pp_tok_s,
                 tg_ms,
@@ -859,7 +848,30 @@ impl Context {
                 pp_throughput_tok_s: Some(pp_tok_s),
                 throughput_tok_s_llama: tg_llama,
                 ..Default::default()
-            });
+            })
+        })
+    }
+
+    /// The repetitions of phase 1 (one sequence or several): `warmup` rounds of `rep`, the
+    /// host RSS after them, then `repetitions` timed rounds.
+    fn bench_reps(
+        &mut self,
+        p: &CellParams,
+        memory: &mut MemoryMeasurement,
+        probe: &mut dyn Probe,
+        mut rep: impl FnMut(&mut Self) -> Result<RepSample>,
+    ) -> Result<Vec<RepSample>> {
+        let total = 2 * p.repetitions;
+        for w in 0..p.warmup {
+            rep(self)?;
+            probe.progress("warmup", w + 1, p.warmup);
+        }
+        memory.host_rss_after_warmup_bytes = host_rss().current_bytes;
+        probe.after_warmup();
+        let mut reps: Vec<RepSample> = Vec::with_capacity(p.repetitions as usize);
+        probe.timed_begin();
+        for r in 0..p.repetitions {
+            reps.push(rep(self)?);
             probe.progress("rep", r + 1, total);
         }
         probe.timed_end();
@@ -869,8 +881,7 @@ impl Context {
     /// Phase 2, what a user sees: the prompt, then greedy generation, with the sampler in the
     /// backend when `sampling = "backend"`. Attaching it makes llama.cpp re-reserve its compute
     /// buffers (adding a padded copy of the logits) on the next decode, so at least one warm-up
-    /// runs first. Fills each rep's TTFT, token times and decode speed; returns the buffers of
-    /// the last generation.
+    /// runs first.
     fn user_generation(
         &mut self,
         p: &CellParams,
@@ -878,15 +889,28 @@ impl Context {
         reps: &mut [RepSample],
         probe: &mut dyn Probe,
     ) -> Result<GenBuffers> {
-        let total = 2 * p.repetitions;
         self.attach_sampler();
+        self.generation_reps(p, reps, probe, |ctx, gen| ctx.generate(prompt, gen))
+    }
+
+    /// The rounds of phase 2 (one sequence or several): at least one warm-up round of
+    /// `generate` (which returns the TTFT), then one timed round per repetition, filling its
+    /// TTFT, token times and decode speed. Returns the buffers of the last round.
+    fn generation_reps(
+        &mut self,
+        p: &CellParams,
+        reps: &mut [RepSample],
+        probe: &mut dyn Probe,
+        mut generate: impl FnMut(&mut Self, &mut GenBuffers) -> Result<f64>,
+    ) -> Result<GenBuffers> {
+        let total = 2 * p.repetitions;
         let mut gen = GenBuffers::new(p.n_gen);
         for _ in 0..p.warmup.max(1) {
-            self.generate(prompt, &mut gen)?;
+            generate(self, &mut gen)?;
         }
         probe.timed_begin();
         for (r, rep) in reps.iter_mut().enumerate() {
-            rep.ttft_ms = self.generate(prompt, &mut gen)?;
+            rep.ttft_ms = generate(self, &mut gen)?;
             let n = gen.token_ms.len();
             let decode_ms = gen.token_ms[n - 1] - gen.token_ms[0];
             rep.token_ms = gen.token_ms.clone();

@@ -231,21 +231,9 @@ impl Context {
         memory: &mut MemoryMeasurement,
         probe: &mut dyn Probe,
     ) -> Result<Vec<RepSample>> {
-        let total = 2 * p.repetitions;
-        for w in 0..p.warmup {
-            self.batched_rep(p, pp_tokens, tg_tokens)?;
-            probe.progress("warmup", w + 1, p.warmup);
-        }
-        memory.host_rss_after_warmup_bytes = super::host_rss().current_bytes;
-        probe.after_warmup();
-        let mut reps = Vec::with_capacity(p.repetitions as usize);
-        probe.timed_begin();
-        for r in 0..p.repetitions {
-            reps.push(self.batched_rep(p, pp_tokens, tg_tokens)?);
-            probe.progress("rep", r + 1, total);
-        }
-        probe.timed_end();
-        Ok(reps)
+        self.bench_reps(p, memory, probe, |ctx| {
+            ctx.batched_rep(p, pp_tokens, tg_tokens)
+        })
     }
 
     /// One pp + tg of B sequences, as llama-batched-bench times them.
@@ -289,9 +277,7 @@ impl Context {
         })
     }
 
-    /// The generation test of B sequences: warm-up, then one timed generation per repetition,
-    /// filling its TTFT, token times and per-sequence decode speed. Returns the buffers of the
-    /// last generation (sequence 0's tokens).
+    /// The generation test of B sequences (sequence 0's tokens are returned).
     pub(super) fn batched_user_generation(
         &mut self,
         p: &CellParams,
@@ -299,23 +285,9 @@ impl Context {
         reps: &mut [RepSample],
         probe: &mut dyn Probe,
     ) -> Result<GenBuffers> {
-        let total = 2 * p.repetitions;
-        let mut gen = GenBuffers::new(p.n_gen);
-        for _ in 0..p.warmup.max(1) {
-            self.generate_batched(p, prompt, &mut gen)?;
-        }
-        probe.timed_begin();
-        for (r, rep) in reps.iter_mut().enumerate() {
-            rep.ttft_ms = self.generate_batched(p, prompt, &mut gen)?;
-            let n = gen.token_ms.len();
-            let decode_ms = gen.token_ms[n - 1] - gen.token_ms[0];
-            rep.token_ms = gen.token_ms.clone();
-            rep.decode_tok_s = (n - 1) as f64 / (decode_ms / 1e3);
-            rep.sample_us = gen.sample_us;
-            probe.progress("rep", p.repetitions + r as u32 + 1, total);
-        }
-        probe.timed_end();
-        Ok(gen)
+        self.generation_reps(p, reps, probe, |ctx, gen| {
+            ctx.generate_batched(p, prompt, gen)
+        })
     }
 
     /// B sequences answering `prompt` with greedy sampling on the host; `out.token_ms[k]` is
