@@ -821,6 +821,25 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
 /// Adds a "did you mean" hint to serde's "unknown field" messages.
 fn explain_serde_message(msg: &str) -> String {
     let msg = msg.trim();
+    // the list-or-value keys: say what they take, not serde's type names
+    for (ty, takes) in [
+        (
+            "OneOrMany",
+            "a whole number or a list of them, e.g. 4 or [1, 4, 16]",
+        ),
+        (
+            "StrOrMany",
+            "a string or a list of strings, e.g. \"on\" or [\"on\", \"off\"]",
+        ),
+        (
+            "LayersOrMany",
+            "\"all\", a number of layers, or a list of them, e.g. [0, 16, \"all\"]",
+        ),
+    ] {
+        if msg.contains(&format!("untagged enum {ty}")) {
+            return format!("expected {takes}");
+        }
+    }
     let Some(rest) = msg.strip_prefix("unknown field `") else {
         return msg.to_string();
     };

@@ -130,6 +130,28 @@ impl CellParams {
         (!parts.is_empty()).then(|| parts.join(" "))
     }
 
+    /// Why llama.cpp would refuse (or abort on) this parameter set, said before it is asked:
+    /// fewer batch slots than sequences (each step decodes one token of every sequence in one
+    /// batch), and a quantized V cache without flash attention. `None` when neither applies.
+    pub fn refusal(&self) -> Option<String> {
+        if self.n_batch < self.n_parallel {
+            return Some(format!(
+                "n_batch = {} is below n_parallel = {}: each step decodes one token of every \
+                 sequence in one batch; use n_batch >= {}",
+                self.n_batch, self.n_parallel, self.n_parallel
+            ));
+        }
+        let quantized = !matches!(self.type_v.as_str(), "f32" | "f16" | "bf16");
+        if quantized && self.flash_attn == FlashAttn::Off {
+            return Some(format!(
+                "type_v = {:?} (a quantized V cache) needs flash attention, which flash_attn = \
+                 \"off\" turns off: use flash_attn = \"on\" or \"auto\", or type_v = \"f16\"",
+                self.type_v
+            ));
+        }
+        None
+    }
+
     /// What the cell measures beyond one sequence on an empty context, in short form:
     /// `np 16`, `np 16 pps`, `d 4096`; `None` for the plain case.
     pub fn load_tag(&self) -> Option<String> {

@@ -116,3 +116,60 @@ fn max_parallel_is_the_most_sequences_that_fit() {
         "the table shows max B {b}: {err}"
     );
 }
+
+#[test]
+fn cells_llama_cpp_would_refuse_are_flagged_before_running() {
+    let s = Scratch::new();
+    s.config(&format!(
+        "{TINY}n_parallel = [1, 8]\nn_batch = 4\ntype_v = [\"f16\", \"q8_0\"]\nflash_attn = \"off\"\n"
+    ));
+    let p = plan(&s, &[]);
+    let rows = p["cells"].as_array().expect("cells");
+    let refused: Vec<&str> = rows.iter().filter_map(|r| r["refused"].as_str()).collect();
+    // B = 8 with 4 batch slots (both V types) and q8_0 V without flash attention (B = 1)
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("n_batch = 4 is below n_parallel = 8")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|r| r.contains("needs flash attention")),
+        "{refused:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r["refused"].is_null()),
+        "f16 V at B = 1 runs"
+    );
+    let out = s.cmd().arg("list").output().unwrap();
+    assert!(
+        stderr(&out).contains("will fail: n_batch = 4"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn command_line_lists_refuse_repeats_and_say_what_a_key_takes() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s
+        .cmd()
+        .args(["list", "--n-parallel", "4,4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("n_parallel 4 is listed twice"),
+        "{}",
+        stderr(&out)
+    );
+    s.config(&format!("{TINY}n_parallel = 4.5\n"));
+    let out = s.cmd().arg("list").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("expected a whole number or a list of them"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -230,6 +230,11 @@ fn the_page_has_the_serving_table() {
          <td class=\"l\">np 16</td><td>16</td><td>1000.0</td><td>60.0</td><td>300.0</td>\
          <td>0.9722</td><td>3</td></tr>"
     ));
+    // the Results table has the aggregate and price columns too, as summary.md's
+    assert!(
+        html.contains("<th>all seqs tok/s</th><th>$/1M tok</th>"),
+        "{html}"
+    );
     let lower = html.to_lowercase();
     for bad in ["http://", "https://", "<script"] {
         assert!(!lower.contains(bad), "{bad}");

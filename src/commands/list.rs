@@ -33,6 +33,8 @@ struct Row {
     cached: bool,
     /// Why the file that is there cannot be used (`not a GGUF file`, ...).
     problem: Option<String>,
+    /// Why the cell's parameters will fail (llama.cpp refuses them), known before running.
+    refused: Option<String>,
     size_bytes: Option<u64>,
     size_is_estimate: bool,
     /// Multi-GPU placement where it is not llama.cpp's default (`sm none mg 1`).
@@ -326,6 +328,7 @@ fn row(c: &Cell, p: acquire::Planned, budget: &Budget, env: &GpuEnvironment) -> 
         path: p.path.map(|p| p.display().to_string()),
         cached: p.cached,
         problem: p.problem,
+        refused: c.params.refusal(),
         size_bytes: p.size_bytes,
         size_is_estimate: p.size_is_estimate,
         fits: fitted.as_ref().map(|f| f.0),
@@ -412,13 +415,18 @@ impl Row {
             },
             size,
             self.needs(),
-            self.fits.map_or("?", |f| if f { "yes" } else { "NO" }),
+            if self.refused.is_some() {
+                "NO"
+            } else {
+                self.fits.map_or("?", |f| if f { "yes" } else { "NO" })
+            },
             opt(self.copies.map(|c| c.to_string())),
             opt(self.max_parallel.map(|b| b.to_string())),
             opt(self.estimated_s.map(human_duration)),
-            match &self.problem {
-                Some(p) => format!("{}: {p}", self.source),
-                None => self.source.clone(),
+            match (&self.problem, &self.refused) {
+                (Some(p), _) => format!("{}: {p}", self.source),
+                (None, Some(r)) => format!("{} — will fail: {r}", self.source),
+                (None, None) => self.source.clone(),
             }
         )
     }

@@ -79,8 +79,29 @@ fn worker_exe() -> Result<PathBuf> {
     std::env::current_exe().context("locating the quantbench executable")
 }
 
+/// A value twice in a command-line list is refused, as in models.toml (`n_parallel 4 is listed
+/// twice`).
+fn check_no_repeats(o: &OverrideArgs) -> Result<()> {
+    fn first_repeat<T: PartialEq + std::fmt::Display>(key: &str, v: &Option<Vec<T>>) -> Result<()> {
+        let v = v.as_deref().unwrap_or_default();
+        if let Some(x) = v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)) {
+            anyhow::bail!("{key} {} is listed twice", x.1);
+        }
+        Ok(())
+    }
+    first_repeat("n_gen", &o.n_gen)?;
+    first_repeat("n_prompt", &o.n_prompt)?;
+    first_repeat("n_gpu_layers", &o.n_gpu_layers)?;
+    first_repeat("n_threads", &o.threads)?;
+    first_repeat("main_gpu", &o.main_gpu)?;
+    first_repeat("n_parallel", &o.n_parallel)?;
+    first_repeat("n_depth", &o.n_depth)?;
+    Ok(())
+}
+
 /// Loads the matrix and expands it into cells.
 pub fn load_plan(m: &MatrixArgs, o: &OverrideArgs) -> Result<(Matrix, Vec<Cell>)> {
+    check_no_repeats(o)?;
     let matrix = config::load(&m.config)?;
     let cells = plan::expand(&matrix, &o.to_overrides(&m.only))?;
     Ok((matrix, cells))

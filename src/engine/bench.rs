@@ -337,7 +337,9 @@ impl LoadedModel {
         let n_ctx = context_size(p, prompt.len())?;
         let info = self.info();
         let mut warnings = load_warnings(p, n_ctx, &info, self.learned_positions())?;
-        check_context_params(p)?;
+        if let Some(why) = p.refusal() {
+            bail!("{why}");
+        }
         let t0 = Instant::now();
         let mut ctx = Context::new(self, cell, n_ctx)
             .map_err(|e| anyhow!("{e:#}{}", kv_need(p, n_ctx, &info)))?;
@@ -453,30 +455,6 @@ fn context_size(p: &CellParams, prompt_len: usize) -> Result<u32> {
             p.n_gen
         )
     })
-}
-
-/// Combinations llama.cpp refuses (or aborts on), said before it is asked: fewer batch slots
-/// than sequences (each step decodes one token of every sequence in one batch), and a
-/// quantized V cache without flash attention.
-fn check_context_params(p: &CellParams) -> Result<()> {
-    if p.n_batch < p.n_parallel {
-        bail!(
-            "n_batch = {} is below n_parallel = {}: each step decodes one token of every \
-             sequence in one batch; use n_batch >= {}",
-            p.n_batch,
-            p.n_parallel,
-            p.n_parallel
-        );
-    }
-    let quantized = |t: &str| !matches!(t, "f32" | "f16" | "bf16");
-    if quantized(&p.type_v) && p.flash_attn == FlashAttn::Off {
-        bail!(
-            "type_v = {:?} (a quantized V cache) needs flash attention, which flash_attn = \
-             \"off\" turns off: use flash_attn = \"on\" or \"auto\", or type_v = \"f16\"",
-            p.type_v
-        );
-    }
-    Ok(())
 }
 
 /// What the user should know before the numbers: a context longer than the model was trained

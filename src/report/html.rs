@@ -191,22 +191,46 @@ fn results_table(h: &mut String, r: &Report) -> fmt::Result {
            <div class=\"scroll\"><table>\n<tr><th class=\"l\">model</th><th class=\"l\">quant</th>\
            <th>pp / tg</th><th class=\"l\">status</th><th class=\"l\">device</th><th>load s</th>\
            <th>memory</th><th>TTFT ms</th><th>decode tok/s</th><th>ITL p50 / p99 ms</th>\
-           <th>pp tok/s</th><th>tg tok/s</th><th>tok/s per GB</th><th>J/token</th><th class=\"l\">file</th></tr>\n";
+           <th>pp tok/s</th><th>tg tok/s</th><th>tok/s per GB</th><th>J/token</th>";
+    let (parallel, priced) = serving_columns(r);
+    if parallel {
+        *h += "<th>all seqs tok/s</th>";
+    }
+    if priced {
+        *h += "<th>$/1M tok</th>";
+    }
+    *h += "<th class=\"l\">file</th></tr>\n";
     for c in &r.cells {
-        result_row(h, c)?;
+        result_row(h, c, parallel, priced)?;
     }
     *h += "</table></div>\n";
     Ok(())
 }
 
+/// Whether the Results table has the aggregate-throughput column (some cell decodes several
+/// sequences) and the price column (some cell has a price), as summary.md's table.
+fn serving_columns(r: &Report) -> (bool, bool) {
+    (
+        r.cells.iter().any(|c| c.params.n_parallel > 1),
+        r.cells.iter().any(|c| c.usd_per_mtok.is_some()),
+    )
+}
+
 /// One cell's row of the Results table.
-fn result_row(h: &mut String, c: &CellResult) -> fmt::Result {
+fn result_row(h: &mut String, c: &CellResult, parallel: bool, priced: bool) -> fmt::Result {
     let ok = c.status == CellStatus::Ok;
+    let mut extra = String::new();
+    if parallel {
+        extra += &format!("<td>{}</td>", esc(&mean_sd(c, "throughput_tok_s")));
+    }
+    if priced {
+        extra += &format!("<td>{}</td>", fixed(c.usd_per_mtok, 3));
+    }
     writeln!(
         h,
         "<tr class=\"{cls}\"><td class=\"l\">{model}</td><td class=\"l\">{quant}</td><td>{pp} / {tg}</td>\
          <td class=\"l\">{status}</td><td class=\"l\">{dev}</td><td>{load}</td><td>{mem}</td><td>{ttft}</td>\
-         <td>{dec}</td><td>{itl}</td><td>{pps}</td><td>{tgs}</td><td>{eff}</td><td>{en}</td><td class=\"l\">{file}</td></tr>",
+         <td>{dec}</td><td>{itl}</td><td>{pps}</td><td>{tgs}</td><td>{eff}</td><td>{en}</td>{extra}<td class=\"l\">{file}</td></tr>",
         cls = if ok { "" } else { "failed" },
         model = esc(&format!("{}{}", c.label, c.placement_suffix())),
         quant = c.quant,
