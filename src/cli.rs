@@ -52,6 +52,8 @@ pub enum Command {
     /// Write results.csv, summary.md, the charts and report.html of a run folder again from its
     /// results.json.
     Report(ReportArgs),
+    /// Join run folders (shards of one matrix, runs on several machines) into one report.
+    Merge(MergeArgs),
     /// Internal: measure cells sent on stdin (one worker process per model file).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -176,6 +178,11 @@ pub struct RunArgs {
     /// Skip the charts and report.html.
     #[arg(long)]
     pub no_plots: bool,
+    /// Run only part I of N of the matrix (e.g. 2/4), for spreading a matrix over several
+    /// machines: the cells are dealt by `list`'s duration estimate, the same way on every
+    /// machine; join the run folders with `quantbench merge`.
+    #[arg(long, value_name = "I/N", value_parser = crate::plan::Shard::parse)]
+    pub shard: Option<crate::plan::Shard>,
     /// What an hour of this machine costs, in dollars: every cell gets `usd_per_mtok`
     /// (overrides models.toml's [cost] usd_per_hour).
     #[arg(long, value_name = "USD", value_parser = positive_number)]
@@ -193,6 +200,17 @@ fn positive_number(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|x| x.is_finite() && *x > 0.0)
         .ok_or_else(|| format!("{s:?}: use a number above 0, e.g. 3.5"))
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Run folders (or results.json files) to join: the shards of one matrix, or runs of the
+    /// same schema on other machines.
+    #[arg(required = true, num_args = 1..)]
+    pub dirs: Vec<PathBuf>,
+    /// The folder the joined report is written to (created; must not hold a report yet).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Compare(a) => commands::compare::run(&ctx, a),
         Command::Report(a) => commands::report::run(&ctx, a),
+        Command::Merge(a) => commands::merge::run(&ctx, a),
         Command::Worker(_) => unreachable!("handled above"),
     };
     match result {

@@ -499,6 +499,55 @@ pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError>
     Ok(cells)
 }
 
+/// `--shard I/N`: the I-th (1-based) of N parts of a matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` with 1 ≤ I ≤ N ≤ 10000.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard {s:?}: write I/N, e.g. 2/4 (the second of four parts)");
+        let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || count > 10_000 || index == 0 || index > count {
+            return Err(format!(
+                "--shard {s:?}: I must be from 1 to N, N from 1 to 10000"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The cells of this shard, in plan order: the cells are dealt, the most expensive first
+    /// (by `cost`, seconds; ties by plan order), each to the part with the least cost so far
+    /// (ties to the lowest part). The same plan and costs give the same parts on every machine,
+    /// and together the parts hold every cell exactly once.
+    pub fn select(&self, cells: &[Cell], cost: &[f64]) -> Vec<Cell> {
+        let mut order: Vec<usize> = (0..cells.len()).collect();
+        order.sort_by(|&a, &b| cost[b].total_cmp(&cost[a]).then(a.cmp(&b)));
+        let mut load = vec![0.0f64; self.count as usize];
+        let mut part = vec![0usize; cells.len()];
+        for i in order {
+            let p = (0..load.len())
+                .min_by(|&x, &y| load[x].total_cmp(&load[y]).then(x.cmp(&y)))
+                .expect("at least one part");
+            load[p] += cost[i].max(0.0);
+            part[i] = p;
+        }
+        cells
+            .iter()
+            .zip(part)
+            .filter(|(_, p)| *p + 1 == self.index as usize)
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,6 +658,34 @@ mod tests {
             (cells[0].params.split_mode, cells[0].params.main_gpu),
             (SplitMode::None, 1)
         );
+    }
+
+    #[test]
+    fn shards_hold_every_cell_once_balanced_by_cost() {
+        let cells = expand(&matrix(), &Overrides::default()).unwrap();
+        let cost = [10.0, 1.0, 1.0, 5.0, 4.0];
+        let parts: Vec<Vec<usize>> = (1..=2)
+            .map(|i| {
+                Shard { index: i, count: 2 }
+                    .select(&cells, &cost)
+                    .iter()
+                    .map(|c| c.index)
+                    .collect()
+            })
+            .collect();
+        // dealt 10, 5, 4, 1, 1 (ties to the lower part): [10 + 1], [5 + 4 + 1]
+        assert_eq!(parts, [vec![0, 2], vec![1, 3, 4]]);
+        // more parts than cells: some are empty, none twice
+        let many: Vec<usize> = (1..=7)
+            .flat_map(|i| Shard { index: i, count: 7 }.select(&cells, &cost))
+            .map(|c| c.index)
+            .collect();
+        let mut sorted = many.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0, 1, 2, 3, 4]);
+        assert!(Shard::parse("0/3").is_err() && Shard::parse("4/3").is_err());
+        assert!(Shard::parse("a/b").unwrap_err().contains("write I/N"));
+        assert_eq!(Shard::parse(" 2/3 "), Ok(Shard { index: 2, count: 3 }));
     }
 
     #[test]

@@ -189,7 +189,19 @@ pub struct Report {
     /// `--tokens-per-hour`); absent when none was given.
     #[serde(default, skip_serializing_if = "Serving::is_empty")]
     pub serving: Serving,
+    /// `run --shard I/N`: which part of the matrix this run measured, and the keys of every
+    /// cell of the whole matrix (so that `merge` can name the cells no part measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
     pub cells: Vec<CellResult>,
+}
+
+/// The part of a sharded matrix a run measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub index: u32,
+    pub count: u32,
+    pub plan_keys: Vec<String>,
 }
 
 /// What a served load costs and must get: the machine's price, the SLO, the load.

@@ -165,6 +165,29 @@ fn fit(e: &Estimate, c: &Cell, budget: &Budget, gpu: bool) -> (bool, u64, Vec<u6
     (fits, copies, per_gpu)
 }
 
+/// Each cell's estimated duration in seconds (`list`'s `~time`; 1 s where unknown), for
+/// dealing cells to shards.
+pub fn estimated_seconds(
+    ctx: &Ctx,
+    matrix: &crate::config::Matrix,
+    cells: &[Cell],
+    offline: bool,
+) -> Result<Vec<f64>> {
+    let opts = ctx.acquire_options(offline)?;
+    let env = crate::gpu::environment();
+    let wants_gpu = cells
+        .iter()
+        .any(|c| c.params.n_gpu_layers != GpuLayers::N(0));
+    let budget = budget(&env, None, wants_gpu);
+    Ok(cells
+        .iter()
+        .map(|c| {
+            let planned = acquire::describe(matrix, c.model_index, c.quant, &opts);
+            row(c, planned, &budget, &env).estimated_s.unwrap_or(1.0)
+        })
+        .collect())
+}
+
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     let (matrix, cells) = load_plan(&args.matrix, &args.overrides)?;
     let opts = ctx.acquire_options(args.matrix.offline)?;

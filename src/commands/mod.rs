@@ -3,6 +3,7 @@
 pub mod compare;
 pub mod fetch;
 pub mod list;
+pub mod merge;
 pub mod report;
 pub mod run;
 pub mod worker;

@@ -728,6 +728,7 @@ mod tests {
             synthetic_weights: true,
             unlocked: false,
             serving: Serving::default(),
+            shard: None,
             cells,
         }
     }

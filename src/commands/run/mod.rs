@@ -53,6 +53,23 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
     if cells.is_empty() {
         bail!("the plan has no cells");
     }
+    let plan_keys: Vec<String> = cells.iter().map(Cell::key).collect();
+    let cells = match args.shard {
+        Some(s) => {
+            let cost = super::list::estimated_seconds(ctx, &matrix, &cells, args.matrix.offline)?;
+            let part = s.select(&cells, &cost);
+            if part.is_empty() {
+                bail!(
+                    "shard {}/{} has no cells: the matrix has only {} (use fewer parts)",
+                    s.index,
+                    s.count,
+                    cells.len()
+                );
+            }
+            part
+        }
+        None => cells,
+    };
     let inputs = check_inputs(args, &matrix, &cells)?;
     // Fail fast, before anything is written or measured, if llama.cpp cannot start here.
     let mut coordinator = ctx.coordinator()?;
@@ -75,7 +92,12 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
     };
     // One quantbench at a time writes a run folder (a second `--resume` of it is refused).
     let _folder = folder::lock_run_dir(&dir)?;
-    let report = new_report(args, &matrix, run_id, backend, notes, &inputs);
+    let mut report = new_report(args, &matrix, run_id, backend, notes, &inputs);
+    report.shard = args.shard.map(|s| crate::results::ShardInfo {
+        index: s.index,
+        count: s.count,
+        plan_keys,
+    });
     ctx.printer.run_header(
         &dir.display().to_string(),
         cells.len(),
@@ -212,6 +234,7 @@ fn new_report(
             slo: matrix.slo,
             tokens_per_hour: args.tokens_per_hour,
         },
+        shard: None,
         cells: Vec::new(),
     }
 }

@@ -1,0 +1,133 @@
+//! `quantbench merge DIR… --out DIR`: joins run folders — the shards of one matrix (`run
+//! --shard I/N`), or runs of the same schema on other machines — into one report: results.json,
+//! results.csv, summary.md, the charts and report.html. Refuses reports of another schema and
+//! a cell measured twice (naming both folders); names the cells of a sharded matrix that no
+//! folder holds. Each cell keeps the backend and device it ran on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{exit, Ctx};
+use crate::cli::MergeArgs;
+use crate::report;
+use crate::results::{self, Report, RunStatus};
+
+pub fn run(ctx: &Ctx, args: &MergeArgs) -> Result<u8> {
+    let sources: Vec<(PathBuf, Report)> = args
+        .dirs
+        .iter()
+        .map(|d| read(d).map(|r| (d.clone(), r)))
+        .collect::<Result<_>>()?;
+    let merged = join(&sources)?;
+    let missing = missing_cells(&sources, &merged);
+    write(&merged, &args.out)?;
+    ctx.printer.line(&format!(
+        "{} cells from {} folders joined into {}",
+        merged.cells.len(),
+        sources.len(),
+        args.out.display()
+    ));
+    if missing.is_empty() {
+        return Ok(exit::OK);
+    }
+    ctx.printer.warn(&format!(
+        "{} cells of the sharded matrix are in none of the folders (a shard not run, or not \
+         merged): {}",
+        missing.len(),
+        missing.join(", ")
+    ));
+    Ok(exit::CELLS_FAILED)
+}
+
+/// A run folder's (or a file's) report.
+fn read(p: &Path) -> Result<Report> {
+    let file = if p.is_dir() {
+        p.join("results.json")
+    } else {
+        p.to_path_buf()
+    };
+    results::read_json(&file).with_context(|| format!("merging {}", p.display()))
+}
+
+/// One report of every source's cells, in the matrix's order where the sources are shards.
+fn join(sources: &[(PathBuf, Report)]) -> Result<Report> {
+    let (first_dir, first) = &sources[0];
+    let mut seen: BTreeMap<String, &Path> = BTreeMap::new();
+    let mut cells = Vec::new();
+    for (dir, r) in sources {
+        if r.schema_version != first.schema_version {
+            bail!(
+                "{} has report schema {}, {} has {}: only reports of one schema can be merged",
+                dir.display(),
+                r.schema_version,
+                first_dir.display(),
+                first.schema_version
+            );
+        }
+        for c in &r.cells {
+            if let Some(other) = seen.insert(c.key.clone(), dir) {
+                bail!(
+                    "cell {} is in both {} and {}: merge each cell once (drop one folder, or \
+                     run the shards of one matrix)",
+                    c.key,
+                    other.display(),
+                    dir.display()
+                );
+            }
+            cells.push(c.clone());
+        }
+    }
+    let order: Vec<String> = first
+        .shard
+        .as_ref()
+        .map(|s| s.plan_keys.clone())
+        .unwrap_or_default();
+    cells.sort_by_key(|c| order.iter().position(|k| *k == c.key).unwrap_or(usize::MAX));
+    for (i, c) in cells.iter_mut().enumerate() {
+        c.index = i;
+    }
+    let mut merged = first.clone();
+    merged.run_id = format!("merged from {} folders", sources.len());
+    merged.status = if sources.iter().all(|(_, r)| r.status == RunStatus::Complete) {
+        RunStatus::Complete
+    } else {
+        RunStatus::Interrupted
+    };
+    merged.synthetic_weights = sources.iter().any(|(_, r)| r.synthetic_weights);
+    merged.unlocked = sources.iter().any(|(_, r)| r.unlocked);
+    merged.wall_s = Some(sources.iter().filter_map(|(_, r)| r.wall_s).sum());
+    merged.shard = None;
+    merged.cells = cells;
+    Ok(merged)
+}
+
+/// Keys of the sharded matrix's cells that no source holds (none without shard records).
+fn missing_cells(sources: &[(PathBuf, Report)], merged: &Report) -> Vec<String> {
+    let planned: BTreeSet<&String> = sources
+        .iter()
+        .filter_map(|(_, r)| r.shard.as_ref())
+        .flat_map(|s| &s.plan_keys)
+        .collect();
+    let have: BTreeSet<&String> = merged.cells.iter().map(|c| &c.key).collect();
+    planned
+        .into_iter()
+        .filter(|k| !have.contains(k))
+        .cloned()
+        .collect()
+}
+
+/// The joined report's files in `dir` (created; refused when it already holds a report).
+fn write(r: &Report, dir: &Path) -> Result<()> {
+    if dir.join("results.json").exists() {
+        bail!(
+            "{} already holds a report: merge into a new folder",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    report::write_all(r, dir)?;
+    report::write_visuals(r, dir)?;
+    Ok(())
+}
