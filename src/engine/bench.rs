@@ -401,43 +401,41 @@ impl LoadedModel {
     /// The tokens the context holds before each test (`n_depth` random ones, BOS first where
     /// the model adds one), seeded apart from the pp and tg tokens.
     fn depth_tokens(&self, cell: &Cell) -> Vec<sys::llama_token> {
-        // SAFETY: vocab getters on a live model.
-        let (n_vocab, bos) = unsafe {
-            let vocab = self.vocab();
-            let bos = sys::llama_vocab_get_add_bos(vocab).then(|| sys::llama_vocab_bos(vocab));
-            (sys::llama_vocab_n_tokens(vocab), bos)
-        };
-        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(cell.index as u64 ^ 0xde97);
-        let mut v: Vec<sys::llama_token> = (0..cell.params.n_depth)
-            .map(|_| rng.random_range(0..n_vocab))
-            .collect();
-        if let (Some(b), Some(first)) = (bos, v.first_mut()) {
-            *first = b;
-        }
-        v
+        let seed = cell.index as u64 ^ 0xde97;
+        let mut v = self.random_sequences(seed, &[cell.params.n_depth]);
+        v.pop().unwrap_or_default()
     }
 
     /// The random tokens of the pp and tg tests (`n_prompt`, then `n_gen` of them), seeded by
-    /// the cell's index and led by BOS where the model adds one.
+    /// the cell's index.
     fn random_tokens(&self, cell: &Cell) -> (Vec<sys::llama_token>, Vec<sys::llama_token>) {
+        let p = &cell.params;
+        let mut v = self.random_sequences(cell.index as u64, &[p.n_prompt, p.n_gen]);
+        let tg_tokens = v.pop().unwrap_or_default();
+        let pp_tokens = v.pop().unwrap_or_default();
+        (pp_tokens, tg_tokens)
+    }
+
+    /// Sequences of random tokens of the given lengths, drawn one after the other from one
+    /// generator seeded with `seed`, each led by BOS where the model adds one.
+    fn random_sequences(&self, seed: u64, lens: &[u32]) -> Vec<Vec<sys::llama_token>> {
         // SAFETY: vocab getters on a live model.
         let (n_vocab, bos) = unsafe {
             let vocab = self.vocab();
             let bos = sys::llama_vocab_get_add_bos(vocab).then(|| sys::llama_vocab_bos(vocab));
             (sys::llama_vocab_n_tokens(vocab), bos)
         };
-        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(cell.index as u64);
-        let mut random_tokens = |n: u32| -> Vec<sys::llama_token> {
-            let mut v: Vec<sys::llama_token> =
-                (0..n).map(|_| rng.random_range(0..n_vocab)).collect();
-            if let (Some(b), Some(first)) = (bos, v.first_mut()) {
-                *first = b;
-            }
-            v
-        };
-        let pp_tokens = random_tokens(cell.params.n_prompt);
-        let tg_tokens = random_tokens(cell.params.n_gen);
-        (pp_tokens, tg_tokens)
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+        lens.iter()
+            .map(|&n| {
+                let mut v: Vec<sys::llama_token> =
+                    (0..n).map(|_| rng.random_range(0..n_vocab)).collect();
+                if let (Some(b), Some(first)) = (bos, v.first_mut()) {
+                    *first = b;
+                }
+                v
+            })
+            .collect()
     }
 }
 
@@ -757,11 +755,16 @@ impl Context {
     }
 
     fn last_logits(&mut self) -> &[f32] {
-        // SAFETY: after a successful decode the last token's logits exist and have n_vocab entries.
+        self.logits_ith(-1)
+    }
+
+    /// The logits of output `i` of the last decode (`-1`: the last one).
+    fn logits_ith(&self, i: i32) -> &[f32] {
+        // SAFETY: after a successful decode, an output that asked for logits has n_vocab of them.
         unsafe {
             let vocab = sys::llama_model_get_vocab(sys::llama_get_model(self.ptr()));
             let n = sys::llama_vocab_n_tokens(vocab) as usize;
-            let p = sys::llama_get_logits_ith(self.ptr(), -1);
+            let p = sys::llama_get_logits_ith(self.ptr(), i);
             std::slice::from_raw_parts(p, n)
         }
     }

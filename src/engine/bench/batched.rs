@@ -301,7 +301,7 @@ impl Context {
         let b = p.n_parallel as usize;
         out.tokens.clear();
         out.token_ms.clear();
-        let mut next = vec![0; b];
+        let (mut next, mut cur) = (vec![0; b], vec![0; b]);
         let mut sampling = Duration::ZERO;
         let t0 = Instant::now();
         self.decode_prompts(
@@ -314,7 +314,6 @@ impl Context {
         out.token_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         out.tokens.push(next[0]);
         let start = self.depth + prompt.len() as u32;
-        let mut cur = vec![0; b];
         for k in 1..p.n_gen {
             cur.copy_from_slice(&next);
             self.decode_step(&cur, start + k - 1, p.n_batch)?;
@@ -332,12 +331,6 @@ impl Context {
 
     /// Greedy token from the logits of output `i` of the last decode.
     fn row_argmax(&mut self, i: i32) -> sys::llama_token {
-        // SAFETY: after a successful decode, output i (asked for) has n_vocab logits.
-        let logits = unsafe {
-            let vocab = sys::llama_model_get_vocab(sys::llama_get_model(self.ptr()));
-            let n = sys::llama_vocab_n_tokens(vocab) as usize;
-            std::slice::from_raw_parts(sys::llama_get_logits_ith(self.ptr(), i), n)
-        };
-        argmax(logits) as sys::llama_token
+        argmax(self.logits_ith(i)) as sys::llama_token
     }
 }
