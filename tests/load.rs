@@ -45,9 +45,10 @@ fn mean(c: &Value, metric: &str) -> f64 {
 #[test]
 fn parallel_sequences_raise_throughput_and_memory() {
     let s = Scratch::new();
-    // one thread and the best of 5 repetitions: what holds on a busy 2-core machine
+    // one thread and the best of 10 repetitions: what holds on a busy 2-core machine (5 were
+    // not enough with the whole suite and a default run beside it)
     s.config(&config(
-        "n_parallel = [1, 4]\nn_threads = 1\nrepetitions = 5\nn_gen = 32",
+        "n_parallel = [1, 4]\nn_threads = 1\nrepetitions = 10\nn_gen = 32",
     ));
     let r = run_ok(&s, &["--usd-per-hour", "3.5"]);
     let one = cell(&r, |p| p["n_parallel"] == 1);
