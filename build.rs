@@ -31,7 +31,8 @@ fn main() {
         );
     }
 
-    compile_shim(Path::new(&backends));
+    let llama_src = compile_shim(Path::new(&backends));
+    build_rpc_module(&llama_src, Path::new(&backends));
 }
 
 fn git_commit() {
@@ -66,8 +67,9 @@ fn git_commit() {
     }
 }
 
-/// Compiles `src/engine/memory_shim.cpp` against the llama.cpp sources the sys crate built.
-fn compile_shim(backends_dir: &Path) {
+/// Compiles `src/engine/memory_shim.cpp` against the llama.cpp sources the sys crate built;
+/// returns that llama.cpp source tree.
+fn compile_shim(backends_dir: &Path) -> PathBuf {
     println!("cargo:rerun-if-changed=src/engine/memory_shim.cpp");
     // OUT_DIR of llama-cpp-sys-2 is the parent of its backends folder; its CMake cache names
     // the llama.cpp source tree, whose src/llama-ext.h declares llama_get_memory_breakdown.
@@ -93,4 +95,88 @@ fn compile_shim(backends_dir: &Path) {
     // the shim calls into libllama and libggml-base, which the sys crate links already
     println!("cargo:rustc-link-lib=dylib=llama");
     println!("cargo:rustc-link-lib=dylib=ggml-base");
+    src
+}
+
+/// Builds llama.cpp's RPC backend (`ggml/src/ggml-rpc`, part of the vendored sources but not
+/// of the sys crate's build) as a dynamically loaded backend module, `libggml-rpc.so`, into
+/// `OUT_DIR/backends`, as CMake's `ggml_add_backend_library` would with `GGML_BACKEND_DL`
+/// (TCP transport only: no RDMA). The binary searches that folder after its own
+/// (`QB_BUILD_RPC_DIR`); `scripts/package.sh` ships the file next to the binary.
+fn build_rpc_module(llama_src: &Path, backends_dir: &Path) {
+    let ggml = llama_src.join("ggml");
+    let rpc = ggml.join("src").join("ggml-rpc");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("backends");
+    std::fs::create_dir_all(&out).expect("OUT_DIR/backends");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .pic(true)
+        .opt_level(2)
+        .files([rpc.join("ggml-rpc.cpp"), rpc.join("transport.cpp")])
+        .include(ggml.join("include"))
+        .include(ggml.join("src"))
+        .include(&rpc)
+        .define("GGML_BACKEND_DL", None)
+        .define("GGML_BACKEND_BUILD", None)
+        .define("GGML_BACKEND_SHARED", None)
+        .define("GGML_SHARED", None)
+        .define("NDEBUG", None)
+        .warnings(false);
+    let objects = build.compile_intermediates();
+    let lib_dir = backends_dir
+        .parent()
+        .expect("llama-cpp-sys-2's OUT_DIR")
+        .join("lib");
+    let module = out.join("libggml-rpc.so");
+    let status = build
+        .get_compiler()
+        .to_command()
+        .arg("-shared")
+        .arg("-o")
+        .arg(&module)
+        .args(&objects)
+        .arg(format!("-L{}", lib_dir.display()))
+        .arg("-lggml-base")
+        .arg("-pthread")
+        .arg("-Wl,-rpath,$ORIGIN")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .status()
+        .expect("running the C++ compiler to link libggml-rpc.so");
+    assert!(status.success(), "linking libggml-rpc.so failed");
+    println!("cargo:rustc-env=QB_BUILD_RPC_DIR={}", out.display());
+    rpc_protocol(&ggml, &rpc);
+}
+
+/// The RPC protocol version and handshake size of these sources, for quantbench's own check of
+/// a server before llama.cpp (which aborts the process on a mismatch) connects to it.
+fn rpc_protocol(ggml: &Path, rpc: &Path) {
+    let header = std::fs::read_to_string(ggml.join("include").join("ggml-rpc.h"))
+        .expect("ggml/include/ggml-rpc.h");
+    let define = |name: &str| {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix("#define ")?.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or_else(|| panic!("{name} in ggml-rpc.h"))
+    };
+    let version = [
+        "RPC_PROTO_MAJOR_VERSION",
+        "RPC_PROTO_MINOR_VERSION",
+        "RPC_PROTO_PATCH_VERSION",
+    ]
+    .map(define);
+    println!(
+        "cargo:rustc-env=QB_RPC_PROTO={}.{}.{}",
+        version[0], version[1], version[2]
+    );
+    let transport = std::fs::read_to_string(rpc.join("transport.h")).expect("ggml-rpc/transport.h");
+    let caps = transport
+        .lines()
+        .find_map(|l| l.split("RPC_CONN_CAPS_SIZE").nth(1))
+        .and_then(|v| v.trim().strip_prefix('='))
+        .and_then(|v| v.trim().trim_end_matches(';').trim().parse::<usize>().ok())
+        .expect("RPC_CONN_CAPS_SIZE in ggml-rpc/transport.h");
+    println!("cargo:rustc-env=QB_RPC_CONN_CAPS={caps}");
 }

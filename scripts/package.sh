@@ -2,7 +2,7 @@
 # Package quantbench for running on another x86-64 Linux machine (glibc >= 2.36):
 #   dist/quantbench-<version>-linux-x86_64.tar.xz
 # holding the binary, llama.cpp's shared libraries, every CPU backend module (ggml picks the best
-# one for the CPU at run time) and libgomp. The binary finds them next to itself ($ORIGIN). Add
+# one for the CPU at run time), the RPC backend module (libggml-rpc.so) and libgomp. The binary finds them next to itself ($ORIGIN). Add
 # a GPU backend by putting its module (e.g. libggml-cuda.so) in the same folder or in a folder
 # named with --backend-dir.
 #
@@ -32,6 +32,10 @@ done
 backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d -newer Cargo.toml | head -n1)"
 [ -n "$backends" ] || backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d | head -n1)"
 cp "$backends"/libggml-*.so "$stage/"
+# llama.cpp's RPC backend module, built by quantbench's build script (the newest build of it)
+rpc="$(ls -t $(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-rpc.so') | head -n1)"
+[ -n "$rpc" ] || { echo "libggml-rpc.so was not built" >&2; exit 2; }
+cp "$rpc" "$stage/"
 # OpenMP runtime of the CPU backend: not on every machine
 cp -L "$(ldd "$backends"/libggml-cpu-x64.so | awk '/libgomp/ {print $3}')" "$stage/"
 strip --strip-unneeded "$stage"/*.so* "$stage/quantbench" 2>/dev/null || true

@@ -388,6 +388,7 @@ mod tests {
             split_mode: Default::default(),
             main_gpu: 0,
             tensor_split: Default::default(),
+            rpc: Default::default(),
             quality: None,
             n_parallel: 1,
             n_depth: 0,

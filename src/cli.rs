@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{limits, GpuLayers, SplitMode, TensorSplit};
+use crate::config::{limits, GpuLayers, RpcServers, SplitMode, TensorSplit};
 use crate::plan::Overrides;
 
 #[derive(Parser, Debug)]
@@ -54,6 +54,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Join run folders (shards of one matrix, runs on several machines) into one report.
     Merge(MergeArgs),
+    /// Serve this machine's devices to other hosts' runs (llama.cpp's RPC server; `rpc = […]`
+    /// in models.toml or --rpc on the client). No authentication: keep it on a trusted network.
+    RpcServer(RpcServerArgs),
     /// Internal: measure cells sent on stdin (one worker process per model file).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -115,6 +118,10 @@ pub struct OverrideArgs {
     /// cell per value.
     #[arg(long, value_parser = TensorSplit::parse)]
     pub tensor_split: Option<Vec<TensorSplit>>,
+    /// llama.cpp RPC servers (`quantbench rpc-server`) whose devices join the local ones:
+    /// host:port separated by commas, or "local" for none. Repeatable: one cell per set.
+    #[arg(long, value_parser = RpcServers::parse)]
+    pub rpc: Option<Vec<RpcServers>>,
     /// Score every quant against its model's reference (KL divergence, top-1 agreement,
     /// perplexity) after the speed tests, also for synthetic weights.
     #[arg(long, conflicts_with = "no_quality")]
@@ -214,6 +221,27 @@ pub struct MergeArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RpcServerArgs {
+    /// Address to listen on. Anything but loopback exposes the devices to whoever reaches
+    /// the port: llama.cpp's RPC protocol has no authentication.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// TCP port.
+    #[arg(long, default_value_t = 50052, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Devices to serve (ggml names: CPU, CUDA0, …; comma-separated or repeated). Default: every
+    /// GPU, else the CPU (as llama.cpp's rpc-server).
+    #[arg(long, value_delimiter = ',')]
+    pub device: Vec<String>,
+    /// CPU threads of the CPU device (default: half the cores, as llama.cpp's rpc-server).
+    #[arg(long, value_parser = |s: &str| limits::N_THREADS.parse::<u32>(s))]
+    pub threads: Option<u32>,
+    // The tensor cache is the global --cache-dir DIR (or QUANTBENCH_CACHE): given, the server
+    // keeps the tensors clients send in DIR/rpc, so a later load of the same model sends only
+    // their hashes (tensors over 10 MiB); not given, it keeps nothing (llama.cpp's default).
+}
+
+#[derive(Args, Debug)]
 pub struct ReportArgs {
     /// A run folder (holding results.json).
     pub dir: PathBuf,
@@ -296,6 +324,7 @@ impl OverrideArgs {
             split_mode: self.split_mode.clone(),
             main_gpu: self.main_gpu.clone(),
             tensor_split: self.tensor_split.clone(),
+            rpc: self.rpc.clone(),
             quality: match (self.quality, self.no_quality) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),

@@ -285,6 +285,76 @@ impl fmt::Display for TensorSplit {
     }
 }
 
+/// The llama.cpp RPC servers (`host:port`) a cell adds to the local devices, in the order
+/// llama.cpp lists them (before the local GPUs). Empty = local devices only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RpcServers(pub Vec<String>);
+
+/// Most RPC servers one llama.cpp process connects to (`GGML_RPC_MAX_SERVERS`).
+pub const MAX_RPC_SERVERS: usize = 16;
+
+impl RpcServers {
+    pub fn is_local(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses one set of servers from the command line: `host:port` separated by `,`;
+    /// `local` (or nothing) for none.
+    pub fn parse(s: &str) -> Result<RpcServers, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "local" {
+            return Ok(RpcServers::default());
+        }
+        RpcServers::checked(s.split(',').map(|x| x.trim().to_string()).collect())
+    }
+
+    /// Validates a set: each a `host:port` with a port from 1 to 65535, none twice, at most
+    /// [`MAX_RPC_SERVERS`].
+    pub fn checked(v: Vec<String>) -> Result<RpcServers, String> {
+        if v.len() > MAX_RPC_SERVERS {
+            return Err(format!(
+                "rpc lists {} servers; llama.cpp connects to at most {MAX_RPC_SERVERS}",
+                v.len()
+            ));
+        }
+        for e in &v {
+            check_endpoint(e)?;
+        }
+        if let Some(e) = first_repeat(&v) {
+            return Err(format!("rpc server {e:?} is listed twice in one set"));
+        }
+        Ok(RpcServers(v))
+    }
+}
+
+/// `host:port` as llama.cpp's RPC client parses it (the last `:` splits; the port a number
+/// from 1 to 65535; the host a name or an IPv4 address, not empty).
+pub fn check_endpoint(e: &str) -> Result<(), String> {
+    let how = "use host:port, e.g. \"192.168.1.20:50052\"";
+    let Some((host, port)) = e.rsplit_once(':') else {
+        return Err(format!("rpc server {e:?} has no port: {how}"));
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("rpc server {e:?}: {how}"));
+    }
+    match port.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(()),
+        _ => Err(format!(
+            "rpc server {e:?}: the port must be a number from 1 to 65535; {how}"
+        )),
+    }
+}
+
+impl fmt::Display for RpcServers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_local() {
+            return f.write_str("local");
+        }
+        f.write_str(&self.0.join(","))
+    }
+}
+
 /// The allowed range of an integer parameter. models.toml and the command line check values
 /// against the same limits and say the same thing when one is outside them.
 #[derive(Clone, Copy, Debug)]
@@ -427,6 +497,8 @@ pub struct Params {
     pub main_gpu: Vec<u32>,
     /// Shares per GPU for the split modes; each value is a separate cell.
     pub tensor_split: Vec<TensorSplit>,
+    /// llama.cpp RPC servers whose devices join the local ones; each set is a separate cell.
+    pub rpc: Vec<RpcServers>,
     /// Score each quant against the reference (`None`: on for real weights, off for synthetic).
     pub quality: Option<bool>,
     /// The reference quant (`None`: the model's most precise quant).
@@ -466,6 +538,7 @@ impl Default for Params {
             split_mode: vec![SplitMode::Layer],
             main_gpu: vec![0],
             tensor_split: vec![TensorSplit::default()],
+            rpc: vec![RpcServers::default()],
             quality: None,
             quality_ref: None,
             quality_corpus: None,
@@ -644,6 +717,7 @@ macro_rules! raw_table {
             split_mode: Option<Spanned<StrOrMany>>,
             main_gpu: Option<Spanned<OneOrMany>>,
             tensor_split: Option<Spanned<toml::Value>>,
+            rpc: Option<Spanned<toml::Value>>,
             quality: Option<Spanned<bool>>,
             quality_ref: Option<Spanned<String>>,
             quality_corpus: Option<Spanned<String>>,
@@ -674,6 +748,7 @@ macro_rules! raw_table {
                     split_mode: self.split_mode.as_ref(),
                     main_gpu: self.main_gpu.as_ref(),
                     tensor_split: self.tensor_split.as_ref(),
+                    rpc: self.rpc.as_ref(),
                     quality: self.quality.as_ref(),
                     quality_ref: self.quality_ref.as_ref(),
                     quality_corpus: self.quality_corpus.as_ref(),
@@ -720,6 +795,7 @@ struct RawParams<'a> {
     split_mode: Option<&'a Spanned<StrOrMany>>,
     main_gpu: Option<&'a Spanned<OneOrMany>>,
     tensor_split: Option<&'a Spanned<toml::Value>>,
+    rpc: Option<&'a Spanned<toml::Value>>,
     quality: Option<&'a Spanned<bool>>,
     quality_ref: Option<&'a Spanned<String>>,
     quality_corpus: Option<&'a Spanned<String>>,
@@ -1135,6 +1211,9 @@ impl Cx<'_> {
         if let Some(v) = r.tensor_split {
             p.tensor_split = tensor_splits(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
         }
+        if let Some(v) = r.rpc {
+            p.rpc = rpc_sets(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
+        }
         Ok(())
     }
 
@@ -1532,6 +1611,36 @@ fn tensor_splits(v: &toml::Value) -> Result<Vec<TensorSplit>, String> {
         return Err(format!("tensor_split {s} is listed twice"));
     }
     Ok(splits)
+}
+
+/// `rpc`: one set of servers (`["host:port", …]`), or several (`[[], ["host:port"]]`), each
+/// a separate cell; `[]` inside a list of sets = local devices only.
+fn rpc_sets(v: &toml::Value) -> Result<Vec<RpcServers>, String> {
+    use toml::Value;
+    const HOW: &str = "use a list of \"host:port\" strings, or a list of such lists (one cell \
+                       per set; [] = local devices only)";
+    let one = |x: &Value| -> Result<RpcServers, String> {
+        match x {
+            Value::Array(a) => RpcServers::checked(
+                a.iter()
+                    .map(|e| match e {
+                        Value::String(s) => Ok(s.clone()),
+                        _ => Err(format!("rpc: {HOW}")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => Err(format!("rpc: {HOW}")),
+        }
+    };
+    let sets = match v {
+        Value::Array(a) if a.iter().all(|x| matches!(x, Value::String(_))) => vec![one(v)?],
+        Value::Array(a) => a.iter().map(one).collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(format!("rpc: {HOW}")),
+    };
+    if let Some(s) = first_repeat(&sets) {
+        return Err(format!("rpc set [{s}] is listed twice"));
+    }
+    Ok(sets)
 }
 
 /// 1-based line and column (in characters) of a byte offset.

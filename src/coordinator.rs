@@ -160,6 +160,12 @@ impl Coordinator<'_> {
             // Own process group: Ctrl-C reaches the coordinator only, which then stops workers
             // itself and writes the reports.
             .process_group(0);
+        // ggml attaches gdb to print a backtrace when llama.cpp aborts: seconds of a dying
+        // worker, and a failure reason made of stack frames instead of ggml's message. Kept
+        // with QUANTBENCH_LLAMA_DEBUG.
+        if std::env::var_os("QUANTBENCH_LLAMA_DEBUG").is_none() {
+            cmd.env("GGML_NO_BACKTRACE", "1");
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -334,7 +340,8 @@ impl Coordinator<'_> {
         if self.stopped_with_the_run(status) {
             return Ok(Ended::Interrupted);
         }
-        obs.finished(&job.cell, Outcome::Failed(seen.failure(&w, status)))?;
+        let reason = seen.failure(&w, status) + &rpc_servers_state(&job.cell.params.rpc);
+        obs.finished(&job.cell, Outcome::Failed(reason))?;
         Ok(Ended::Complete)
     }
 
@@ -475,6 +482,27 @@ impl CellEvents {
             format!("{cause}: {tail}")
         }
     }
+}
+
+/// For a cell whose worker died with RPC servers in its placement (llama.cpp aborts the process
+/// when a server goes away): which of them still accept connections, so the failure names the
+/// dead one.
+fn rpc_servers_state(rpc: &crate::config::RpcServers) -> String {
+    if rpc.is_local() {
+        return String::new();
+    }
+    let state: Vec<String> = rpc
+        .0
+        .iter()
+        .map(|e| {
+            if crate::rpc_wire::reachable(e, Duration::from_secs(3)) {
+                format!("{e} accepts connections")
+            } else {
+                format!("{e} refuses connections or is unreachable (stopped?)")
+            }
+        })
+        .collect();
+    format!(" — RPC servers of this cell: {}", state.join("; "))
 }
 
 fn push_tail(tail: &mut VecDeque<String>, line: String) {

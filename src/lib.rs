@@ -23,9 +23,11 @@
 //!  plan              capacity       matrix → cells; will it fit in memory
 //!  config                           models.toml → validated Matrix
 //!  leaves: quant safe_path fsutil stats signals gpu presets metrics quality gguf machine_lock
+//!          rpc_wire
 //!          plain data and helpers: quant types, path guard, atomic files, statistics,
 //!          signal handling, NVML, synthetic presets, gate metrics, quality statistics
-//!          (llama-perplexity's KL-divergence definitions), GGUF format, machine lock
+//!          (llama-perplexity's KL-divergence definitions), GGUF format, machine lock,
+//!          llama.cpp's RPC handshake and per-connection TCP counters
 //! ```
 
 // Leaves: plain data and helpers.
@@ -40,6 +42,7 @@ pub mod metrics;
 pub mod quality;
 pub mod gguf;
 pub mod machine_lock;
+pub mod rpc_wire;
 // The matrix and what it expands to.
 pub mod config;
 pub mod plan;

@@ -27,7 +27,9 @@ fn main() -> ExitCode {
     // SIGTERM and SIGHUP are taken by one thread (the first stops after writing the reports, a
     // second leaves at once). The other commands keep the default: a signal ends them.
     let signals = match cli.command {
-        Command::Run(_) | Command::Fetch(_) => quantbench::signals::install(interrupted.clone()),
+        Command::Run(_) | Command::Fetch(_) | Command::RpcServer(_) => {
+            quantbench::signals::install(interrupted.clone())
+        }
         _ => Ok(()),
     };
     let ctx = Ctx {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
             .cache_dir
             .clone()
             .unwrap_or_else(quantbench::acquire::default_cache_dir),
+        cache_dir_given: cli.cache_dir.is_some(),
         backend_dirs: cli.backend_dir.clone(),
         interrupted,
     };
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => commands::compare::run(&ctx, a),
         Command::Report(a) => commands::report::run(&ctx, a),
         Command::Merge(a) => commands::merge::run(&ctx, a),
+        Command::RpcServer(a) => commands::rpc_server::run(&ctx, a),
         Command::Worker(_) => unreachable!("handled above"),
     };
     match result {

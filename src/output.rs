@@ -204,6 +204,9 @@ fn cell_block(r: &CellResult) -> String {
     if let Some(m) = &r.memory {
         s += &memory_line(r, m);
     }
+    for u in &r.rpc {
+        s += &rpc_line(u);
+    }
     if let Some(g) = r.gpu.as_ref().filter(|g| g.unavailable_reason.is_none()) {
         s += &gpu_lines(r, g);
     }
@@ -241,6 +244,27 @@ fn file_line(o: &Origin) -> String {
 }
 
 /// The `memory` line: the memory the efficiency figure uses, then llama.cpp's breakdown.
+/// What one RPC server held and what the load sent it.
+fn rpc_line(u: &crate::protocol::RpcUse) -> String {
+    use crate::report::md::bytes;
+    let total: u64 = u.devices.iter().map(|d| d.memory_total_bytes).sum();
+    format!(
+        "  rpc      {}: weights {} + KV/compute {} on {} device{} ({} total) · load sent {}{}\n",
+        u.endpoint,
+        bytes(u.weights_bytes),
+        bytes(u.context_bytes),
+        u.devices.len(),
+        if u.devices.len() == 1 { "" } else { "s" },
+        bytes(total),
+        bytes(u.load_sent_bytes),
+        if u.weights_from_cache {
+            " (weights from the server's cache)"
+        } else {
+            ""
+        }
+    )
+}
+
 fn memory_line(r: &CellResult, m: &MemoryMeasurement) -> String {
     let main = match (r.vram_bytes, r.mem_bytes) {
         (Some(v), _) if v > 0 => format!("VRAM {}", bytes(v)),

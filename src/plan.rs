@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FlashAttn, GpuLayers, Matrix, ModelSpec, Sampling, SplitMode, TensorSplit};
+use crate::config::{
+    FlashAttn, GpuLayers, Matrix, ModelSpec, RpcServers, Sampling, SplitMode, TensorSplit,
+};
 use crate::quant::Quant;
 
 /// Measurement parameters of one cell, fully resolved.
@@ -36,6 +38,9 @@ pub struct CellParams {
     /// Shares per GPU (empty = by free memory; always empty for `none`).
     #[serde(default)]
     pub tensor_split: TensorSplit,
+    /// llama.cpp RPC servers whose devices join the local ones (empty: local only).
+    #[serde(default, skip_serializing_if = "RpcServers::is_local")]
+    pub rpc: RpcServers,
     /// The quality test after the speed tests, when on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityParams>,
@@ -165,6 +170,7 @@ impl CellParams {
             self.split_mode.name(),
             self.main_gpu,
             &self.tensor_split.to_string(),
+            &self.rpc.0.join(","),
         )
     }
 }
@@ -192,7 +198,12 @@ pub fn join_tags(tags: &[Option<String>]) -> Option<String> {
 }
 
 /// [`CellParams::placement_tag`] from its parts as reports store them (CSV columns too).
-pub fn placement_tag(split_mode: &str, main_gpu: u32, tensor_split: &str) -> Option<String> {
+pub fn placement_tag(
+    split_mode: &str,
+    main_gpu: u32,
+    tensor_split: &str,
+    rpc: &str,
+) -> Option<String> {
     let default = SplitMode::default().name();
     let split_mode = if split_mode.is_empty() {
         default
@@ -204,8 +215,13 @@ pub fn placement_tag(split_mode: &str, main_gpu: u32, tensor_split: &str) -> Opt
     } else {
         tensor_split
     };
+    let rpc = if rpc.is_empty() || rpc == "local" {
+        None
+    } else {
+        Some(format!("rpc {rpc}"))
+    };
     if split_mode == default && main_gpu == 0 && ts == "auto" {
-        return None;
+        return rpc;
     }
     let mut t = format!("sm {split_mode}");
     if main_gpu != 0 || split_mode == "none" {
@@ -213,6 +229,9 @@ pub fn placement_tag(split_mode: &str, main_gpu: u32, tensor_split: &str) -> Opt
     }
     if ts != "auto" {
         t.push_str(&format!(" ts {ts}"));
+    }
+    if let Some(r) = rpc {
+        t.push_str(&format!(" {r}"));
     }
     Some(t)
 }
@@ -274,6 +293,7 @@ pub struct Overrides {
     pub split_mode: Option<Vec<SplitMode>>,
     pub main_gpu: Option<Vec<u32>>,
     pub tensor_split: Option<Vec<TensorSplit>>,
+    pub rpc: Option<Vec<RpcServers>>,
     /// `--quality` / `--no-quality`.
     pub quality: Option<bool>,
     /// `NAME` or `NAME:QUANT` filters; empty = everything.
@@ -301,13 +321,17 @@ fn selected(only: &[String], model: &ModelSpec, quant: Quant) -> bool {
         })
 }
 
-/// The multi-GPU placements of a model: split modes × main GPUs × tensor splits, where
-/// `main_gpu` only varies for `none` and `tensor_split` only for the split modes (llama.cpp
-/// ignores the other), so no two cells measure the same placement.
-fn placements(p: &crate::config::Params, ov: &Overrides) -> Vec<(SplitMode, u32, TensorSplit)> {
+/// A placement: split mode, main GPU, tensor split, RPC servers.
+type Place = (SplitMode, u32, TensorSplit, RpcServers);
+
+/// The multi-GPU placements of a model: split modes × main GPUs × tensor splits × RPC server
+/// sets, where `main_gpu` only varies for `none` and `tensor_split` only for the split modes
+/// (llama.cpp ignores the other), so no two cells measure the same placement.
+fn placements(p: &crate::config::Params, ov: &Overrides) -> Vec<Place> {
     let modes = ov.split_mode.as_ref().unwrap_or(&p.split_mode);
     let gpus = ov.main_gpu.as_ref().unwrap_or(&p.main_gpu);
     let splits = ov.tensor_split.as_ref().unwrap_or(&p.tensor_split);
+    let rpc = ov.rpc.as_ref().unwrap_or(&p.rpc);
     let mut out: Vec<(SplitMode, u32, TensorSplit)> = Vec::new();
     for &m in modes {
         for &g in gpus {
@@ -324,7 +348,9 @@ fn placements(p: &crate::config::Params, ov: &Overrides) -> Vec<(SplitMode, u32,
             }
         }
     }
-    out
+    out.into_iter()
+        .flat_map(|(m, g, ts)| rpc.iter().map(move |r| (m, g, ts.clone(), r.clone())))
+        .collect()
 }
 
 /// The parameters every cell of a model shares (the swept ones are set by [`sweep`]).
@@ -348,6 +374,7 @@ fn fixed_params(m: &ModelSpec, ov: &Overrides) -> CellParams {
         split_mode: SplitMode::default(),
         main_gpu: 0,
         tensor_split: TensorSplit::default(),
+        rpc: RpcServers::default(),
         quality: quality_params(m, ov),
         n_parallel: 1,
         n_depth: 0,
@@ -444,9 +471,10 @@ fn sweep(m: &ModelSpec, ov: &Overrides) -> Vec<CellParams> {
     axis(&|c| {
         places
             .iter()
-            .map(|(sm, mg, ts)| {
+            .map(|(sm, mg, ts, rpc)| {
                 with(c, &|c| {
-                    (c.split_mode, c.main_gpu, c.tensor_split) = (*sm, *mg, ts.clone())
+                    (c.split_mode, c.main_gpu) = (*sm, *mg);
+                    (c.tensor_split, c.rpc) = (ts.clone(), rpc.clone());
                 })
             })
             .collect()

@@ -135,6 +135,25 @@ pub struct BufferMemory {
     pub compute_bytes: u64,
 }
 
+/// What a cell placed on one llama.cpp RPC server, and what its load sent there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RpcUse {
+    /// `host:port`.
+    pub endpoint: String,
+    /// The server's devices as this client sees them (`RPC0[host:port]`; the protocol carries
+    /// no device names, only memory).
+    pub devices: Vec<DeviceInfo>,
+    /// Weights in the server's device buffers.
+    pub weights_bytes: u64,
+    /// KV cache and compute buffers on the server.
+    pub context_bytes: u64,
+    /// Bytes this worker sent to the server while loading the model (TCP, acknowledged).
+    pub load_sent_bytes: u64,
+    /// True when the load sent less than half of the weights placed on the server: the server
+    /// took them from its cache (`rpc-server --cache-dir`) and only hashes travelled.
+    pub weights_from_cache: bool,
+}
+
 /// Memory of a cell, from llama.cpp's accounting and the worker's own process.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemoryMeasurement {
@@ -230,6 +249,9 @@ pub struct Measurement {
     /// model's training length, host sampling with several sequences).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Per RPC server of the cell: its devices, what it holds, what the load sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc: Vec<RpcUse>,
 }
 
 /// What a worker reports, one per line on stdout.

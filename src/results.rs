@@ -98,6 +98,10 @@ pub struct CellResult {
     /// Backend and device the weights ran on.
     pub backend: Option<String>,
     pub device: Option<String>,
+    /// The machine that measured the cell: its hostname (`environment.hostname` of the run);
+    /// empty in reports written before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
     /// GPUs holding the model's weights (ggml names, e.g. `CUDA0`, `CUDA1`); empty on the CPU.
     #[serde(default)]
     pub devices_used: Vec<String>,
@@ -142,6 +146,10 @@ pub struct CellResult {
     /// How the cell was measured, where the user should know (see `Measurement::warnings`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Per llama.cpp RPC server the cell used: its devices (memory), the weights and context
+    /// buffers it held, the bytes the load sent, whether the weights came from its cache.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc: Vec<crate::protocol::RpcUse>,
 }
 
 /// A cell's quality against its model's reference, with llama-perplexity's definitions: the
@@ -193,7 +201,27 @@ pub struct Report {
     /// cell of the whole matrix (so that `merge` can name the cells no part measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// `merge`: every folder joined, with its machine (`environment` above is the first
+    /// folder's); absent in a report that was not merged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<MergedRun>,
     pub cells: Vec<CellResult>,
+}
+
+/// A run folder that `merge` joined: where it was, which run and part, and its machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergedRun {
+    /// The folder (or results.json) as given to `merge`.
+    pub folder: PathBuf,
+    pub run_id: String,
+    pub started_at: String,
+    /// `I/N` for a part of a sharded matrix (`run --shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// Cells the folder contributed.
+    pub cells: usize,
+    pub quantbench: BuildInfo,
+    pub environment: Environment,
 }
 
 /// The part of a sharded matrix a run measured.
@@ -337,6 +365,7 @@ impl CellResult {
             prompt_tokens: None,
             backend: None,
             device: None,
+            host: String::new(),
             devices_used: Vec::new(),
             model_info: None,
             load_s: None,
@@ -361,6 +390,7 @@ impl CellResult {
             quality: None,
             usd_per_mtok: None,
             warnings: Vec::new(),
+            rpc: Vec::new(),
         }
     }
 
@@ -424,6 +454,7 @@ impl CellResult {
         r.samples = m.reps;
         r.generated_text = Some(m.generated_text);
         r.warnings = m.warnings;
+        r.rpc = m.rpc;
         if let (Some(q), Some(p)) = (m.quality, &cell.params.quality) {
             r.quality = Some(CellQuality {
                 stats: q.stats,
@@ -481,12 +512,53 @@ pub fn read_json(path: &Path) -> Result<Report> {
 
 /// Figures derived from a report that several report formats show.
 impl Report {
-    /// The device a run measured on, for titles: the first cell's device, else the CPU.
+    /// The device a run measured on, for titles: the first cell's device, else the CPU; the
+    /// devices of all cells, joined, where the cells come from several machines.
     pub fn device_description(&self) -> String {
+        if self.several_hosts() {
+            let mut devices: Vec<String> = Vec::new();
+            for d in self.cells.iter().filter_map(|c| c.device.clone()) {
+                if !devices.contains(&d) {
+                    devices.push(d);
+                }
+            }
+            if !devices.is_empty() {
+                return devices.join(", ");
+            }
+        }
         self.cells
             .iter()
             .find_map(|c| c.device.clone())
             .unwrap_or_else(|| self.environment.cpu.clone())
+    }
+
+    /// The machines that measured the cells, in report order, each once (cells without a host
+    /// are left out): more than one in a report merged across machines.
+    pub fn hosts(&self) -> Vec<&str> {
+        let mut hosts: Vec<&str> = Vec::new();
+        for c in &self.cells {
+            if !c.host.is_empty() && !hosts.contains(&c.host.as_str()) {
+                hosts.push(&c.host);
+            }
+        }
+        hosts
+    }
+
+    /// The hosts with how many cells each measured: `gpu-a (1 cell), gpu-b (3 cells)`.
+    pub fn hosts_with_counts(&self) -> String {
+        self.hosts()
+            .iter()
+            .map(|h| {
+                let n = self.cells.iter().filter(|c| c.host == *h).count();
+                format!("{h} ({n} cell{})", if n == 1 { "" } else { "s" })
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Whether the cells come from more than one machine (the tables then name each cell's).
+    pub fn several_hosts(&self) -> bool {
+        self.hosts().len() > 1
     }
 
     /// The cells that failed, in report order.

@@ -147,8 +147,8 @@ fn run_job(
             (timed_ms > 0).then(|| Duration::from_millis(timed_ms)),
         )
     });
+    // checked against the GPUs (and RPC servers' devices) when the model is loaded
     let placement = Placement::of(p);
-    placement.check(&engine.info.llama_gpus())?;
     let reuse = loaded
         .as_ref()
         .is_some_and(|m| m.path == job.model_path && m.placement == placement && !job.cold);
@@ -483,6 +483,7 @@ pub fn self_test() -> Result<()> {
                     split_mode: SplitMode::default(),
                     main_gpu: 0,
                     tensor_split: Default::default(),
+                    rpc: Default::default(),
                     quality: None,
                     n_parallel: 1,
                     n_depth: 0,

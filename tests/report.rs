@@ -248,7 +248,8 @@ fn multi_gpu_placements_are_reported_per_gpu() {
     assert_eq!(col("quality_error") + 1, col("quality_s"));
     // then the load columns
     assert_eq!(col("quality_s") + 1, col("n_parallel"));
-    assert_eq!(head.last().map(String::as_str), Some("usd_per_mtok"));
+    // and the host after them
+    assert_eq!(col("usd_per_mtok") + 1, col("host"));
 
     let md = report::Format::render(&report::md::Markdown, &r).unwrap();
     assert!(md.contains("## Multi-GPU placements"), "{md}");

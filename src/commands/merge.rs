@@ -2,7 +2,10 @@
 //! --shard I/N`), or runs of the same schema on other machines — into one report: results.json,
 //! results.csv, summary.md, the charts and report.html. Refuses reports of another schema and
 //! a cell measured twice (naming both folders); names the cells of a sharded matrix that no
-//! folder holds. Each cell keeps the backend and device it ran on.
+//! folder holds. Each cell keeps the backend, device and host it ran on (a cell of a report
+//! from before hosts were recorded gets its folder's hostname), and the joined report lists
+//! every folder with its machine (`merged_from`), so that a report joined across machine kinds
+//! compares them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use super::{exit, Ctx};
 use crate::cli::MergeArgs;
 use crate::report;
-use crate::results::{self, Report, RunStatus};
+use crate::results::{self, MergedRun, Report, RunStatus};
 
 pub fn run(ctx: &Ctx, args: &MergeArgs) -> Result<u8> {
     let sources: Vec<(PathBuf, Report)> = args
@@ -23,11 +26,17 @@ pub fn run(ctx: &Ctx, args: &MergeArgs) -> Result<u8> {
     let merged = join(&sources)?;
     let missing = missing_cells(&sources, &merged);
     write(&merged, &args.out)?;
+    let hosts = merged.hosts();
     ctx.printer.line(&format!(
-        "{} cells from {} folders joined into {}",
+        "{} cells from {} folders joined into {}{}",
         merged.cells.len(),
         sources.len(),
-        args.out.display()
+        args.out.display(),
+        if hosts.len() > 1 {
+            format!(" (measured on {} hosts: {})", hosts.len(), hosts.join(", "))
+        } else {
+            String::new()
+        }
     ));
     if missing.is_empty() {
         return Ok(exit::OK);
@@ -76,7 +85,11 @@ fn join(sources: &[(PathBuf, Report)]) -> Result<Report> {
                     dir.display()
                 );
             }
-            cells.push(c.clone());
+            let mut c = c.clone();
+            if c.host.is_empty() {
+                c.host = r.environment.hostname.clone();
+            }
+            cells.push(c);
         }
     }
     let order: Vec<String> = first
@@ -99,8 +112,28 @@ fn join(sources: &[(PathBuf, Report)]) -> Result<Report> {
     merged.unlocked = sources.iter().any(|(_, r)| r.unlocked);
     merged.wall_s = Some(sources.iter().filter_map(|(_, r)| r.wall_s).sum());
     merged.shard = None;
+    merged.merged_from = sources
+        .iter()
+        .flat_map(|(d, r)| merged_runs(d, r))
+        .collect();
     merged.cells = cells;
     Ok(merged)
+}
+
+/// The folders a source stands for: itself, or the folders it was merged from.
+fn merged_runs(dir: &Path, r: &Report) -> Vec<MergedRun> {
+    if !r.merged_from.is_empty() {
+        return r.merged_from.clone();
+    }
+    vec![MergedRun {
+        folder: dir.to_path_buf(),
+        run_id: r.run_id.clone(),
+        started_at: r.started_at.clone(),
+        shard: r.shard.as_ref().map(|s| format!("{}/{}", s.index, s.count)),
+        cells: r.cells.len(),
+        quantbench: r.quantbench.clone(),
+        environment: r.environment.clone(),
+    }]
 }
 
 /// Keys of the sharded matrix's cells that no source holds (none without shard records).

@@ -5,6 +5,7 @@ pub mod fetch;
 pub mod list;
 pub mod merge;
 pub mod report;
+pub mod rpc_server;
 pub mod run;
 pub mod worker;
 
@@ -36,6 +37,8 @@ pub mod exit {
 pub struct Ctx {
     pub printer: Printer,
     pub cache_dir: PathBuf,
+    /// Whether `--cache-dir` (or QUANTBENCH_CACHE) was given rather than defaulted.
+    pub cache_dir_given: bool,
     pub backend_dirs: Vec<PathBuf>,
     pub interrupted: Arc<AtomicBool>,
 }
@@ -97,6 +100,7 @@ fn check_no_repeats(o: &OverrideArgs) -> Result<()> {
     first_repeat("main_gpu", &o.main_gpu)?;
     first_repeat("n_parallel", &o.n_parallel)?;
     first_repeat("n_depth", &o.n_depth)?;
+    first_repeat("rpc set", &o.rpc)?;
     Ok(())
 }
 

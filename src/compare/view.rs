@@ -444,6 +444,7 @@ impl CsvRow<'_> {
             &get("split_mode"),
             get("main_gpu").parse().unwrap_or(0),
             &get("tensor_split"),
+            &get("rpc"),
         );
         // and with load tests: absent = one sequence on an empty context
         let load = crate::plan::load_tag(

@@ -30,8 +30,8 @@ pub fn cpu_variant(path: &str) -> Option<&str> {
 }
 
 /// Folders searched for `libggml-<backend>[-variant].so`, in priority order: the
-/// `--backend-dir` / `QUANTBENCH_BACKEND_DIR` folders, the executable's folder, and the folder
-/// the build installed the modules into. For each backend the first folder that has it wins.
+/// `--backend-dir` / `QUANTBENCH_BACKEND_DIR` folders, the executable's folder, and the folders
+/// the build installed the modules into (llama.cpp's, then quantbench's own RPC module). For each backend the first folder that has it wins.
 pub fn backend_search_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(v) = std::env::var_os(BACKEND_DIR_ENV) {
@@ -43,9 +43,10 @@ pub fn backend_search_dirs() -> Vec<PathBuf> {
     {
         dirs.push(d);
     }
-    let built = env!("QB_BUILD_BACKENDS_DIR");
-    if !built.is_empty() {
-        dirs.push(PathBuf::from(built));
+    for built in [env!("QB_BUILD_BACKENDS_DIR"), env!("QB_BUILD_RPC_DIR")] {
+        if !built.is_empty() {
+            dirs.push(PathBuf::from(built));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     dirs.retain(|d| seen.insert(d.clone()));

@@ -18,7 +18,9 @@ use rand::{RngExt, SeedableRng};
 
 use super::memory::{breakdown, host_rss};
 use super::Engine;
-use crate::config::{FlashAttn, GpuLayers, Sampling, SplitMode, TensorSplit, MAX_DEVICES};
+use crate::config::{
+    FlashAttn, GpuLayers, RpcServers, Sampling, SplitMode, TensorSplit, MAX_DEVICES,
+};
 use crate::plan::{Cell, CellParams};
 use crate::protocol::{Measurement, MemoryMeasurement, ModelInfo, RepSample};
 
@@ -93,6 +95,8 @@ pub struct Placement {
     pub split_mode: SplitMode,
     pub main_gpu: u32,
     pub tensor_split: TensorSplit,
+    /// RPC servers whose devices come before the local GPUs.
+    pub rpc: RpcServers,
 }
 
 impl Placement {
@@ -102,11 +106,12 @@ impl Placement {
             split_mode: p.split_mode,
             main_gpu: p.main_gpu,
             tensor_split: p.tensor_split.clone(),
+            rpc: p.rpc.clone(),
         }
     }
 
-    /// Checks the placement against the GPUs llama.cpp registered (ggml names and
-    /// descriptions, in llama.cpp's order) before loading, where llama.cpp would fail with a
+    /// Checks the placement against the GPUs llama.cpp spreads the model over (ggml names and
+    /// descriptions, in llama.cpp's order: RPC servers' devices, then local GPUs) before loading, where llama.cpp would fail with a
     /// terse log line or silently drop shares of GPUs that do not exist. Without GPUs, or with
     /// no layer offloaded, the placement has no effect and passes.
     pub fn check(&self, gpus: &[&crate::protocol::DeviceInfo]) -> Result<()> {
@@ -165,6 +170,9 @@ pub struct LoadedModel {
     pub placement: Placement,
     pub load_s: f64,
     pub cold: bool,
+    /// The devices of the placement's RPC servers, and what the load sent to each server.
+    pub remote: Vec<crate::protocol::DeviceInfo>,
+    pub rpc_load_sent: Vec<(String, u64)>,
 }
 
 impl Drop for LoadedModel {
@@ -188,8 +196,27 @@ fn evict_from_page_cache(path: &Path) -> Result<()> {
 }
 
 impl LoadedModel {
-    /// Loads a GGUF file, timing it (`load_s`).
-    pub fn load(_engine: &Engine, path: &Path, placement: Placement, cold: bool) -> Result<Self> {
+    /// Loads a GGUF file, timing it (`load_s`), on the placement's devices (checked first): the
+    /// default device selection of llama.cpp, or with RPC servers an explicit list of their
+    /// devices then the local GPUs (llama.cpp's own order for RPC devices).
+    pub fn load(engine: &Engine, path: &Path, placement: Placement, cold: bool) -> Result<Self> {
+        let remote = super::rpc::connect(&placement.rpc)?;
+        let mut gpus: Vec<&crate::protocol::DeviceInfo> = remote.iter().map(|r| &r.info).collect();
+        gpus.extend(engine.info.llama_gpus());
+        placement.check(&gpus)?;
+        let mut devices: Vec<sys::ggml_backend_dev_t> = remote.iter().map(|r| r.dev).collect();
+        for g in engine.info.llama_gpus() {
+            let name = CString::new(g.name.as_str())?;
+            // SAFETY: a named lookup in the device registry.
+            devices.push(unsafe { sys::ggml_backend_dev_by_name(name.as_ptr()) });
+        }
+        devices.push(std::ptr::null_mut());
+        let sent_before: Vec<(String, u64)> = placement
+            .rpc
+            .0
+            .iter()
+            .map(|e| (e.clone(), crate::rpc_wire::traffic(e).unwrap_or_default().0))
+            .collect();
         if cold {
             evict_from_page_cache(path)
                 .context("--cold: evicting the model from the page cache")?;
@@ -211,6 +238,10 @@ impl LoadedModel {
             if !placement.tensor_split.is_auto() {
                 p.tensor_split = shares.as_ptr();
             }
+            if !placement.rpc.is_local() {
+                // NULL-terminated; llama.cpp copies the list into the model
+                p.devices = devices.as_mut_ptr();
+            }
             sys::llama_model_load_from_file(c.as_ptr(), p)
         };
         let load_s = t0.elapsed().as_secs_f64();
@@ -219,9 +250,17 @@ impl LoadedModel {
         Ok(LoadedModel {
             ptr,
             path: path.to_path_buf(),
+            rpc_load_sent: sent_before
+                .into_iter()
+                .map(|(e, before)| {
+                    let after = crate::rpc_wire::traffic(&e).unwrap_or_default().0;
+                    (e, after.saturating_sub(before))
+                })
+                .collect(),
             placement,
             load_s,
             cold,
+            remote: remote.into_iter().map(|r| r.info).collect(),
         })
     }
 
@@ -346,7 +385,7 @@ impl LoadedModel {
         let ctx_s = t0.elapsed().as_secs_f64();
         let mut memory = breakdown(ctx.ptr());
         memory.host_rss_after_load_bytes = host_rss().current_bytes;
-        let devices_used = devices_used(&engine.info, &memory.buffers, &p.tensor_split);
+        let devices_used = devices_used(&self.gpus(engine), &memory.buffers, &p.tensor_split);
         probe.after_load(&devices_used);
 
         let (pp_tokens, tg_tokens) = self.random_tokens(cell);
@@ -370,7 +409,8 @@ impl LoadedModel {
         ctx.energy(p, &prompt, &mut gen, probe)?;
         memory.host_rss_peak_bytes = host_rss().peak_bytes;
 
-        let (backend, device) = placement(&engine.info, &devices_used);
+        let (backend, device) = placement(&engine.info, &self.remote, &devices_used);
+        let rpc = self.rpc_use(&memory.buffers);
         Ok(Measurement {
             backend,
             device,
@@ -388,7 +428,51 @@ impl LoadedModel {
             generated_text: self.detokenize(&gen.tokens),
             quality: None,
             warnings,
+            rpc,
         })
+    }
+
+    /// The GPUs the model may be spread over, in llama.cpp's order: the RPC servers' devices,
+    /// then the local GPUs.
+    fn gpus<'a>(&'a self, engine: &'a Engine) -> Vec<&'a crate::protocol::DeviceInfo> {
+        let mut gpus: Vec<&crate::protocol::DeviceInfo> = self.remote.iter().collect();
+        gpus.extend(engine.info.llama_gpus());
+        gpus
+    }
+
+    /// Per RPC server: its devices, the weights and other buffers they hold (llama.cpp's
+    /// buffer accounting: buffers are named `RPC<device>[host:port]`), and the bytes the load
+    /// sent; the weights came from the server's cache when the load sent far fewer bytes than
+    /// the weights it placed there.
+    fn rpc_use(&self, buffers: &[crate::protocol::BufferMemory]) -> Vec<crate::protocol::RpcUse> {
+        self.rpc_load_sent
+            .iter()
+            .map(|(endpoint, sent)| {
+                let devices: Vec<crate::protocol::DeviceInfo> = self
+                    .remote
+                    .iter()
+                    .filter(|d| d.name.ends_with(&format!("[{endpoint}]")))
+                    .cloned()
+                    .collect();
+                let held = |f: fn(&crate::protocol::BufferMemory) -> u64| {
+                    buffers
+                        .iter()
+                        .filter(|b| devices.iter().any(|d| d.name == b.name))
+                        .map(f)
+                        .sum::<u64>()
+                };
+                let weights = held(|b| b.model_bytes);
+                let context = held(|b| b.context_bytes + b.compute_bytes);
+                crate::protocol::RpcUse {
+                    endpoint: endpoint.clone(),
+                    devices,
+                    weights_bytes: weights,
+                    context_bytes: context,
+                    load_sent_bytes: *sent,
+                    weights_from_cache: weights > 0 && *sent < weights / 2,
+                }
+            })
+            .collect()
     }
 
     /// Whether the model's positions are learned embeddings (no RoPE, as GPT-2): a fixed
@@ -519,7 +603,7 @@ fn split_mode(m: SplitMode) -> sys::llama_split_mode {
 /// (named `Meta(...)`, in the pinned llama.cpp `Meta()` with the list lost): then the GPUs
 /// with a share of `tensor_split` (all of them for `auto`) hold them.
 pub fn devices_used(
-    info: &crate::protocol::BackendInfo,
+    gpus: &[&crate::protocol::DeviceInfo],
     buffers: &[crate::protocol::BufferMemory],
     tensor_split: &TensorSplit,
 ) -> Vec<String> {
@@ -528,8 +612,7 @@ pub fn devices_used(
         .iter()
         .filter(weights)
         .any(|b| b.name.starts_with("Meta("));
-    info.llama_gpus()
-        .into_iter()
+    gpus.iter()
         .enumerate()
         .filter(|(i, d)| {
             let share = tensor_split.is_auto() || tensor_split.0.get(*i).is_some_and(|x| *x > 0.0);
@@ -547,11 +630,15 @@ pub fn devices_used(
 
 /// Backend and device(s) holding the model's weights (`2× NVIDIA H200` when split over two
 /// alike GPUs), or the CPU.
-fn placement(info: &crate::protocol::BackendInfo, used: &[String]) -> (String, String) {
+fn placement(
+    info: &crate::protocol::BackendInfo,
+    remote: &[crate::protocol::DeviceInfo],
+    used: &[String],
+) -> (String, String) {
     let devs = &info.devices;
     let gpus: Vec<&crate::protocol::DeviceInfo> = used
         .iter()
-        .filter_map(|n| devs.iter().find(|d| &d.name == n))
+        .filter_map(|n| remote.iter().chain(devs).find(|d| &d.name == n))
         .collect();
     match gpus.as_slice() {
         [] => match devs.iter().find(|d| d.kind == "cpu") {
@@ -1033,31 +1120,37 @@ mod tests {
             buf("CUDA1", false, 400, 10),
             buf("CUDA_Host", true, 0, 0),
         ];
-        assert_eq!(devices_used(&two, &b, &auto), ["CUDA0", "CUDA1"]);
         assert_eq!(
-            placement(&two, &devices_used(&two, &b, &auto)).1,
+            devices_used(&two.llama_gpus(), &b, &auto),
+            ["CUDA0", "CUDA1"]
+        );
+        assert_eq!(
+            placement(&two, &[], &devices_used(&two.llama_gpus(), &b, &auto)).1,
             "2× NVIDIA H200"
         );
         // none on GPU 1: the other GPU holds only compute buffers
         let b = [buf("CUDA0", false, 0, 0), buf("CUDA1", false, 900, 20)];
-        assert_eq!(devices_used(&two, &b, &auto), ["CUDA1"]);
+        assert_eq!(devices_used(&two.llama_gpus(), &b, &auto), ["CUDA1"]);
         assert_eq!(
-            placement(&two, &["CUDA1".into()]),
+            placement(&two, &[], &["CUDA1".into()]),
             ("CUDA".into(), "NVIDIA H200".into())
         );
         // CUDA1 must not claim CUDA10's buffers, and the shared split buffer names no GPU
         let many = info(11);
         let b = [buf("CUDA10", false, 5, 0), buf("CUDA_Split", false, 800, 0)];
-        assert_eq!(devices_used(&many, &b, &auto), ["CUDA10"]);
+        assert_eq!(devices_used(&many.llama_gpus(), &b, &auto), ["CUDA10"]);
         // tensor parallelism: one meta buffer over the GPUs with a share
         let b = [buf("Meta()", false, 900, 0), buf("CUDA_Host", true, 0, 0)];
-        assert_eq!(devices_used(&two, &b, &auto), ["CUDA0", "CUDA1"]);
+        assert_eq!(
+            devices_used(&two.llama_gpus(), &b, &auto),
+            ["CUDA0", "CUDA1"]
+        );
         let ts = TensorSplit(vec![0.0, 1.0]);
-        assert_eq!(devices_used(&two, &b, &ts), ["CUDA1"]);
+        assert_eq!(devices_used(&two.llama_gpus(), &b, &ts), ["CUDA1"]);
         // all on the CPU
         let b = [buf("CPU", true, 900, 20)];
-        assert!(devices_used(&two, &b, &auto).is_empty());
-        assert_eq!(placement(&two, &[]), ("CPU".into(), "AMD EPYC".into()));
+        assert!(devices_used(&two.llama_gpus(), &b, &auto).is_empty());
+        assert_eq!(placement(&two, &[], &[]), ("CPU".into(), "AMD EPYC".into()));
     }
 
     #[test]
@@ -1067,6 +1160,7 @@ mod tests {
             split_mode: mode,
             main_gpu: mg,
             tensor_split: TensorSplit(ts.to_vec()),
+            rpc: Default::default(),
         };
         let with_rows = |d: DeviceInfo| DeviceInfo {
             row_split: true,

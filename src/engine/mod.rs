@@ -8,6 +8,7 @@ mod bench;
 mod memory;
 mod quality;
 mod quantize;
+pub mod rpc;
 
 pub use backend::{
     backend_search_dirs, clear_recent_log, cpu_variant, init, recent_log, Engine, BACKEND_DIR_ENV,

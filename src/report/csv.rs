@@ -64,7 +64,31 @@ pub fn columns() -> Vec<Col> {
     cols.extend(placement_columns());
     cols.extend(quality_columns());
     cols.extend(load_columns());
+    // added after the load columns: the machine that measured the cell (`merge` joins cells
+    // of several)
+    cols.push(("host", |_, c| c.host.clone()));
+    cols.extend(rpc_columns());
     cols
+}
+
+/// llama.cpp RPC servers (added after `host`): the servers of the cell (`,`-separated), the
+/// weights they held and the bytes the load sent them (summed over the servers).
+fn rpc_columns() -> Vec<Col> {
+    vec![
+        ("rpc", |_, c| c.params.rpc.0.join(",")),
+        ("rpc_weights_bytes", |_, c| sum_rpc(c, |u| u.weights_bytes)),
+        ("rpc_load_sent_bytes", |_, c| {
+            sum_rpc(c, |u| u.load_sent_bytes)
+        }),
+    ]
+}
+
+fn sum_rpc(c: &CellResult, f: fn(&crate::protocol::RpcUse) -> u64) -> String {
+    if c.rpc.is_empty() {
+        String::new()
+    } else {
+        c.rpc.iter().map(f).sum::<u64>().to_string()
+    }
 }
 
 /// Several sequences and depth (added after the quality columns): the parameters, the

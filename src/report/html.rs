@@ -58,6 +58,7 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     banners(&mut h, r, cmp)?;
     environment(&mut h, r, &device);
     results_table(&mut h, r)?;
+    machines(&mut h, r)?;
     serving(&mut h, r)?;
     quality(&mut h, r)?;
     placements(&mut h, r)?;
@@ -121,10 +122,19 @@ fn environment(h: &mut String, r: &Report, device: &str) {
     let e = &r.environment;
     *h += "<h2>Environment</h2>\n<dl>\n";
     dl(h, "Device", device);
-    dl(h, "CPU", &format!("{} ({} cores)", e.cpu, e.cpu_cores));
-    dl(h, "Host memory", &bytes(e.host_memory_bytes));
-    dl(h, "OS", &format!("{} — {}", e.os, e.kernel));
-    gpu_entries(h, &e.gpu);
+    if r.several_hosts() {
+        let hosts = r.hosts_with_counts();
+        dl(
+            h,
+            "Hosts",
+            &format!("{hosts} — each machine under Machines"),
+        );
+    } else {
+        dl(h, "CPU", &format!("{} ({} cores)", e.cpu, e.cpu_cores));
+        dl(h, "Host memory", &bytes(e.host_memory_bytes));
+        dl(h, "OS", &format!("{} — {}", e.os, e.kernel));
+        gpu_entries(h, &e.gpu);
+    }
     software_entries(h, r);
     *h += "</dl>\n";
 }
@@ -189,9 +199,14 @@ fn results_table(h: &mut String, r: &Report) -> fmt::Result {
     *h += "<h2>Results</h2>\n<p>Rates are mean ± standard deviation over the repetitions. Memory \
            is the worker's device memory (VRAM) on a GPU, its host resident set (RSS) on the CPU.</p>\n\
            <div class=\"scroll\"><table>\n<tr><th class=\"l\">model</th><th class=\"l\">quant</th>\
-           <th>pp / tg</th><th class=\"l\">status</th><th class=\"l\">device</th><th>load s</th>\
-           <th>memory</th><th>TTFT ms</th><th>decode tok/s</th><th>ITL p50 / p99 ms</th>\
-           <th>pp tok/s</th><th>tg tok/s</th><th>tok/s per GB</th><th>J/token</th>";
+           <th>pp / tg</th><th class=\"l\">status</th><th class=\"l\">device</th>";
+    let several = r.several_hosts();
+    if several {
+        *h += "<th class=\"l\">host</th>";
+    }
+    *h += "<th>load s</th><th>memory</th><th>TTFT ms</th><th>decode tok/s</th>\
+           <th>ITL p50 / p99 ms</th><th>pp tok/s</th><th>tg tok/s</th><th>tok/s per GB</th>\
+           <th>J/token</th>";
     let (parallel, priced) = serving_columns(r);
     if parallel {
         *h += "<th>all seqs tok/s</th>";
@@ -201,7 +216,8 @@ fn results_table(h: &mut String, r: &Report) -> fmt::Result {
     }
     *h += "<th class=\"l\">file</th></tr>\n";
     for c in &r.cells {
-        result_row(h, c, parallel, priced)?;
+        let host = several.then_some(c.host.as_str());
+        result_row(h, c, host, (parallel, priced))?;
     }
     *h += "</table></div>\n";
     Ok(())
@@ -216,9 +232,18 @@ fn serving_columns(r: &Report) -> (bool, bool) {
     )
 }
 
-/// One cell's row of the Results table.
-fn result_row(h: &mut String, c: &CellResult, parallel: bool, priced: bool) -> fmt::Result {
+/// One cell's row of the Results table: with its host where the report has several, and the
+/// serving columns (aggregate throughput, price) where the table has them.
+fn result_row(
+    h: &mut String,
+    c: &CellResult,
+    host: Option<&str>,
+    (parallel, priced): (bool, bool),
+) -> fmt::Result {
     let ok = c.status == CellStatus::Ok;
+    let host = host.map_or(String::new(), |n| {
+        format!("<td class=\"l\">{}</td>", esc(n))
+    });
     let mut extra = String::new();
     if parallel {
         extra += &format!("<td>{}</td>", esc(&mean_sd(c, "throughput_tok_s")));
@@ -229,7 +254,7 @@ fn result_row(h: &mut String, c: &CellResult, parallel: bool, priced: bool) -> f
     writeln!(
         h,
         "<tr class=\"{cls}\"><td class=\"l\">{model}</td><td class=\"l\">{quant}</td><td>{pp} / {tg}</td>\
-         <td class=\"l\">{status}</td><td class=\"l\">{dev}</td><td>{load}</td><td>{mem}</td><td>{ttft}</td>\
+         <td class=\"l\">{status}</td><td class=\"l\">{dev}</td>{host}<td>{load}</td><td>{mem}</td><td>{ttft}</td>\
          <td>{dec}</td><td>{itl}</td><td>{pps}</td><td>{tgs}</td><td>{eff}</td><td>{en}</td>{extra}<td class=\"l\">{file}</td></tr>",
         cls = if ok { "" } else { "failed" },
         model = esc(&format!("{}{}", c.label, c.placement_suffix())),
@@ -332,6 +357,26 @@ fn serving(h: &mut String, r: &Report) -> fmt::Result {
     }
     *h += "</tr>\n";
     table_rows(h, &v.rows, |_| "", |i| i < 3)?;
+    *h += "</table></div>\n";
+    Ok(())
+}
+
+/// The Machines section of a merged report: each folder joined, with its machine.
+fn machines(h: &mut String, r: &Report) -> fmt::Result {
+    let Some((intro, head, rows)) = super::md::machines_table(r) else {
+        return Ok(());
+    };
+    write!(
+        h,
+        "<h2>Machines</h2>\n<p>{}</p>\n<div class=\"scroll\"><table>\n<tr>",
+        esc(&intro)
+    )?;
+    for (i, t) in head.iter().enumerate() {
+        let l = if i < 8 { " class=\"l\"" } else { "" };
+        write!(h, "<th{l}>{}</th>", esc(t))?;
+    }
+    *h += "</tr>\n";
+    table_rows(h, &rows, |_| "", |i| i < 8)?;
     *h += "</table></div>\n";
     Ok(())
 }

@@ -657,6 +657,7 @@ mod tests {
             split_mode: SplitMode::default(),
             main_gpu: 0,
             tensor_split: Default::default(),
+            rpc: Default::default(),
             quality: None,
             n_parallel,
             n_depth,
@@ -729,6 +730,7 @@ mod tests {
             unlocked: false,
             serving: Serving::default(),
             shard: None,
+            merged_from: Vec::new(),
             cells,
         }
     }

@@ -137,6 +137,12 @@ pub fn table(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
         })
         .collect();
     let (mut head, mut rows) = (head, rows);
+    if report.several_hosts() {
+        head.insert(2, "host");
+        for (row, c) in rows.iter_mut().zip(&report.cells) {
+            row.insert(2, c.host.clone());
+        }
+    }
     serving_columns(report, &mut head, &mut rows);
     (head, rows)
 }
@@ -179,6 +185,10 @@ impl Format for Markdown {
               device memory (VRAM) when a GPU was used, else its host resident set (RSS).\n\n";
         let (head, rows) = table(r);
         s += &md_table(&head, &rows);
+        if let Some((intro, head, rows)) = machines_table(r) {
+            s += &format!("\n## Machines\n\n{intro}\n\n");
+            s += &md_table(&head, &rows);
+        }
         s += &serving_section(r);
         s += &harness_check(r);
         s += &gpu_table(r);
@@ -203,7 +213,42 @@ fn facts(r: &Report) -> String {
         r.wall_s
             .map_or(String::new(), |w| format!(", wall time {w:.1} s")),
     );
+    if r.several_hosts() {
+        s += &format!(
+            "- **{} hosts**: {}; devices: {} (each machine under Machines below)\n",
+            r.hosts().len(),
+            r.hosts_with_counts(),
+            r.device_description()
+        );
+    } else {
+        s += &machine_facts(r);
+    }
     s += &format!(
+        "- quantbench {} ({}, {}), llama.cpp {} (ggml {} {}){}\n",
+        r.quantbench.version,
+        r.quantbench.git_commit,
+        r.quantbench.build_profile,
+        e.llama.llama_version,
+        e.llama.ggml_version,
+        e.llama.ggml_commit,
+        if r.merged_from.len() > 1 {
+            " (the first folder's)"
+        } else {
+            ""
+        }
+    );
+    s += &format!("- command: `{}`\n", r.command.join(" "));
+    if r.synthetic_weights {
+        s += "- **synthetic weights**: random values in real architectures; speed and memory are \
+              meaningful, generated text and quality are not\n";
+    }
+    s
+}
+
+/// The device, CPU, OS and driver lines of one machine's report.
+fn machine_facts(r: &Report) -> String {
+    let e = &r.environment;
+    let mut s = format!(
         "- device: {}; CPU: {} ({} cores); OS: {} {}\n",
         r.device_description(),
         e.cpu,
@@ -217,21 +262,78 @@ fn facts(r: &Report) -> String {
             e.gpu.cuda_version.as_deref().unwrap_or("?")
         );
     }
-    s += &format!(
-        "- quantbench {} ({}, {}), llama.cpp {} (ggml {} {})\n",
-        r.quantbench.version,
-        r.quantbench.git_commit,
-        r.quantbench.build_profile,
-        e.llama.llama_version,
-        e.llama.ggml_version,
-        e.llama.ggml_commit
-    );
-    s += &format!("- command: `{}`\n", r.command.join(" "));
-    if r.synthetic_weights {
-        s += "- **synthetic weights**: random values in real architectures; speed and memory are \
-              meaningful, generated text and quality are not\n";
-    }
     s
+}
+
+/// Every folder of a merged report with its machine: host, CPU, GPUs, driver, builds and the
+/// cells it holds. `None` for a report that was not merged.
+pub fn machines_table(r: &Report) -> Option<TextTable> {
+    if r.merged_from.is_empty() {
+        return None;
+    }
+    let head = vec![
+        "folder",
+        "part",
+        "host",
+        "CPU",
+        "memory",
+        "GPUs",
+        "driver",
+        "llama.cpp",
+        "quantbench",
+        "cells",
+    ];
+    let rows = r
+        .merged_from
+        .iter()
+        .map(|m| {
+            let e = &m.environment;
+            vec![
+                m.folder.display().to_string(),
+                m.shard.clone().unwrap_or_else(|| "–".into()),
+                e.hostname.clone(),
+                format!("{} ({} cores)", e.cpu, e.cpu_cores),
+                bytes(e.host_memory_bytes),
+                gpu_names(&e.gpu),
+                e.gpu.driver_version.as_ref().map_or("–".into(), |d| {
+                    format!("{d}, CUDA {}", e.gpu.cuda_version.as_deref().unwrap_or("?"))
+                }),
+                e.llama.llama_version.clone(),
+                format!("{} ({})", m.quantbench.version, m.quantbench.git_commit),
+                m.cells.to_string(),
+            ]
+        })
+        .collect();
+    let intro = "The run folders this report joins, each with the machine that measured its \
+                 cells (the host column of the results table says which)."
+        .to_string();
+    Some((intro, head, rows))
+}
+
+/// A machine's GPUs: `2× NVIDIA H200 (139.8 GiB)`, kinds joined with `, `; `–` without any.
+fn gpu_names(g: &crate::gpu::GpuEnvironment) -> String {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for d in &g.gpus {
+        let name = format!("{} ({})", d.name, bytes(d.memory_total_bytes));
+        match kinds.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, k)) => *k += 1,
+            None => kinds.push((name, 1)),
+        }
+    }
+    if kinds.is_empty() {
+        return "–".into();
+    }
+    kinds
+        .iter()
+        .map(|(n, k)| {
+            if *k > 1 {
+                format!("{k}× {n}")
+            } else {
+                n.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The Serving section, where the report has a price, an SLO or a load, or cells with several

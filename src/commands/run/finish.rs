@@ -320,10 +320,11 @@ impl Observer for Collector<'_> {
             .iter()
             .find(|c| c.key == cell.key())
             .and_then(|c| c.origin.clone());
-        let result = match outcome {
+        let mut result = match outcome {
             Outcome::Measured(m) => CellResult::measured(cell, origin, *m),
             Outcome::Failed(reason) => CellResult::failed(cell, origin, reason),
         };
+        result.host = self.report.environment.hostname.clone();
         self.ctx.printer.cell_finished(&result);
         self.cells.push(result);
         Ok(())

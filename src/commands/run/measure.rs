@@ -338,6 +338,7 @@ impl Observer for RunObserver<'_> {
             Outcome::Measured(m) => CellResult::measured(cell, origin, *m),
             Outcome::Failed(reason) => CellResult::failed(cell, origin, reason),
         };
+        result.host = self.report.environment.hostname.clone();
         result.usd_per_mtok = result
             .mean("throughput_tok_s")
             .and_then(|t| self.report.serving.usd_per_mtok(t));

@@ -235,6 +235,7 @@ fn new_report(
             tokens_per_hour: args.tokens_per_hour,
         },
         shard: None,
+        merged_from: Vec::new(),
         cells: Vec::new(),
     }
 }

@@ -1,0 +1,120 @@
+//! `quantbench rpc-server`: llama.cpp's RPC server (from the `libggml-rpc.so` module built with
+//! quantbench) serving this machine's devices to runs on other hosts (`rpc = ["host:port"]`).
+//! Prints the endpoint and the devices, warns when it listens beyond loopback (the protocol has
+//! no authentication), and stops cleanly on Ctrl-C / SIGTERM / SIGHUP.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+use super::Ctx;
+use crate::cli::RpcServerArgs;
+use crate::engine;
+
+pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
+    if !ctx.backend_dirs.is_empty() {
+        let joined =
+            std::env::join_paths(&ctx.backend_dirs).context("--backend-dir contains ':'")?;
+        std::env::set_var(engine::BACKEND_DIR_ENV, joined);
+    }
+    let endpoint = format!("{}:{}", args.host, args.port);
+    crate::config::check_endpoint(&endpoint).map_err(anyhow::Error::msg)?;
+    // llama.cpp says only "Failed to create server socket": find out why first
+    std::net::TcpListener::bind((args.host.as_str(), args.port))
+        .with_context(|| format!("cannot listen on {endpoint}"))?;
+    let _engine = engine::init()?;
+    let local = engine::rpc::local_devices();
+    let devices = if args.device.is_empty() {
+        default_devices(&local)
+    } else {
+        args.device.clone()
+    };
+    if !is_loopback(&args.host) {
+        ctx.printer.warn(&format!(
+            "listening on {endpoint}: llama.cpp's RPC protocol has no authentication or \
+             encryption; anyone who reaches this port can use these devices and read what \
+             they hold. Keep it on a trusted network (or use --host 127.0.0.1 and a tunnel)"
+        ));
+    }
+    let cache = ctx.cache_dir_given.then(|| ctx.cache_dir.join("rpc"));
+    if let Some(c) = &cache {
+        std::fs::create_dir_all(c)
+            .with_context(|| format!("creating the tensor cache {}", c.display()))?;
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1) as u32
+    });
+    for d in &devices {
+        if let Some((name, desc, total, free)) = local.iter().find(|l| &l.0 == d) {
+            ctx.printer.line(&format!(
+                "serving {name} ({desc}, {:.1} GiB, {:.1} GiB free)",
+                *total as f64 / (1u64 << 30) as f64,
+                *free as f64 / (1u64 << 30) as f64
+            ));
+        }
+    }
+    let cache_note = cache.as_ref().map_or_else(
+        || "off (--cache-dir DIR keeps tensors in DIR/rpc)".to_string(),
+        |c| c.display().to_string(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ep = endpoint.clone();
+    std::thread::Builder::new()
+        .name("rpc-server".into())
+        .spawn(move || {
+            let _ = tx.send(engine::rpc::serve(&ep, &devices, threads, cache.as_deref()));
+        })?;
+    // announce once llama.cpp listens (a connection it accepts and closes at once)
+    let t0 = std::time::Instant::now();
+    while !crate::rpc_wire::reachable(&endpoint, Duration::from_secs(1)) {
+        if let Ok(r) = rx.try_recv() {
+            return r.and_then(|()| bail!("llama.cpp's RPC server on {endpoint} stopped"));
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("llama.cpp's RPC server did not start listening on {endpoint} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ctx.printer.line(&format!(
+        "quantbench rpc-server on {endpoint} (RPC protocol {}, {threads} CPU threads, tensor \
+         cache {}); clients: rpc = [\"{endpoint}\"] in models.toml or --rpc {endpoint}. \
+         Ctrl-C stops it.",
+        crate::rpc_wire::PROTOCOL,
+        cache_note,
+    ));
+    loop {
+        if ctx.interrupted.load(Ordering::SeqCst) {
+            let sig = crate::signals::received().map_or("a signal".into(), crate::signals::name);
+            ctx.printer
+                .line(&format!("rpc-server on {endpoint} stopped ({sig})"));
+            return Ok(super::exit::OK);
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) => bail!("llama.cpp's RPC server on {endpoint} stopped"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// llama.cpp's rpc-server default: every device that is not the CPU, else the CPU.
+fn default_devices(local: &[(String, String, u64, u64)]) -> Vec<String> {
+    let gpus: Vec<String> = local
+        .iter()
+        .filter(|d| !d.0.starts_with("CPU"))
+        .map(|d| d.0.clone())
+        .collect();
+    if gpus.is_empty() {
+        local.iter().take(1).map(|d| d.0.clone()).collect()
+    } else {
+        gpus
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
