@@ -219,3 +219,23 @@ fn cells_keep_their_host_and_a_merge_across_hosts_names_them() {
     got.sort();
     assert_eq!(got, ["gpu-a", "gpu-b"]);
 }
+
+/// A part is the same cells on every machine: with an empty model cache (the first part to run
+/// on a fresh machine) and with every file already there (a machine that ran before, or a
+/// shared cache that filled meanwhile). Before, the dealing used the cached files' real sizes
+/// and estimates for the others, and the parts differed.
+#[test]
+fn a_part_holds_the_same_cells_whatever_is_cached() {
+    let s = Scratch::new();
+    s.config(
+        "schema = 1\n[defaults]\nn_gen = [4, 8]\nn_prompt = 8\nrepetitions = 1\nwarmup = 0\n\
+         quants = [\"F16\", \"Q8_0\", \"Q4_K_M\"]\n\
+         [[model]]\nname = \"tiny\"\nsynthetic = \"tiny\"\n\
+         [[model]]\nname = \"tl\"\nsynthetic = \"tiny-llama\"\n",
+    );
+    let fresh = s.run(&["--no-plots", "--shard", "1/2", "--out", "fresh"]);
+    assert_eq!(fresh.status.code(), Some(0), "{}", stderr(&fresh));
+    let cached = s.run(&["--no-plots", "--shard", "1/2", "--out", "cached"]);
+    assert_eq!(cached.status.code(), Some(0), "{}", stderr(&cached));
+    assert_eq!(keys(&s.run_dir_in("fresh")), keys(&s.run_dir_in("cached")));
+}

@@ -124,6 +124,22 @@ pub struct Planned {
     pub problem: Option<String>,
 }
 
+/// A model file's nominal size and shape from the matrix alone, the same on every machine
+/// whatever is cached: a synthetic preset's shape and its size at the quant's bits per weight;
+/// `None` for files whose shape only the file itself gives (local paths, the hub).
+pub fn nominal(
+    matrix: &Matrix,
+    model_index: usize,
+    quant: Quant,
+) -> Option<(u64, crate::capacity::Shape)> {
+    match &matrix.models[model_index].source {
+        Source::Synthetic { preset, .. } => {
+            Some((synthetic_file::nominal_bytes(preset, quant), preset.shape()))
+        }
+        _ => None,
+    }
+}
+
 /// Where each (model, quant) of the plan comes from and whether it is already here.
 pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Options) -> Planned {
     let m = &matrix.models[model_index];

@@ -44,6 +44,12 @@ fn bits_per_weight(q: Quant) -> f64 {
     }
 }
 
+/// The nominal size of a synthetic model's file at `quant` (its parameters at the quant's
+/// bits per weight), the same whether the file exists or not.
+pub(super) fn nominal_bytes(preset: &Preset, quant: Quant) -> u64 {
+    (preset.n_params() as f64 * bits_per_weight(quant) / 8.0) as u64
+}
+
 /// `list`'s view of a synthetic model's file: its size, or an estimate before it is written.
 pub(super) fn describe(preset: &Preset, seed: u64, quant: Quant, opts: &Options) -> Planned {
     let path = synthetic_file(opts, preset, seed, quant);
@@ -53,8 +59,7 @@ pub(super) fn describe(preset: &Preset, seed: u64, quant: Quant, opts: &Options)
         cached: size.is_some() && local.problem.is_none(),
         problem: local.problem,
         size_is_estimate: size.is_none(),
-        size_bytes: size
-            .or_else(|| Some((preset.n_params() as f64 * bits_per_weight(quant) / 8.0) as u64)),
+        size_bytes: size.or_else(|| Some(nominal_bytes(preset, quant))),
         source: format!(
             "synthetic {} (seed {seed}){}",
             preset.name,

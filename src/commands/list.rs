@@ -165,27 +165,30 @@ fn fit(e: &Estimate, c: &Cell, budget: &Budget, gpu: bool) -> (bool, u64, Vec<u6
     (fits, copies, per_gpu)
 }
 
-/// Each cell's estimated duration in seconds (`list`'s `~time`; 1 s where unknown), for
-/// dealing cells to shards.
-pub fn estimated_seconds(
-    ctx: &Ctx,
-    matrix: &crate::config::Matrix,
-    cells: &[Cell],
-    offline: bool,
-) -> Result<Vec<f64>> {
-    let opts = ctx.acquire_options(offline)?;
-    let env = crate::gpu::environment();
-    let wants_gpu = cells
-        .iter()
-        .any(|c| c.params.n_gpu_layers != GpuLayers::N(0));
-    let budget = budget(&env, None, wants_gpu);
-    Ok(cells
+/// Each cell's cost for dealing cells to shards (`run --shard`): `list`'s duration model with
+/// nominal file sizes from the matrix alone and fixed rates (a GPU of 2 TB/s), so that every
+/// machine deals the same cells to the same part, whatever it has cached and whatever its GPU
+/// or core count. Cells of files whose shape only the file gives (local paths, the hub) cost
+/// by their tokens.
+pub fn shard_costs(matrix: &crate::config::Matrix, cells: &[Cell]) -> Vec<f64> {
+    let rates = Rates::gpu(None, 0.0);
+    cells
         .iter()
         .map(|c| {
-            let planned = acquire::describe(matrix, c.model_index, c.quant, &opts);
-            row(c, planned, &budget, &env).estimated_s.unwrap_or(1.0)
+            let p = &c.params;
+            match acquire::nominal(matrix, c.model_index, c.quant) {
+                Some((size, shape)) => {
+                    let e = estimate_for(p, size, &shape, true);
+                    capacity::cell_seconds(p, size, &shape, &e, &rates)
+                }
+                None => {
+                    let runs = f64::from(p.repetitions + p.warmup);
+                    let tokens = f64::from(p.n_prompt + p.n_gen) * f64::from(p.n_parallel.max(1));
+                    1.0 + runs * tokens * 1e-3
+                }
+            }
         })
-        .collect())
+        .collect()
 }
 
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {

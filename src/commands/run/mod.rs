@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
     let plan_keys: Vec<String> = cells.iter().map(Cell::key).collect();
     let cells = match args.shard {
         Some(s) => {
-            let cost = super::list::estimated_seconds(ctx, &matrix, &cells, args.matrix.offline)?;
+            let cost = super::list::shard_costs(&matrix, &cells);
             let part = s.select(&cells, &cost);
             if part.is_empty() {
                 bail!(
