@@ -33,7 +33,7 @@ backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends'
 [ -n "$backends" ] || backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d | head -n1)"
 cp "$backends"/libggml-*.so "$stage/"
 # llama.cpp's RPC backend module, built by quantbench's build script (the newest build of it)
-rpc="$(ls -t $(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-rpc.so') | head -n1)"
+rpc="$(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-rpc.so' -printf '%T@ %p\n' | sort -nr | head -n1 | cut -d' ' -f2-)"
 [ -n "$rpc" ] || { echo "libggml-rpc.so was not built" >&2; exit 2; }
 cp "$rpc" "$stage/"
 # OpenMP runtime of the CPU backend: not on every machine

@@ -328,13 +328,19 @@ impl RpcServers {
     }
 }
 
-/// `host:port` as llama.cpp's RPC client parses it (the last `:` splits; the port a number
-/// from 1 to 65535; the host a name or an IPv4 address, not empty).
+/// `host:port` as llama.cpp's RPC client takes it: it splits at the first `:` and connects
+/// over IPv4, so the host is a name or an IPv4 address (no IPv6), the port a number from 1 to
+/// 65535.
 pub fn check_endpoint(e: &str) -> Result<(), String> {
     let how = "use host:port, e.g. \"192.168.1.20:50052\"";
-    let Some((host, port)) = e.rsplit_once(':') else {
+    let Some((host, port)) = e.split_once(':') else {
         return Err(format!("rpc server {e:?} has no port: {how}"));
     };
+    if port.contains(':') || host.starts_with('[') {
+        return Err(format!(
+            "rpc server {e:?}: llama.cpp's RPC client speaks IPv4 only; {how}"
+        ));
+    }
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
         return Err(format!("rpc server {e:?}: {how}"));
     }
@@ -1638,7 +1644,7 @@ fn rpc_sets(v: &toml::Value) -> Result<Vec<RpcServers>, String> {
         _ => return Err(format!("rpc: {HOW}")),
     };
     if let Some(s) = first_repeat(&sets) {
-        return Err(format!("rpc set [{s}] is listed twice"));
+        return Err(format!("rpc set {s} is listed twice"));
     }
     Ok(sets)
 }

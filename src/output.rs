@@ -243,7 +243,6 @@ fn file_line(o: &Origin) -> String {
     )
 }
 
-/// The `memory` line: the memory the efficiency figure uses, then llama.cpp's breakdown.
 /// What one RPC server held and what the load sent it.
 fn rpc_line(u: &crate::protocol::RpcUse) -> String {
     use crate::report::md::bytes;
@@ -265,6 +264,7 @@ fn rpc_line(u: &crate::protocol::RpcUse) -> String {
     )
 }
 
+/// The `memory` line: the memory the efficiency figure uses, then llama.cpp's breakdown.
 fn memory_line(r: &CellResult, m: &MemoryMeasurement) -> String {
     let main = match (r.vram_bytes, r.mem_bytes) {
         (Some(v), _) if v > 0 => format!("VRAM {}", bytes(v)),

@@ -70,10 +70,11 @@ impl Refusal {
     }
 }
 
+/// The IPv4 addresses of `endpoint` (llama.cpp's client connects over IPv4 only).
 fn resolve(endpoint: &str) -> Result<Vec<SocketAddr>, Refusal> {
     endpoint
         .to_socket_addrs()
-        .map(|a| a.collect())
+        .map(|a| a.filter(SocketAddr::is_ipv4).collect())
         .map_err(|e| Refusal::Unresolved(e.to_string()))
 }
 

@@ -77,6 +77,19 @@ impl Drop for Server {
     }
 }
 
+/// `quantbench run --threads 1` in the background, its log collected.
+fn start_run(s: &Scratch) -> (Child, Arc<Mutex<String>>) {
+    let mut run = s
+        .process()
+        .args(["run", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = collect(run.stderr.take().unwrap());
+    (run, log)
+}
+
 /// Waits until the run's log has `needle`, failing with the log if the run ends first.
 fn wait_for_line(run: &mut Child, log: &Arc<Mutex<String>>, needle: &str) {
     wait_for(180, needle, || {
@@ -160,6 +173,13 @@ fn a_model_split_over_two_servers_and_the_local_cpu_generates_the_local_text() {
         "{head}"
     );
     assert!(a.log.lock().unwrap().contains("serving CPU"));
+    // summary.md and report.html name each server, its device and what the load sent it
+    for file in ["summary.md", "report.html"] {
+        let text = std::fs::read_to_string(s.run_dir().join(file)).unwrap();
+        assert!(text.contains("RPC servers"), "{file}");
+        assert!(text.contains(&names(&b.endpoint)), "{file}");
+        assert!(text.contains("sent"), "{file}");
+    }
 }
 
 /// A server killed while its cell runs fails that cell (naming it), and only that one: the
@@ -181,14 +201,7 @@ fn a_server_killed_mid_cell_fails_only_its_cell() {
         model("b", &format!("\"{}\"", b.endpoint), 1000),
         model("c", "", 1)
     ));
-    let mut run = s
-        .process()
-        .args(["run", "--threads", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = collect(run.stderr.take().unwrap());
+    let (mut run, log) = start_run(&s);
     wait_for_line(&mut run, &log, "TEST 2/3");
     std::thread::sleep(Duration::from_millis(500));
     b.child.kill().unwrap();
@@ -274,14 +287,7 @@ fn a_server_that_stops_answering_mid_cell_is_cut_off_by_the_cell_deadline() {
          repetitions = 1000\nn_gen = 256\ntimeout_s = 20\nrpc = [\"{}\"]\n",
         b.endpoint
     ));
-    let mut run = s
-        .process()
-        .args(["run", "--threads", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = collect(run.stderr.take().unwrap());
+    let (mut run, log) = start_run(&s);
     wait_for_line(&mut run, &log, "TEST 1/1");
     std::thread::sleep(Duration::from_millis(500));
     signal(b.child.id(), libc::SIGSTOP);
@@ -348,6 +354,17 @@ fn rpc_server_warns_beyond_loopback_stops_on_sigterm_and_explains_bad_arguments(
     let e = stderr(&bad);
     assert!(e.contains("--device CUDA7: no such device here"), "{e}");
     assert!(e.contains("CPU"), "{e}");
+    let named = s
+        .cmd()
+        .args(["rpc-server", "--host", "localhost"])
+        .output()
+        .unwrap();
+    assert_eq!(named.status.code(), Some(2));
+    assert!(
+        stderr(&named).contains("listens on an IPv4 address only"),
+        "{}",
+        stderr(&named)
+    );
 }
 
 /// models.toml and --rpc refuse what llama.cpp could not use, with the same messages.
@@ -358,7 +375,8 @@ fn bad_rpc_settings_are_refused_before_anything_runs() {
         ("[\"localhost\"]", "has no port"),
         ("[\"h:0\"]", "the port must be a number from 1 to 65535"),
         ("[\"h:1\", \"h:1\"]", "is listed twice in one set"),
-        ("[[\"h:1\"], [\"h:1\"]]", "rpc set [h:1] is listed twice"),
+        ("[[\"h:1\"], [\"h:1\"]]", "rpc set h:1 is listed twice"),
+        ("[\"[::1]:50052\"]", "speaks IPv4 only"),
         ("[1]", "use a list of \"host:port\" strings"),
     ] {
         s.config(&format!(
@@ -379,7 +397,11 @@ fn bad_rpc_settings_are_refused_before_anything_runs() {
     );
     let out = s.run(&["--rpc", "h:1", "--rpc", "h:1"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("listed twice"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rpc set h:1 is listed twice"),
+        "{}",
+        stderr(&out)
+    );
     // the plan shows the servers of each cell
     let out = s
         .cmd()

@@ -18,6 +18,14 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
             std::env::join_paths(&ctx.backend_dirs).context("--backend-dir contains ':'")?;
         std::env::set_var(engine::BACKEND_DIR_ENV, joined);
     }
+    let Ok(ip) = args.host.parse::<std::net::Ipv4Addr>() else {
+        bail!(
+            "--host {}: llama.cpp's RPC server listens on an IPv4 address only: use 127.0.0.1 \
+             (this machine only, the default), 0.0.0.0 (every interface) or one of this \
+             machine's addresses",
+            args.host
+        );
+    };
     let endpoint = format!("{}:{}", args.host, args.port);
     crate::config::check_endpoint(&endpoint).map_err(anyhow::Error::msg)?;
     // llama.cpp says only "Failed to create server socket": find out why first
@@ -30,7 +38,7 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
     } else {
         args.device.clone()
     };
-    if !is_loopback(&args.host) {
+    if !ip.is_loopback() {
         ctx.printer.warn(&format!(
             "listening on {endpoint}: llama.cpp's RPC protocol has no authentication or \
              encryption; anyone who reaches this port can use these devices and read what \
@@ -110,11 +118,4 @@ fn default_devices(local: &[(String, String, u64, u64)]) -> Vec<String> {
     } else {
         gpus
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }

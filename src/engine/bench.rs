@@ -247,20 +247,26 @@ impl LoadedModel {
         let load_s = t0.elapsed().as_secs_f64();
         let ptr = NonNull::new(raw)
             .ok_or_else(|| anyhow!("llama.cpp could not load {}", path.display()))?;
+        // llama.cpp's RPC client queues uploads and may return before they left: one round trip
+        // per device (its memory, asked through the same queue) drains it, so the counters hold
+        // the whole load; the memory is the device's after the weights were placed
+        let remote: Vec<crate::protocol::DeviceInfo> =
+            remote.into_iter().map(super::rpc::refreshed).collect();
+        let rpc_load_sent = sent_before
+            .into_iter()
+            .map(|(e, before)| {
+                let after = crate::rpc_wire::traffic(&e).unwrap_or_default().0;
+                (e, after.saturating_sub(before))
+            })
+            .collect();
         Ok(LoadedModel {
             ptr,
             path: path.to_path_buf(),
-            rpc_load_sent: sent_before
-                .into_iter()
-                .map(|(e, before)| {
-                    let after = crate::rpc_wire::traffic(&e).unwrap_or_default().0;
-                    (e, after.saturating_sub(before))
-                })
-                .collect(),
+            rpc_load_sent,
             placement,
             load_s,
             cold,
-            remote: remote.into_iter().map(|r| r.info).collect(),
+            remote,
         })
     }
 

@@ -104,6 +104,19 @@ pub fn connect(servers: &RpcServers) -> Result<Vec<RemoteDevice>> {
     Ok(out)
 }
 
+/// The device's description with its memory asked again (a round trip to the server, queued
+/// behind every upload in flight).
+pub fn refreshed(r: RemoteDevice) -> DeviceInfo {
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: a device of a registry llama.cpp keeps for the process' life.
+    unsafe { sys::ggml_backend_dev_memory(r.dev, &mut free, &mut total) };
+    DeviceInfo {
+        memory_total_bytes: total as u64,
+        memory_free_bytes: free as u64,
+        ..r.info
+    }
+}
+
 /// The local devices a server may offer: every registered one but RPC devices themselves.
 pub fn local_devices() -> Vec<(String, String, u64, u64)> {
     // SAFETY: device registry getters; indices below ggml_backend_dev_count().

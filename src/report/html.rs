@@ -62,6 +62,7 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     serving(&mut h, r)?;
     quality(&mut h, r)?;
     placements(&mut h, r)?;
+    rpc_servers(&mut h, r)?;
     failed_list(&mut h, &failed)?;
     chart_figures(&mut h, charts)?;
     if let Some(c) = cmp {
@@ -363,20 +364,37 @@ fn serving(h: &mut String, r: &Report) -> fmt::Result {
 
 /// The Machines section of a merged report: each folder joined, with its machine.
 fn machines(h: &mut String, r: &Report) -> fmt::Result {
-    let Some((intro, head, rows)) = super::md::machines_table(r) else {
+    text_section(h, "Machines", super::md::machines_table(r), 8)
+}
+
+/// The RPC servers section, where cells placed layers on llama.cpp RPC servers.
+fn rpc_servers(h: &mut String, r: &Report) -> fmt::Result {
+    text_section(h, "RPC servers", super::md::rpc_table(r), 4)
+}
+
+/// A section of one table from the Markdown summary's rows, its first `left` columns left
+/// aligned.
+fn text_section(
+    h: &mut String,
+    title: &str,
+    table: Option<super::md::TextTable>,
+    left: usize,
+) -> fmt::Result {
+    let Some((intro, head, rows)) = table else {
         return Ok(());
     };
     write!(
         h,
-        "<h2>Machines</h2>\n<p>{}</p>\n<div class=\"scroll\"><table>\n<tr>",
-        esc(&intro)
+        "<h2>{}</h2>\n<p>{}</p>\n<div class=\"scroll\"><table>\n<tr>",
+        esc(title),
+        esc(&intro.replace('`', ""))
     )?;
     for (i, t) in head.iter().enumerate() {
-        let l = if i < 8 { " class=\"l\"" } else { "" };
+        let l = if i < left { " class=\"l\"" } else { "" };
         write!(h, "<th{l}>{}</th>", esc(t))?;
     }
     *h += "</tr>\n";
-    table_rows(h, &rows, |_| "", |i| i < 8)?;
+    table_rows(h, &rows, |_| "", |i| i < left)?;
     *h += "</table></div>\n";
     Ok(())
 }

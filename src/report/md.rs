@@ -197,6 +197,10 @@ impl Format for Markdown {
             s += &format!("\n## Multi-GPU placements\n\n{intro}\n\n");
             s += &md_table(&head, &rows);
         }
+        if let Some((intro, head, rows)) = rpc_table(r) {
+            s += &format!("\n## RPC servers\n\n{intro}\n\n");
+            s += &md_table(&head, &rows);
+        }
         s += &failed_list(r);
         Ok(s)
     }
@@ -878,6 +882,71 @@ pub fn short_sha256(s: &str) -> String {
 
 /// An introduction, a header and rows.
 pub type TextTable = (String, Vec<&'static str>, Vec<Vec<String>>);
+
+/// Per cell and RPC server: the server's devices and memory, what the cell placed there, and
+/// whether the load sent the weights or the server took them from its cache. `None` when no
+/// cell used a server.
+pub fn rpc_table(r: &Report) -> Option<TextTable> {
+    let rows: Vec<Vec<String>> = r
+        .cells
+        .iter()
+        .flat_map(|c| {
+            c.rpc.iter().map(move |u| {
+                let devices = u
+                    .devices
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{} ({} free of {})",
+                            d.name,
+                            bytes(d.memory_free_bytes),
+                            bytes(d.memory_total_bytes)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                vec![
+                    c.label.clone(),
+                    c.quant.to_string(),
+                    u.endpoint.clone(),
+                    devices,
+                    bytes(u.weights_bytes),
+                    bytes(u.context_bytes),
+                    bytes(u.load_sent_bytes),
+                    if u.weights_from_cache {
+                        "from the server's cache".into()
+                    } else {
+                        "sent".into()
+                    },
+                    fixed(c.load_s, 2),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let intro = "What each cell placed on each llama.cpp RPC server. Devices are named as \
+                 llama.cpp names their buffers (the protocol carries no device names), with the \
+                 memory the server reported once the model was loaded; \"load sent\" is what the worker's connection to \
+                 the server carried while the model loaded (TCP bytes acknowledged); the weights \
+                 count as taken from the server's cache when that is under half of them. A \
+                 server on the same GPU holds its share in its own process: the cell's VRAM is \
+                 the worker's only."
+        .to_string();
+    let head = vec![
+        "model",
+        "quant",
+        "server",
+        "devices",
+        "weights",
+        "KV + compute",
+        "load sent",
+        "weights came",
+        "load s",
+    ];
+    Some((intro, head, rows))
+}
 
 /// The header of the placement table.
 const PLACEMENT_HEAD: [&str; 13] = [
