@@ -32,7 +32,8 @@ pub struct Cli {
         value_delimiter = ':'
     )]
     pub backend_dir: Vec<PathBuf>,
-    /// Cache folder for synthetic and derived models [default: ~/.cache/quantbench].
+    /// Cache folder for synthetic and derived models [default: ~/.cache/quantbench]. For
+    /// rpc-server: given, the server keeps the tensors clients send in DIR/rpc (off without it).
     #[arg(long, global = true, env = "QUANTBENCH_CACHE")]
     pub cache_dir: Option<PathBuf>,
     #[command(subcommand)]

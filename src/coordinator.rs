@@ -498,7 +498,7 @@ fn rpc_servers_state(rpc: &crate::config::RpcServers) -> String {
             if crate::rpc_wire::reachable(e, Duration::from_secs(3)) {
                 format!("{e} accepts connections")
             } else {
-                format!("{e} refuses connections or is unreachable (stopped?)")
+                format!("{e} did not accept a connection within 3 s (stopped, gone or unreachable)")
             }
         })
         .collect();

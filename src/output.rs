@@ -256,10 +256,9 @@ fn rpc_line(u: &crate::protocol::RpcUse) -> String {
         if u.devices.len() == 1 { "" } else { "s" },
         bytes(total),
         bytes(u.load_sent_bytes),
-        if u.weights_from_cache {
-            " (weights from the server's cache)"
-        } else {
-            ""
+        match crate::report::md::weights_came(u) {
+            "sent" | "–" => String::new(),
+            how => format!(" (weights {how})"),
         }
     )
 }

@@ -17,8 +17,14 @@ const CMD_HELLO: u8 = 14;
 /// The protocol version of the pinned llama.cpp, `major.minor.patch`.
 pub const PROTOCOL: &str = env!("QB_RPC_PROTO");
 
-/// How long the handshake may take before the server counts as not answering.
+/// How long the handshake may take before the server counts as not answering, at most.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The handshake's limit for a cell of `timeout_s`: a third of it, from 2 to 15 s, so that the
+/// handshake's own message, not the cell's deadline, says a server does not answer.
+pub fn handshake_timeout(timeout_s: u64) -> Duration {
+    Duration::from_secs((timeout_s / 3).clamp(2, HANDSHAKE_TIMEOUT.as_secs()))
+}
 
 fn conn_caps_size() -> usize {
     env!("QB_RPC_CONN_CAPS").parse().unwrap_or(24)
@@ -34,7 +40,8 @@ fn ours() -> (u8, u8, u8) {
 pub enum Refusal {
     Unresolved(String),
     Refused,
-    NoAnswer,
+    /// No answer within this many seconds.
+    NoAnswer(u64),
     Closed,
     Version(u8, u8, u8),
     Io(String),
@@ -42,7 +49,8 @@ pub enum Refusal {
 
 impl Refusal {
     pub fn message(&self, endpoint: &str) -> String {
-        let start = "start `quantbench rpc-server --host <address> --port <port>` there";
+        let (host, port) = endpoint.split_once(':').unwrap_or((endpoint, "50052"));
+        let start = format!("start `quantbench rpc-server --host {host} --port {port}` there");
         match self {
             Refusal::Unresolved(e) => {
                 format!("RPC server {endpoint}: cannot resolve the host ({e})")
@@ -50,11 +58,10 @@ impl Refusal {
             Refusal::Refused => format!(
                 "RPC server {endpoint}: connection refused (nothing listens on that port; {start})"
             ),
-            Refusal::NoAnswer => format!(
-                "RPC server {endpoint}: no answer to the handshake within {} s (a wrong address, \
-                 a firewall, or a server busy with another client: llama.cpp's rpc-server serves \
-                 one client at a time)",
-                HANDSHAKE_TIMEOUT.as_secs()
+            Refusal::NoAnswer(s) => format!(
+                "RPC server {endpoint}: no answer to the handshake within {s} s (a wrong address, \
+                 a firewall, a stopped or hung server, or one busy with another client: \
+                 llama.cpp's rpc-server serves one client at a time)"
             ),
             Refusal::Closed => format!(
                 "RPC server {endpoint}: closed the connection during the handshake (not a \
@@ -82,7 +89,7 @@ fn io(e: std::io::Error) -> Refusal {
     use std::io::ErrorKind::*;
     match e.kind() {
         ConnectionRefused => Refusal::Refused,
-        TimedOut | WouldBlock => Refusal::NoAnswer,
+        TimedOut | WouldBlock => Refusal::NoAnswer(0),
         UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => Refusal::Closed,
         _ => Refusal::Io(e.to_string()),
     }
@@ -95,7 +102,10 @@ pub fn handshake(endpoint: &str, timeout: Duration) -> Result<(u8, u8, u8), Refu
     let addrs = resolve(endpoint)?;
     let mut last = Refusal::Unresolved("no address".into());
     for addr in addrs {
-        match hello(&addr, timeout) {
+        match hello(&addr, timeout).map_err(|e| match e {
+            Refusal::NoAnswer(_) => Refusal::NoAnswer(timeout.as_secs()),
+            e => e,
+        }) {
             Ok(v) => {
                 let (major, minor, _) = ours();
                 if v.0 != major || v.1 > minor {

@@ -81,7 +81,7 @@ impl Drop for Server {
 fn start_run(s: &Scratch) -> (Child, Arc<Mutex<String>>) {
     let mut run = s
         .process()
-        .args(["run", "--threads", "1"])
+        .args(["run", "--threads", "1", "--out", "first"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -209,7 +209,7 @@ fn a_server_killed_mid_cell_fails_only_its_cell() {
     let status = wait_bounded(&mut run, 300);
     let err = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(3), "{err}");
-    let report = json(&s.run_dir().join("results.json"));
+    let report = json(&s.run_dir_in("first").join("results.json"));
     assert_eq!(cell(&report, "a")["status"], "ok");
     assert_eq!(cell(&report, "c")["status"], "ok");
     let failed = cell(&report, "b");
@@ -217,7 +217,7 @@ fn a_server_killed_mid_cell_fails_only_its_cell() {
     let why = failed["error"].as_str().unwrap();
     assert!(why.contains("Remote RPC server crashed"), "{why}");
     assert!(
-        why.contains(&format!("{} refuses connections", b.endpoint)),
+        why.contains(&format!("{} did not accept a connection", b.endpoint)),
         "{why}"
     );
 }
@@ -266,7 +266,13 @@ fn a_server_that_is_down_or_speaks_another_protocol_fails_its_cell_only() {
         e0.contains(&format!("RPC server {down}: connection refused")),
         "{e0}"
     );
-    assert!(e0.contains("quantbench rpc-server"), "{e0}");
+    let port = down.rsplit(':').next().unwrap();
+    assert!(
+        e0.contains(&format!(
+            "quantbench rpc-server --host 127.0.0.1 --port {port}"
+        )),
+        "{e0}"
+    );
     let e1 = c[1]["error"].as_str().unwrap();
     assert!(
         e1.contains(&format!("RPC server {old} speaks RPC protocol 3.0.0")),
@@ -292,13 +298,31 @@ fn a_server_that_stops_answering_mid_cell_is_cut_off_by_the_cell_deadline() {
     std::thread::sleep(Duration::from_millis(500));
     signal(b.child.id(), libc::SIGSTOP);
     let status = wait_bounded(&mut run, 240);
-    signal(b.child.id(), libc::SIGCONT);
     let err = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(3), "{err}");
-    let report = json(&s.run_dir().join("results.json"));
+    let report = json(&s.run_dir_in("first").join("results.json"));
     let why = cells(&report)[0]["error"].as_str().unwrap().to_string();
     assert!(why.contains("timed out after 20 s"), "{why}");
     assert!(why.contains(&b.endpoint), "{why}");
+    // a cell that starts while the server is still stopped: its handshake (a third of a 9 s
+    // timeout_s) says so before the cell's deadline would
+    s.config(&format!(
+        "schema = 1\n[[model]]\nname = \"b\"\nsynthetic = \"tiny\"\nquants = [\"F16\"]\n\
+         repetitions = 1\nn_gen = 4\ntimeout_s = 9\nrpc = [\"{}\"]\n",
+        b.endpoint
+    ));
+    let out = s.run(&["--out", "second"]);
+    signal(b.child.id(), libc::SIGCONT);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = json(&s.run_dir_in("second").join("results.json"));
+    let why = cells(&report)[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        why.contains(&format!(
+            "RPC server {}: no answer to the handshake within 3 s",
+            b.endpoint
+        )),
+        "{why}"
+    );
 }
 
 /// The server command: its announcement, the warning beyond loopback, a clean stop on
@@ -336,6 +360,8 @@ fn rpc_server_warns_beyond_loopback_stops_on_sigterm_and_explains_bad_arguments(
     let text = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(text.contains("no authentication"), "{text}");
+    // clients are not told to connect to 0.0.0.0
+    assert!(!text.contains("rpc = [\"0.0.0.0"), "{text}");
     assert!(text.contains("serving CPU"), "{text}");
     assert!(text.contains("stopped (SIGTERM)"), "{text}");
 
@@ -354,6 +380,19 @@ fn rpc_server_warns_beyond_loopback_stops_on_sigterm_and_explains_bad_arguments(
     let e = stderr(&bad);
     assert!(e.contains("--device CUDA7: no such device here"), "{e}");
     assert!(e.contains("CPU"), "{e}");
+    let twice = s
+        .cmd()
+        .args([
+            "rpc-server",
+            "--port",
+            &free_port().to_string(),
+            "--device",
+            "CPU,CPU",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(stderr(&twice).contains("--device CPU is listed twice"));
     let named = s
         .cmd()
         .args(["rpc-server", "--host", "localhost"])

@@ -38,6 +38,13 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
     } else {
         args.device.clone()
     };
+    if let Some((_, d)) = devices
+        .iter()
+        .enumerate()
+        .find(|(i, d)| devices[..*i].contains(d))
+    {
+        bail!("--device {d} is listed twice");
+    }
     if !ip.is_loopback() {
         ctx.printer.warn(&format!(
             "listening on {endpoint}: llama.cpp's RPC protocol has no authentication or \
@@ -73,24 +80,8 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
         .spawn(move || {
             let _ = tx.send(engine::rpc::serve(&ep, &devices, threads, cache.as_deref()));
         })?;
-    // announce once llama.cpp listens (a connection it accepts and closes at once)
-    let t0 = std::time::Instant::now();
-    while !crate::rpc_wire::reachable(&endpoint, Duration::from_secs(1)) {
-        if let Ok(r) = rx.try_recv() {
-            return r.and_then(|()| bail!("llama.cpp's RPC server on {endpoint} stopped"));
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            bail!("llama.cpp's RPC server did not start listening on {endpoint} within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ctx.printer.line(&format!(
-        "quantbench rpc-server on {endpoint} (RPC protocol {}, {threads} CPU threads, tensor \
-         cache {}); clients: rpc = [\"{endpoint}\"] in models.toml or --rpc {endpoint}. \
-         Ctrl-C stops it.",
-        crate::rpc_wire::PROTOCOL,
-        cache_note,
-    ));
+    wait_listening(&endpoint, &rx)?;
+    announce(ctx, &endpoint, ip, args.port, threads, &cache_note);
     loop {
         if ctx.interrupted.load(Ordering::SeqCst) {
             let sig = crate::signals::received().map_or("a signal".into(), crate::signals::name);
@@ -106,6 +97,51 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
     }
 }
 
+/// Waits until llama.cpp listens (a connection it accepts and closes at once), or fails with
+/// the server thread's error.
+fn wait_listening(endpoint: &str, rx: &std::sync::mpsc::Receiver<Result<()>>) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    while !crate::rpc_wire::reachable(endpoint, Duration::from_secs(1)) {
+        if let Ok(r) = rx.try_recv() {
+            return r.and_then(|()| bail!("llama.cpp's RPC server on {endpoint} stopped"));
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("llama.cpp's RPC server did not start listening on {endpoint} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The line that says the server is up and how clients name it (not `0.0.0.0`, which no
+/// client can connect to: the machine's host name then).
+fn announce(
+    ctx: &Ctx,
+    endpoint: &str,
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    threads: u32,
+    cache: &str,
+) {
+    let reach = if ip.is_unspecified() {
+        format!("{}:{port}", hostname())
+    } else {
+        endpoint.to_string()
+    };
+    ctx.printer.line(&format!(
+        "quantbench rpc-server on {endpoint} (RPC protocol {}, {threads} CPU thread{}, tensor \
+         cache {cache}); clients: rpc = [\"{reach}\"] in models.toml or --rpc {reach}{}. Ctrl-C \
+         stops it.",
+        crate::rpc_wire::PROTOCOL,
+        if threads == 1 { "" } else { "s" },
+        if ip.is_unspecified() {
+            " (or another address of this machine)"
+        } else {
+            ""
+        },
+    ));
+}
+
 /// llama.cpp's rpc-server default: every device that is not the CPU, else the CPU.
 fn default_devices(local: &[(String, String, u64, u64)]) -> Vec<String> {
     let gpus: Vec<String> = local
@@ -118,4 +154,13 @@ fn default_devices(local: &[(String, String, u64, u64)]) -> Vec<String> {
     } else {
         gpus
     }
+}
+
+/// This machine's name, for telling clients where to connect.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "<this machine's address>".into())
 }

@@ -97,6 +97,8 @@ pub struct Placement {
     pub tensor_split: TensorSplit,
     /// RPC servers whose devices come before the local GPUs.
     pub rpc: RpcServers,
+    /// How long each server's handshake may take (from the cell's `timeout_s`).
+    pub handshake: Duration,
 }
 
 impl Placement {
@@ -107,6 +109,7 @@ impl Placement {
             main_gpu: p.main_gpu,
             tensor_split: p.tensor_split.clone(),
             rpc: p.rpc.clone(),
+            handshake: crate::rpc_wire::handshake_timeout(p.timeout_s),
         }
     }
 
@@ -200,7 +203,7 @@ impl LoadedModel {
     /// default device selection of llama.cpp, or with RPC servers an explicit list of their
     /// devices then the local GPUs (llama.cpp's own order for RPC devices).
     pub fn load(engine: &Engine, path: &Path, placement: Placement, cold: bool) -> Result<Self> {
-        let remote = super::rpc::connect(&placement.rpc)?;
+        let remote = super::rpc::connect(&placement.rpc, placement.handshake)?;
         let mut gpus: Vec<&crate::protocol::DeviceInfo> = remote.iter().map(|r| &r.info).collect();
         gpus.extend(engine.info.llama_gpus());
         placement.check(&gpus)?;
@@ -382,6 +385,14 @@ impl LoadedModel {
         let n_ctx = context_size(p, prompt.len())?;
         let info = self.info();
         let mut warnings = load_warnings(p, n_ctx, &info, self.learned_positions())?;
+        if !p.rpc.is_local() && p.split_mode == SplitMode::Tensor {
+            warnings.push(
+                "split_mode = \"tensor\" keeps the weights in one buffer over all devices \
+                 (llama.cpp's Meta device): what each RPC server holds is not known, rpc[] \
+                 shows 0 bytes for it"
+                    .into(),
+            );
+        }
         if let Some(why) = p.refusal() {
             bail!("{why}");
         }
@@ -1167,6 +1178,7 @@ mod tests {
             main_gpu: mg,
             tensor_split: TensorSplit(ts.to_vec()),
             rpc: Default::default(),
+            handshake: Duration::from_secs(15),
         };
         let with_rows = |d: DeviceInfo| DeviceInfo {
             row_split: true,

@@ -54,7 +54,7 @@ fn proc_address(name: &std::ffi::CStr) -> Result<*mut std::os::raw::c_void> {
 /// unless this process is connected to it already: llama.cpp aborts the process on a server
 /// it cannot use) and returns their devices in the
 /// set's order, which is the order llama.cpp puts them in, before the local GPUs.
-pub fn connect(servers: &RpcServers) -> Result<Vec<RemoteDevice>> {
+pub fn connect(servers: &RpcServers, timeout: std::time::Duration) -> Result<Vec<RemoteDevice>> {
     if servers.is_local() {
         return Ok(Vec::new());
     }
@@ -68,8 +68,7 @@ pub fn connect(servers: &RpcServers) -> Result<Vec<RemoteDevice>> {
         // (not while llama.cpp holds a connection there, for a model already loaded: the
         // server would keep a second one waiting)
         if !rpc_wire::connected(endpoint) {
-            rpc_wire::handshake(endpoint, rpc_wire::HANDSHAKE_TIMEOUT)
-                .map_err(|r| anyhow!(r.message(endpoint)))?;
+            rpc_wire::handshake(endpoint, timeout).map_err(|r| anyhow!(r.message(endpoint)))?;
         }
         let c = CString::new(endpoint.as_str())?;
         // SAFETY: a NUL-terminated endpoint the handshake just reached; llama.cpp caches the

@@ -906,18 +906,14 @@ pub fn rpc_table(r: &Report) -> Option<TextTable> {
                     .collect::<Vec<_>>()
                     .join(", ");
                 vec![
-                    c.label.clone(),
+                    format!("{}{}", c.label, c.placement_suffix()),
                     c.quant.to_string(),
                     u.endpoint.clone(),
                     devices,
                     bytes(u.weights_bytes),
                     bytes(u.context_bytes),
                     bytes(u.load_sent_bytes),
-                    if u.weights_from_cache {
-                        "from the server's cache".into()
-                    } else {
-                        "sent".into()
-                    },
+                    weights_came(u).into(),
                     fixed(c.load_s, 2),
                 ]
             })
@@ -946,6 +942,20 @@ pub fn rpc_table(r: &Report) -> Option<TextTable> {
         "load s",
     ];
     Some((intro, head, rows))
+}
+
+/// How the weights a cell placed on a server got there: sent, from the server's tensor cache,
+/// partly from it (llama.cpp hashes only tensors over 10 MiB), or none placed.
+pub fn weights_came(u: &crate::protocol::RpcUse) -> &'static str {
+    if u.weights_bytes == 0 {
+        "–"
+    } else if u.weights_from_cache {
+        "from the server's cache"
+    } else if u.load_sent_bytes < u.weights_bytes / 10 * 9 {
+        "partly from the server's cache"
+    } else {
+        "sent"
+    }
 }
 
 /// The header of the placement table.
