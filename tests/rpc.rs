@@ -365,45 +365,20 @@ fn rpc_server_warns_beyond_loopback_stops_on_sigterm_and_explains_bad_arguments(
     assert!(text.contains("serving CPU"), "{text}");
     assert!(text.contains("stopped (SIGTERM)"), "{text}");
 
-    let bad = s
-        .cmd()
-        .args([
-            "rpc-server",
-            "--port",
-            &free_port().to_string(),
-            "--device",
-            "CUDA7",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
-    let e = stderr(&bad);
+    // bad arguments: exit 2, and the reason
+    let refused = |args: &[&str]| {
+        let out = s.cmd().arg("rpc-server").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        stderr(&out)
+    };
+    let port = free_port().to_string();
+    let e = refused(&["--port", &port, "--device", "CUDA7"]);
     assert!(e.contains("--device CUDA7: no such device here"), "{e}");
     assert!(e.contains("CPU"), "{e}");
-    let twice = s
-        .cmd()
-        .args([
-            "rpc-server",
-            "--port",
-            &free_port().to_string(),
-            "--device",
-            "CPU,CPU",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(twice.status.code(), Some(2));
-    assert!(stderr(&twice).contains("--device CPU is listed twice"));
-    let named = s
-        .cmd()
-        .args(["rpc-server", "--host", "localhost"])
-        .output()
-        .unwrap();
-    assert_eq!(named.status.code(), Some(2));
-    assert!(
-        stderr(&named).contains("listens on an IPv4 address only"),
-        "{}",
-        stderr(&named)
-    );
+    let e = refused(&["--port", &port, "--device", "CPU,CPU"]);
+    assert!(e.contains("--device CPU is listed twice"), "{e}");
+    let e = refused(&["--host", "localhost"]);
+    assert!(e.contains("listens on an IPv4 address only"), "{e}");
 }
 
 /// models.toml and --rpc refuse what llama.cpp could not use, with the same messages.

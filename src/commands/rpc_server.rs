@@ -31,10 +31,10 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
     // llama.cpp says only "Failed to create server socket": find out why first
     std::net::TcpListener::bind((args.host.as_str(), args.port))
         .with_context(|| format!("cannot listen on {endpoint}"))?;
-    let _engine = engine::init()?;
-    let local = engine::rpc::local_devices();
+    let engine = engine::init()?;
+    let local = &engine.info.devices;
     let devices = if args.device.is_empty() {
-        default_devices(&local)
+        default_devices(local)
     } else {
         args.device.clone()
     };
@@ -44,6 +44,19 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
         .find(|(i, d)| devices[..*i].contains(d))
     {
         bail!("--device {d} is listed twice");
+    }
+    if let Some(d) = devices
+        .iter()
+        .find(|d| !local.iter().any(|l| &&l.name == d))
+    {
+        bail!(
+            "--device {d}: no such device here; this machine has {}",
+            local
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if !ip.is_loopback() {
         ctx.printer.warn(&format!(
@@ -61,11 +74,13 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
         (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1) as u32
     });
     for d in &devices {
-        if let Some((name, desc, total, free)) = local.iter().find(|l| &l.0 == d) {
+        if let Some(l) = local.iter().find(|l| &l.name == d) {
             ctx.printer.line(&format!(
-                "serving {name} ({desc}, {:.1} GiB, {:.1} GiB free)",
-                *total as f64 / (1u64 << 30) as f64,
-                *free as f64 / (1u64 << 30) as f64
+                "serving {} ({}, {:.1} GiB, {:.1} GiB free)",
+                l.name,
+                l.description,
+                l.memory_total_bytes as f64 / (1u64 << 30) as f64,
+                l.memory_free_bytes as f64 / (1u64 << 30) as f64
             ));
         }
     }
@@ -143,14 +158,19 @@ fn announce(
 }
 
 /// llama.cpp's rpc-server default: every device that is not the CPU, else the CPU.
-fn default_devices(local: &[(String, String, u64, u64)]) -> Vec<String> {
+fn default_devices(local: &[crate::protocol::DeviceInfo]) -> Vec<String> {
     let gpus: Vec<String> = local
         .iter()
-        .filter(|d| !d.0.starts_with("CPU"))
-        .map(|d| d.0.clone())
+        .filter(|d| d.kind != "cpu")
+        .map(|d| d.name.clone())
         .collect();
     if gpus.is_empty() {
-        local.iter().take(1).map(|d| d.0.clone()).collect()
+        local
+            .iter()
+            .filter(|d| d.kind == "cpu")
+            .take(1)
+            .map(|d| d.name.clone())
+            .collect()
     } else {
         gpus
     }

@@ -256,14 +256,23 @@ pub fn init() -> Result<Engine> {
     Ok(Engine { backend, info })
 }
 
+/// A device's free and total memory in bytes (for an RPC device, a round trip to its server).
+///
+/// # Safety
+/// `dev` is a device of a registry that is still loaded.
+pub(super) unsafe fn dev_memory(dev: sys::ggml_backend_dev_t) -> (u64, u64) {
+    let (mut free, mut total) = (0usize, 0usize);
+    sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+    (free as u64, total as u64)
+}
+
 fn devices() -> Vec<DeviceInfo> {
     // SAFETY: ggml device registry getters; indices are below ggml_backend_dev_count().
     unsafe {
         (0..sys::ggml_backend_dev_count())
             .map(|i| {
                 let dev = sys::ggml_backend_dev_get(i);
-                let (mut free, mut total) = (0usize, 0usize);
-                sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+                let (free, total) = dev_memory(dev);
                 let mut props: sys::ggml_backend_dev_props = std::mem::zeroed();
                 sys::ggml_backend_dev_get_props(dev, &mut props);
                 let kind = match sys::ggml_backend_dev_type(dev) {
@@ -279,8 +288,8 @@ fn devices() -> Vec<DeviceInfo> {
                     backend: cstr(sys::ggml_backend_reg_name(
                         sys::ggml_backend_dev_backend_reg(dev),
                     )),
-                    memory_total_bytes: total as u64,
-                    memory_free_bytes: free as u64,
+                    memory_total_bytes: total,
+                    memory_free_bytes: free,
                     device_id: cstr(props.device_id),
                     // what llama.cpp looks up for split_mode = "row"
                     row_split: !sys::ggml_backend_reg_get_proc_address(

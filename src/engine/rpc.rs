@@ -7,7 +7,6 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use llama_cpp_sys_2 as sys;
 
-use super::cstr;
 use crate::config::RpcServers;
 use crate::protocol::DeviceInfo;
 use crate::rpc_wire;
@@ -81,8 +80,7 @@ pub fn connect(servers: &RpcServers, timeout: std::time::Duration) -> Result<Vec
         unsafe {
             for i in 0..sys::ggml_backend_reg_dev_count(reg) {
                 let dev = sys::ggml_backend_reg_dev_get(reg, i);
-                let (mut free, mut total) = (0usize, 0usize);
-                sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+                let (free, total) = super::backend::dev_memory(dev);
                 out.push(RemoteDevice {
                     endpoint: endpoint.clone(),
                     dev,
@@ -91,8 +89,8 @@ pub fn connect(servers: &RpcServers, timeout: std::time::Duration) -> Result<Vec
                         description: format!("RPC[{endpoint}] device {i}"),
                         kind: "gpu".into(),
                         backend: "RPC".into(),
-                        memory_total_bytes: total as u64,
-                        memory_free_bytes: free as u64,
+                        memory_total_bytes: total,
+                        memory_free_bytes: free,
                         device_id: String::new(),
                         row_split: false,
                     },
@@ -106,33 +104,12 @@ pub fn connect(servers: &RpcServers, timeout: std::time::Duration) -> Result<Vec
 /// The device's description with its memory asked again (a round trip to the server, queued
 /// behind every upload in flight).
 pub fn refreshed(r: RemoteDevice) -> DeviceInfo {
-    let (mut free, mut total) = (0usize, 0usize);
     // SAFETY: a device of a registry llama.cpp keeps for the process' life.
-    unsafe { sys::ggml_backend_dev_memory(r.dev, &mut free, &mut total) };
+    let (free, total) = unsafe { super::backend::dev_memory(r.dev) };
     DeviceInfo {
-        memory_total_bytes: total as u64,
-        memory_free_bytes: free as u64,
+        memory_total_bytes: total,
+        memory_free_bytes: free,
         ..r.info
-    }
-}
-
-/// The local devices a server may offer: every registered one but RPC devices themselves.
-pub fn local_devices() -> Vec<(String, String, u64, u64)> {
-    // SAFETY: device registry getters; indices below ggml_backend_dev_count().
-    unsafe {
-        (0..sys::ggml_backend_dev_count())
-            .map(|i| sys::ggml_backend_dev_get(i))
-            .map(|dev| {
-                let (mut free, mut total) = (0usize, 0usize);
-                sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
-                (
-                    cstr(sys::ggml_backend_dev_name(dev)),
-                    cstr(sys::ggml_backend_dev_description(dev)),
-                    total as u64,
-                    free as u64,
-                )
-            })
-            .collect()
     }
 }
 
@@ -162,14 +139,7 @@ pub fn serve(
         // SAFETY: a named lookup in the device registry.
         let dev = unsafe { sys::ggml_backend_dev_by_name(c.as_ptr()) };
         if dev.is_null() {
-            bail!(
-                "--device {name}: no such device here; this machine has {}",
-                local_devices()
-                    .iter()
-                    .map(|d| d.0.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            bail!("--device {name}: no such device here");
         }
         devs.push(dev);
     }
