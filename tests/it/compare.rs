@@ -1,12 +1,11 @@
 //! `quantbench compare` and `run --baseline` on real runs of the `tiny` matrix.
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use common::{json, stderr, stdout, Scratch};
+use crate::common::{json, stderr, stdout, Scratch};
 use serde_json::Value;
 
 const TINY: &str =

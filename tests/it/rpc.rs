@@ -3,15 +3,13 @@
 //! CPU. Faults: a server that is down, one of another protocol version (a fake server: the one
 //! injected fault), one killed or stopped mid-cell.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A port nothing listens on now (bound, then released).

@@ -1,11 +1,9 @@
 //! Charts and report.html from a fixture report: the real H200 run committed under reports/,
 //! with one cell turned into a failed one; and the same run with constructed quality figures.
 
-mod common;
-
 use std::path::Path;
 
-use common::{stderr, Scratch};
+use crate::common::{stderr, Scratch};
 use quantbench::quality::QualityStats;
 use quantbench::report;
 use quantbench::results::{self, CellQuality, CellResult, CellStatus, Report};

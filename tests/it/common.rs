@@ -1,4 +1,4 @@
-//! Helpers shared by the end-to-end test binaries: a scratch folder with its own cache, config
+//! Helpers shared by the end-to-end tests: a scratch folder with its own cache, config
 //! and reports, and readers for what a run leaves behind.
 #![allow(dead_code)]
 

@@ -1,12 +1,11 @@
 //! Bad input, second runs, hangs, kills and full disks, end to end on the `tiny` model with real
 //! llama.cpp: each test is a probe of the hardening review that failed on the code before it.
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::{cells, json, stderr, Scratch, TINY};
+use crate::common::{cells, json, stderr, Scratch, TINY};
 use serde_json::Value;
 
 /// Every line of a results.jsonl is a whole JSON object.

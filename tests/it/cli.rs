@@ -1,8 +1,7 @@
 //! End-to-end tests of the real CLI on the `tiny` synthetic model with real llama.cpp (CPU).
+use crate::common;
 
-mod common;
-
-use common::{cells, json, stderr, stdout, Scratch, TINY};
+use crate::common::{cells, json, stderr, stdout, Scratch, TINY};
 use serde_json::Value;
 
 /// The CSV columns the README's metric and output tables name.

@@ -1,12 +1,11 @@
 //! The Serving section of summary.md and report.html (which cell is cheapest per token while
 //! every sequence still gets the SLO), on reports constructed from the committed H200 run, and
 //! on a real run of the tiny model with an SLO nothing meets; the cost arithmetic.
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::{json, stderr, Scratch, TINY};
+use crate::common::{json, stderr, Scratch, TINY};
 use quantbench::config::{Cost, Slo};
 use quantbench::report::{self, Format};
 use quantbench::results::{self, CellResult, CellStatus, Report, Serving};

@@ -12,14 +12,13 @@
 //! `command`), GitHub's matrix jobs (`${{ matrix.shard }}` and `${{ strategy.job-total }}`
 //! filled in as Actions does before the shell runs, `bash -e`) and its artifact actions (a
 //! copy of the uploaded folder into the downloaded one).
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{bin, cells, json, stderr, stdout};
+use crate::common::{bin, cells, json, stderr, stdout};
 use serde_json::Value;
 
 /// The matrix every recipe runs: four cells of the tiny synthetic model, as short as a cell can

@@ -4,8 +4,7 @@
 //! repo's files; gated repos answer 401 without the token; unknown things answer 404 with the
 //! hub's `X-Error-Code`. Faults (a connection dropped mid-file, corrupted bytes, slow transfer)
 //! are injected by the server. The GGUF files it serves are real ones made by quantbench.
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -15,8 +14,8 @@ use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{stderr, stdout};
 use assert_cmd::Command;
-use common::{stderr, stdout};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

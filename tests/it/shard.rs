@@ -2,11 +2,9 @@
 //! `merge` joins the parts into one report, naming cells no part measured; `compare` reads the
 //! joined report.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{cells, json, stderr, Scratch, TINY};
+use crate::common::{cells, json, stderr, Scratch, TINY};
 
 fn keys(dir: &std::path::Path) -> BTreeSet<String> {
     let r = json(&dir.join("results.json"));
