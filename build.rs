@@ -83,15 +83,30 @@ fn compile_shim(backends_dir: &Path) -> PathBuf {
         .find_map(|l| l.strip_prefix("CMAKE_HOME_DIRECTORY:INTERNAL="))
         .map(PathBuf::from)
         .expect("CMAKE_HOME_DIRECTORY in llama-cpp-sys-2's CMakeCache.txt");
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .file("src/engine/memory_shim.cpp")
-        .include(src.join("include"))
-        .include(src.join("src"))
-        .include(src.join("ggml").join("include"))
-        .warnings(false)
-        .compile("quantbench_memory_shim");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let inputs = format!(
+        "{}\n{}",
+        src.display(),
+        std::fs::read_to_string("src/engine/memory_shim.cpp").expect("memory_shim.cpp")
+    );
+    let lib = out_dir.join("libquantbench_memory_shim.a");
+    if up_to_date(&lib, &inputs) {
+        // what cc's compile() would print
+        println!("cargo:rustc-link-search=native={}", out_dir.display());
+        println!("cargo:rustc-link-lib=static=quantbench_memory_shim");
+        println!("cargo:rustc-link-lib=stdc++");
+    } else {
+        cc::Build::new()
+            .cpp(true)
+            .std("c++17")
+            .file("src/engine/memory_shim.cpp")
+            .include(src.join("include"))
+            .include(src.join("src"))
+            .include(src.join("ggml").join("include"))
+            .warnings(false)
+            .compile("quantbench_memory_shim");
+        record(&lib, &inputs);
+    }
     // the shim calls into libllama and libggml-base, which the sys crate links already
     println!("cargo:rustc-link-lib=dylib=llama");
     println!("cargo:rustc-link-lib=dylib=ggml-base");
@@ -124,18 +139,37 @@ fn build_rpc_module(llama_src: &Path, backends_dir: &Path) {
         .define("GGML_SHARED", None)
         .define("NDEBUG", None)
         .warnings(false);
-    let objects = build.compile_intermediates();
     let lib_dir = backends_dir
         .parent()
         .expect("llama-cpp-sys-2's OUT_DIR")
         .join("lib");
     let module = out.join("libggml-rpc.so");
+    println!("cargo:rustc-env=QB_BUILD_RPC_DIR={}", out.display());
+    // The sources are those of the pinned crate (read-only in cargo's registry): compiled once
+    // per build folder, not again at every edit of quantbench's own sources (which reruns this
+    // script for the git stamp).
+    let inputs = format!(
+        "rpc module 1\n{}\n{}\n{:?}",
+        rpc.display(),
+        lib_dir.display(),
+        build.get_compiler().to_command()
+    );
+    if !up_to_date(&module, &inputs) {
+        link_rpc_module(&build, &module, &lib_dir);
+        record(&module, &inputs);
+    }
+    rpc_protocol(&ggml, &rpc);
+}
+
+/// Compiles and links `libggml-rpc.so`.
+fn link_rpc_module(build: &cc::Build, module: &Path, lib_dir: &Path) {
+    let objects = build.compile_intermediates();
     let status = build
         .get_compiler()
         .to_command()
         .arg("-shared")
         .arg("-o")
-        .arg(&module)
+        .arg(module)
         .args(&objects)
         .arg(format!("-L{}", lib_dir.display()))
         .arg("-lggml-base")
@@ -145,8 +179,22 @@ fn build_rpc_module(llama_src: &Path, backends_dir: &Path) {
         .status()
         .expect("running the C++ compiler to link libggml-rpc.so");
     assert!(status.success(), "linking libggml-rpc.so failed");
-    println!("cargo:rustc-env=QB_BUILD_RPC_DIR={}", out.display());
-    rpc_protocol(&ggml, &rpc);
+}
+
+/// Whether `output` exists and was made from `inputs` (a description of everything it is
+/// made from, recorded beside it by [`record`]).
+fn up_to_date(output: &Path, inputs: &str) -> bool {
+    output.is_file() && std::fs::read_to_string(stamp(output)).is_ok_and(|s| s == inputs)
+}
+
+fn record(output: &Path, inputs: &str) {
+    std::fs::write(stamp(output), inputs).expect("writing a build stamp into OUT_DIR");
+}
+
+fn stamp(output: &Path) -> PathBuf {
+    let mut name = output.file_name().expect("a file").to_os_string();
+    name.push(".inputs");
+    output.with_file_name(name)
 }
 
 /// The RPC protocol version and handshake size of these sources, for quantbench's own check of

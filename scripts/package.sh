@@ -6,7 +6,8 @@
 # a GPU backend by putting its module (e.g. libggml-cuda.so) in the same folder or in a folder
 # named with --backend-dir.
 #
-#   scripts/package.sh                    # builds (release) if needed
+#   scripts/package.sh                    # builds (release, every CPU variant, in target/package)
+#                                         # if needed
 #   scripts/package.sh --with-llama-src   # also dist/llama.cpp-src.tar.xz: the llama.cpp sources
 #                                         # of the pinned crate, for scripts/build-cuda-backend.sh
 #                                         # on a GPU host without network
@@ -16,8 +17,12 @@ with_src=0
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/prereqs.sh
-cargo build --release --quiet
-target="${CARGO_TARGET_DIR:-$root/target}"
+# every CPU backend variant (the tarball runs on any x86-64 machine; a local build has only
+# this machine's): its own build folder, as the choice is made once per build of llama.cpp
+export QUANTBENCH_CPU_VARIANTS=all
+export CARGO_TARGET_DIR="${QUANTBENCH_PACKAGE_TARGET:-$root/target/package}"
+bash scripts/build.sh
+target="$CARGO_TARGET_DIR"
 bin="$target/release/quantbench"
 version="$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)"
 name="quantbench-$version-linux-x86_64"
@@ -32,6 +37,11 @@ done
 backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d -newer Cargo.toml | head -n1)"
 [ -n "$backends" ] || backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d | head -n1)"
 cp "$backends"/libggml-*.so "$stage/"
+n_cpu="$(ls "$backends"/libggml-cpu-*.so | wc -l)"
+if [ "$(uname -m)" = x86_64 ] && [ "$n_cpu" -lt 10 ]; then
+  echo "package.sh: only $n_cpu CPU backend variants in $backends; the tarball needs all of them (a build folder made without QUANTBENCH_CPU_VARIANTS=all? remove it)" >&2
+  exit 2
+fi
 # llama.cpp's RPC backend module, built by quantbench's build script (the newest build of it)
 rpc="$(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-rpc.so' -printf '%T@ %p\n' | sort -nr | head -n1 | cut -d' ' -f2-)"
 [ -n "$rpc" ] || { echo "libggml-rpc.so was not built" >&2; exit 2; }

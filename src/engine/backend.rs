@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{bail, Result};
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_sys_2 as sys;
 
 use super::cstr;
@@ -214,9 +213,11 @@ unsafe extern "C" fn log_to_stderr(
 
 /// An initialised llama.cpp with its backend modules loaded.
 pub struct Engine {
-    pub backend: LlamaBackend,
     pub info: BackendInfo,
 }
+
+/// Set once `llama_backend_init` ran: llama.cpp is initialised once per process.
+static INITIALISED: AtomicBool = AtomicBool::new(false);
 
 /// Routes the log, loads backend modules from [`backend_search_dirs`], initialises llama.cpp,
 /// and checks that at least one device was registered.
@@ -229,7 +230,11 @@ pub fn init() -> Result<Engine> {
     unsafe { sys::llama_log_set(Some(log_to_stderr), std::ptr::null_mut()) };
     let dirs = backend_search_dirs();
     let modules = load_modules(&dirs);
-    let backend = LlamaBackend::init()?;
+    if INITIALISED.swap(true, Ordering::SeqCst) {
+        bail!("llama.cpp is initialised once per process");
+    }
+    // SAFETY: called once per process (checked above), after the modules were loaded.
+    unsafe { sys::llama_backend_init() };
     let devices = devices();
     if devices.is_empty() {
         bail!(
@@ -253,7 +258,7 @@ pub fn init() -> Result<Engine> {
             system_info: cstr(sys::llama_print_system_info()).trim().to_string(),
         }
     };
-    Ok(Engine { backend, info })
+    Ok(Engine { info })
 }
 
 /// A device's free and total memory in bytes (for an RPC device, a round trip to its server).

@@ -227,35 +227,89 @@ fn log_softmax(logits: &[f32]) -> Vec<f64> {
 }
 
 /// The logits of positions `first .. tokens.len() - 1` of one chunk, decoded by llama.cpp
-/// through the `llama-cpp-2` crate (not quantbench's scorer) from a fresh context, with logits
-/// for every position as `llama-perplexity` asks for them.
-fn chunk_logits(
-    engine: &quantbench::engine::Engine,
-    file: &str,
-    tokens: &[llama_cpp_2::token::LlamaToken],
-    first: usize,
-    n_threads: i32,
-) -> Vec<Vec<f32>> {
-    use llama_cpp_2::model::{params::LlamaModelParams, LlamaModel};
-    use llama_cpp_2::{context::params::LlamaContextParams, llama_batch::LlamaBatch};
-    let model =
-        LlamaModel::load_from_file(&engine.backend, file, &LlamaModelParams::default()).unwrap();
-    let n = tokens.len() as u32;
-    let params = LlamaContextParams::default()
-        .with_n_ctx(std::num::NonZeroU32::new(n))
-        .with_n_batch(n)
-        .with_n_ubatch(n)
-        .with_n_threads(n_threads)
-        .with_n_threads_batch(n_threads);
-    let mut ctx = model.new_context(&engine.backend, params).unwrap();
-    let mut batch = LlamaBatch::new(tokens.len(), 1);
-    for (i, &t) in tokens.iter().enumerate() {
-        batch.add(t, i as i32, &[0], true).unwrap();
+/// through its C API directly (not quantbench's engine or scorer) from a fresh context, with
+/// logits for every position as `llama-perplexity` asks for them.
+fn chunk_logits(file: &str, tokens: &[i32], first: usize, n_threads: i32) -> Vec<Vec<f32>> {
+    use llama_cpp_sys_2 as sys;
+    let path = std::ffi::CString::new(file).unwrap();
+    let n = tokens.len();
+    // SAFETY: llama.cpp's C API used as llama-perplexity uses it: the model and context live
+    // until the logits are copied out, the batch holds `n` tokens of one sequence.
+    unsafe {
+        let model =
+            sys::llama_model_load_from_file(path.as_ptr(), sys::llama_model_default_params());
+        assert!(!model.is_null(), "loading {file}");
+        let mut params = sys::llama_context_default_params();
+        params.n_ctx = n as u32;
+        params.n_batch = n as u32;
+        params.n_ubatch = n as u32;
+        params.n_threads = n_threads;
+        params.n_threads_batch = n_threads;
+        let ctx = sys::llama_init_from_model(model, params);
+        assert!(!ctx.is_null());
+        let batch = sys::llama_batch_init(n as i32, 0, 1);
+        for (i, &t) in tokens.iter().enumerate() {
+            *batch.token.add(i) = t;
+            *batch.pos.add(i) = i as i32;
+            *batch.n_seq_id.add(i) = 1;
+            *(*batch.seq_id.add(i)) = 0;
+            *batch.logits.add(i) = 1;
+        }
+        let mut b = batch;
+        b.n_tokens = n as i32;
+        assert_eq!(sys::llama_decode(ctx, b), 0);
+        let n_vocab = sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(model)) as usize;
+        let out = (first..n - 1)
+            .map(|i| {
+                std::slice::from_raw_parts(sys::llama_get_logits_ith(ctx, i as i32), n_vocab)
+                    .to_vec()
+            })
+            .collect();
+        sys::llama_batch_free(batch);
+        sys::llama_free(ctx);
+        sys::llama_model_free(model);
+        out
     }
-    ctx.decode(&mut batch).unwrap();
-    (first..tokens.len() - 1)
-        .map(|i| ctx.get_logits_ith(i as i32).to_vec())
-        .collect()
+}
+
+/// `text` tokenized with the model's special tokens, as llama-perplexity tokenizes its corpus;
+/// the model's BOS token when it adds one.
+fn tokenize(file: &std::path::Path, text: &str) -> (Vec<i32>, Option<i32>) {
+    use llama_cpp_sys_2 as sys;
+    let path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    // SAFETY: a vocabulary-only model, freed before returning; the token buffer is sized from
+    // llama_tokenize's first answer (the negated count).
+    unsafe {
+        let mut mp = sys::llama_model_default_params();
+        mp.vocab_only = true;
+        let model = sys::llama_model_load_from_file(path.as_ptr(), mp);
+        assert!(!model.is_null());
+        let vocab = sys::llama_model_get_vocab(model);
+        let len = text.len() as i32;
+        let need = -sys::llama_tokenize(
+            vocab,
+            text.as_ptr().cast(),
+            len,
+            std::ptr::null_mut(),
+            0,
+            true,
+            false,
+        );
+        let mut tokens = vec![0i32; need as usize];
+        let got = sys::llama_tokenize(
+            vocab,
+            text.as_ptr().cast(),
+            len,
+            tokens.as_mut_ptr(),
+            need,
+            true,
+            false,
+        );
+        assert_eq!(got, need);
+        let bos = sys::llama_vocab_get_add_bos(vocab).then(|| sys::llama_vocab_bos(vocab));
+        sys::llama_model_free(model);
+        (tokens, bos)
+    }
 }
 
 #[test]
@@ -282,28 +336,15 @@ fn the_reported_kld_is_the_one_computed_by_hand_from_the_logits() {
     // one chunk of 16 tokens, as llama-perplexity: the corpus tokenized with its special
     // tokens, the chunk's first token replaced by BOS, positions 8..14 scored (each predicting
     // the next token)
-    let engine = quantbench::engine::init().unwrap();
-    let vocab_model = llama_cpp_2::model::LlamaModel::load_from_file(
-        &engine.backend,
-        &ref_file,
-        &llama_cpp_2::model::params::LlamaModelParams::default(),
-    )
-    .unwrap();
-    let vocab = vocab_model.vocab();
-    let mut tokens = vocab.tokenize(text.as_bytes(), true, false);
+    quantbench::engine::init().unwrap();
+    let (mut tokens, bos) = tokenize(&ref_file, &text);
     tokens.truncate(16);
-    if vocab.should_add_bos() {
-        tokens[0] = vocab.bos();
+    if let Some(bos) = bos {
+        tokens[0] = bos;
     }
     let first = 8;
-    let r_logits = chunk_logits(
-        &engine,
-        ref_file.to_str().unwrap(),
-        &tokens,
-        first,
-        n_threads,
-    );
-    let q_logits = chunk_logits(&engine, quant_file, &tokens, first, n_threads);
+    let r_logits = chunk_logits(ref_file.to_str().unwrap(), &tokens, first, n_threads);
+    let q_logits = chunk_logits(quant_file, &tokens, first, n_threads);
     let (mut kld, mut nll, mut nll_ref, mut same) = (0.0, 0.0, 0.0, 0);
     for (k, (rl, ql)) in r_logits.iter().zip(&q_logits).enumerate() {
         let (lr, lq) = (log_softmax(rl), log_softmax(ql));
@@ -314,7 +355,7 @@ fn the_reported_kld_is_the_one_computed_by_hand_from_the_logits() {
             .filter(|(r, _)| **r > -16.0)
             .map(|(r, q)| r.exp() * (r - q))
             .sum::<f64>();
-        let target = tokens[first + k + 1].0 as usize;
+        let target = tokens[first + k + 1] as usize;
         nll -= lq[target];
         nll_ref -= lr[target];
         let top = |v: &[f64]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `cargo build --release ARGS` for the other scripts, saying what a first build does while it
+# runs (llama.cpp's compilation is one silent step of cargo's for minutes).
+#   scripts/build.sh                 # the binary
+#   scripts/build.sh --tests         # the binary and the tests (no run)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root" # cargo reads .cargo/config.toml from the working directory
+target="${CARGO_TARGET_DIR:-$root/target}"
+watcher=""
+if ! ls "$target"/release/build/llama-cpp-sys-2-*/out/lib/libllama.so >/dev/null 2>&1; then
+  echo "quantbench: first build: compiling llama.cpp (only the CPU backend this machine runs) and quantbench; about 4 minutes on 2 cores, seconds afterwards" >&2
+  start=$(date +%s)
+  (
+    while sleep 30; do
+      n=$(find "$target"/release/build/llama-cpp-sys-2-*/out/build -name '*.o' 2>/dev/null | wc -l)
+      echo "quantbench: still building ($(( $(date +%s) - start )) s; llama.cpp: $n of about 75 objects)" >&2
+    done
+  ) &
+  watcher=$!
+fi
+status=0
+cargo build --release --quiet "$@" >&2 || status=$?
+[ -n "$watcher" ] && kill "$watcher" 2>/dev/null
+exit "$status"
