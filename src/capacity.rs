@@ -371,6 +371,7 @@ mod tests {
         let n = LLAMA_7B.approx_params();
         assert!((7.0e9..7.3e9).contains(&n), "{n}");
         let mut p = crate::plan::CellParams {
+            serve: None,
             prompt: "The future of artificial intelligence is".into(),
             n_prompt: 512,
             n_gen: 128,

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{limits, GpuLayers, RpcServers, SplitMode, TensorSplit};
 use crate::plan::Overrides;
+use crate::traffic::Load;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -130,6 +131,44 @@ pub struct OverrideArgs {
     /// No quality test, also for real weights.
     #[arg(long)]
     pub no_quality: bool,
+    /// Measure every model with a file through a llama-server started per cell, under the
+    /// [workload] of models.toml (docs/serving.md).
+    #[arg(long, conflicts_with = "no_serve")]
+    pub serve: bool,
+    /// Measure in process only (no served cells).
+    #[arg(long)]
+    pub no_serve: bool,
+    /// Served cells: open-loop request rates per second, or "max" for the highest rate that
+    /// meets [slo] (comma-separated list = one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = parse_rate, conflicts_with = "concurrency")]
+    pub rate: Option<Vec<Load>>,
+    /// Served cells: closed-loop users (comma-separated list = one cell per value).
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| crate::config::workload_limits::CONCURRENCY.parse::<u32>(s))]
+    pub concurrency: Option<Vec<u32>>,
+    /// Served cells: measured requests per load point.
+    #[arg(long, value_parser = |s: &str| crate::config::workload_limits::REQUESTS.parse::<u32>(s))]
+    pub requests: Option<u32>,
+    /// Measure a server quantbench does not start (an OpenAI-compatible `http://host:port/v1`)
+    /// under the [workload], instead of the matrix's models.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// With --endpoint: the environment variable holding its API key.
+    #[arg(long, value_name = "VAR", requires = "endpoint")]
+    pub api_key_env: Option<String>,
+}
+
+/// A request rate: a number per second, or `max`.
+fn parse_rate(s: &str) -> Result<Load, String> {
+    let l = if s.trim() == "max" {
+        Load::MaxRate
+    } else {
+        Load::Rate(
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{s:?}: use a number of requests per second or \"max\""))?,
+        )
+    };
+    l.check().map(|()| l)
 }
 
 fn parse_split_mode(s: &str) -> Result<SplitMode, String> {
@@ -331,6 +370,17 @@ impl OverrideArgs {
                 (_, true) => Some(false),
                 _ => None,
             },
+            serve: match (self.serve, self.no_serve) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            loads: match (&self.rate, &self.concurrency) {
+                (Some(r), _) => Some(r.clone()),
+                (_, Some(c)) => Some(c.iter().map(|&n| Load::Concurrency(n)).collect()),
+                _ => None,
+            },
+            requests: self.requests,
             only: only.to_vec(),
         }
     }

@@ -82,13 +82,20 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
 /// ended before, so the file never ends in a torn line.
 pub fn append_line(file: &mut File, path: &Path, line: &str) -> Result<()> {
     debug_assert!(!line.contains('\n'));
+    append_lines(file, path, &[line])
+}
+
+/// [`append_line`] for several lines at once: all of them or none.
+pub fn append_lines(file: &mut File, path: &Path, lines: &[&str]) -> Result<()> {
     let before = file
         .metadata()
         .with_context(|| format!("reading {}", path.display()))?
         .len();
-    let mut buf = Vec::with_capacity(line.len() + 1);
-    buf.extend_from_slice(line.as_bytes());
-    buf.push(b'\n');
+    let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+    }
     let result = file.write_all(&buf).and_then(|()| file.sync_data());
     if let Err(e) = result {
         let _ = file.set_len(before);

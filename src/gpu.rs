@@ -287,6 +287,12 @@ impl GpuSession {
         read_vram(&self.nvml, &self.devices, self.pid)
     }
 
+    /// Device memory another process (a server this worker started) holds now, all watched
+    /// GPUs together.
+    pub fn vram_of(&self, pid: u32) -> Option<u64> {
+        read_vram(&self.nvml, &self.devices, pid).total()
+    }
+
     /// The summed energy counters of the GPUs named (millijoules; Volta and newer); `None`
     /// when any of them has no counter, or no GPU is named.
     pub fn energy_mj(&self, ggml_names: &[String]) -> Option<u64> {

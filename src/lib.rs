@@ -17,17 +17,19 @@
 //!  compare                          read reports, statistics, verdicts, comparison text
 //!  results           envinfo        the results.json schema; the machine description
 //!  coordinator                      one worker process per cell, deadlines, faults
-//!  worker            engine         the worker process; llama.cpp calls (load, bench, quantize)
+//!  worker                           the worker process: a cell in, events out
+//!  serving           engine         serving cells (llama-server, HTTP load); llama.cpp calls
 //!  acquire                          local files, synthetic writer, hub, derived quants
 //!  protocol                         coordinator ↔ worker messages
 //!  plan              capacity       matrix → cells; will it fit in memory
 //!  config                           models.toml → validated Matrix
 //!  leaves: quant safe_path fsutil stats signals gpu presets metrics quality gguf machine_lock
-//!          rpc_wire
+//!          rpc_wire traffic serving_stats
 //!          plain data and helpers: quant types, path guard, atomic files, statistics,
 //!          signal handling, NVML, synthetic presets, gate metrics, quality statistics
 //!          (llama-perplexity's KL-divergence definitions), GGUF format, machine lock,
-//!          llama.cpp's RPC handshake and per-connection TCP counters
+//!          llama.cpp's RPC handshake and per-connection TCP counters, serving workloads
+//!          (lengths, arrivals) and per-request statistics (vLLM's definitions)
 //! ```
 
 // Leaves: plain data and helpers.
@@ -43,6 +45,8 @@ pub mod quality;
 pub mod gguf;
 pub mod machine_lock;
 pub mod rpc_wire;
+pub mod traffic;
+pub mod serving_stats;
 // The matrix and what it expands to.
 pub mod config;
 pub mod plan;
@@ -51,6 +55,7 @@ pub mod protocol;
 // Getting files and measuring them.
 pub mod acquire;
 pub mod engine;
+pub mod serving;
 pub mod worker;
 pub mod coordinator;
 // What a run produces.

@@ -115,10 +115,25 @@ impl Printer {
         let placement = crate::plan::join_tags(&[p.context_tag(), p.placement_tag(), p.load_tag()])
             .map(|t| format!(", {t}"))
             .unwrap_or_default();
-        self.line(&format!(
-            "\nTEST {n}/{total}  {}{label} · {}  [pp{} tg{}, {} reps + {} warm-up, {} threads, ngl {}{placement}]",
-            c.model, c.quant, p.n_prompt, p.n_gen, p.repetitions, p.warmup, p.n_threads, p.n_gpu_layers
-        ));
+        match &p.serve {
+            Some(sp) => self.line(&format!(
+                "\nTEST {n}/{total}  {}{label} · {}  [{}, {} requests + {} warm-up, {}{placement}]",
+                c.model,
+                c.quant,
+                sp.tag(),
+                sp.workload.requests_per_point,
+                sp.workload.warmup_requests,
+                if p.n_threads == 0 {
+                    "endpoint".to_string()
+                } else {
+                    format!("{} slots, {} threads, ngl {}", p.n_parallel, p.n_threads, p.n_gpu_layers)
+                }
+            )),
+            None => self.line(&format!(
+                "\nTEST {n}/{total}  {}{label} · {}  [pp{} tg{}, {} reps + {} warm-up, {} threads, ngl {}{placement}]",
+                c.model, c.quant, p.n_prompt, p.n_gen, p.repetitions, p.warmup, p.n_threads, p.n_gpu_layers
+            )),
+        }
         let b = ProgressBar::with_draw_target(Some(u64::from(p.repetitions)), bar_target());
         b.set_style(
             ProgressStyle::with_template("  {spinner} {msg:<14} [{bar:24}] {pos}/{len} {elapsed}")
@@ -137,6 +152,12 @@ impl Printer {
                 "load" => b.set_message(if done < total { "loading" } else { "loaded" }),
                 "warmup" => {
                     b.set_message(format!("warm-up {done}/{total}"));
+                }
+                "requests" => b.set_message("requests"),
+                "probe" => {
+                    b.set_message(format!("search probe {}", done + 1));
+                    b.set_length(u64::from(total));
+                    b.set_position(u64::from(done));
                 }
                 _ => {
                     b.set_message("repetitions");
@@ -191,6 +212,13 @@ fn cell_block(r: &CellResult) -> String {
         r.backend.as_deref().unwrap_or("?"),
         r.device.as_deref().unwrap_or("?")
     );
+    if let Some(sv) = &r.serving {
+        s += &served_lines(r, sv);
+        for w in &r.warnings {
+            s += &format!("  note     {w}\n");
+        }
+        return s;
+    }
     s += &format!(
         "  load     {:.3} s{} (context {:.3} s)\n",
         r.load_s.unwrap_or(f64::NAN),
@@ -227,6 +255,92 @@ fn cell_block(r: &CellResult) -> String {
         s += &format!("  text     {preview:?}\n");
     }
     s
+}
+
+/// A served cell's lines: the server, the workload, each load point, the rate found, the
+/// command that starts the same server.
+fn served_lines(r: &CellResult, sv: &crate::protocol::ServingMeasurement) -> String {
+    use crate::report::md::bytes;
+    let mut s = String::new();
+    if let Some(v) = &sv.server_version {
+        s += &format!(
+            "  server   llama-server {v}{} · ready in {:.2} s · {} tokens of context per slot\n",
+            if sv.server_pinned == Some(true) {
+                " (pinned build)"
+            } else {
+                " (NOT the pinned build)"
+            },
+            sv.ready_s.unwrap_or(f64::NAN),
+            sv.slot_ctx
+        );
+    } else {
+        s += &format!("  server   {}\n", sv.target);
+    }
+    s += &format!("  workload {}\n", sv.workload);
+    for p in &sv.points {
+        s += &format!("  {}\n", point_line(p));
+    }
+    if let Some(m) = sv.max_rate_req_s {
+        s += &if m > 0.0 {
+            format!(
+                "  max rate {} requests/s meet the SLO ({} probes)\n",
+                sig(m, 3),
+                sv.points.len()
+            )
+        } else {
+            format!(
+                "  max rate none: no rate tried meets the SLO ({})\n",
+                sv.summary.slo_miss.as_deref().unwrap_or("?")
+            )
+        };
+    }
+    if let (Some(rss), _) | (None, Some(rss)) = (sv.server_rss_peak_bytes, sv.server_rss_bytes) {
+        s += &format!(
+            "  memory   server RSS peak {}{}\n",
+            bytes(rss),
+            r.vram_bytes
+                .map(|v| format!(" · VRAM {}", bytes(v)))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(c) = &sv.command {
+        s += &format!("  command  {c}\n");
+    }
+    s
+}
+
+/// One load point in a line: what was offered, what came out, the latencies users saw.
+pub fn point_line(p: &crate::serving_stats::PointSummary) -> String {
+    let load = match (p.offered_rate_req_s, p.concurrency) {
+        (Some(r), _) => format!("rate {}/s", sig(r, 3)),
+        (_, Some(c)) => format!("{c} user{}", if c == 1 { "" } else { "s" }),
+        _ => "?".into(),
+    };
+    let pct = |x: &Option<crate::serving_stats::Pcts>| {
+        x.as_ref().map_or("–".into(), |p| {
+            format!("p50 {} p99 {}", sig(p.p50, 3), sig(p.p99, 3))
+        })
+    };
+    let mut l = format!(
+        "{load:<11} {:.2} req/s, {:.1} tok/s · TTFT {} · TPOT {} · E2E {} ms",
+        p.req_per_s,
+        p.output_tok_s,
+        pct(&p.ttft_ms),
+        pct(&p.tpot_ms),
+        pct(&p.e2e_ms)
+    );
+    if p.failed_requests > 0 {
+        l += &format!(" · {} failed", p.failed_requests);
+    }
+    if let Some(g) = p.goodput_frac {
+        l += &format!(" · goodput {:.0}%", g * 100.0);
+    }
+    match p.slo_met {
+        Some(true) => l += " · SLO met",
+        Some(false) => l += &format!(" · SLO missed ({})", p.slo_miss.as_deref().unwrap_or("?")),
+        None => {}
+    }
+    l
 }
 
 /// The `file` line: path, size, and whether the weights are synthetic.

@@ -53,6 +53,32 @@ pub struct CellParams {
     /// With `n_parallel` > 1: one prompt copied to every sequence (llama-batched-bench `-pps`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shared_prompt: bool,
+    /// A serving cell: measured through a server under a workload (`n_parallel` is then the
+    /// server's slots) instead of the in-process timed loops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeParams>,
+}
+
+/// The workload of a serving cell and the load point it is measured at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServeParams {
+    pub workload: crate::traffic::Workload,
+    pub load: crate::traffic::Load,
+    /// A search's targets, in short form (they decide its answer, so they are part of the
+    /// cell's identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub searched_slo: Option<String>,
+}
+
+impl ServeParams {
+    /// `served r2/s`, `served c4`, `served max`.
+    pub fn tag(&self) -> String {
+        let load = match self.load {
+            crate::traffic::Load::MaxRate => "max".to_string(),
+            l => l.tag(),
+        };
+        format!("served {load}")
+    }
 }
 
 fn one() -> u32 {
@@ -160,7 +186,10 @@ impl CellParams {
     /// What the cell measures beyond one sequence on an empty context, in short form:
     /// `np 16`, `np 16 pps`, `d 4096`; `None` for the plain case.
     pub fn load_tag(&self) -> Option<String> {
-        load_tag(self.n_parallel, self.n_depth, self.shared_prompt)
+        join_tags(&[
+            load_tag(self.n_parallel, self.n_depth, self.shared_prompt),
+            self.serve.as_ref().map(ServeParams::tag),
+        ])
     }
 
     /// The multi-GPU placement in short form, `None` for llama.cpp's default (`layer`, shares
@@ -276,6 +305,18 @@ impl Cell {
                 .load_tag()
                 .map(|t| format!(":{}", t.replace(' ', "")))
                 .unwrap_or_default()
+            + &self
+                .params
+                .serve
+                .as_ref()
+                .map(|s| {
+                    format!(":w{}", s.workload.digest())
+                        + &s.searched_slo
+                            .as_ref()
+                            .map(|t| format!(":slo{}", t.replace(' ', "")))
+                            .unwrap_or_default()
+                })
+                .unwrap_or_default()
     }
 }
 
@@ -294,6 +335,12 @@ pub struct Overrides {
     pub main_gpu: Option<Vec<u32>>,
     pub tensor_split: Option<Vec<TensorSplit>>,
     pub rpc: Option<Vec<RpcServers>>,
+    /// `--serve` / `--no-serve`: measure every file model through llama-server, or in process.
+    pub serve: Option<bool>,
+    /// `--rate` / `--concurrency`: the load points of served cells.
+    pub loads: Option<Vec<crate::traffic::Load>>,
+    /// `--requests`: measured requests per load point.
+    pub requests: Option<u32>,
     /// `--quality` / `--no-quality`.
     pub quality: Option<bool>,
     /// `NAME` or `NAME:QUANT` filters; empty = everything.
@@ -379,13 +426,60 @@ fn fixed_params(m: &ModelSpec, ov: &Overrides) -> CellParams {
         n_parallel: 1,
         n_depth: 0,
         shared_prompt: p.shared_prompt,
+        serve: None,
     }
+}
+
+/// The serving axis: each parameter set as in process and/or served at each load point. A
+/// served cell keeps the server's parameters (batch sizes, context types, threads, slots =
+/// `n_parallel`, placement) and leaves out what only the in-process loops use (prompt sizes,
+/// repetitions, depth, the quality test), so sweeps over those give one served cell.
+fn serve_axis(m: &ModelSpec, ov: &Overrides, slo: Option<&str>, c: &CellParams) -> Vec<CellParams> {
+    let modes: &[bool] = match &ov.serve {
+        Some(b) => std::slice::from_ref(b),
+        None => &m.params.serve,
+    };
+    let endpoint = matches!(m.source, crate::config::Source::Endpoint { .. });
+    let mut out = Vec::new();
+    for &served in modes {
+        if !served && !endpoint {
+            out.push(c.clone());
+            continue;
+        }
+        let Some(spec) = &m.serve else { continue };
+        let mut workload = spec.workload.clone();
+        if let Some(n) = ov.requests {
+            workload.requests_per_point = n;
+        }
+        for &load in ov.loads.as_deref().unwrap_or(&spec.loads) {
+            let mut s = c.clone();
+            (s.prompt, s.n_prompt, s.n_gen, s.repetitions, s.warmup) = (String::new(), 0, 0, 0, 0);
+            (s.n_depth, s.shared_prompt, s.quality) = (0, false, None);
+            if endpoint {
+                // nothing of the local machine applies to a server elsewhere
+                (s.n_batch, s.n_ubatch, s.n_threads, s.n_parallel) = (0, 0, 0, 1);
+                (s.type_k, s.type_v) = (String::new(), String::new());
+                (s.n_gpu_layers, s.flash_attn) = (GpuLayers::All, FlashAttn::Auto);
+                (s.split_mode, s.main_gpu) = (SplitMode::default(), 0);
+                (s.tensor_split, s.rpc) = (TensorSplit::default(), RpcServers::default());
+            }
+            s.serve = Some(ServeParams {
+                workload: workload.clone(),
+                load,
+                searched_slo: (load == crate::traffic::Load::MaxRate)
+                    .then(|| slo.map(String::from))
+                    .flatten(),
+            });
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// Every parameter set of a model: the product of its lists (command-line lists replacing the
 /// file's), in the order sizes, context, load, placement; equal sets (an `n_ubatch` capped by
 /// a smaller `n_batch`) once.
-fn sweep(m: &ModelSpec, ov: &Overrides) -> Vec<CellParams> {
+fn sweep(m: &ModelSpec, ov: &Overrides, slo: Option<&str>) -> Vec<CellParams> {
     let p = &m.params;
     let cores = [default_threads()];
     let threads: &[u32] = ov
@@ -479,9 +573,33 @@ fn sweep(m: &ModelSpec, ov: &Overrides) -> Vec<CellParams> {
             })
             .collect()
     });
+    axis(&|c| serve_axis(m, ov, slo, c));
     let mut seen = std::collections::HashSet::new();
     out.retain(|c| seen.insert(c.clone()));
     out
+}
+
+/// The per-request targets in short form (`ttft500 p99`), part of a search's identity.
+fn slo_tag(s: &crate::serving_stats::RequestSlo) -> Option<String> {
+    use crate::traffic::fmt_num;
+    let mut parts = Vec::new();
+    for (name, v) in [
+        ("ttft", s.max_ttft_ms),
+        ("tpot", s.max_tpot_ms),
+        ("e2e", s.max_e2e_ms),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{name}{}", fmt_num(v)));
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts.push(format!("p{}", fmt_num(s.percentile())));
+    if let Some(g) = s.min_goodput {
+        parts.push(format!("good{}", fmt_num(g)));
+    }
+    Some(parts.join(" "))
 }
 
 /// Expands the matrix into cells, model-major (all cells of a model file are adjacent).
@@ -505,6 +623,7 @@ pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError>
             });
         }
     }
+    let slo = slo_tag(&matrix.slo.requests());
     let mut cells = Vec::new();
     for (model_index, m) in matrix.models.iter().enumerate() {
         let p = &m.params;
@@ -512,7 +631,7 @@ pub fn expand(matrix: &Matrix, ov: &Overrides) -> Result<Vec<Cell>, FilterError>
             if !selected(&ov.only, m, quant) {
                 continue;
             }
-            for params in sweep(m, ov) {
+            for params in sweep(m, ov, slo.as_deref()) {
                 cells.push(Cell {
                     index: cells.len(),
                     model_index,

@@ -18,6 +18,92 @@ pub struct Job {
     /// Score the cell against its reference after the speed tests (`quality` on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityJob>,
+    /// A serving cell: the server to start (or the endpoint) and the workload to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeJob>,
+}
+
+/// What a serving cell sends its workload to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ServeTarget {
+    /// A llama-server quantbench starts for the cell on the job's model file.
+    Managed {
+        bin: PathBuf,
+        /// Its `--version` line, and whether it is the build of the pinned sources.
+        version: String,
+        pinned: bool,
+    },
+    /// A server quantbench does not start: `base` is `http://host:port/v1`.
+    Endpoint {
+        base: String,
+        /// Environment variable holding the API key (read by the worker; never in a report).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key_env: Option<String>,
+        /// Model name for requests (`None`: the first one `/v1/models` lists).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+    },
+}
+
+/// The serving part of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServeJob {
+    pub target: ServeTarget,
+    /// Per-request targets, for goodput and the saturation search.
+    pub slo: crate::serving_stats::RequestSlo,
+    /// Test hook: the port the first llama-server start tries (a taken one, for the retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_port: Option<u16>,
+}
+
+/// What a serving cell measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServingMeasurement {
+    /// `llama-server` (started for the cell) or the endpoint's URL.
+    pub target: String,
+    /// The server's `--version` line and whether it is the pinned build (managed servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pinned: Option<bool>,
+    /// The llama-server command line that reproduces the cell's server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The workload in one line.
+    pub workload: String,
+    /// Context per slot the server was given (tokens).
+    #[serde(default)]
+    pub slot_ctx: u32,
+    /// Seconds from starting the server to its first healthy answer (load included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_s: Option<f64>,
+    /// The reported point: the only one, or for a search the highest rate that met the SLO
+    /// (the lowest tried when none did).
+    pub summary: crate::serving_stats::PointSummary,
+    /// Every point measured (a search's probes in the order they ran).
+    pub points: Vec<crate::serving_stats::PointSummary>,
+    /// The highest rate found to meet the SLO (a search), requests per second; `Some(0.0)`
+    /// when none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate_req_s: Option<f64>,
+    /// The server process' resident memory at the end and its peak (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_rss_peak_bytes: Option<u64>,
+    /// Device memory the server process holds after the workload (bytes, NVML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_vram_bytes: Option<u64>,
+    /// What the user should know about how the cell was measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Energy of the GPUs over the measured requests, per completed request (joules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_j_per_request: Option<f64>,
+    /// Every measured request (moved to `requests.jsonl` by the run; not in results.json).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<crate::serving_stats::RequestRecord>,
 }
 
 /// The quality test of a cell: the reference's file and the corpus.
@@ -252,6 +338,9 @@ pub struct Measurement {
     /// Per RPC server of the cell: its devices, what it holds, what the load sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rpc: Vec<RpcUse>,
+    /// A serving cell's results (a server under a workload instead of the timed loops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingMeasurement>,
 }
 
 /// What a worker reports, one per line on stdout.

@@ -30,10 +30,15 @@ const TABLE: &[(&str, u32)] = &[
     ("Q5_K_M", 17),
     ("Q6_K", 18),
     ("BF16", 32),
+    // not a file type: the cells of an endpoint (a server quantbench did not start, whose
+    // weights it does not know); never offered for models.toml's `quants`
+    ("SERVER", u32::MAX),
 ];
 
 impl Quant {
     pub const F16: Quant = Quant(1);
+    /// The quant of an endpoint's cells: what the server runs is not quantbench's to know.
+    pub const SERVER: Quant = Quant(17);
 
     /// Parses a quant name, ignoring case.
     pub fn parse(s: &str) -> Option<Quant> {
@@ -53,9 +58,18 @@ impl Quant {
         TABLE[self.0 as usize].1
     }
 
-    /// Every known name, for error messages.
+    /// Every quantization type's name, for error messages (not [`Quant::SERVER`]).
     pub fn all_names() -> Vec<&'static str> {
-        TABLE.iter().map(|(n, _)| *n).collect()
+        TABLE
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| *n != "SERVER")
+            .collect()
+    }
+
+    /// Whether this is a file type (not [`Quant::SERVER`]).
+    pub fn is_file_type(self) -> bool {
+        self != Quant::SERVER
     }
 
     /// Float types a missing quant can be derived from, best first.
@@ -124,5 +138,7 @@ mod tests {
         assert_eq!(Quant::parse("q4_k_m").unwrap().ftype(), 15);
         assert!(Quant::parse("Q4_K_X").is_none());
         assert_eq!(Quant::F16.name(), "F16");
+        assert_eq!(Quant::SERVER.name(), "SERVER");
+        assert!(!Quant::all_names().contains(&"SERVER"));
     }
 }

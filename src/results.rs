@@ -150,6 +150,10 @@ pub struct CellResult {
     /// buffers it held, the bytes the load sent, whether the weights came from its cache.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rpc: Vec<crate::protocol::RpcUse>,
+    /// A serving cell: the server, the workload and what its requests saw (per point; the
+    /// requests themselves are in `requests.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<crate::protocol::ServingMeasurement>,
 }
 
 /// A cell's quality against its model's reference, with llama-perplexity's definitions: the
@@ -352,6 +356,7 @@ impl CellResult {
     /// A cell that could not be measured.
     pub fn failed(cell: &Cell, origin: Option<Origin>, reason: String) -> Self {
         CellResult {
+            serving: None,
             index: cell.index,
             key: cell.key(),
             model: cell.model.clone(),
@@ -395,7 +400,10 @@ impl CellResult {
     }
 
     /// A measured cell: per-repetition rates summarised, derived metrics computed.
-    pub fn measured(cell: &Cell, origin: Option<Origin>, m: Measurement) -> Self {
+    pub fn measured(cell: &Cell, origin: Option<Origin>, mut m: Measurement) -> Self {
+        if let Some(s) = m.serving.take() {
+            return Self::served(cell, origin, m, s);
+        }
         let mut r = CellResult::failed(cell, origin, String::new());
         r.status = CellStatus::Ok;
         r.error = None;
@@ -467,6 +475,76 @@ impl CellResult {
                 quality_s: Some(q.seconds),
             });
         }
+        r
+    }
+
+    /// A serving cell: the reported point's requests become the per-request samples of
+    /// `ttft_ms`, `tpot_ms`, `e2e_ms` and `decode_tok_s` (`(tokens − 1) / (e2e − ttft)`: the
+    /// in-process definition, per request), its aggregate output rate `throughput_tok_s`; the
+    /// memory is the server's. The requests are not kept here (see `requests.jsonl`).
+    fn served(
+        cell: &Cell,
+        origin: Option<Origin>,
+        m: Measurement,
+        mut s: crate::protocol::ServingMeasurement,
+    ) -> Self {
+        let mut r = CellResult::failed(cell, origin, String::new());
+        r.status = CellStatus::Ok;
+        r.error = None;
+        // the reported point: a search's probe at the rate found, else the only point
+        let probe = s
+            .max_rate_req_s
+            .and_then(|_| s.points.iter().position(|p| *p == s.summary))
+            .map(|i| i as u32 + 1);
+        let reqs: Vec<&crate::serving_stats::RequestRecord> = s
+            .requests
+            .iter()
+            .filter(|q| q.ok() && probe.is_none_or(|p| q.probe == p))
+            .collect();
+        let series: [(&str, Vec<f64>); 4] = [
+            ("ttft_ms", reqs.iter().filter_map(|q| q.ttft_ms).collect()),
+            ("tpot_ms", reqs.iter().filter_map(|q| q.tpot_ms()).collect()),
+            ("e2e_ms", reqs.iter().filter_map(|q| q.e2e_ms).collect()),
+            (
+                "decode_tok_s",
+                reqs.iter()
+                    .filter_map(|q| q.tpot_ms().filter(|t| *t > 0.0).map(|t| 1000.0 / t))
+                    .collect(),
+            ),
+        ];
+        for (name, v) in series {
+            if let Some(sum) = summarize(&v) {
+                r.metrics.insert(name.to_string(), sum);
+            }
+        }
+        if let Some(t) = summarize(&[s.summary.output_tok_s]).filter(|_| s.summary.completed > 0) {
+            r.metrics.insert("throughput_tok_s".into(), t);
+        }
+        let itl: Vec<f64> = reqs.iter().flat_map(|q| q.itl_ms.iter().copied()).collect();
+        r.itl_ms_p50 = percentile(&itl, 50.0);
+        r.itl_ms_p90 = percentile(&itl, 90.0);
+        r.itl_ms_p99 = percentile(&itl, 99.0);
+        r.vram_bytes = m.gpu.vram_after_warmup_bytes;
+        r.vram_source = m.gpu.vram_source.clone();
+        (r.mem_basis, r.mem_bytes) = match (r.vram_bytes, s.server_rss_peak_bytes) {
+            (Some(v), _) if v > 0 => (Some("vram".into()), Some(v)),
+            (_, Some(rss)) => (Some("host_rss".into()), Some(rss)),
+            _ => (None, None),
+        };
+        let decode = r.metrics.get("decode_tok_s").map(|x| x.mean);
+        r.efficiency_tok_s_per_gb = match (decode, r.mem_bytes) {
+            (Some(d), Some(b)) if b > 0 => Some(d / (b as f64 / 1e9)),
+            _ => None,
+        };
+        r.load_s = s.ready_s;
+        r.n_ctx = Some(s.slot_ctx);
+        r.backend = Some(m.backend);
+        r.device = Some(m.device);
+        r.devices_used = m.devices_used;
+        r.gpu = Some(m.gpu);
+        r.warnings = m.warnings;
+        s.requests.clear();
+        r.serving = Some(s);
         r
     }
 

@@ -137,6 +137,10 @@ fn run_job(
 ) -> Result<crate::protocol::Measurement> {
     engine::clear_recent_log();
     inject_fault(&job.cell)?;
+    if let (Some(sp), Some(sj)) = (&job.cell.params.serve, &job.serve) {
+        *loaded = None; // the server holds the model, not this process
+        return serve_job(engine, job, sp, sj, events, gpu);
+    }
     let p = &job.cell.params;
     let session = gpu.as_ref().ok();
     // Sample from before the load, so the peak covers loading too.
@@ -197,6 +201,85 @@ fn run_job(
     }
     m.gpu = telemetry;
     Ok(m)
+}
+
+/// A serving cell: the workload against a llama-server started here (or an endpoint), timed
+/// per request; the server's memory and the GPUs' energy read for its process.
+fn serve_job(
+    engine: &Engine,
+    job: &Job,
+    sp: &crate::plan::ServeParams,
+    sj: &crate::protocol::ServeJob,
+    events: &mut Events,
+    gpu: &Result<GpuSession, String>,
+) -> Result<crate::protocol::Measurement> {
+    // the coordinator's deadline runs from this worker's start; stop searching a little before
+    let limit = Duration::from_secs(job.cell.params.timeout_s.saturating_sub(5).max(1));
+    let modules: Vec<std::path::PathBuf> = engine
+        .info
+        .modules
+        .iter()
+        .map(std::path::PathBuf::from)
+        .collect();
+    let session = gpu.as_ref().ok();
+    let gpus: Vec<String> = engine
+        .info
+        .llama_gpus()
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let energy = || session.and_then(|g| g.energy_mj(&gpus));
+    let vram = |pid: u32| session.and_then(|g| g.vram_of(pid));
+    let cx = crate::serving::CellEnv {
+        modules: &modules,
+        stop: &STOP,
+        deadline: std::time::Instant::now() + limit,
+        energy_mj: &energy,
+        vram_of: &vram,
+    };
+    let cell = job.cell.index;
+    let mut progress = |phase: &str, done: u32, total: u32| {
+        events.send(&Event::Progress {
+            cell,
+            phase: phase.into(),
+            done,
+            total,
+        })
+    };
+    let serving = crate::serving::measure(&job.cell, sp, sj, &job.model_path, &cx, &mut progress)?;
+    let (backend, device) = match engine.info.llama_gpus().first() {
+        Some(d) if !matches!(sj.target, crate::protocol::ServeTarget::Endpoint { .. }) => {
+            (d.backend.clone(), d.description.clone())
+        }
+        _ => match &sj.target {
+            crate::protocol::ServeTarget::Endpoint { base, .. } => {
+                ("endpoint".into(), base.clone())
+            }
+            _ => engine
+                .info
+                .devices
+                .first()
+                .map(|d| (d.backend.clone(), d.description.clone()))
+                .unwrap_or_default(),
+        },
+    };
+    let mut gpu_t = GpuCellTelemetry::default();
+    match gpu {
+        Ok(_) => {
+            gpu_t.vram_after_warmup_bytes = serving.server_vram_bytes;
+            gpu_t.vram_source = Some("nvml_process (the server)".into());
+        }
+        Err(reason) => gpu_t.unavailable_reason = Some(reason.clone()),
+    }
+    Ok(crate::protocol::Measurement {
+        backend,
+        device,
+        warnings: serving.notes.clone(),
+        gpu: gpu_t,
+        serving: Some(serving),
+        ..Default::default()
+    })
 }
 
 /// `reason`, followed by the warnings and errors llama.cpp logged since the log was last
@@ -466,6 +549,7 @@ pub fn self_test() -> Result<()> {
                 label: "self-test".into(),
                 quant,
                 params: crate::plan::CellParams {
+                    serve: None,
                     prompt: "self test".into(),
                     n_prompt: 16,
                     n_gen: 4,

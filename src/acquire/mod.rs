@@ -152,6 +152,15 @@ pub fn describe(matrix: &Matrix, model_index: usize, quant: Quant, opts: &Option
             file,
             derive,
         } => hf::describe(repo, revision, file.as_deref(), *derive, quant, opts),
+        Source::Endpoint { url, .. } => Planned {
+            path: None,
+            source: format!("endpoint {url} (no file)"),
+            cached: true,
+            size_bytes: None,
+            size_is_estimate: false,
+            shape: None,
+            problem: None,
+        },
     }
 }
 
@@ -176,6 +185,8 @@ pub fn acquire(
         }
         let m = &matrix.models[c.model_index];
         let r = match &m.source {
+            // a server quantbench does not start: nothing to acquire
+            Source::Endpoint { .. } => continue,
             Source::Synthetic { preset, seed } => {
                 synthetic_file::acquire(preset, *seed, c.quant, opts, progress)
             }

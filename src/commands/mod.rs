@@ -107,7 +107,26 @@ fn check_no_repeats(o: &OverrideArgs) -> Result<()> {
 /// Loads the matrix and expands it into cells.
 pub fn load_plan(m: &MatrixArgs, o: &OverrideArgs) -> Result<(Matrix, Vec<Cell>)> {
     check_no_repeats(o)?;
-    let matrix = config::load(&m.config)?;
+    let mut matrix = config::load(&m.config)?;
+    if let Some(url) = &o.endpoint {
+        matrix.models = vec![config::endpoint_model(
+            &matrix,
+            url,
+            o.api_key_env.as_deref(),
+        )?];
+    }
     let cells = plan::expand(&matrix, &o.to_overrides(&m.only))?;
+    let searched = cells.iter().any(|c| {
+        c.params
+            .serve
+            .as_ref()
+            .is_some_and(|s| s.load == crate::traffic::Load::MaxRate)
+    });
+    if searched && !matrix.slo.requests().has_target() {
+        anyhow::bail!(
+            "rate \"max\" searches for the highest rate that meets [slo]: set max_ttft_ms, \
+             max_tpot_ms or max_e2e_ms in models.toml's [slo]"
+        );
+    }
     Ok((matrix, cells))
 }

@@ -14,6 +14,9 @@ use toml::Spanned;
 use crate::presets::{self, Preset};
 use crate::quant::Quant;
 
+mod serving;
+pub use serving::{limits as workload_limits, ServeSpec};
+
 /// The only schema this version reads.
 pub const SCHEMA: i64 = 1;
 
@@ -515,6 +518,11 @@ pub struct Params {
     pub quality_ctx: u32,
     /// How many chunks (`None`: enough for about 8k scored tokens).
     pub quality_chunks: Option<u32>,
+    /// Measure through a llama-server started per cell under the workload (`true`), in
+    /// process (`false`), or both (each value is a separate cell).
+    pub serve: Vec<bool>,
+    /// The llama-server binary for served cells (`None`: the pinned build, then `PATH`).
+    pub server_bin: Option<PathBuf>,
 }
 
 impl Default for Params {
@@ -550,6 +558,8 @@ impl Default for Params {
             quality_corpus: None,
             quality_ctx: 512,
             quality_chunks: None,
+            serve: vec![false],
+            server_bin: None,
         }
     }
 }
@@ -566,6 +576,14 @@ pub enum Source {
         /// A missing quant is made from the most precise file present (a missing F16 by
         /// dequantizing the best quantized one), written at its templated path.
         derive: bool,
+    },
+    /// A server quantbench does not start (`http://host:port/v1`): no files, no quants.
+    Endpoint {
+        url: String,
+        /// Environment variable holding the API key.
+        api_key_env: Option<String>,
+        /// Model name to put in requests (`None`: the first one the server lists).
+        model_name: Option<String>,
     },
     /// A Hugging Face hub repository.
     Hf {
@@ -584,6 +602,7 @@ impl Source {
             Source::Synthetic { .. } => "synthetic",
             Source::Path { .. } => "path",
             Source::Hf { .. } => "hf",
+            Source::Endpoint { .. } => "endpoint",
         }
     }
 }
@@ -595,6 +614,8 @@ pub struct ModelSpec {
     pub label: String,
     pub source: Source,
     pub params: Params,
+    /// The serving workload and its load points, for a model with served cells or an endpoint.
+    pub serve: Option<ServeSpec>,
 }
 
 /// The validated matrix.
@@ -608,6 +629,8 @@ pub struct Matrix {
     pub cost: Cost,
     /// `[slo]`: what every user must still get.
     pub slo: Slo,
+    /// The file's `[workload]` (defaults where it has none), for `--endpoint`.
+    pub workload: ServeSpec,
 }
 
 /// `[cost]`: the price of an hour of the machine, for `usd_per_mtok`.
@@ -626,11 +649,34 @@ pub struct Slo {
     /// Time to first token (`ttft_ms`), at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ttft_ms: Option<f64>,
+    /// Served cells: time per output token after the first, at most (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tpot_ms: Option<f64>,
+    /// Served cells: request latency from sending to the last token, at most (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_e2e_ms: Option<f64>,
+    /// Served cells: the share of requests (0–100) each target must hold for (default 99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    /// Served cells: the fraction of requests (0–1) that must meet every target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_goodput: Option<f64>,
 }
 
 impl Slo {
     pub fn is_set(&self) -> bool {
         self.min_seq_tok_s.is_some() || self.max_ttft_ms.is_some()
+    }
+
+    /// The per-request targets of served cells.
+    pub fn requests(&self) -> crate::serving_stats::RequestSlo {
+        crate::serving_stats::RequestSlo {
+            max_ttft_ms: self.max_ttft_ms,
+            max_tpot_ms: self.max_tpot_ms,
+            max_e2e_ms: self.max_e2e_ms,
+            percentile: self.percentile,
+            min_goodput: self.min_goodput,
+        }
     }
 }
 
@@ -647,7 +693,7 @@ fn has_quant_placeholder(template: &str) -> bool {
 
 // ---- raw, span-carrying structures -------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum OneOrMany {
     One(i64),
@@ -729,6 +775,8 @@ macro_rules! raw_table {
             quality_corpus: Option<Spanned<String>>,
             quality_ctx: Option<Spanned<i64>>,
             quality_chunks: Option<Spanned<i64>>,
+            serve: Option<Spanned<toml::Value>>,
+            server_bin: Option<Spanned<String>>,
         }
         impl $name {
             fn params(&self) -> RawParams<'_> {
@@ -760,6 +808,8 @@ macro_rules! raw_table {
                     quality_corpus: self.quality_corpus.as_ref(),
                     quality_ctx: self.quality_ctx.as_ref(),
                     quality_chunks: self.quality_chunks.as_ref(),
+                    serve: self.serve.as_ref(),
+                    server_bin: self.server_bin.as_ref(),
                 }
             }
         }
@@ -777,6 +827,10 @@ raw_table!(RawModel {
     file: String,
     derive: bool,
     path: String,
+    endpoint: String,
+    api_key_env: String,
+    model_name: String,
+    workload: serving::RawWorkload,
 });
 
 struct RawParams<'a> {
@@ -807,6 +861,8 @@ struct RawParams<'a> {
     quality_corpus: Option<&'a Spanned<String>>,
     quality_ctx: Option<&'a Spanned<i64>>,
     quality_chunks: Option<&'a Spanned<i64>>,
+    serve: Option<&'a Spanned<toml::Value>>,
+    server_bin: Option<&'a Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -818,6 +874,7 @@ struct RawConfig {
     compare: Option<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
     cost: Option<RawCost>,
     slo: Option<RawSlo>,
+    workload: Option<serving::RawWorkload>,
 }
 
 #[derive(Deserialize)]
@@ -831,6 +888,10 @@ struct RawCost {
 struct RawSlo {
     min_seq_tok_s: Option<Spanned<f64>>,
     max_ttft_ms: Option<Spanned<f64>>,
+    max_tpot_ms: Option<Spanned<f64>>,
+    max_e2e_ms: Option<Spanned<f64>>,
+    percentile: Option<Spanned<f64>>,
+    min_goodput: Option<Spanned<f64>>,
 }
 
 // ---- loading --------------------------------------------------------------------------------
@@ -863,7 +924,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         Some(d) => cx.params(&d.params(), &Params::default())?,
         None => Params::default(),
     };
-    let models = cx.models(&raw.model.unwrap_or_default(), &defaults)?;
+    let top_workload = raw.workload.clone().unwrap_or_default();
+    let models = cx.models(&raw.model.unwrap_or_default(), &defaults, &top_workload)?;
     let compare = cx.compare(raw.compare.iter().flatten())?;
     let positive = |v: &Option<Spanned<f64>>, key: &str| -> Result<Option<f64>, ConfigError> {
         match v {
@@ -871,6 +933,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
                 x.span(),
                 format!("{key} must be a number above 0, e.g. {key} = 3.5"),
             )),
+            Some(x) => Ok(Some(*x.get_ref())),
+            None => Ok(None),
+        }
+    };
+    let within = |v: &Option<Spanned<f64>>,
+                  key: &str,
+                  max: f64,
+                  eg: &str|
+     -> Result<Option<f64>, ConfigError> {
+        match v {
+            Some(x) if !(x.get_ref().is_finite() && *x.get_ref() > 0.0 && *x.get_ref() <= max) => {
+                Err(cx.err(
+                    x.span(),
+                    format!("{key} must be above 0 and at most {max}: {eg}"),
+                ))
+            }
             Some(x) => Ok(Some(*x.get_ref())),
             None => Ok(None),
         }
@@ -890,13 +968,70 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
             &raw.slo.as_ref().and_then(|c| c.max_ttft_ms.clone()),
             "max_ttft_ms",
         )?,
+        max_tpot_ms: positive(
+            &raw.slo.as_ref().and_then(|c| c.max_tpot_ms.clone()),
+            "max_tpot_ms",
+        )?,
+        max_e2e_ms: positive(
+            &raw.slo.as_ref().and_then(|c| c.max_e2e_ms.clone()),
+            "max_e2e_ms",
+        )?,
+        percentile: within(
+            &raw.slo.as_ref().and_then(|c| c.percentile.clone()),
+            "percentile",
+            100.0,
+            "e.g. percentile = 99 (the targets hold for 99% of requests)",
+        )?,
+        min_goodput: within(
+            &raw.slo.as_ref().and_then(|c| c.min_goodput.clone()),
+            "min_goodput",
+            1.0,
+            "a fraction of requests, e.g. min_goodput = 0.99",
+        )?,
     };
+    cx.check_searches(&models, &slo)?;
     Ok(Matrix {
         path: path.to_path_buf(),
         models,
         compare,
         cost,
         slo,
+        workload: cx.serve_spec(&top_workload)?,
+    })
+}
+
+/// The model `--endpoint URL [--api-key-env VAR]` measures instead of the matrix's: a server
+/// quantbench does not start, under the file's `[workload]`.
+pub fn endpoint_model(
+    matrix: &Matrix,
+    url: &str,
+    api_key_env: Option<&str>,
+) -> Result<ModelSpec, ConfigError> {
+    let text = format!("--endpoint {url}");
+    let cx = Cx {
+        text: &text,
+        path: Path::new("command line"),
+    };
+    let key = api_key_env.map(|k| Spanned::new(0..0, k.to_string()));
+    let source = cx.endpoint_source(
+        &Spanned::new(11..text.len(), url.to_string()),
+        key.as_ref(),
+        None,
+    )?;
+    let label = match &source {
+        Source::Endpoint { url, .. } => url.clone(),
+        _ => url.to_string(),
+    };
+    Ok(ModelSpec {
+        name: "endpoint".into(),
+        label,
+        source,
+        params: Params {
+            quants: vec![Quant::SERVER],
+            serve: vec![true],
+            ..Params::default()
+        },
+        serve: Some(matrix.workload.clone()),
     })
 }
 
@@ -1006,6 +1141,7 @@ impl Cx<'_> {
         &self,
         raw_models: &[Spanned<RawModel>],
         defaults: &Params,
+        workload: &serving::RawWorkload,
     ) -> Result<Vec<ModelSpec>, ConfigError> {
         if raw_models.is_empty() {
             return Err(self.err(
@@ -1016,7 +1152,7 @@ impl Cx<'_> {
         let mut seen = HashSet::new();
         let mut models = Vec::new();
         for m in raw_models {
-            let spec = self.model(m, defaults)?;
+            let spec = self.model(m, defaults, workload)?;
             if !seen.insert(spec.name.clone()) {
                 let span = m.get_ref().name.as_ref().map_or(m.span(), Spanned::span);
                 return Err(self.err(
@@ -1090,6 +1226,7 @@ impl Cx<'_> {
         self.context(r, &mut p)?;
         self.placement(r, &mut p)?;
         self.quality(r, &mut p)?;
+        self.serving_params(r, &mut p)?;
         Ok(p)
     }
 
@@ -1230,16 +1367,18 @@ impl Cx<'_> {
         }
         let mut quants = Vec::new();
         for s in q.get_ref() {
-            let quant = Quant::parse(s.get_ref()).ok_or_else(|| {
-                self.err(
-                    s.span(),
-                    format!(
-                        "unknown quant {:?}; known: {}",
-                        s.get_ref(),
-                        Quant::all_names().join(", ")
-                    ),
-                )
-            })?;
+            let quant = Quant::parse(s.get_ref())
+                .filter(|q| q.is_file_type())
+                .ok_or_else(|| {
+                    self.err(
+                        s.span(),
+                        format!(
+                            "unknown quant {:?}; known: {}",
+                            s.get_ref(),
+                            Quant::all_names().join(", ")
+                        ),
+                    )
+                })?;
             if quants.contains(&quant) {
                 return Err(self.err(s.span(), format!("quant {quant} is listed twice")));
             }
@@ -1369,18 +1508,44 @@ impl Cx<'_> {
     }
 
     /// One `[[model]]` entry: its name, its parameters over `defaults`, then its one source.
-    fn model(&self, m: &Spanned<RawModel>, defaults: &Params) -> Result<ModelSpec, ConfigError> {
+    fn model(
+        &self,
+        m: &Spanned<RawModel>,
+        defaults: &Params,
+        workload: &serving::RawWorkload,
+    ) -> Result<ModelSpec, ConfigError> {
         let r = m.get_ref();
         let name = self.model_name(m)?;
         let params = self.params(&r.params(), defaults)?;
         self.one_source(r, name)?;
-        let source = if let Some(s) = &r.synthetic {
+        let source = if let Some(e) = &r.endpoint {
+            self.endpoint_model(m, name, e)?
+        } else if let Some(s) = &r.synthetic {
             self.synthetic_source(m, name, s)?
         } else if let Some(h) = &r.hf {
             self.hf_source(m, name, h, &params)?
         } else {
             let p = r.path.as_ref().expect("one source is set");
             self.path_source(m, name, p, &params)?
+        };
+        for (key, present) in [
+            ("api_key_env", r.api_key_env.is_some()),
+            ("model_name", r.model_name.is_some()),
+        ] {
+            self.only_for(m, name, key, present && r.endpoint.is_none(), "endpoint")?;
+        }
+        let endpoint = matches!(source, Source::Endpoint { .. });
+        let mut params = params;
+        if endpoint {
+            params.quants = vec![Quant::SERVER];
+            params.serve = vec![true];
+        }
+        let served = endpoint || params.serve.contains(&true);
+        let serve = if served {
+            let own = r.workload.as_ref().map(|w| w.get_ref().over(workload));
+            Some(self.serve_spec(own.as_ref().unwrap_or(workload))?)
+        } else {
+            None
         };
         Ok(ModelSpec {
             name: name.get_ref().clone(),
@@ -1390,7 +1555,99 @@ impl Cx<'_> {
                 .map_or_else(|| name.get_ref().clone(), |l| l.get_ref().clone()),
             source,
             params,
+            serve,
         })
+    }
+
+    /// A model that is a server quantbench does not start: no file keys, no quants.
+    fn endpoint_model(
+        &self,
+        m: &Spanned<RawModel>,
+        name: &Spanned<String>,
+        url: &Spanned<String>,
+    ) -> Result<Source, ConfigError> {
+        let r = m.get_ref();
+        for (key, present) in [
+            ("quants", r.quants.is_some()),
+            ("seed", r.seed.is_some()),
+            ("revision", r.revision.is_some()),
+            ("file", r.file.is_some()),
+            ("derive", r.derive.is_some()),
+            ("serve", r.serve.is_some()),
+            ("server_bin", r.server_bin.is_some()),
+        ] {
+            if present {
+                return Err(self.err(
+                    m.span(),
+                    format!(
+                        "model {:?}: {key} does not apply to an endpoint (a server quantbench \
+                         does not start)",
+                        name.get_ref()
+                    ),
+                ));
+            }
+        }
+        self.endpoint_source(url, r.api_key_env.as_ref(), r.model_name.as_ref())
+    }
+
+    /// `rate = "max"` needs a per-request target in `[slo]` to search for.
+    fn check_searches(&self, models: &[ModelSpec], slo: &Slo) -> Result<(), ConfigError> {
+        let searched = models.iter().any(|m| {
+            m.serve
+                .as_ref()
+                .is_some_and(|s| s.loads.contains(&crate::traffic::Load::MaxRate))
+        });
+        if searched && !slo.requests().has_target() {
+            return Err(self.err(
+                0..0,
+                "rate = \"max\" searches for the highest rate that meets [slo]: set max_ttft_ms, \
+                 max_tpot_ms or max_e2e_ms there"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `serve` (a bool or a list of them) and `server_bin`.
+    fn serving_params(&self, r: &RawParams<'_>, p: &mut Params) -> Result<(), ConfigError> {
+        if let Some(v) = r.serve {
+            let values: Vec<toml::Value> = match v.get_ref() {
+                toml::Value::Array(a) => a.clone(),
+                x => vec![x.clone()],
+            };
+            let mut serve = Vec::new();
+            for x in values {
+                match x {
+                    toml::Value::Boolean(b) if !serve.contains(&b) => serve.push(b),
+                    toml::Value::Boolean(b) => {
+                        return Err(self.err(v.span(), format!("serve {b} is listed twice")))
+                    }
+                    _ => {
+                        return Err(self.err(
+                            v.span(),
+                            "serve takes true (through a llama-server), false (in process) or \
+                             [false, true] (both)"
+                                .into(),
+                        ))
+                    }
+                }
+            }
+            if serve.is_empty() {
+                return Err(self.err(v.span(), "serve must not be an empty list".into()));
+            }
+            p.serve = serve;
+        }
+        if let Some(v) = r.server_bin {
+            if v.get_ref().trim().is_empty() {
+                return Err(self.err(v.span(), "server_bin must name a file".into()));
+            }
+            p.server_bin = Some(if v.get_ref().contains('/') {
+                self.beside_config(v.get_ref())
+            } else {
+                PathBuf::from(v.get_ref()) // a command name, looked up on PATH
+            });
+        }
+        Ok(())
     }
 
     /// The model's `name`: present, and letters, digits, '.', '_' and '-' only.
@@ -1419,6 +1676,7 @@ impl Cx<'_> {
             r.synthetic.as_ref().map(|_| "synthetic"),
             r.hf.as_ref().map(|_| "hf"),
             r.path.as_ref().map(|_| "path"),
+            r.endpoint.as_ref().map(|_| "endpoint"),
         ]
         .into_iter()
         .flatten()
@@ -1434,7 +1692,7 @@ impl Cx<'_> {
         Err(self.err(
             name.span(),
             format!(
-                "model {:?} {what}: set exactly one of `synthetic`, `hf` or `path`",
+                "model {:?} {what}: set exactly one of `synthetic`, `hf`, `path` or `endpoint`",
                 name.get_ref()
             ),
         ))

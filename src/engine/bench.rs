@@ -429,6 +429,7 @@ impl LoadedModel {
         let (backend, device) = placement(&engine.info, &self.remote, &devices_used);
         let rpc = self.rpc_use(&memory.buffers);
         Ok(Measurement {
+            serving: None,
             backend,
             device,
             devices_used,

@@ -9,6 +9,7 @@ mod memory;
 mod quality;
 mod quantize;
 pub mod rpc;
+mod vocab;
 
 pub use backend::{
     backend_search_dirs, clear_recent_log, cpu_variant, init, recent_log, Engine, BACKEND_DIR_ENV,
@@ -18,6 +19,7 @@ pub use bench::{argmax, LoadedModel, Placement, Probe};
 pub use memory::{host_rss, HostRss};
 pub use quality::{score as score_quality, Corpus, Scoring};
 pub use quantize::quantize;
+pub use vocab::Vocab;
 
 use std::ffi::CStr;
 use std::os::raw::c_char;

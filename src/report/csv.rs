@@ -68,6 +68,95 @@ pub fn columns() -> Vec<Col> {
     // of several)
     cols.push(("host", |_, c| c.host.clone()));
     cols.extend(rpc_columns());
+    cols.extend(serving_columns());
+    cols
+}
+
+/// A served cell's reported point (added after the RPC columns; vLLM `bench serve`'s
+/// definitions, docs/metrics.md): empty for in-process cells.
+fn serving_columns() -> Vec<Col> {
+    fn sv(c: &CellResult) -> Option<&crate::protocol::ServingMeasurement> {
+        c.serving.as_ref()
+    }
+    fn pt(c: &CellResult) -> Option<&crate::serving_stats::PointSummary> {
+        c.serving.as_ref().map(|s| &s.summary)
+    }
+    macro_rules! pcts {
+        ($f:ident, $($n:literal => $w:ident),*) => {
+            [$((concat!(stringify!($f), "_", $n), (|_, c| num(pt(c).and_then(|p| p.$f.as_ref()).map(|x| x.$w))) as fn(&Report, &CellResult) -> String)),*]
+        };
+    }
+    let mut cols: Vec<Col> = vec![
+        ("serve", |_, c| {
+            opt(c.params.serve.as_ref().map(|s| s.tag()))
+        }),
+        ("serve_target", |_, c| opt(sv(c).map(|s| s.target.clone()))),
+        ("server_version", |_, c| {
+            opt(sv(c).and_then(|s| s.server_version.clone()))
+        }),
+        ("server_pinned", |_, c| {
+            opt(sv(c).and_then(|s| s.server_pinned))
+        }),
+        ("workload", |_, c| opt(sv(c).map(|s| s.workload.clone()))),
+        ("offered_rate_req_s", |_, c| {
+            num(pt(c).and_then(|p| p.offered_rate_req_s))
+        }),
+        ("concurrency", |_, c| opt(pt(c).and_then(|p| p.concurrency))),
+        ("requests", |_, c| opt(pt(c).map(|p| p.requests))),
+        ("completed_requests", |_, c| opt(pt(c).map(|p| p.completed))),
+        ("failed_requests", |_, c| {
+            opt(pt(c).map(|p| p.failed_requests))
+        }),
+        ("timed_out_requests", |_, c| {
+            opt(pt(c).map(|p| p.timed_out_requests))
+        }),
+        ("duration_s", |_, c| num(pt(c).map(|p| p.duration_s))),
+        ("req_per_s", |_, c| num(pt(c).map(|p| p.req_per_s))),
+        ("output_tok_s", |_, c| num(pt(c).map(|p| p.output_tok_s))),
+        ("total_tok_s", |_, c| num(pt(c).map(|p| p.total_tok_s))),
+    ];
+    cols.extend(
+        pcts!(ttft_ms, "mean" => mean, "p50" => p50, "p90" => p90, "p95" => p95, "p99" => p99),
+    );
+    cols.extend(
+        pcts!(tpot_ms, "mean" => mean, "p50" => p50, "p90" => p90, "p95" => p95, "p99" => p99),
+    );
+    // itl_ms_p50/p90/p99 are the columns above (the in-process ITL): the two missing here
+    cols.extend(pcts!(itl_ms, "mean" => mean, "p95" => p95));
+    cols.extend(
+        pcts!(e2e_ms, "mean" => mean, "p50" => p50, "p90" => p90, "p95" => p95, "p99" => p99),
+    );
+    cols.extend::<[Col; 11]>([
+        ("goodput_req_s", |_, c| {
+            num(pt(c).and_then(|p| p.goodput_req_s))
+        }),
+        ("goodput_frac", |_, c| {
+            num(pt(c).and_then(|p| p.goodput_frac))
+        }),
+        ("slo_met", |_, c| opt(pt(c).and_then(|p| p.slo_met))),
+        ("max_rate_req_s", |_, c| {
+            num(sv(c).and_then(|s| s.max_rate_req_s))
+        }),
+        ("server_prompt_ms_mean", |_, c| {
+            num(pt(c).and_then(|p| p.server_prompt_ms_mean))
+        }),
+        ("server_decode_ms_mean", |_, c| {
+            num(pt(c).and_then(|p| p.server_decode_ms_mean))
+        }),
+        ("overhead_ms_mean", |_, c| {
+            num(pt(c).and_then(|p| p.overhead_ms_mean))
+        }),
+        ("server_rss_peak_bytes", |_, c| {
+            opt(sv(c).and_then(|s| s.server_rss_peak_bytes))
+        }),
+        ("energy_j_per_request", |_, c| {
+            num(sv(c).and_then(|s| s.energy_j_per_request))
+        }),
+        ("slot_ctx", |_, c| opt(sv(c).map(|s| s.slot_ctx))),
+        ("server_command", |_, c| {
+            opt(sv(c).and_then(|s| s.command.clone()))
+        }),
+    ]);
     cols
 }
 

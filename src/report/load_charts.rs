@@ -640,6 +640,7 @@ mod tests {
 
     fn params(n_parallel: u32, n_depth: u32) -> CellParams {
         CellParams {
+            serve: None,
             prompt: "p".into(),
             n_prompt: 32,
             n_gen: 16,

@@ -16,5 +16,6 @@ mod quality;
 mod recipes;
 mod report;
 mod rpc;
+mod served;
 mod serving;
 mod shard;

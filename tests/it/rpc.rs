@@ -163,11 +163,11 @@ fn a_model_split_over_two_servers_and_the_local_cpu_generates_the_local_text() {
     let host_weights = split["memory"]["weights_host_bytes"].as_u64().unwrap();
     assert!(host_weights > 100_000, "{}", split["memory"]);
     assert!(local["rpc"].is_null());
-    // CSV: the servers and what they held, at the end of the row
+    // CSV: the servers and what they held, after the host column (then the serving columns)
     let csv = std::fs::read_to_string(s.run_dir().join("results.csv")).unwrap();
     let head = csv.lines().next().unwrap();
     assert!(
-        head.ends_with("rpc,rpc_weights_bytes,rpc_load_sent_bytes"),
+        head.contains(",host,rpc,rpc_weights_bytes,rpc_load_sent_bytes,serve,"),
         "{head}"
     );
     assert!(a.log.lock().unwrap().contains("serving CPU"));

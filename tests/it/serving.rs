@@ -68,6 +68,7 @@ fn load_fixture() -> Report {
         slo: Slo {
             min_seq_tok_s: Some(20.0),
             max_ttft_ms: Some(1000.0),
+            ..Default::default()
         },
         tokens_per_hour: Some(1e7),
     };

@@ -2,7 +2,7 @@
 //! re-runs of regressed cells), charts, the baseline saved, the exit code.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use anyhow::Result;
@@ -196,11 +196,18 @@ impl Run<'_> {
             })
             .filter_map(|c| {
                 let measured = report.cells.iter().find(|r| r.key == c.key())?;
+                let serve = self.serve_job(c);
+                let model_path = match &measured.origin {
+                    Some(o) => o.path.clone(),
+                    None if serve.is_some() => PathBuf::new(), // an endpoint: no file
+                    None => return None,
+                };
                 Some(Job {
                     cell: c.clone(),
-                    model_path: measured.origin.as_ref()?.path.clone(),
+                    model_path,
                     cold: self.args.cold,
                     quality: None,
+                    serve,
                 })
             })
             .collect();

@@ -100,6 +100,18 @@ impl Run<'_> {
         Ok((obs.report, lock))
     }
 
+    /// The serving part of a served cell's job: its server and the SLO.
+    pub(super) fn serve_job(&self, c: &Cell) -> Option<crate::protocol::ServeJob> {
+        c.params.serve.as_ref()?;
+        Some(crate::protocol::ServeJob {
+            target: self.servers.get(&c.model_index)?.clone(),
+            slo: self.matrix.slo.requests(),
+            first_port: std::env::var("QUANTBENCH_SERVER_FIRST_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok()),
+        })
+    }
+
     /// The log, opened for appending; a last line cut short by a crash or a full disk is cut
     /// off first, so new lines start on their own.
     fn open_log(&self) -> Result<File> {
@@ -128,12 +140,27 @@ impl Run<'_> {
     ) -> Result<Vec<Job>> {
         let mut jobs = Vec::new();
         for c in todo {
+            let serve = self.serve_job(c);
+            if let Some(crate::protocol::ServeTarget::Endpoint { .. }) =
+                serve.as_ref().map(|s| &s.target)
+            {
+                // a server quantbench does not start: no file to acquire
+                jobs.push(Job {
+                    cell: c.clone(),
+                    model_path: PathBuf::new(),
+                    cold: false,
+                    quality: None,
+                    serve,
+                });
+                continue;
+            }
             match origins.get(&(c.model_index, c.quant)) {
                 Some(Ok(o)) => jobs.push(Job {
                     cell: c.clone(),
                     model_path: o.path.clone(),
                     cold: self.args.cold,
                     quality: quality_job(c, origins, &self.ctx.cache_dir),
+                    serve,
                 }),
                 // after Ctrl-C the run ends as interrupted; --resume tries these again
                 Some(Err(_)) if stop() => {}
@@ -301,6 +328,33 @@ impl RunObserver<'_> {
         }
     }
 
+    /// A served cell's requests, one line each in `requests.jsonl` (with the cell's key).
+    fn append_requests(
+        &mut self,
+        cell: &Cell,
+        requests: Vec<crate::serving_stats::RequestRecord>,
+    ) -> Result<()> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join("requests.jsonl");
+        crate::fsutil::repair_torn_tail(&path)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let key = cell.key();
+        let mut lines = Vec::with_capacity(requests.len());
+        for r in &requests {
+            let mut v = serde_json::to_value(r)?;
+            v["cell"] = serde_json::Value::String(key.clone());
+            lines.push(serde_json::to_string(&v)?);
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        crate::fsutil::append_lines(&mut f, &path, &lines)
+    }
+
     fn origin(&self, cell: &Cell) -> Option<Origin> {
         self.origins
             .get(&(cell.model_index, cell.quant))
@@ -334,6 +388,12 @@ impl Observer for RunObserver<'_> {
             self.ctx.printer.cell_started(n, self.total, cell);
         }
         let origin = self.origin(cell);
+        let mut outcome = outcome;
+        if let Outcome::Measured(m) = &mut outcome {
+            if let Some(s) = m.serving.as_mut() {
+                self.append_requests(cell, std::mem::take(&mut s.requests))?;
+            }
+        }
         let mut result = match outcome {
             Outcome::Measured(m) => CellResult::measured(cell, origin, *m),
             Outcome::Failed(reason) => CellResult::failed(cell, origin, reason),

@@ -33,6 +33,8 @@ struct Run<'a> {
     matrix: &'a Matrix,
     cells: &'a [Cell],
     dir: PathBuf,
+    /// The server each model's served cells go to (by model index).
+    servers: std::collections::BTreeMap<usize, crate::protocol::ServeTarget>,
 }
 
 /// What is checked before anything is written or measured: a bad baseline, an unwritable
@@ -71,6 +73,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         None => cells,
     };
     let inputs = check_inputs(args, &matrix, &cells)?;
+    let servers = serve_targets(ctx, &matrix, &cells)?;
     // Fail fast, before anything is written or measured, if llama.cpp cannot start here.
     let mut coordinator = ctx.coordinator()?;
     let Some((backend, notes)) = probe(ctx, &mut coordinator)? else {
@@ -110,6 +113,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         matrix: &matrix,
         cells: &cells,
         dir,
+        servers,
     };
     let mut logged = false;
     let measured = run.measure(
@@ -128,6 +132,59 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         &mut coordinator,
         lock,
     )
+}
+
+/// The server of each model with served cells: the llama-server to start (found, its version
+/// read; a build other than the pinned one is said) or the endpoint. Fails before anything is
+/// measured when a llama-server is needed and none is found.
+fn serve_targets(
+    ctx: &Ctx,
+    matrix: &Matrix,
+    cells: &[Cell],
+) -> Result<std::collections::BTreeMap<usize, crate::protocol::ServeTarget>> {
+    use crate::config::Source;
+    use crate::protocol::ServeTarget;
+    use crate::serving::server;
+    let mut out = std::collections::BTreeMap::new();
+    for c in cells.iter().filter(|c| c.params.serve.is_some()) {
+        if out.contains_key(&c.model_index) {
+            continue;
+        }
+        let m = &matrix.models[c.model_index];
+        let target = match &m.source {
+            Source::Endpoint {
+                url,
+                api_key_env,
+                model_name,
+            } => ServeTarget::Endpoint {
+                base: url.clone(),
+                api_key_env: api_key_env.clone(),
+                model: model_name.clone(),
+            },
+            _ => {
+                let bin = server::locate(m.params.server_bin.as_deref(), &ctx.cache_dir)?;
+                let version = server::version(&bin)?;
+                let pinned = version == server::PINNED_VERSION;
+                if !pinned {
+                    ctx.printer.warn(&format!(
+                        "{} is not the build of the pinned llama.cpp ({}; this quantbench's is \
+                         build {}): its cells measure another llama.cpp than the in-process ones \
+                         (scripts/build-llama-server.sh builds the pinned one)",
+                        bin.display(),
+                        version,
+                        server::PINNED_BUILD
+                    ));
+                }
+                ServeTarget::Managed {
+                    bin,
+                    version,
+                    pinned,
+                }
+            }
+        };
+        out.insert(c.model_index, target);
+    }
+    Ok(out)
 }
 
 /// Checks the thresholds, reads the baseline, probes `--save-baseline` and reads the folder to
