@@ -112,7 +112,12 @@ impl Printer {
         } else {
             format!(" ({})", c.label)
         };
-        let placement = crate::plan::join_tags(&[p.context_tag(), p.placement_tag(), p.load_tag()])
+        let load = if p.serve.is_some() {
+            None // said first in the bracket
+        } else {
+            p.load_tag()
+        };
+        let placement = crate::plan::join_tags(&[p.context_tag(), p.placement_tag(), load])
             .map(|t| format!(", {t}"))
             .unwrap_or_default();
         match &p.serve {
@@ -264,7 +269,8 @@ fn served_lines(r: &CellResult, sv: &crate::protocol::ServingMeasurement) -> Str
     let mut s = String::new();
     if let Some(v) = &sv.server_version {
         s += &format!(
-            "  server   llama-server {v}{} · ready in {:.2} s · {} tokens of context per slot\n",
+            "  server   llama-server {}{} · ready in {:.2} s · {} tokens of context per slot\n",
+            v.trim_start_matches("version: "),
             if sv.server_pinned == Some(true) {
                 " (pinned build)"
             } else {

@@ -101,6 +101,12 @@ pub struct ServingMeasurement {
     /// Energy of the GPUs over the measured requests, per completed request (joules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy_j_per_request: Option<f64>,
+    /// TTFT and E2E of the reported point's complete requests at every percent 0–100 (ms):
+    /// their distributions, for the CDF chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ttft_cdf_ms: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub e2e_cdf_ms: Vec<f64>,
     /// Every measured request (moved to `requests.jsonl` by the run; not in results.json).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<crate::serving_stats::RequestRecord>,

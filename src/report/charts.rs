@@ -1244,6 +1244,7 @@ fn draw_on<DB: DrawingBackend>(
         "tradeoff" => tradeoff(area, r, lay),
         "quality_tradeoff" => quality_tradeoff(area, r, lay),
         s if super::load_charts::STEMS.contains(&s) => super::load_charts::draw(s, area, r),
+        s if super::serving_charts::STEMS.contains(&s) => super::serving_charts::draw(s, area, r),
         _ => distribution(area, r),
     }
 }
@@ -1295,6 +1296,8 @@ pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
     }
     let at = specs.len() - 1;
     specs.splice(at..at, super::load_charts::specs(r));
+    let at = specs.len() - 1;
+    specs.splice(at..at, super::serving_charts::specs(r));
     specs
 }
 

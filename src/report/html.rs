@@ -60,6 +60,7 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     results_table(&mut h, r)?;
     machines(&mut h, r)?;
     serving(&mut h, r)?;
+    served(&mut h, r)?;
     quality(&mut h, r)?;
     placements(&mut h, r)?;
     rpc_servers(&mut h, r)?;
@@ -362,6 +363,29 @@ fn serving(h: &mut String, r: &Report) -> fmt::Result {
     Ok(())
 }
 
+/// The Served traffic section: served cells, the answer and its command, the in-process
+/// twins.
+fn served(h: &mut String, r: &Report) -> fmt::Result {
+    let Some(v) = super::served::view(r) else {
+        return Ok(());
+    };
+    writeln!(
+        h,
+        "<h2>Served traffic</h2>\n<p>{}</p>\n<p class=\"{}\">{}</p>",
+        inline_marks(&v.intro),
+        if v.met { "good" } else { "bad" },
+        inline_marks(&v.verdict)
+    )?;
+    if let Some(c) = &v.command {
+        writeln!(h, "<pre>{}</pre>", esc(c))?;
+    }
+    text_section(h, "", Some(v.table), 3)?;
+    if v.side_by_side.is_some() {
+        text_section(h, "", v.side_by_side, 2)?;
+    }
+    Ok(())
+}
+
 /// The Machines section of a merged report: each folder joined, with its machine.
 fn machines(h: &mut String, r: &Report) -> fmt::Result {
     text_section(h, "Machines", super::md::machines_table(r), 8)
@@ -383,12 +407,13 @@ fn text_section(
     let Some((intro, head, rows)) = table else {
         return Ok(());
     };
-    write!(
-        h,
-        "<h2>{}</h2>\n<p>{}</p>\n<div class=\"scroll\"><table>\n<tr>",
-        esc(title),
-        esc(&intro.replace('`', ""))
-    )?;
+    if !title.is_empty() {
+        writeln!(h, "<h2>{}</h2>", esc(title))?;
+    }
+    if !intro.is_empty() {
+        writeln!(h, "<p>{}</p>", esc(&intro.replace('`', "")))?;
+    }
+    *h += "<div class=\"scroll\"><table>\n<tr>";
     for (i, t) in head.iter().enumerate() {
         let l = if i < left { " class=\"l\"" } else { "" };
         write!(h, "<th{l}>{}</th>", esc(t))?;

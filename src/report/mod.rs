@@ -7,6 +7,8 @@ pub mod html;
 pub mod json;
 pub mod load_charts;
 pub mod md;
+pub mod served;
+pub mod serving_charts;
 
 use std::path::{Path, PathBuf};
 

@@ -332,7 +332,7 @@ impl RunObserver<'_> {
     fn append_requests(
         &mut self,
         cell: &Cell,
-        requests: Vec<crate::serving_stats::RequestRecord>,
+        requests: &[crate::serving_stats::RequestRecord],
     ) -> Result<()> {
         if requests.is_empty() {
             return Ok(());
@@ -346,7 +346,7 @@ impl RunObserver<'_> {
             .with_context(|| format!("opening {}", path.display()))?;
         let key = cell.key();
         let mut lines = Vec::with_capacity(requests.len());
-        for r in &requests {
+        for r in requests {
             let mut v = serde_json::to_value(r)?;
             v["cell"] = serde_json::Value::String(key.clone());
             lines.push(serde_json::to_string(&v)?);
@@ -388,10 +388,10 @@ impl Observer for RunObserver<'_> {
             self.ctx.printer.cell_started(n, self.total, cell);
         }
         let origin = self.origin(cell);
-        let mut outcome = outcome;
-        if let Outcome::Measured(m) = &mut outcome {
-            if let Some(s) = m.serving.as_mut() {
-                self.append_requests(cell, std::mem::take(&mut s.requests))?;
+        // a served cell's requests go to requests.jsonl (the result keeps their figures)
+        if let Outcome::Measured(m) = &outcome {
+            if let Some(s) = &m.serving {
+                self.append_requests(cell, &s.requests)?;
             }
         }
         let mut result = match outcome {
