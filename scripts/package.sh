@@ -2,7 +2,8 @@
 # Package quantbench for running on another x86-64 Linux machine (glibc >= 2.36):
 #   dist/quantbench-<version>-linux-x86_64.tar.xz
 # holding the binary, llama.cpp's shared libraries, every CPU backend module (ggml picks the best
-# one for the CPU at run time), the RPC backend module (libggml-rpc.so) and libgomp. The binary finds them next to itself ($ORIGIN). Add
+# one for the CPU at run time), the RPC backend module (libggml-rpc.so), libgomp, and in
+# llama-server/ the pinned llama.cpp's llama-server and tools (scripts/build-llama-server.sh). The binary finds them next to itself ($ORIGIN). Add
 # a GPU backend by putting its module (e.g. libggml-cuda.so) in the same folder or in a folder
 # named with --backend-dir.
 #
@@ -49,6 +50,12 @@ cp "$rpc" "$stage/"
 # OpenMP runtime of the CPU backend: not on every machine
 cp -L "$(ldd "$backends"/libggml-cpu-x64.so | awk '/libgomp/ {print $3}')" "$stage/"
 strip --strip-unneeded "$stage"/*.so* "$stage/quantbench" 2>/dev/null || true
+# llama-server of the pinned llama.cpp (and the oracle tools), with their own libraries in a
+# folder of their own (their libllama/libggml are the same sources built apart from the crate's)
+tools="$(bash scripts/build-llama-server.sh)"
+mkdir -p "$stage/llama-server"
+cp -P "$tools"/* "$stage/llama-server/"
+cp "$tools/../LICENSE-llama.cpp" "$stage/llama-server/"
 cp -r README.md LICENSE CONTRIBUTING.md models.toml docs "$stage/"
 # the reports' write-ups the docs link to (their raw data stays in the repository)
 git ls-files 'reports/*.md' | while read -r f; do

@@ -257,6 +257,19 @@ pub fn cell_seconds(
     let prompts = if p.shared_prompt { 1.0 } else { b };
     let bench = pp(prompts * f64::from(p.n_prompt)) + tg;
     let user = pp(prompts * (p.prompt.len() as f64 / 4.0).max(1.0)) + tg;
+    if let Some(sp) = &p.serve {
+        // a request: its prompt, then its output one step at a time; the slots in parallel
+        let (prompt, out) = sp.workload.max_tokens().unwrap_or((512, 128));
+        let request = pp(f64::from(prompt)) + f64::from(out) * step;
+        let n = f64::from(sp.workload.requests_per_point + sp.workload.warmup_requests);
+        let work = match sp.load {
+            crate::traffic::Load::Rate(rate) => (n / rate).max(n * request / b),
+            crate::traffic::Load::Concurrency(u) => n * request / f64::from(u).min(b),
+            // about ten probes, each at most the slots' pace
+            crate::traffic::Load::MaxRate => 10.0 * n * request / b,
+        };
+        return r.cell_overhead_s + file_bytes as f64 / r.disk_bytes_s + work;
+    }
     let reps = f64::from(p.repetitions);
     let quality = p.quality.as_ref().map_or(0.0, |q| {
         file_bytes as f64 / r.disk_bytes_s + 2.0 * pp(f64::from(q.chunks) * f64::from(q.n_ctx))

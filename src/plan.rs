@@ -124,6 +124,16 @@ impl CellParams {
     /// then per sequence the prompt and `n_gen` tokens, or with `shared_prompt` the prompt
     /// once. `None` beyond llama.cpp's 32-bit context size.
     pub fn context_tokens(&self, prompt_tokens: u64) -> Option<u32> {
+        if let Some(sp) = &self.serve {
+            // a server's slots, each as long as the longest request (a dataset's are known
+            // once it is tokenized: 2048 per slot for the estimates)
+            let slot = sp
+                .workload
+                .max_tokens()
+                .map_or(2048, |(p, o)| u64::from(p + o) + 16);
+            let n = slot * u64::from(self.n_parallel.max(1));
+            return u32::try_from(n).ok().filter(|&n| i32::try_from(n).is_ok());
+        }
         let prompt = prompt_tokens.max(u64::from(self.n_prompt));
         let b = u64::from(self.n_parallel.max(1));
         let gen = u64::from(self.n_gen);

@@ -52,6 +52,8 @@ struct Row {
     max_parallel: Option<u32>,
     /// Rough estimate of the cell's duration (seconds), see [`capacity::cell_seconds`].
     estimated_s: Option<f64>,
+    /// Measured through a server under a workload (no pp/tg repetitions).
+    served: bool,
 }
 
 /// The run's estimated duration: the sum over the cells whose size and shape are known.
@@ -365,6 +367,7 @@ fn row(c: &Cell, p: acquire::Planned, budget: &Budget, env: &GpuEnvironment) -> 
         estimate,
         max_parallel,
         estimated_s,
+        served: c.params.serve.is_some(),
     }
 }
 
@@ -418,6 +421,15 @@ impl Row {
         }
     }
 
+    /// A count of the in-process tests, `–` for a served cell (which has none).
+    fn shown(&self, n: u32) -> String {
+        if self.served {
+            "–".into()
+        } else {
+            n.to_string()
+        }
+    }
+
     /// The row as a table line, the model column `w` wide.
     fn line(&self, w: usize) -> String {
         let size = match self.size_bytes {
@@ -431,9 +443,9 @@ impl Row {
             self.index + 1,
             self.name(),
             self.quant,
-            self.n_prompt,
-            self.n_gen,
-            self.repetitions,
+            self.shown(self.n_prompt),
+            self.shown(self.n_gen),
+            self.shown(self.repetitions),
             match (&self.problem, self.cached) {
                 (Some(_), _) => "BAD",
                 (None, true) => "yes",
