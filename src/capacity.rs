@@ -283,29 +283,8 @@ pub fn cell_seconds(
         + quality
 }
 
-/// Parses a memory size: `48GB`, `48GiB`, `48G` (GiB), `512MiB`, or bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: write a size like 48GB, 48GiB or 80000000000"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024f64.powi(2),
-        "g" | "gib" => 1024f64.powi(3),
-        "t" | "tib" => 1024f64.powi(4),
-        other => return Err(format!("{s:?}: unknown unit {other:?}")),
-    };
-    Ok((n * mult) as u64)
-}
+/// Parses a memory size (see [`crate::config::parse_size`]).
+pub use crate::config::parse_size;
 
 #[cfg(test)]
 mod tests {

@@ -56,6 +56,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Join run folders (shards of one matrix, runs on several machines) into one report.
     Merge(MergeArgs),
+    /// Find the best configuration of one model that meets speed, latency, quality and memory
+    /// targets, measuring few cells (docs/tune.md).
+    Tune(TuneArgs),
     /// Serve this machine's devices to other hosts' runs (llama.cpp's RPC server; `rpc = […]`
     /// in models.toml or --rpc on the client). No authentication: keep it on a trusted network.
     RpcServer(RpcServerArgs),
@@ -247,6 +250,72 @@ fn positive_number(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|x| x.is_finite() && *x > 0.0)
         .ok_or_else(|| format!("{s:?}: use a number above 0, e.g. 3.5"))
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TuneFormat {
+    /// The answer on stderr only.
+    Table,
+    /// One JSON object on stdout (the answer, the probes, the run folder).
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    /// The matrix file: the model, its quants and settings, [tune], [workload], [slo].
+    #[arg(long, short = 'c', default_value = "models.toml")]
+    pub config: PathBuf,
+    /// The model to tune (its name in the file; needed when it has several and [tune] names none).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Decode speed one user sees (decode_tok_s), at least.
+    #[arg(long, value_name = "TOK/S", value_parser = positive_number)]
+    pub min_tok_s: Option<f64>,
+    /// Time to first token (ttft_ms), at most.
+    #[arg(long, value_name = "MS", value_parser = positive_number)]
+    pub max_ttft_ms: Option<f64>,
+    /// KL divergence against the model's reference (kld_mean), at most.
+    #[arg(long, value_name = "KLD", value_parser = positive_number)]
+    pub max_kld: Option<f64>,
+    /// Memory of one copy, at most: VRAM on a GPU, else host memory (8GiB, 8GB, 8000MB, bytes).
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_memory)]
+    pub memory: Option<u64>,
+    /// The context the configuration must hold (tokens): the speed is measured that deep.
+    #[arg(long, value_parser = |s: &str| crate::config::tune_limits::N_CTX.parse::<u32>(s))]
+    pub n_ctx: Option<u32>,
+    /// Requests per second the served configuration must sustain within [slo] (e.g. 2 or 2/s),
+    /// under the file's [workload].
+    #[arg(long, value_name = "RATE", value_parser = parse_per_second)]
+    pub rate: Option<f64>,
+    /// Print the answer as one JSON object on stdout.
+    #[arg(long, value_enum, default_value_t = TuneFormat::Table)]
+    pub format: TuneFormat,
+    /// Folder under which the run folder of the search is created.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Continue an interrupted search in DIR (its measured probes count).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Earlier run folders whose cells count as measurements (same cell keys). Repeatable.
+    #[arg(long = "from", value_name = "DIR")]
+    pub from: Vec<PathBuf>,
+    /// Timed repetitions of a ranking probe (finalists get the model's `repetitions`).
+    #[arg(long, default_value_t = 2, value_parser = |s: &str| limits::REPETITIONS.parse::<u32>(s))]
+    pub probe_repetitions: u32,
+    /// Use only local files and caches; never download.
+    #[arg(long)]
+    pub offline: bool,
+    /// Measure without the machine-wide lock.
+    #[arg(long)]
+    pub no_lock: bool,
+    /// Skip the charts and report.html.
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+/// A rate per second: `2`, `2/s`, `0.5/s`; above 0.
+fn parse_per_second(s: &str) -> Result<f64, String> {
+    positive_number(s.trim().trim_end_matches("/s"))
 }
 
 #[derive(Args, Debug)]

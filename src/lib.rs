@@ -16,6 +16,7 @@
 //!  report                           writers: JSON, CSV, Markdown, charts, HTML
 //!  compare                          read reports, statistics, verdicts, comparison text
 //!  results           envinfo        the results.json schema; the machine description
+//!  tune                             tune's targets, verdicts and answer (pure)
 //!  coordinator                      one worker process per cell, deadlines, faults
 //!  worker                           the worker process: a cell in, events out
 //!  serving           engine         serving cells (llama-server, HTTP load); llama.cpp calls
@@ -58,6 +59,7 @@ pub mod engine;
 pub mod serving;
 pub mod worker;
 pub mod coordinator;
+pub mod tune;
 // What a run produces.
 pub mod results;
 pub mod envinfo;

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     // SIGTERM and SIGHUP are taken by one thread (the first stops after writing the reports, a
     // second leaves at once). The other commands keep the default: a signal ends them.
     let signals = match cli.command {
-        Command::Run(_) | Command::Fetch(_) | Command::RpcServer(_) => {
+        Command::Run(_) | Command::Fetch(_) | Command::RpcServer(_) | Command::Tune(_) => {
             quantbench::signals::install(interrupted.clone())
         }
         _ => Ok(()),
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => commands::compare::run(&ctx, a),
         Command::Report(a) => commands::report::run(&ctx, a),
         Command::Merge(a) => commands::merge::run(&ctx, a),
+        Command::Tune(a) => commands::tune::run(&ctx, a),
         Command::RpcServer(a) => commands::rpc_server::run(&ctx, a),
         Command::Worker(_) => unreachable!("handled above"),
     };

@@ -852,3 +852,37 @@ mod tests {
         assert_eq!(keys.len(), cells.len());
     }
 }
+
+/// Test helpers of other modules: a cell's parameters at the built-in defaults.
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    pub fn params() -> CellParams {
+        CellParams {
+            prompt: "p".into(),
+            n_prompt: 512,
+            n_gen: 50,
+            n_batch: 2048,
+            n_ubatch: 512,
+            n_gpu_layers: GpuLayers::All,
+            flash_attn: FlashAttn::Auto,
+            type_k: "f16".into(),
+            type_v: "f16".into(),
+            n_threads: 2,
+            repetitions: 5,
+            warmup: 1,
+            timeout_s: 1800,
+            sampling: Sampling::Backend,
+            split_mode: SplitMode::default(),
+            main_gpu: 0,
+            tensor_split: TensorSplit::default(),
+            rpc: RpcServers::default(),
+            quality: None,
+            n_parallel: 1,
+            n_depth: 0,
+            shared_prompt: false,
+            serve: None,
+        }
+    }
+}

@@ -209,6 +209,9 @@ pub struct Report {
     /// folder's); absent in a report that was not merged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<MergedRun>,
+    /// `quantbench tune`: its targets, its answer and every probe (the cells are below too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<crate::tune::Outcome>,
     pub cells: Vec<CellResult>,
 }
 

@@ -7,6 +7,7 @@ pub mod merge;
 pub mod report;
 pub mod rpc_server;
 pub mod run;
+pub mod tune;
 pub mod worker;
 
 use std::path::{Path, PathBuf};

@@ -631,6 +631,21 @@ pub struct Matrix {
     pub slo: Slo,
     /// The file's `[workload]` (defaults where it has none), for `--endpoint`.
     pub workload: ServeSpec,
+    /// `[tune]`: the targets of `quantbench tune` (the command line overrides each).
+    pub tune: TuneTable,
+}
+
+/// `[tune]`: the model and targets `quantbench tune` searches for, as the file gives them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TuneTable {
+    pub model: Option<String>,
+    pub min_tok_s: Option<f64>,
+    pub max_ttft_ms: Option<f64>,
+    pub max_kld: Option<f64>,
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub n_ctx: Option<u32>,
+    pub rate: Option<f64>,
 }
 
 /// `[cost]`: the price of an hour of the machine, for `usd_per_mtok`.
@@ -875,6 +890,19 @@ struct RawConfig {
     cost: Option<RawCost>,
     slo: Option<RawSlo>,
     workload: Option<serving::RawWorkload>,
+    tune: Option<RawTune>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTune {
+    model: Option<Spanned<String>>,
+    min_tok_s: Option<Spanned<f64>>,
+    max_ttft_ms: Option<Spanned<f64>>,
+    max_kld: Option<Spanned<f64>>,
+    memory: Option<Spanned<toml::Value>>,
+    n_ctx: Option<Spanned<i64>>,
+    rate: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -997,7 +1025,91 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         cost,
         slo,
         workload: cx.serve_spec(&top_workload)?,
+        tune: cx.tune(raw.tune.as_ref())?,
     })
+}
+
+/// Limits of `[tune]` / `quantbench tune`.
+pub mod tune_limits {
+    use super::Limit;
+    /// The context a tuned configuration must hold.
+    pub const N_CTX: Limit = Limit::new("n_ctx", 16, 1 << 24);
+}
+
+/// Parses a memory size: `48GB`, `48GiB`, `48G` (GiB), `512MiB`, or bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: write a size like 48GB, 48GiB or 80000000000"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024f64.powi(2),
+        "g" | "gib" => 1024f64.powi(3),
+        "t" | "tib" => 1024f64.powi(4),
+        other => return Err(format!("{s:?}: unknown unit {other:?}")),
+    };
+    Ok((n * mult) as u64)
+}
+
+/// A memory size as users write it: `8GiB`, `8GB`, `8000MB`, `512MiB`, or bytes; above 0.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let b = parse_size(s)?;
+    if b == 0 {
+        return Err(format!("{s:?}: a memory budget must be above 0"));
+    }
+    Ok(b)
+}
+
+impl Cx<'_> {
+    /// `[tune]`: numbers above 0, a memory size, a context within range, a model of the file.
+    fn tune(&self, t: Option<&RawTune>) -> Result<TuneTable, ConfigError> {
+        let Some(t) = t else {
+            return Ok(TuneTable::default());
+        };
+        let pos = |v: &Option<Spanned<f64>>, key: &str| -> Result<Option<f64>, ConfigError> {
+            match v {
+                Some(x) if !(x.get_ref().is_finite() && *x.get_ref() > 0.0) => {
+                    Err(self.err(x.span(), format!("[tune] {key} must be a number above 0")))
+                }
+                Some(x) => Ok(Some(*x.get_ref())),
+                None => Ok(None),
+            }
+        };
+        let memory = match &t.memory {
+            None => None,
+            Some(v) => Some(match v.get_ref() {
+                toml::Value::String(s) => parse_memory(s).map_err(|m| self.err(v.span(), m))?,
+                toml::Value::Integer(i) if *i > 0 => *i as u64,
+                _ => {
+                    return Err(self.err(
+                        v.span(),
+                        "[tune] memory takes a size like \"8GiB\", \"8GB\" or \"8000MB\"".into(),
+                    ))
+                }
+            }),
+        };
+        Ok(TuneTable {
+            model: t.model.as_ref().map(|m| m.get_ref().clone()),
+            min_tok_s: pos(&t.min_tok_s, "min_tok_s")?,
+            max_ttft_ms: pos(&t.max_ttft_ms, "max_ttft_ms")?,
+            max_kld: pos(&t.max_kld, "max_kld")?,
+            memory,
+            n_ctx: match &t.n_ctx {
+                Some(n) => Some(self.int(n, &tune_limits::N_CTX)?),
+                None => None,
+            },
+            rate: pos(&t.rate, "rate")?,
+        })
+    }
 }
 
 /// The model `--endpoint URL [--api-key-env VAR]` measures instead of the matrix's: a server

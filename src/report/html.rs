@@ -59,6 +59,7 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     environment(&mut h, r, &device);
     results_table(&mut h, r)?;
     machines(&mut h, r)?;
+    tune(&mut h, r)?;
     serving(&mut h, r)?;
     served(&mut h, r)?;
     quality(&mut h, r)?;
@@ -360,6 +361,52 @@ fn serving(h: &mut String, r: &Report) -> fmt::Result {
     *h += "</tr>\n";
     table_rows(h, &v.rows, |_| "", |i| i < 3)?;
     *h += "</table></div>\n";
+    Ok(())
+}
+
+/// The Tune section: `quantbench tune`'s answer, its steps and probes.
+fn tune(h: &mut String, r: &Report) -> fmt::Result {
+    let Some(o) = &r.tune else {
+        return Ok(());
+    };
+    use super::tune_section::{margin_words, probe_words, targets_words};
+    writeln!(
+        h,
+        "<h2>Tune</h2>\n<p>The configuration of {} meeting {} with the highest quality (ties: \
+         the fastest, then the smallest), found by measuring <b>{} cells</b> of a grid of {}.</p>",
+        esc(&o.model),
+        esc(&targets_words(o)),
+        o.measured_cells,
+        o.grid_cells
+    )?;
+    match &o.recommendation {
+        Some(rec) => {
+            writeln!(
+                h,
+                "<p class=\"good\"><b>Recommended: {}</b></p><ul>",
+                esc(&probe_words(rec))
+            )?;
+            for m in &o.margins {
+                writeln!(h, "<li>{}</li>", esc(&margin_words(m)))?;
+            }
+            *h += "</ul>\n";
+            for block in [&o.command, &o.toml_entry].into_iter().flatten() {
+                writeln!(h, "<pre>{}</pre>", esc(block))?;
+            }
+        }
+        None => {
+            *h += "<p class=\"bad\"><b>No configuration meets the targets.</b> The closest:</p><ul>\n";
+            for p in &o.closest {
+                writeln!(h, "<li>{}</li>", esc(&probe_words(p)))?;
+            }
+            *h += "</ul>\n";
+        }
+    }
+    *h += "<p>The search:</p><ol>\n";
+    for st in &o.steps {
+        writeln!(h, "<li>{}</li>", esc(st))?;
+    }
+    *h += "</ol>\n";
     Ok(())
 }
 

@@ -732,6 +732,7 @@ mod tests {
             serving: Serving::default(),
             shard: None,
             merged_from: Vec::new(),
+            tune: None,
             cells,
         }
     }

@@ -189,6 +189,9 @@ impl Format for Markdown {
             s += &format!("\n## Machines\n\n{intro}\n\n");
             s += &md_table(&head, &rows);
         }
+        if let Some(t) = &r.tune {
+            s += &super::tune_section::markdown(t);
+        }
         s += &serving_section(r);
         s += &served_section(r);
         s += &harness_check(r);

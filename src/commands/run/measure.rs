@@ -40,7 +40,7 @@ impl Run<'_> {
             .filter_map(|c| done.get(&c.key()).cloned())
             .collect();
         let jsonl = self.open_log()?;
-        if !done.is_empty() {
+        if !done.is_empty() && !self.batch {
             self.ctx.printer.line(&format!(
                 "resuming: {} of {} cells already measured",
                 report.cells.len(),
@@ -86,7 +86,7 @@ impl Run<'_> {
         report::write_all(&obs.report, &self.dir)?;
 
         let jobs = self.jobs(&todo, &origins, &mut obs, &stop)?;
-        let lock = if jobs.is_empty() || stop() {
+        let lock = if jobs.is_empty() || stop() || self.locked {
             None
         } else {
             take_lock(ctx, self.args, &stop)?

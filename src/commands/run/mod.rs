@@ -9,6 +9,9 @@
 mod finish;
 mod folder;
 mod measure;
+mod session;
+
+pub use session::Session;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,6 +38,10 @@ struct Run<'a> {
     dir: PathBuf,
     /// The server each model's served cells go to (by model index).
     servers: std::collections::BTreeMap<usize, crate::protocol::ServeTarget>,
+    /// The machine lock is held already (a session's later batches): do not take it again.
+    locked: bool,
+    /// A later batch of a session (not a resumed run).
+    batch: bool,
 }
 
 /// What is checked before anything is written or measured: a bad baseline, an unwritable
@@ -114,6 +121,8 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         cells: &cells,
         dir,
         servers,
+        locked: false,
+        batch: false,
     };
     let mut logged = false;
     let measured = run.measure(
@@ -293,6 +302,7 @@ fn new_report(
         },
         shard: None,
         merged_from: Vec::new(),
+        tune: None,
         cells: Vec::new(),
     }
 }
