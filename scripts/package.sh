@@ -20,8 +20,12 @@ cd "$root"
 bash scripts/prereqs.sh
 # every CPU backend variant (the tarball runs on any x86-64 machine; a local build has only
 # this machine's): its own build folder, as the choice is made once per build of llama.cpp
-export QUANTBENCH_CPU_VARIANTS=all
-export CARGO_TARGET_DIR="${QUANTBENCH_PACKAGE_TARGET:-$root/target/package}"
+# (QUANTBENCH_CPU_VARIANTS=haswell, say, packages that one variant only: a tarball for
+# machines known to run it, built in a folder of its own)
+export QUANTBENCH_CPU_VARIANTS="${QUANTBENCH_CPU_VARIANTS:-all}"
+default_target="$root/target/package"
+[ "$QUANTBENCH_CPU_VARIANTS" = all ] || default_target="$root/target/package-$QUANTBENCH_CPU_VARIANTS"
+export CARGO_TARGET_DIR="${QUANTBENCH_PACKAGE_TARGET:-$default_target}"
 bash scripts/build.sh
 target="$CARGO_TARGET_DIR"
 bin="$target/release/quantbench"
@@ -38,8 +42,8 @@ done
 backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d -newer Cargo.toml | head -n1)"
 [ -n "$backends" ] || backends="$(find "$target/release/build" -path '*llama-cpp-sys-2-*/out/backends' -type d | head -n1)"
 cp "$backends"/libggml-*.so "$stage/"
-n_cpu="$(ls "$backends"/libggml-cpu-*.so | wc -l)"
-if [ "$(uname -m)" = x86_64 ] && [ "$n_cpu" -lt 10 ]; then
+n_cpu="$(ls "$backends"/libggml-cpu*.so | wc -l)"
+if [ "$QUANTBENCH_CPU_VARIANTS" = all ] && [ "$(uname -m)" = x86_64 ] && [ "$n_cpu" -lt 10 ]; then
   echo "package.sh: only $n_cpu CPU backend variants in $backends; the tarball needs all of them (a build folder made without QUANTBENCH_CPU_VARIANTS=all? remove it)" >&2
   exit 2
 fi
@@ -48,7 +52,7 @@ rpc="$(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-rp
 [ -n "$rpc" ] || { echo "libggml-rpc.so was not built" >&2; exit 2; }
 cp "$rpc" "$stage/"
 # OpenMP runtime of the CPU backend: not on every machine
-cp -L "$(ldd "$backends"/libggml-cpu-x64.so | awk '/libgomp/ {print $3}')" "$stage/"
+cp -L "$(ldd "$(ls "$backends"/libggml-cpu*.so | head -n1)" | awk '/libgomp/ {print $3}')" "$stage/"
 strip --strip-unneeded "$stage"/*.so* "$stage/quantbench" 2>/dev/null || true
 # llama-server of the pinned llama.cpp (and the oracle tools), with their own libraries in a
 # folder of their own (their libllama/libggml are the same sources built apart from the crate's)

@@ -1245,6 +1245,7 @@ fn draw_on<DB: DrawingBackend>(
         "quality_tradeoff" => quality_tradeoff(area, r, lay),
         s if super::load_charts::STEMS.contains(&s) => super::load_charts::draw(s, area, r),
         s if super::serving_charts::STEMS.contains(&s) => super::serving_charts::draw(s, area, r),
+        super::tune_chart::STEM => super::tune_chart::draw(area, r),
         _ => distribution(area, r),
     }
 }
@@ -1298,6 +1299,7 @@ pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
     specs.splice(at..at, super::load_charts::specs(r));
     let at = specs.len() - 1;
     specs.splice(at..at, super::serving_charts::specs(r));
+    specs.splice(0..0, super::tune_chart::specs(r));
     specs
 }
 

@@ -374,7 +374,7 @@ fn signals_write_valid_reports_and_exit_128_plus_the_signal() {
 
 #[test]
 fn list_and_fetch() {
-    let s = Scratch::new();
+    let s = Scratch::empty();
     s.config(TINY);
     let out = s.cmd().arg("list").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -43,8 +43,61 @@ pub struct Scratch {
     pub dir: tempfile::TempDir,
 }
 
+/// The synthetic test models (`tiny`, `tiny-llama` at F16, Q8_0, Q4_K_M, Q4_1), made once
+/// per test run by `quantbench fetch` into a cache of their own: every [`Scratch`] starts with
+/// a copy of them (a copy, not a link: tests that damage their files damage only theirs), so
+/// the tests do not each write and quantize the same files again.
+fn shared_models() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("models.toml"),
+            "schema = 1\n[defaults]\nquants = [\"F16\", \"Q8_0\", \"Q4_K_M\", \"Q4_1\"]\n\
+             [[model]]\nname = \"tiny\"\nsynthetic = \"tiny\"\n\
+             [[model]]\nname = \"tiny-llama\"\nsynthetic = \"tiny-llama\"\n",
+        )
+        .unwrap();
+        let out = process(d.path(), &d.path().join("cache"))
+            .arg("fetch")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d
+    })
+    .path()
+}
+
+/// Copies the files under `from` into `to`, folders included.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
 impl Scratch {
+    /// A scratch folder whose cache already holds the synthetic test models.
     pub fn new() -> Self {
+        let s = Self::empty();
+        copy_tree(
+            &shared_models().join("cache/synthetic"),
+            &s.cache().join("synthetic"),
+        );
+        s
+    }
+
+    /// A scratch folder with an empty cache (tests of making the files).
+    pub fn empty() -> Self {
         Scratch {
             dir: tempfile::tempdir().unwrap(),
         }
