@@ -2,7 +2,9 @@
 # Package quantbench for running on another x86-64 Linux machine (glibc >= 2.36):
 #   dist/quantbench-<version>-linux-x86_64.tar.xz
 # holding the binary, llama.cpp's shared libraries, every CPU backend module (ggml picks the best
-# one for the CPU at run time), the RPC backend module (libggml-rpc.so) and libgomp. The binary finds them next to itself ($ORIGIN). Add
+# one for the CPU at run time), the RPC backend module (libggml-rpc.so), the Vulkan backend
+# module (libggml-vulkan.so: built with --features vulkan; it needs the Vulkan loader
+# libvulkan.so.1 and a driver at run time, the binary does not) and libgomp. The binary finds them next to itself ($ORIGIN). Add
 # a GPU backend by putting its module (e.g. libggml-cuda.so) in the same folder or in a folder
 # named with --backend-dir.
 #
@@ -16,12 +18,12 @@ with_src=0
 [ "${1:-}" = "--with-llama-src" ] && with_src=1
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash scripts/prereqs.sh
+bash scripts/prereqs.sh --vulkan
 # every CPU backend variant (the tarball runs on any x86-64 machine; a local build has only
 # this machine's): its own build folder, as the choice is made once per build of llama.cpp
 export QUANTBENCH_CPU_VARIANTS=all
 export CARGO_TARGET_DIR="${QUANTBENCH_PACKAGE_TARGET:-$root/target/package}"
-bash scripts/build.sh
+bash scripts/build.sh --features vulkan
 target="$CARGO_TARGET_DIR"
 bin="$target/release/quantbench"
 version="$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)"
@@ -46,6 +48,15 @@ fi
 rpc="$(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-rpc.so' -printf '%T@ %p\n' | sort -nr | head -n1 | cut -d' ' -f2-)"
 [ -n "$rpc" ] || { echo "libggml-rpc.so was not built" >&2; exit 2; }
 cp "$rpc" "$stage/"
+# llama.cpp's Vulkan backend module, built by quantbench's build script with --features vulkan
+vulkan="$(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-vulkan.so' -printf '%T@ %p\n' | sort -nr | head -n1 | cut -d' ' -f2-)"
+[ -n "$vulkan" ] || { echo "libggml-vulkan.so was not built" >&2; exit 2; }
+cp "$vulkan" "$stage/"
+# the Vulkan loader, for a GPU host that has a Vulkan driver but no libvulkan.so.1 (a container
+# without Debian's libvulkan1): not next to the binary, where it would shadow the machine's own;
+# bench/gpu-vulkan.sh puts it on LD_LIBRARY_PATH only when the machine has none
+mkdir -p "$stage/vulkan-loader"
+cp -L "$(ldconfig -p | awk '/libvulkan\.so\.1 / {print $NF; exit}')" "$stage/vulkan-loader/libvulkan.so.1"
 # OpenMP runtime of the CPU backend: not on every machine
 cp -L "$(ldd "$backends"/libggml-cpu-x64.so | awk '/libgomp/ {print $3}')" "$stage/"
 strip --strip-unneeded "$stage"/*.so* "$stage/quantbench" 2>/dev/null || true
