@@ -19,3 +19,4 @@ mod rpc;
 mod served;
 mod serving;
 mod shard;
+mod vulkan;
