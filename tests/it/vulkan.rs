@@ -171,7 +171,9 @@ fn a_matrix_measures_cpu_and_vulkan_cells_side_by_side() {
 
 /// The quality test with the reference on the CPU (`quality_ref_devices = ["CPU"]`), each
 /// file against itself: the KL divergence of Vulkan0's distributions from the CPU's is small
-/// and the top token mostly the same, at F16 and at Q8_0.
+/// and the top token mostly the same, at F16 and at Q8_0. (Measured: KLD 2.3e-6 and 9.5e-6,
+/// top-1 99.2% and 100% on this corpus; 90–98% on sampled ones in the lavapipe report, as
+/// `tiny`'s random weights leave near ties among the top logits.)
 #[test]
 fn vulkan_scores_close_to_the_cpu_reference() {
     let Some((s, _)) = vulkan() else { return };
@@ -196,10 +198,11 @@ fn vulkan_scores_close_to_the_cpu_reference() {
             "{} on Vulkan0 against the CPU: KLD {kld:.3e}, top-1 {top1:.4}",
             c["quant"]
         );
-        // Q8_0 of `tiny` against F16 on the CPU costs a KLD of ~1e-4; one backend's
-        // arithmetic against the other's must stay well below 1e-3
-        assert!(kld < 1e-3, "KLD of Vulkan0 against the CPU: {kld} ({q})");
-        assert!(top1 > 0.95, "top-1 agreement with the CPU: {top1} ({q})");
+        // on the CPU, Q8_0 of `tiny` against its F16 costs a KLD of 1.5e-5 and Q4_K_M 1.0e-3
+        // (64-token chunks); one backend's arithmetic against the other's on the same file
+        // measured 2.3e-6 (F16) and 9.5e-6 (Q8_0): 1e-4 leaves a margin of 10
+        assert!(kld < 1e-4, "KLD of Vulkan0 against the CPU: {kld} ({q})");
+        assert!(top1 > 0.85, "top-1 agreement with the CPU: {top1} ({q})");
     }
 }
 
