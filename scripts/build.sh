@@ -19,6 +19,9 @@ if ! ls "$target"/release/build/llama-cpp-sys-2-*/out/lib/libllama.so >/dev/null
   ) &
   watcher=$!
 fi
+if [[ " $* " == *vulkan* ]] && ! ls "$target"/release/build/quantbench-*/out/backends/libggml-vulkan.so >/dev/null 2>&1; then
+  echo "quantbench: --features vulkan: compiling llama.cpp's Vulkan backend (shaders, then the module) once; about 9 more minutes on 2 cores" >&2
+fi
 status=0
 cargo build --release --quiet "$@" >&2 || status=$?
 [ -n "$watcher" ] && kill "$watcher" 2>/dev/null

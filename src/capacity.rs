@@ -382,6 +382,7 @@ mod tests {
             main_gpu: 0,
             tensor_split: Default::default(),
             rpc: Default::default(),
+            devices: Default::default(),
             quality: None,
             n_parallel: 1,
             n_depth: 0,

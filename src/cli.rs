@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{limits, GpuLayers, RpcServers, SplitMode, TensorSplit};
+use crate::config::{limits, DeviceSet, GpuLayers, RpcServers, SplitMode, TensorSplit};
 use crate::plan::Overrides;
 use crate::traffic::Load;
 
@@ -127,6 +127,11 @@ pub struct OverrideArgs {
     /// host:port separated by commas, or "local" for none. Repeatable: one cell per set.
     #[arg(long, value_parser = RpcServers::parse)]
     pub rpc: Option<Vec<RpcServers>>,
+    /// The llama.cpp devices a cell may use, as `quantbench list` names them: e.g. Vulkan0 or
+    /// CUDA0,CUDA1 (comma-separated), CPU for none, auto for llama.cpp's own choice.
+    /// Repeatable: one cell per set (--devices CUDA0 --devices Vulkan0).
+    #[arg(long, value_parser = DeviceSet::parse)]
+    pub devices: Option<Vec<DeviceSet>>,
     /// Score every quant against its model's reference (KL divergence, top-1 agreement,
     /// perplexity) after the speed tests, also for synthetic weights.
     #[arg(long, conflicts_with = "no_quality")]
@@ -416,6 +421,9 @@ pub struct WorkerArgs {
     /// Initialise llama.cpp and run a few CPU tokens of the tiny model, then exit.
     #[arg(long, conflicts_with = "quantize")]
     pub self_test: bool,
+    /// Initialise llama.cpp, report its backends and devices, then exit.
+    #[arg(long, conflicts_with_all = ["quantize", "self_test"])]
+    pub devices: bool,
 }
 
 impl OverrideArgs {
@@ -434,6 +442,7 @@ impl OverrideArgs {
             main_gpu: self.main_gpu.clone(),
             tensor_split: self.tensor_split.clone(),
             rpc: self.rpc.clone(),
+            devices: self.devices.clone(),
             quality: match (self.quality, self.no_quality) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),

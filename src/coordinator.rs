@@ -260,8 +260,22 @@ impl Coordinator<'_> {
         }
     }
 
+    /// The backends and devices llama.cpp registers here (`worker --devices`: no self-test),
+    /// for `quantbench list`.
+    pub fn devices(&self) -> Result<BackendInfo> {
+        match self.probe_with("--devices") {
+            Ok(info) => Ok(info),
+            Err(ProbeError::Crashed { why, .. }) => bail!("the worker crashed: {why}"),
+            Err(ProbeError::Other(e)) => Err(e),
+        }
+    }
+
     fn probe_once(&self) -> Result<BackendInfo, ProbeError> {
-        let mut w = self.spawn(&["worker", "--self-test"], &[])?;
+        self.probe_with("--self-test")
+    }
+
+    fn probe_with(&self, flag: &str) -> Result<BackendInfo, ProbeError> {
+        let mut w = self.spawn(&["worker", flag], &[])?;
         let mut info = None;
         let (mut out_done, mut err_done) = (false, false);
         let deadline = Instant::now() + Duration::from_secs(120);

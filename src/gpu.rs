@@ -274,6 +274,11 @@ impl GpuSession {
             .collect()
     }
 
+    /// Whether the GPU named `ggml_name` is watched (an NVIDIA GPU NVML knows).
+    pub fn watches(&self, ggml_name: &str) -> bool {
+        self.devices.iter().any(|d| d.ggml_name == ggml_name)
+    }
+
     /// Peak memory bandwidth of the watched GPU named `ggml_name`.
     pub fn peak_bandwidth(&self, ggml_name: &str) -> Option<f64> {
         self.devices
@@ -451,8 +456,16 @@ fn vram_of(nvml: &Nvml, index: u32, pid: u32, baseline: u64) -> (Option<u64>, &'
     let Ok(d) = nvml.device_by_index(index) else {
         return (None, "unavailable");
     };
-    if let Ok(procs) = d.running_compute_processes() {
-        if let Some(p) = procs.iter().find(|p| p.pid == pid) {
+    // CUDA contexts are compute processes; a Vulkan context (llama.cpp's Vulkan backend on an
+    // NVIDIA GPU) may be listed as a graphics process
+    for procs in [
+        d.running_compute_processes(),
+        d.running_graphics_processes(),
+    ] {
+        if let Some(p) = procs
+            .ok()
+            .and_then(|v| v.into_iter().find(|p| p.pid == pid))
+        {
             if let UsedGpuMemory::Used(b) = p.used_gpu_memory {
                 return (Some(b), "nvml_process");
             }

@@ -201,13 +201,22 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
         .any(|c| c.params.n_gpu_layers != GpuLayers::N(0));
     let env = crate::gpu::environment();
     let budget = budget(&env, args.device_memory, wants_gpu);
-    let rows: Vec<Row> = cells
+    // llama.cpp's own devices (a worker starts it): names a cell's `devices` must use
+    let llama = ctx.coordinator().and_then(|c| c.devices());
+    let mut rows: Vec<Row> = cells
         .iter()
         .map(|c| {
             let planned = acquire::describe(&matrix, c.model_index, c.quant, &opts);
             row(c, planned, &budget, &env)
         })
         .collect();
+    if let Ok(info) = &llama {
+        for (r, c) in rows.iter_mut().zip(&cells) {
+            if let Err(e) = info.cell_gpus(&c.params.devices) {
+                r.refused.get_or_insert(e);
+            }
+        }
+    }
     let duration = Duration {
         estimated_s: rows.iter().filter_map(|r| r.estimated_s).sum(),
         cells_unknown: rows.iter().filter(|r| r.estimated_s.is_none()).count(),
@@ -220,10 +229,16 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
         note: DURATION_NOTE,
     };
     if args.format == ListFormat::Json {
+        let (devices, notes) = match &llama {
+            Ok(i) => (serde_json::to_value(&i.devices)?, i.module_notes.clone()),
+            Err(e) => (serde_json::Value::Null, vec![format!("{e:#}")]),
+        };
         let out = serde_json::json!({
             "n_cells": rows.len(),
             "duration": duration,
             "memory": budget,
+            "devices": devices,
+            "device_notes": notes,
             "cells": rows,
         });
         ctx.printer
@@ -239,8 +254,43 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     ));
     ctx.printer
         .line(&format!("{}\n", duration_line(&duration, rows.len())));
+    print_devices(ctx, &llama);
     print_table(ctx, &rows);
     Ok(exit::OK)
+}
+
+/// llama.cpp's devices as it names them (what `devices` takes), with backend, driver and
+/// memory; then why a backend module gave none.
+fn print_devices(ctx: &Ctx, llama: &Result<crate::protocol::BackendInfo>) {
+    let info = match llama {
+        Ok(i) => i,
+        Err(e) => {
+            ctx.printer
+                .warn(&format!("llama.cpp's devices could not be listed: {e:#}"));
+            return;
+        }
+    };
+    ctx.printer.line("llama.cpp devices (names for `devices`):");
+    for d in &info.devices {
+        let driver = if d.driver.is_empty() {
+            String::new()
+        } else {
+            format!(", driver {}", d.driver)
+        };
+        ctx.printer.line(&format!(
+            "  {:<10} {} ({} {}{driver}; {} free of {})",
+            d.name,
+            d.description,
+            d.backend,
+            d.kind,
+            bytes(d.memory_free_bytes),
+            bytes(d.memory_total_bytes)
+        ));
+    }
+    for n in &info.module_notes {
+        ctx.printer.warn(n);
+    }
+    ctx.printer.line("");
 }
 
 /// `estimated duration: ~4 min 10 s (...)`, with the cells it could not count.

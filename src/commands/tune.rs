@@ -365,6 +365,7 @@ impl Search<'_> {
             corpus: p.quality_corpus.clone(),
             n_ctx: p.quality_ctx,
             chunks: p.quality_chunks.unwrap_or(8),
+            ref_devices: p.quality_ref_devices.clone(),
         };
         let reps = self.probe_reps;
         let mut cells = Vec::new();

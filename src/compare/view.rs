@@ -445,6 +445,7 @@ impl CsvRow<'_> {
             get("main_gpu").parse().unwrap_or(0),
             &get("tensor_split"),
             &get("rpc"),
+            &get("devices"),
         );
         // and with load tests: absent = one sequence on an empty context
         let load = crate::plan::load_tag(

@@ -364,6 +364,77 @@ impl fmt::Display for RpcServers {
     }
 }
 
+/// The llama.cpp devices a cell may put layers on, by ggml name (`CUDA0`, `Vulkan0`), as
+/// llama-bench's `-dev`: empty = llama.cpp's own choice (every GPU); `["CPU"]` = none (the
+/// CPU holds everything). Names are checked against the devices present by the worker,
+/// before the model is loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct DeviceSet(pub Vec<String>);
+
+impl DeviceSet {
+    /// llama.cpp's default device selection.
+    pub fn is_default(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Only the CPU: no device to offload to.
+    pub fn is_cpu_only(&self) -> bool {
+        self.0.len() == 1 && self.0[0].eq_ignore_ascii_case("cpu")
+    }
+
+    /// Parses one set from the command line: names separated by `,`; `auto` (or nothing) for
+    /// llama.cpp's default.
+    pub fn parse(s: &str) -> Result<DeviceSet, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "auto" {
+            return Ok(DeviceSet::default());
+        }
+        DeviceSet::checked(s.split(',').map(|x| x.trim().to_string()).collect())
+    }
+
+    /// Validates a set: ggml device names (letters, digits and `_-.[]:`), none twice, at most
+    /// [`MAX_DEVICES`], and `CPU` only alone (the CPU holds whatever is not offloaded anyway).
+    pub fn checked(v: Vec<String>) -> Result<DeviceSet, String> {
+        let how = "use ggml device names as `quantbench list` shows them, e.g. \"Vulkan0\" or \
+                   \"CUDA0\", or \"CPU\" alone for no GPU";
+        if v.len() > MAX_DEVICES {
+            return Err(format!(
+                "devices lists {} devices; llama.cpp uses at most {MAX_DEVICES}",
+                v.len()
+            ));
+        }
+        for d in &v {
+            let ok = !d.is_empty()
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.[]:".contains(c));
+            if !ok {
+                return Err(format!("devices: {d:?} is not a device name; {how}"));
+            }
+        }
+        if let Some(d) = first_repeat(&v) {
+            return Err(format!("device {d:?} is listed twice in one set"));
+        }
+        let set = DeviceSet(v);
+        if set.0.len() > 1 && set.0.iter().any(|d| d.eq_ignore_ascii_case("cpu")) {
+            return Err(format!(
+                "devices: \"CPU\" goes alone (it means no GPU; the CPU holds whatever the \
+                 listed devices do not); {how}"
+            ));
+        }
+        Ok(set)
+    }
+}
+
+impl fmt::Display for DeviceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_default() {
+            return f.write_str("auto");
+        }
+        f.write_str(&self.0.join(","))
+    }
+}
+
 /// The allowed range of an integer parameter. models.toml and the command line check values
 /// against the same limits and say the same thing when one is outside them.
 #[derive(Clone, Copy, Debug)]
@@ -508,6 +579,8 @@ pub struct Params {
     pub tensor_split: Vec<TensorSplit>,
     /// llama.cpp RPC servers whose devices join the local ones; each set is a separate cell.
     pub rpc: Vec<RpcServers>,
+    /// The devices a cell may use (ggml names); each set is a separate cell.
+    pub devices: Vec<DeviceSet>,
     /// Score each quant against the reference (`None`: on for real weights, off for synthetic).
     pub quality: Option<bool>,
     /// The reference quant (`None`: the model's most precise quant).
@@ -518,6 +591,9 @@ pub struct Params {
     pub quality_ctx: u32,
     /// How many chunks (`None`: enough for about 8k scored tokens).
     pub quality_chunks: Option<u32>,
+    /// Where the reference runs (`None`: on the cell's own placement); `["CPU"]` scores a
+    /// backend against the CPU's figures.
+    pub quality_ref_devices: Option<DeviceSet>,
     /// Measure through a llama-server started per cell under the workload (`true`), in
     /// process (`false`), or both (each value is a separate cell).
     pub serve: Vec<bool>,
@@ -553,11 +629,13 @@ impl Default for Params {
             main_gpu: vec![0],
             tensor_split: vec![TensorSplit::default()],
             rpc: vec![RpcServers::default()],
+            devices: vec![DeviceSet::default()],
             quality: None,
             quality_ref: None,
             quality_corpus: None,
             quality_ctx: 512,
             quality_chunks: None,
+            quality_ref_devices: None,
             serve: vec![false],
             server_bin: None,
         }
@@ -785,11 +863,13 @@ macro_rules! raw_table {
             main_gpu: Option<Spanned<OneOrMany>>,
             tensor_split: Option<Spanned<toml::Value>>,
             rpc: Option<Spanned<toml::Value>>,
+            devices: Option<Spanned<toml::Value>>,
             quality: Option<Spanned<bool>>,
             quality_ref: Option<Spanned<String>>,
             quality_corpus: Option<Spanned<String>>,
             quality_ctx: Option<Spanned<i64>>,
             quality_chunks: Option<Spanned<i64>>,
+            quality_ref_devices: Option<Spanned<toml::Value>>,
             serve: Option<Spanned<toml::Value>>,
             server_bin: Option<Spanned<String>>,
         }
@@ -818,11 +898,13 @@ macro_rules! raw_table {
                     main_gpu: self.main_gpu.as_ref(),
                     tensor_split: self.tensor_split.as_ref(),
                     rpc: self.rpc.as_ref(),
+                    devices: self.devices.as_ref(),
                     quality: self.quality.as_ref(),
                     quality_ref: self.quality_ref.as_ref(),
                     quality_corpus: self.quality_corpus.as_ref(),
                     quality_ctx: self.quality_ctx.as_ref(),
                     quality_chunks: self.quality_chunks.as_ref(),
+                    quality_ref_devices: self.quality_ref_devices.as_ref(),
                     serve: self.serve.as_ref(),
                     server_bin: self.server_bin.as_ref(),
                 }
@@ -871,11 +953,13 @@ struct RawParams<'a> {
     main_gpu: Option<&'a Spanned<OneOrMany>>,
     tensor_split: Option<&'a Spanned<toml::Value>>,
     rpc: Option<&'a Spanned<toml::Value>>,
+    devices: Option<&'a Spanned<toml::Value>>,
     quality: Option<&'a Spanned<bool>>,
     quality_ref: Option<&'a Spanned<String>>,
     quality_corpus: Option<&'a Spanned<String>>,
     quality_ctx: Option<&'a Spanned<i64>>,
     quality_chunks: Option<&'a Spanned<i64>>,
+    quality_ref_devices: Option<&'a Spanned<toml::Value>>,
     serve: Option<&'a Spanned<toml::Value>>,
     server_bin: Option<&'a Spanned<String>>,
 }
@@ -1373,6 +1457,18 @@ impl Cx<'_> {
         if let Some(v) = r.quality_chunks {
             p.quality_chunks = Some(self.int(v, &limits::QUALITY_CHUNKS)?);
         }
+        if let Some(v) = r.quality_ref_devices {
+            let sets = device_sets(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
+            let [set] = <[DeviceSet; 1]>::try_from(sets).map_err(|_| {
+                self.err(
+                    v.span(),
+                    "quality_ref_devices takes one list of device names (the reference runs \
+                     once per cell), e.g. [\"CPU\"]"
+                        .into(),
+                )
+            })?;
+            p.quality_ref_devices = Some(set);
+        }
         Ok(())
     }
 
@@ -1468,6 +1564,9 @@ impl Cx<'_> {
         }
         if let Some(v) = r.rpc {
             p.rpc = rpc_sets(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
+        }
+        if let Some(v) = r.devices {
+            p.devices = device_sets(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
         }
         Ok(())
     }
@@ -1992,29 +2091,49 @@ fn tensor_splits(v: &toml::Value) -> Result<Vec<TensorSplit>, String> {
 /// `rpc`: one set of servers (`["host:port", …]`), or several (`[[], ["host:port"]]`), each
 /// a separate cell; `[]` inside a list of sets = local devices only.
 fn rpc_sets(v: &toml::Value) -> Result<Vec<RpcServers>, String> {
-    use toml::Value;
     const HOW: &str = "use a list of \"host:port\" strings, or a list of such lists (one cell \
                        per set; [] = local devices only)";
-    let one = |x: &Value| -> Result<RpcServers, String> {
+    string_sets(v, "rpc", HOW, RpcServers::checked)
+}
+
+/// `devices`: one set of ggml device names (`["Vulkan0"]`), or several (`[["CUDA0"],
+/// ["Vulkan0"], ["CPU"]]`), each a separate cell; `[]` inside a list of sets = llama.cpp's own
+/// choice.
+fn device_sets(v: &toml::Value) -> Result<Vec<DeviceSet>, String> {
+    const HOW: &str = "use a list of device names (\"Vulkan0\", \"CUDA0\", \"CPU\"), or a list \
+                       of such lists (one cell per set; [] = llama.cpp's own choice)";
+    string_sets(v, "devices", HOW, DeviceSet::checked)
+}
+
+/// A key taking one list of strings or a list of such lists (one cell per list), each list
+/// checked by `checked`, no list twice.
+fn string_sets<T: PartialEq + fmt::Display>(
+    v: &toml::Value,
+    key: &str,
+    how: &str,
+    checked: fn(Vec<String>) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    use toml::Value;
+    let one = |x: &Value| -> Result<T, String> {
         match x {
-            Value::Array(a) => RpcServers::checked(
+            Value::Array(a) => checked(
                 a.iter()
                     .map(|e| match e {
                         Value::String(s) => Ok(s.clone()),
-                        _ => Err(format!("rpc: {HOW}")),
+                        _ => Err(format!("{key}: {how}")),
                     })
                     .collect::<Result<_, _>>()?,
             ),
-            _ => Err(format!("rpc: {HOW}")),
+            _ => Err(format!("{key}: {how}")),
         }
     };
     let sets = match v {
         Value::Array(a) if a.iter().all(|x| matches!(x, Value::String(_))) => vec![one(v)?],
         Value::Array(a) => a.iter().map(one).collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(format!("rpc: {HOW}")),
+        _ => return Err(format!("{key}: {how}")),
     };
     if let Some(s) = first_repeat(&sets) {
-        return Err(format!("rpc set {s} is listed twice"));
+        return Err(format!("{key} set {s} is listed twice"));
     }
     Ok(sets)
 }

@@ -69,7 +69,28 @@ pub fn columns() -> Vec<Col> {
     cols.push(("host", |_, c| c.host.clone()));
     cols.extend(rpc_columns());
     cols.extend(serving_columns());
+    cols.extend(device_columns());
     cols
+}
+
+/// The devices a cell was allowed (`devices`, added after the serving columns; empty =
+/// llama.cpp's own choice) and the drivers of those holding its weights where the backend
+/// names one (Vulkan).
+fn device_columns() -> Vec<Col> {
+    vec![
+        ("devices", |_, c| c.params.devices.0.join(",")),
+        ("driver", |r, c| {
+            let mut drivers: Vec<&str> = c
+                .devices_used
+                .iter()
+                .filter_map(|n| r.environment.llama.devices.iter().find(|d| &d.name == n))
+                .map(|d| d.driver.as_str())
+                .filter(|d| !d.is_empty())
+                .collect();
+            drivers.dedup();
+            drivers.join("+")
+        }),
+    ]
 }
 
 /// A served cell's reported point (added after the RPC columns; vLLM `bench serve`'s

@@ -142,6 +142,11 @@ pub fn args(p: &CellParams, slot_ctx: u32) -> Vec<String> {
     if !p.rpc.is_local() {
         a.extend(["--rpc".into(), p.rpc.0.join(",")]);
     }
+    if p.devices.is_cpu_only() {
+        a.extend(["--device".into(), "none".into()]);
+    } else if !p.devices.is_default() {
+        a.extend(["--device".into(), p.devices.0.join(",")]);
+    }
     a.extend(["--metrics".into(), "--no-webui".into()]);
     a
 }

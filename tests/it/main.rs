@@ -20,3 +20,4 @@ mod served;
 mod serving;
 mod shard;
 mod tune;
+mod vulkan;

@@ -258,7 +258,7 @@ fn probe(
         }
         Err(e) => return Err(e.context("checking the llama.cpp backends")),
     };
-    for n in &notes {
+    for n in notes.iter().chain(&backend.module_notes) {
         ctx.printer.warn(n);
     }
     Ok(Some((backend, notes)))
