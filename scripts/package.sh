@@ -19,7 +19,16 @@ with_src=0
 [ "${1:-}" = "--with-llama-src" ] && with_src=1
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash scripts/prereqs.sh --vulkan
+# QUANTBENCH_PACKAGE_VULKAN=0 leaves the Vulkan module out (a smaller tarball for a host known
+# to have no Vulkan driver)
+vulkan_on="${QUANTBENCH_PACKAGE_VULKAN:-1}"
+if [ "$vulkan_on" = 1 ]; then
+  bash scripts/prereqs.sh --vulkan
+  features=(--features vulkan)
+else
+  bash scripts/prereqs.sh
+  features=()
+fi
 # every CPU backend variant (the tarball runs on any x86-64 machine; a local build has only
 # this machine's): its own build folder, as the choice is made once per build of llama.cpp
 # (QUANTBENCH_CPU_VARIANTS=haswell, say, packages that one variant only: a tarball for
@@ -28,7 +37,7 @@ export QUANTBENCH_CPU_VARIANTS="${QUANTBENCH_CPU_VARIANTS:-all}"
 default_target="$root/target/package"
 [ "$QUANTBENCH_CPU_VARIANTS" = all ] || default_target="$root/target/package-$QUANTBENCH_CPU_VARIANTS"
 export CARGO_TARGET_DIR="${QUANTBENCH_PACKAGE_TARGET:-$default_target}"
-bash scripts/build.sh --features vulkan
+bash scripts/build.sh "${features[@]}"
 target="$CARGO_TARGET_DIR"
 bin="$target/release/quantbench"
 version="$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)"
@@ -54,14 +63,16 @@ rpc="$(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-rp
 [ -n "$rpc" ] || { echo "libggml-rpc.so was not built" >&2; exit 2; }
 cp "$rpc" "$stage/"
 # llama.cpp's Vulkan backend module, built by quantbench's build script with --features vulkan
-vulkan="$(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-vulkan.so' -printf '%T@ %p\n' | sort -nr | head -n1 | cut -d' ' -f2-)"
-[ -n "$vulkan" ] || { echo "libggml-vulkan.so was not built" >&2; exit 2; }
-cp "$vulkan" "$stage/"
-# the Vulkan loader, for a GPU host that has a Vulkan driver but no libvulkan.so.1 (a container
-# without Debian's libvulkan1): not next to the binary, where it would shadow the machine's own;
-# bench/gpu-vulkan.sh puts it on LD_LIBRARY_PATH only when the machine has none
-mkdir -p "$stage/vulkan-loader"
-cp -L "$(ldconfig -p | awk '/libvulkan\.so\.1 / {print $NF; exit}')" "$stage/vulkan-loader/libvulkan.so.1"
+if [ "$vulkan_on" = 1 ]; then
+  vulkan="$(find "$target/release/build" -path '*quantbench-*/out/backends/libggml-vulkan.so' -printf '%T@ %p\n' | sort -nr | head -n1 | cut -d' ' -f2-)"
+  [ -n "$vulkan" ] || { echo "libggml-vulkan.so was not built" >&2; exit 2; }
+  cp "$vulkan" "$stage/"
+  # the Vulkan loader, for a GPU host that has a Vulkan driver but no libvulkan.so.1 (a
+  # container without Debian's libvulkan1): not next to the binary, where it would shadow the
+  # machine's own; bench/gpu-vulkan.sh puts it on LD_LIBRARY_PATH only when the machine has none
+  mkdir -p "$stage/vulkan-loader"
+  cp -L "$(ldconfig -p | awk '/libvulkan\.so\.1 / {print $NF; exit}')" "$stage/vulkan-loader/libvulkan.so.1"
+fi
 # OpenMP runtime of the CPU backend: not on every machine
 cp -L "$(ldd "$(ls "$backends"/libggml-cpu*.so | head -n1)" | awk '/libgomp/ {print $3}')" "$stage/"
 strip --strip-unneeded "$stage"/*.so* "$stage/quantbench" 2>/dev/null || true
