@@ -436,6 +436,11 @@ pub mod limits {
     pub const TIMEOUT_S: Limit = Limit::new("timeout_s", 1, 7 * 24 * 3600);
     pub const MAIN_GPU: Limit = Limit::new("main_gpu", 0, super::MAX_DEVICES as i64 - 1);
     pub const SEED: Limit = Limit::new("seed", 0, i64::MAX);
+    /// The most an hour of a machine may cost (`usd_per_hour`): beyond it prices overflow.
+    pub const MAX_USD_PER_HOUR: f64 = 1e6;
+    /// The largest `--tokens-per-hour` (a million machines' worth of any model): beyond it the
+    /// number of copies would not fit a count.
+    pub const MAX_TOKENS_PER_HOUR: f64 = 1e15;
     pub const QUALITY_CTX: Limit = Limit::new("quality_ctx", 16, 1 << 20);
     pub const QUALITY_CHUNKS: Limit = Limit::new("quality_chunks", 1, 1 << 20);
     /// llama.cpp's `LLAMA_MAX_SEQ`: the most sequences one context holds.
@@ -954,9 +959,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         }
     };
     let cost = Cost {
-        usd_per_hour: positive(
+        usd_per_hour: within(
             &raw.cost.as_ref().and_then(|c| c.usd_per_hour.clone()),
             "usd_per_hour",
+            limits::MAX_USD_PER_HOUR,
+            "usd_per_hour = 3.5",
         )?,
     };
     let slo = Slo {
