@@ -1026,8 +1026,9 @@ pub fn endpoint_model(
         None,
     )?;
     let label = match &source {
-        Source::Endpoint { url, .. } => url.clone(),
-        _ => url.to_string(),
+        // the label is shown and written everywhere: never with the URL's password
+        Source::Endpoint { url, .. } => crate::redact::strip_userinfo(url).into_owned(),
+        _ => crate::redact::strip_userinfo(url).into_owned(),
     };
     Ok(ModelSpec {
         name: "endpoint".into(),
@@ -1932,6 +1933,13 @@ mod tests {
     }
 
     const MIN: &str = "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n";
+
+    #[test]
+    fn an_endpoints_label_never_carries_its_password() {
+        let m = p(MIN).unwrap();
+        let e = endpoint_model(&m, "http://user:S3CRET@127.0.0.1:8080", None).unwrap();
+        assert_eq!(e.label, "http://127.0.0.1:8080");
+    }
 
     #[test]
     fn minimal_config_gets_the_documented_defaults() {

@@ -318,7 +318,10 @@ fn new_report(
         started_at: previous.map_or_else(folder::now_rfc3339, |h| h.started_at.clone()),
         finished_at: None,
         wall_s: None,
-        command: std::env::args().collect(),
+        // a URL's password on the command line (`--endpoint http://user:pass@…`) stays out
+        command: std::env::args()
+            .map(|a| crate::redact::strip_userinfo(&a).into_owned())
+            .collect(),
         config: matrix.path.clone(),
         quantbench: BuildInfo::current(),
         environment,
