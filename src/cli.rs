@@ -46,7 +46,7 @@ pub enum Command {
     /// Acquire the models, measure every cell, write the reports.
     Run(RunArgs),
     /// Acquire every file the matrix needs (synthesise, derive); measure nothing.
-    Fetch(MatrixArgs),
+    Fetch(FetchArgs),
     /// Print the plan: cells, file sources, cache state, sizes, fit in memory.
     List(ListArgs),
     /// Compare two reports (results.json, results.csv, or run folders) cell by cell.
@@ -79,6 +79,17 @@ pub struct MatrixArgs {
     /// Use only local files and caches; never download.
     #[arg(long)]
     pub offline: bool,
+}
+
+/// `quantbench fetch`: the matrix, and whether quantizing waits for the machine lock.
+#[derive(Args, Debug, Clone)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    /// Quantize without taking the machine-wide measurement lock (quantizing loads every core:
+    /// by default it waits while a run measures).
+    #[arg(long)]
+    pub no_lock: bool,
 }
 
 /// Measurement overrides applied to every cell. Values are checked against the same limits as
@@ -230,6 +241,10 @@ pub struct RunArgs {
     /// report says so).
     #[arg(long)]
     pub no_lock: bool,
+    /// Run a matrix of more cells than quantbench runs unasked (10,000; every list in
+    /// models.toml multiplies the cells).
+    #[arg(long)]
+    pub yes: bool,
     /// Skip the charts and report.html.
     #[arg(long)]
     pub no_plots: bool,
@@ -240,21 +255,26 @@ pub struct RunArgs {
     pub shard: Option<crate::plan::Shard>,
     /// What an hour of this machine costs, in dollars: every cell gets `usd_per_mtok`
     /// (overrides models.toml's [cost] usd_per_hour).
-    #[arg(long, value_name = "USD", value_parser = positive_number)]
+    #[arg(long, value_name = "USD", value_parser = |s: &str| positive_at_most(s, limits::MAX_USD_PER_HOUR))]
     pub usd_per_hour: Option<f64>,
     /// Generated tokens per hour the deployment must serve: the reports say how many copies
     /// of each cell that needs.
-    #[arg(long, value_name = "N", value_parser = positive_number)]
+    #[arg(long, value_name = "N", value_parser = |s: &str| positive_at_most(s, limits::MAX_TOKENS_PER_HOUR))]
     pub tokens_per_hour: Option<f64>,
 }
 
-/// A number above 0 (a price, a load).
-fn positive_number(s: &str) -> Result<f64, String> {
+/// A number above 0 and at most `max` (a price, a load).
+fn positive_at_most(s: &str, max: f64) -> Result<f64, String> {
     s.trim()
         .parse::<f64>()
         .ok()
-        .filter(|x| x.is_finite() && *x > 0.0)
-        .ok_or_else(|| format!("{s:?}: use a number above 0, e.g. 3.5"))
+        .filter(|x| x.is_finite() && *x > 0.0 && *x <= max)
+        .ok_or_else(|| format!("{s:?}: use a number above 0 and at most {max:e}, e.g. 3.5"))
+}
+
+/// A finite number above 0 (a tune target).
+fn positive_number(s: &str) -> Result<f64, String> {
+    positive_at_most(s, f64::MAX)
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,17 +24,19 @@
 //!  protocol                         coordinator ↔ worker messages
 //!  plan              capacity       matrix → cells; will it fit in memory
 //!  config                           models.toml → validated Matrix
-//!  leaves: quant safe_path fsutil stats signals gpu presets metrics quality gguf machine_lock
-//!          rpc_wire traffic serving_stats
-//!          plain data and helpers: quant types, path guard, atomic files, statistics,
-//!          signal handling, NVML, synthetic presets, gate metrics, quality statistics
-//!          (llama-perplexity's KL-divergence definitions), GGUF format, machine lock,
+//!  leaves: quant redact safe_path fsutil stats signals gpu presets metrics quality gguf
+//!          machine_lock rpc_wire traffic serving_stats
+//!          plain data and helpers: quant types, secrets kept out of messages (and terminal
+//!          escaping), path guard, atomic files, statistics, signal handling, NVML,
+//!          synthetic presets, gate metrics, quality statistics (llama-perplexity's
+//!          KL-divergence definitions), GGUF format, machine lock,
 //!          llama.cpp's RPC handshake and per-connection TCP counters, serving workloads
 //!          (lengths, arrivals) and per-request statistics (vLLM's definitions)
 //! ```
 
 // Leaves: plain data and helpers.
 pub mod quant;
+pub mod redact;
 pub mod safe_path;
 pub mod fsutil;
 pub mod stats;

@@ -458,6 +458,12 @@ pub enum Event {
         cell: usize,
         measurement: Box<Measurement>,
     },
+    /// The speed tests are done and the quality test follows: what stands if the worker is
+    /// stopped (`timeout_s`) before [`Event::Done`].
+    Measured {
+        cell: usize,
+        measurement: Box<Measurement>,
+    },
     /// The cell could not be measured; the worker goes on with the next.
     Failed { cell: usize, reason: String },
 }

@@ -22,8 +22,9 @@ use crate::quant::Quant;
 
 /// Environment variable that makes workers inject a fault, for testing failure handling:
 /// `KIND` or `KIND@MODEL` or `KIND@MODEL:QUANT`, KIND one of `crash`, `hang` (while measuring),
-/// `hang-init` (before the cell starts), `hang-exit` (after its result), `hang-log` (while
-/// logging a line every 10 ms), `error`, `oom`.
+/// `hang-init` (before the cell starts), `hang-exit` (after its result), `hang-quality` (after
+/// the speed tests, before the quality test), `hang-log` (while logging a line every 10 ms),
+/// `error`, `oom`.
 pub const FAULT_ENV: &str = "QUANTBENCH_FAULT";
 
 struct Events {
@@ -100,6 +101,14 @@ pub fn serve() -> Result<()> {
         match run_job(&engine, &job, &mut loaded, &mut events, (&gpu, &baseline)) {
             Ok(mut measurement) => {
                 if let (Some(q), Some(model)) = (&job.quality, loaded.as_ref()) {
+                    // the speed figures first: they stand if the quality test overruns
+                    events.send(&Event::Measured {
+                        cell,
+                        measurement: Box::new(measurement.clone()),
+                    });
+                    if injected(&job.cell).as_deref() == Some("hang-quality") {
+                        hang(); // a quality test that overruns timeout_s
+                    }
                     // after the speed tests and their telemetry: the reference's memory is not
                     // the cell's
                     let mut progress = CellProbe {
@@ -607,10 +616,15 @@ fn hang() -> ! {
     }
 }
 
+#[allow(
+    clippy::print_stderr,
+    reason = "a worker's stderr is its log, which the coordinator reads: the injected faults \
+              print what the real ones would"
+)]
 fn inject_fault(cell: &Cell) -> Result<()> {
     let spec = std::env::var(FAULT_ENV).unwrap_or_default();
     match injected(cell).as_deref() {
-        None | Some("hang-init" | "hang-exit") => Ok(()),
+        None | Some("hang-init" | "hang-exit" | "hang-quality") => Ok(()),
         Some("crash") => {
             eprintln!("quantbench worker: injected crash ({FAULT_ENV}={spec})");
             std::process::abort()

@@ -193,9 +193,19 @@ pub fn shard_costs(matrix: &crate::config::Matrix, cells: &[Cell]) -> Vec<f64> {
         .collect()
 }
 
+/// The most cells `run` measures without `--yes`: every list in models.toml multiplies the
+/// matrix, and a typo in one (`n_gen = [1, 2, …, 1000]`) makes a run of weeks.
+pub const MAX_CELLS: usize = 10_000;
+
+/// `list`'s rough duration of these cells, from the matrix alone (no file is read): for the
+/// message that refuses a matrix of more than [`MAX_CELLS`].
+pub fn rough_duration(matrix: &crate::config::Matrix, cells: &[Cell]) -> String {
+    human_duration(shard_costs(matrix, cells).iter().sum())
+}
+
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     let (matrix, cells) = load_plan(&args.matrix, &args.overrides)?;
-    let opts = ctx.acquire_options(args.matrix.offline)?;
+    let opts = ctx.acquire_options(args.matrix.offline, false)?;
     let wants_gpu = cells
         .iter()
         .any(|c| c.params.n_gpu_layers != GpuLayers::N(0));
@@ -203,10 +213,15 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     let budget = budget(&env, args.device_memory, wants_gpu);
     // llama.cpp's own devices (a worker starts it): names a cell's `devices` must use
     let llama = ctx.coordinator().and_then(|c| c.devices());
+    // one look per file, however many cells share it (a large matrix lists in seconds)
+    let mut seen = std::collections::HashMap::new();
     let mut rows: Vec<Row> = cells
         .iter()
         .map(|c| {
-            let planned = acquire::describe(&matrix, c.model_index, c.quant, &opts);
+            let planned = seen
+                .entry((c.model_index, c.quant))
+                .or_insert_with(|| acquire::describe(&matrix, c.model_index, c.quant, &opts))
+                .clone();
             row(c, planned, &budget, &env)
         })
         .collect();

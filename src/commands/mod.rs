@@ -45,12 +45,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Acquisition options for this invocation.
-    pub fn acquire_options(&self, offline: bool) -> Result<acquire::Options> {
+    /// Acquisition options for this invocation; `lock`: quantizing takes the machine-wide
+    /// measurement lock.
+    pub fn acquire_options(&self, offline: bool, lock: bool) -> Result<acquire::Options> {
         Ok(acquire::Options {
             cache_dir: self.cache_dir.clone(),
             exe: worker_exe()?,
             hub: acquire::hub::HubConfig::from_env(offline),
+            lock_dir: lock.then(crate::machine_lock::dir),
         })
     }
 

@@ -62,6 +62,7 @@ fn view(decode: &[f64], load: f64) -> ReportView {
         },
     );
     ReportView {
+        warnings: Vec::new(),
         source: "x".into(),
         run_id: "r".into(),
         build_profile: "release".into(),

@@ -507,6 +507,11 @@ pub mod limits {
     pub const TIMEOUT_S: Limit = Limit::new("timeout_s", 1, 7 * 24 * 3600);
     pub const MAIN_GPU: Limit = Limit::new("main_gpu", 0, super::MAX_DEVICES as i64 - 1);
     pub const SEED: Limit = Limit::new("seed", 0, i64::MAX);
+    /// The most an hour of a machine may cost (`usd_per_hour`): beyond it prices overflow.
+    pub const MAX_USD_PER_HOUR: f64 = 1e6;
+    /// The largest `--tokens-per-hour` (a million machines' worth of any model): beyond it the
+    /// number of copies would not fit a count.
+    pub const MAX_TOKENS_PER_HOUR: f64 = 1e15;
     pub const QUALITY_CTX: Limit = Limit::new("quality_ctx", 16, 1 << 20);
     pub const QUALITY_CHUNKS: Limit = Limit::new("quality_chunks", 1, 1 << 20);
     /// llama.cpp's `LLAMA_MAX_SEQ`: the most sequences one context holds.
@@ -1066,9 +1071,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         }
     };
     let cost = Cost {
-        usd_per_hour: positive(
+        usd_per_hour: within(
             &raw.cost.as_ref().and_then(|c| c.usd_per_hour.clone()),
             "usd_per_hour",
+            limits::MAX_USD_PER_HOUR,
+            "usd_per_hour = 3.5",
         )?,
     };
     let slo = Slo {
@@ -1215,8 +1222,9 @@ pub fn endpoint_model(
         None,
     )?;
     let label = match &source {
-        Source::Endpoint { url, .. } => url.clone(),
-        _ => url.to_string(),
+        // the label is shown and written everywhere: never with the URL's password
+        Source::Endpoint { url, .. } => crate::redact::strip_userinfo(url).into_owned(),
+        _ => crate::redact::strip_userinfo(url).into_owned(),
     };
     Ok(ModelSpec {
         name: "endpoint".into(),
@@ -2156,6 +2164,13 @@ mod tests {
     }
 
     const MIN: &str = "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n";
+
+    #[test]
+    fn an_endpoints_label_never_carries_its_password() {
+        let m = p(MIN).unwrap();
+        let e = endpoint_model(&m, "http://user:S3CRET@127.0.0.1:8080", None).unwrap();
+        assert_eq!(e.label, "http://127.0.0.1:8080");
+    }
 
     #[test]
     fn minimal_config_gets_the_documented_defaults() {

@@ -1,6 +1,8 @@
 //! `results.csv`: one row per cell, stable column order, units in the names. Column names that
 //! mean what llama-bench's mean use llama-bench's. Failed cells are rows with `status=failed`
-//! and `error`; metric columns are empty where a value does not exist.
+//! and `error`; metric columns are empty where a value does not exist. Every value goes through
+//! [`crate::redact::spreadsheet_safe`]: text a spreadsheet would run as a formula gets a leading
+//! `'`, numbers stay numbers.
 
 use anyhow::Result;
 
@@ -444,7 +446,10 @@ impl Format for Csv {
         let mut w = ::csv::Writer::from_writer(Vec::new());
         w.write_record(cols.iter().map(|(n, _)| *n))?;
         for c in &report.cells {
-            w.write_record(cols.iter().map(|(_, f)| f(report, c)))?;
+            w.write_record(
+                cols.iter()
+                    .map(|(_, f)| crate::redact::spreadsheet_safe(&f(report, c)).into_owned()),
+            )?;
         }
         Ok(String::from_utf8(w.into_inner()?)?)
     }

@@ -13,17 +13,48 @@ pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("quantbench")
 }
 
-/// Sets `c` to run in `dir` with the quantbench cache at `cache`, and without the fault
-/// injection or backend folder of the environment the tests were started in.
+/// What a developer's or CI's environment may hold that a test must never see or use: hub
+/// credentials and settings (a logged-in machine's token must not reach a test server, and the
+/// no-token cases must test what they claim), proxies, fault injection, backend folders.
+pub const FOREIGN_ENV: &[&str] = &[
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ENDPOINT",
+    "HF_HUB_OFFLINE",
+    "XDG_CACHE_HOME",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "QUANTBENCH_FAULT",
+    "QUANTBENCH_FAULT_DISK_FULL",
+    "QUANTBENCH_BACKEND_DIR",
+];
+
+/// Sets `c` to run in `dir` with the quantbench cache at `cache`, `HOME` in `dir` (so no token
+/// file or cache of the person running the tests is found), the machine-wide measurement lock in
+/// the cache (parallel tests, and other people's test runs on the machine, do not wait for each
+/// other; the lock's own tests point it elsewhere), and none of [`FOREIGN_ENV`].
 pub fn isolate<'a>(
     c: &'a mut std::process::Command,
     dir: &Path,
     cache: &Path,
 ) -> &'a mut std::process::Command {
+    for k in FOREIGN_ENV {
+        c.env_remove(k);
+    }
     c.current_dir(dir)
         .env("QUANTBENCH_CACHE", cache)
-        .env_remove("QUANTBENCH_FAULT")
-        .env_remove("QUANTBENCH_BACKEND_DIR")
+        .env("QUANTBENCH_LOCK_DIR", cache)
+        .env("HOME", dir.join("home"))
 }
 
 /// `quantbench` run in `dir` with its cache at `cache`, as a plain `std` process.

@@ -676,3 +676,41 @@ fn run_with_a_quality_baseline_gates_on_kld() {
     assert!(kld.get("confirmations").is_none(), "{kld}");
     assert!(stderr(&out).contains("kld_mean"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_csv_value_that_is_not_a_number_and_a_row_given_twice_are_named() {
+    let f = fixture();
+    let text = std::fs::read_to_string(f.b.join("results.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let k = head.iter().position(|h| h == "decode_tok_s").unwrap();
+    let mut rows: Vec<Vec<String>> = rdr
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    // a spreadsheet's error value in row 2 (the header is row 1), the last row pasted twice
+    rows[0][k] = "#N/A".into();
+    rows.push(rows.last().unwrap().clone());
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&head).unwrap();
+    for r in &rows {
+        w.write_record(r).unwrap();
+    }
+    let edited = f.root().join("edited.csv");
+    std::fs::write(&edited, w.into_inner().unwrap()).unwrap();
+    let out = compare(&edited, &f.b.join("results.json"), &[]);
+    assert!(is_a_verdict(&out), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("edited.csv: row 2, column decode_tok_s: \"#N/A\" is not a number"),
+        "{e}"
+    );
+    let n = rows.len() + 1;
+    assert!(
+        e.contains(&format!(
+            "edited.csv: row {} and row {n} are the same cell",
+            n - 1
+        )) && e.contains("the later one is used"),
+        "{e}"
+    );
+}

@@ -4,6 +4,10 @@
 //! tests that need it are skipped, saying so, where the module or the driver is missing, unless
 //! `QUANTBENCH_REQUIRE_VULKAN` is set (CI sets it). The `devices` key's refusals and the notes
 //! for a module that gives no device run in every build.
+#![allow(
+    clippy::print_stderr,
+    reason = "a skipped test says so, and the measured KLD is shown, in the test's output"
+)]
 
 use crate::common::*;
 use serde_json::Value;

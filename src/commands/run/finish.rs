@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
@@ -47,15 +46,29 @@ impl Run<'_> {
         // verdict is not final, so nothing is saved as a baseline and the exit status says
         // interrupted
         let confirm_interrupted =
-            report.status == RunStatus::Complete && ctx.interrupted.load(Ordering::SeqCst);
+            report.status == RunStatus::Complete && crate::signals::stopping(&ctx.interrupted);
+        // Charts are a view of the reports already written: failing to draw one loses nothing
+        // measured, but it is an error (a full disk), with the command that draws them again.
+        let mut visuals_failed = false;
         if !self.args.no_plots {
-            // Charts are a view of the reports already written: failing to draw one loses
-            // nothing.
             match report::write_visuals(&report, &self.dir) {
                 Ok(_) => ctx
                     .printer
                     .line(&format!("charts and report.html: {}", self.dir.display())),
-                Err(e) => ctx.printer.warn(&format!("charts not drawn: {e:#}")),
+                Err(e) => {
+                    visuals_failed = true;
+                    ctx.printer.line(&format!(
+                        "error: the charts and report.html were not written ({e:#}); the measured \
+                         reports (results.json, results.csv, summary.md) are complete. {}draw \
+                         them with `quantbench report {}`",
+                        if crate::fsutil::is_disk_full(&e) {
+                            "Free some disk space, then "
+                        } else {
+                            ""
+                        },
+                        self.dir.display()
+                    ));
+                }
             }
         }
         if let Some(target) = &save_to {
@@ -65,14 +78,20 @@ impl Run<'_> {
                 && !confirm_interrupted;
             save_baseline(ctx, &report, target, keep, regressed)?;
         }
-        Ok(exit_code(
+        let code = exit_code(
             ctx,
             &report,
             &self.dir,
             confirm_interrupted,
             regressed,
             failed,
-        ))
+        );
+        // a run otherwise fine whose charts could not be written is not fine
+        Ok(if visuals_failed && code == exit::OK {
+            exit::FATAL
+        } else {
+            code
+        })
     }
 
     /// The final table, the one-line summary and `--format` output on stdout; returns how many
@@ -133,7 +152,7 @@ impl Run<'_> {
         let (ctx, args) = (self.ctx, self.args);
         let view = crate::compare::from_report(report, &self.dir.join("results.json"));
         let mut cmp = crate::compare::compare(baseline, &view, thresholds);
-        let stop = || ctx.interrupted.load(Ordering::SeqCst);
+        let stop = || crate::signals::stopping(&ctx.interrupted);
         if !cmp.has_regression() || args.confirm == 0 || report.status != RunStatus::Complete {
             return Ok(cmp);
         }

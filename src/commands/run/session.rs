@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::measure::take_lock;
 use super::{folder, new_report, probe, serve_targets, Inputs, Run};
 use crate::cli::RunArgs;
 use crate::commands::Ctx;
@@ -38,6 +39,11 @@ impl<'a> Session<'a> {
     /// Opens a new run folder under `args.out`, or `args.resume`'s; `None` when a signal came
     /// before llama.cpp started.
     pub fn open(ctx: &'a Ctx, args: RunArgs, matrix: Matrix) -> Result<Option<Session<'a>>> {
+        // the machine-wide lock, from the CPU self-test (it measures too) to the last batch
+        let lock = take_lock(ctx, &args, &|| crate::signals::stopping(&ctx.interrupted))?;
+        if crate::signals::stopping(&ctx.interrupted) {
+            return Ok(None);
+        }
         let mut coordinator = ctx.coordinator()?;
         let Some((backend, notes)) = probe(ctx, &mut coordinator)? else {
             return Ok(None);
@@ -72,7 +78,7 @@ impl<'a> Session<'a> {
             coordinator,
             report,
             t_start: Instant::now(),
-            lock: None,
+            lock,
             batches: 0,
             _folder: lock_file,
         }))
@@ -93,7 +99,6 @@ impl<'a> Session<'a> {
             cells,
             dir: self.dir.clone(),
             servers: serve_targets(self.ctx, &self.matrix, cells)?,
-            locked: self.lock.is_some(),
             // a later batch: "resuming" would mislead
             batch: self.batches > 0,
         };
@@ -106,10 +111,9 @@ impl<'a> Session<'a> {
             &mut self.coordinator,
             self.t_start,
             &mut logged,
+            self.lock.take(),
         )?;
-        if self.lock.is_none() {
-            self.lock = lock;
-        }
+        self.lock = lock;
         self.batches += 1;
         // the folder's cells: the earlier ones, with this batch's in place of theirs
         let mut all: Vec<CellResult> = self
