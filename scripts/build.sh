@@ -12,8 +12,9 @@ if ! ls "$target"/release/build/llama-cpp-sys-2-*/out/lib/libllama.so >/dev/null
   echo "quantbench: first build: compiling llama.cpp (only the CPU backend this machine runs) and quantbench; about 4 minutes on 2 cores, seconds afterwards" >&2
   start=$(date +%s)
   (
-    while sleep 30; do
-      n=$(find "$target"/release/build/llama-cpp-sys-2-*/out/build -name '*.o' 2>/dev/null | wc -l)
+    while sleep "${QUANTBENCH_BUILD_PROGRESS_S:-30}"; do
+      # (|| true: before the build folder exists, find fails, and set -e would end this loop)
+      n=$(find "$target"/release/build/llama-cpp-sys-2-*/out/build -name '*.o' 2>/dev/null | wc -l || true)
       echo "quantbench: still building ($(( $(date +%s) - start )) s; llama.cpp: $n of about 75 objects)" >&2
     done
   ) &
@@ -24,5 +25,5 @@ if [[ " $* " == *vulkan* ]] && ! ls "$target"/release/build/quantbench-*/out/bac
 fi
 status=0
 cargo build --release --quiet "$@" >&2 || status=$?
-[ -n "$watcher" ] && kill "$watcher" 2>/dev/null
+if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null || true; fi
 exit "$status"

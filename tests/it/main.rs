@@ -16,6 +16,7 @@ mod quality;
 mod recipes;
 mod report;
 mod rpc;
+mod scripts;
 mod served;
 mod serving;
 mod shard;
