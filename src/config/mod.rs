@@ -2166,10 +2166,18 @@ mod tests {
     const MIN: &str = "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n";
 
     #[test]
-    fn an_endpoints_label_never_carries_its_password() {
+    fn an_endpoint_with_a_password_is_refused_without_echoing_it() {
         let m = p(MIN).unwrap();
-        let e = endpoint_model(&m, "http://user:S3CRET@127.0.0.1:8080", None).unwrap();
-        assert_eq!(e.label, "http://127.0.0.1:8080");
+        let e = endpoint_model(&m, "http://user:S3CRET@127.0.0.1:8080", None).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("api_key_env"), "{msg}");
+        assert!(!msg.contains("S3CRET"), "{msg}");
+        let ok = endpoint_model(&m, "http://127.0.0.1:8080/v1", None).unwrap();
+        assert!(
+            ok.label.starts_with("http://127.0.0.1:8080"),
+            "{}",
+            ok.label
+        );
     }
 
     #[test]
