@@ -40,6 +40,10 @@ pub struct BuildInfo {
     pub build_profile: String,
     /// The llama.cpp bindings crate the binary was built with.
     pub llama_cpp_sys_2: String,
+    /// The llama.cpp build number of that crate's sources (the build of the oracle tools made
+    /// from the same sources); 0 in reports from before it was recorded.
+    #[serde(default)]
+    pub llama_cpp_build: u32,
 }
 
 impl BuildInfo {
@@ -49,6 +53,7 @@ impl BuildInfo {
             git_commit: env!("QB_GIT_COMMIT").into(),
             build_profile: env!("QB_BUILD_PROFILE").into(),
             llama_cpp_sys_2: "0.1.161".into(),
+            llama_cpp_build: crate::serving::server::PINNED_BUILD,
         }
     }
 }
@@ -67,6 +72,11 @@ pub struct Environment {
     pub gpu: GpuEnvironment,
     /// What quantbench adapted to on this machine (e.g. a CPU backend variant excluded).
     pub notes: Vec<String>,
+    /// llama.cpp's own tools built from the same sources (llama-bench, llama-perplexity,
+    /// llama-batched-bench, llama-server: the oracles its figures are checked against), when
+    /// this machine has them: their build and folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<String>,
 }
 
 /// `ok` or `failed`.

@@ -172,13 +172,17 @@ fn software_entries(h: &mut String, r: &Report) {
         .map(|m| m.rsplit('/').next().unwrap_or(m))
         .collect();
     let llama = format!(
-        "{} (ggml {} {}), modules: {}",
+        "{}{} (ggml {} {}), modules: {}",
         l.llama_version,
+        super::md::llama_build(r),
         l.ggml_version,
         l.ggml_commit,
         modules.join(", ")
     );
     dl(h, "llama.cpp", &llama);
+    if let Some(o) = &r.environment.oracle {
+        dl(h, "llama.cpp's tools (oracles)", o);
+    }
     let q = &r.quantbench;
     let quantbench = format!("{} ({}, {})", q.version, q.git_commit, q.build_profile);
     dl(h, "quantbench", &quantbench);

@@ -228,11 +228,12 @@ fn facts(r: &Report) -> String {
         s += &machine_facts(r);
     }
     s += &format!(
-        "- quantbench {} ({}, {}), llama.cpp {} (ggml {} {}){}\n",
+        "- quantbench {} ({}, {}), llama.cpp {}{} (ggml {} {}){}\n",
         r.quantbench.version,
         r.quantbench.git_commit,
         r.quantbench.build_profile,
         e.llama.llama_version,
+        llama_build(r),
         e.llama.ggml_version,
         e.llama.ggml_commit,
         if r.merged_from.len() > 1 {
@@ -241,6 +242,9 @@ fn facts(r: &Report) -> String {
             ""
         }
     );
+    if let Some(o) = &e.oracle {
+        s += &format!("- llama.cpp's own tools beside it (the oracles): {o}\n");
+    }
     s += &format!("- command: `{}`\n", r.command.join(" "));
     if r.synthetic_weights {
         s += "- **synthetic weights**: random values in real architectures; speed and memory are \
@@ -312,6 +316,18 @@ pub fn machines_table(r: &Report) -> Option<TextTable> {
                  cells (the host column of the results table says which)."
         .to_string();
     Some((intro, head, rows))
+}
+
+/// ` build N, llama-cpp-sys-2 V`: which llama.cpp the run measured with (empty in reports from
+/// before it was recorded).
+pub fn llama_build(r: &Report) -> String {
+    if r.quantbench.llama_cpp_build == 0 {
+        return String::new();
+    }
+    format!(
+        " build {}, llama-cpp-sys-2 {}",
+        r.quantbench.llama_cpp_build, r.quantbench.llama_cpp_sys_2
+    )
 }
 
 /// A machine's GPUs: `2× NVIDIA H200 (139.8 GiB)`, kinds joined with `, `; `–` without any.

@@ -12,6 +12,7 @@ mod hardening;
 mod hub;
 mod list;
 mod load;
+mod oracle;
 mod quality;
 mod recipes;
 mod report;
