@@ -164,6 +164,10 @@ pub struct CellResult {
     /// requests themselves are in `requests.jsonl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<crate::protocol::ServingMeasurement>,
+    /// What else used the machine during the cell's timed regions, and whether that makes its
+    /// speed figures untrustworthy (`disturbed`); absent in reports from before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disturbance: Option<crate::disturbance::Disturbance>,
 }
 
 /// A cell's quality against its model's reference, with llama-perplexity's definitions: the
@@ -406,6 +410,7 @@ impl CellResult {
             usd_per_mtok: None,
             warnings: Vec::new(),
             rpc: Vec::new(),
+            disturbance: None,
         }
     }
 
@@ -473,6 +478,7 @@ impl CellResult {
         r.generated_text = Some(m.generated_text);
         r.warnings = m.warnings;
         r.rpc = m.rpc;
+        r.disturbance = m.disturbance;
         if let (Some(q), Some(p)) = (m.quality, &cell.params.quality) {
             r.quality = Some(CellQuality {
                 stats: q.stats,

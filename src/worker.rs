@@ -107,6 +107,7 @@ pub fn serve() -> Result<()> {
                         telemetry: GpuCellTelemetry::default(),
                         energy_start: None,
                         devices_used: Vec::new(),
+                        meter: Default::default(),
                     };
                     measurement.quality =
                         Some(quality(&engine, model, q, &job.cell, &mut progress));
@@ -143,6 +144,9 @@ fn run_job(
     }
     let p = &job.cell.params;
     let session = gpu.as_ref().ok();
+    // other processes keeping every core busy while the cell is measured (a test's busy
+    // machine); stopped when this returns
+    let _burners = (injected(&job.cell).as_deref() == Some("busy")).then(Burners::start);
     // Sample from before the load, so the peak covers loading too.
     let (untimed_ms, timed_ms) = sample_periods();
     let monitor = session.filter(|_| untimed_ms > 0).map(|g| {
@@ -186,13 +190,26 @@ fn run_job(
         telemetry: GpuCellTelemetry::default(),
         energy_start: None,
         devices_used: Vec::new(),
+        meter: Default::default(),
     };
     let result = model.measure(engine, &job.cell, &mut probe);
     let mut telemetry = std::mem::take(&mut probe.telemetry);
+    let figures = probe.meter.figures();
     if let Some(mon) = monitor {
         mon.finish(&mut telemetry);
     }
     let mut m = result?;
+    m.disturbance = figures.map(|mut d| {
+        d.gpu_other_processes = telemetry.other_processes;
+        d.gpu_slowdowns = telemetry
+            .throttle_reasons
+            .iter()
+            .filter(|r| r.contains("SLOWDOWN"))
+            .cloned()
+            .collect();
+        d.judge(!m.devices_used.is_empty());
+        d
+    });
     match gpu {
         Ok(g) => {
             telemetry.peak_bandwidth_bytes_s = peak_bandwidth(g, &m.devices_used, p.split_mode);
@@ -399,6 +416,8 @@ struct CellProbe<'a> {
     energy_start: Option<u64>,
     /// GPUs holding the model's weights (ggml names).
     devices_used: Vec<String>,
+    /// What else used the machine during the timed regions.
+    meter: crate::disturbance::Meter,
 }
 
 impl engine::Probe for CellProbe<'_> {
@@ -430,6 +449,7 @@ impl engine::Probe for CellProbe<'_> {
         if let Some(m) = self.monitor {
             m.set_timed(true);
         }
+        self.meter.begin();
     }
     fn wants_energy(&self) -> bool {
         self.session
@@ -449,6 +469,7 @@ impl engine::Probe for CellProbe<'_> {
         }
     }
     fn timed_end(&mut self) {
+        self.meter.end();
         if let Some(m) = self.monitor {
             m.set_timed(false);
         }
@@ -460,6 +481,41 @@ impl engine::Probe for CellProbe<'_> {
             done,
             total,
         });
+    }
+}
+
+/// Processes that keep every core busy until dropped: the injected fault `busy`, a machine
+/// busy with something else while a cell is measured.
+struct Burners(Vec<std::process::Child>);
+
+impl Burners {
+    fn start() -> Self {
+        let n = crate::disturbance::cpus();
+        Burners(
+            (0..n)
+                .filter_map(|_| {
+                    // bounded by `timeout`, so that a worker killed mid-cell leaves nothing
+                    // spinning for long; a group of its own, so that the drop stops the shell too
+                    let mut cmd = std::process::Command::new("timeout");
+                    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+                    cmd.args(["-s", "KILL", "60", "sh", "-c", "while :; do :; done"])
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .spawn()
+                        .ok()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: signalling the process group this worker created for the burner.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
     }
 }
 
@@ -493,7 +549,7 @@ fn hang() -> ! {
 fn inject_fault(cell: &Cell) -> Result<()> {
     let spec = std::env::var(FAULT_ENV).unwrap_or_default();
     match injected(cell).as_deref() {
-        None | Some("hang-init" | "hang-exit") => Ok(()),
+        None | Some("hang-init" | "hang-exit" | "busy") => Ok(()),
         Some("crash") => {
             eprintln!("quantbench worker: injected crash ({FAULT_ENV}={spec})");
             std::process::abort()

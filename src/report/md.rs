@@ -202,6 +202,7 @@ impl Format for Markdown {
             s += &md_table(&head, &rows);
         }
         s += &failed_list(r);
+        s += &disturbed_list(r);
         Ok(s)
     }
 }
@@ -664,6 +665,35 @@ fn failed_list(r: &Report) -> String {
             c.quant,
             c.error.as_deref().unwrap_or("unknown").replace('\n', " ")
         );
+    }
+    s
+}
+
+/// The cells measured while something else used the machine (`disturbance.disturbed`), with
+/// why: their speed figures are not to be trusted, and the gate calls them inconclusive.
+pub fn disturbed(r: &Report) -> Vec<(&CellResult, &str)> {
+    r.cells
+        .iter()
+        .filter_map(|c| {
+            let why = c.disturbance.as_ref()?.disturbed.as_deref()?;
+            Some((c, why))
+        })
+        .collect()
+}
+
+/// The Disturbed cells section, where the machine was busy during some cells.
+fn disturbed_list(r: &Report) -> String {
+    let cells = disturbed(r);
+    if cells.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Disturbed cells\n\nThe machine was busy with something else while these cells \
+         were timed: their speed figures are not to be trusted (the gate calls them \
+         inconclusive).\n\n",
+    );
+    for (c, why) in cells {
+        s += &format!("- {} {}: {why}\n", c.model_and_placement(), c.quant);
     }
     s
 }
