@@ -8,6 +8,7 @@ mod common;
 
 mod cli;
 mod compare;
+mod docs;
 mod hardening;
 mod hub;
 mod list;
