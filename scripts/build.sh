@@ -13,7 +13,8 @@ if ! ls "$target"/release/build/llama-cpp-sys-2-*/out/lib/libllama.so >/dev/null
   start=$(date +%s)
   (
     while sleep 30; do
-      n=$(find "$target"/release/build/llama-cpp-sys-2-*/out/build -name '*.o' 2>/dev/null | wc -l)
+      # (|| true: before the build folder exists, find fails, and set -e would end this loop)
+      n=$(find "$target"/release/build/llama-cpp-sys-2-*/out/build -name '*.o' 2>/dev/null | wc -l || true)
       echo "quantbench: still building ($(( $(date +%s) - start )) s; llama.cpp: $n of about 75 objects)" >&2
     done
   ) &
