@@ -33,6 +33,10 @@ fn main() {
 
     let llama_src = compile_shim(Path::new(&backends));
     build_rpc_module(&llama_src, Path::new(&backends));
+    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_VULKAN");
+    if std::env::var_os("CARGO_FEATURE_VULKAN").is_some() {
+        build_vulkan_module(&llama_src, Path::new(&backends));
+    }
 }
 
 fn git_commit() {
@@ -179,6 +183,97 @@ fn link_rpc_module(build: &cc::Build, module: &Path, lib_dir: &Path) {
         .status()
         .expect("running the C++ compiler to link libggml-rpc.so");
     assert!(status.success(), "linking libggml-rpc.so failed");
+}
+
+/// Builds llama.cpp's Vulkan backend (`ggml/src/ggml-vulkan`) as a dynamically loaded module,
+/// `libggml-vulkan.so`, into `OUT_DIR/backends` beside the RPC module (`--features vulkan`):
+/// CMake runs `cmake/ggml-vulkan/CMakeLists.txt`, which uses ggml-vulkan's own CMake file
+/// (shader generator, glslc) and links the module to the sys crate's libggml-base. The
+/// binary itself does not link Vulkan: without `libvulkan.so.1` the module fails to load and
+/// the other backends run.
+fn build_vulkan_module(llama_src: &Path, backends_dir: &Path) {
+    let recipe = Path::new("cmake").join("ggml-vulkan");
+    println!("cargo:rerun-if-changed={}", recipe.display());
+    let lib_dir = backends_dir
+        .parent()
+        .expect("llama-cpp-sys-2's OUT_DIR")
+        .join("lib");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let module = out_dir.join("backends").join("libggml-vulkan.so");
+    let inputs = format!(
+        "vulkan module 1\n{}\n{}\n{}",
+        llama_src.display(),
+        lib_dir.display(),
+        std::fs::read_to_string(recipe.join("CMakeLists.txt")).expect("the Vulkan recipe")
+            + &std::fs::read_to_string(recipe.join("vk-compat.h")).expect("vk-compat.h")
+    );
+    if up_to_date(&module, &inputs) {
+        return;
+    }
+    let missing: Vec<&str> = [
+        ("glslc", which("glslc")),
+        (
+            "libvulkan-dev",
+            Path::new("/usr/include/vulkan/vulkan.hpp").is_file(),
+        ),
+        ("spirv-headers", Path::new("/usr/include/spirv").is_dir()),
+    ]
+    .iter()
+    .filter(|(_, found)| !found)
+    .map(|(p, _)| *p)
+    .collect();
+    if !missing.is_empty() && std::env::var_os("VULKAN_SDK").is_none() {
+        panic!(
+            "--features vulkan needs the Vulkan headers, glslc and SPIR-V headers; missing: {} \
+             (Debian/Ubuntu: `bash scripts/prereqs.sh --vulkan` installs glslc libvulkan-dev \
+             spirv-headers; or set VULKAN_SDK to a LunarG SDK)",
+            missing.join(", ")
+        );
+    }
+    let build = out_dir.join("vulkan-build");
+    let mut configure = Command::new("cmake");
+    configure
+        .arg("-S")
+        .arg(&recipe)
+        .arg("-B")
+        .arg(&build)
+        .arg(format!("-DQB_LLAMA_SRC={}", llama_src.display()))
+        .arg(format!(
+            "-DQB_GGML_BASE={}",
+            lib_dir.join("libggml-base.so").display()
+        ))
+        .arg("-DCMAKE_BUILD_TYPE=Release");
+    if which("ninja") {
+        configure.arg("-GNinja");
+    }
+    run(&mut configure, "configuring the Vulkan backend (cmake)");
+    let jobs = std::env::var("NUM_JOBS").unwrap_or_else(|_| "2".into());
+    run(
+        Command::new("cmake").arg("--build").arg(&build).args([
+            "--target",
+            "ggml-vulkan",
+            "--parallel",
+            &jobs,
+        ]),
+        "building the Vulkan backend (cmake --build)",
+    );
+    let built = build.join("bin").join("libggml-vulkan.so");
+    std::fs::copy(&built, &module)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), module.display()));
+    record(&module, &inputs);
+}
+
+/// Whether `program` is on PATH.
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: could not start {cmd:?}: {e}"));
+    assert!(status.success(), "{what} failed ({status}): {cmd:?}");
 }
 
 /// Whether `output` exists and was made from `inputs` (a description of everything it is

@@ -13,11 +13,15 @@ if ! ls "$target"/release/build/llama-cpp-sys-2-*/out/lib/libllama.so >/dev/null
   start=$(date +%s)
   (
     while sleep 30; do
-      n=$(find "$target"/release/build/llama-cpp-sys-2-*/out/build -name '*.o' 2>/dev/null | wc -l)
+      # (|| true: before the build folder exists, find fails, and set -e would end this loop)
+      n=$(find "$target"/release/build/llama-cpp-sys-2-*/out/build -name '*.o' 2>/dev/null | wc -l || true)
       echo "quantbench: still building ($(( $(date +%s) - start )) s; llama.cpp: $n of about 75 objects)" >&2
     done
   ) &
   watcher=$!
+fi
+if [[ " $* " == *vulkan* ]] && ! ls "$target"/release/build/quantbench-*/out/backends/libggml-vulkan.so >/dev/null 2>&1; then
+  echo "quantbench: --features vulkan: compiling llama.cpp's Vulkan backend (shaders, then the module) once; about 9 more minutes on 2 cores" >&2
 fi
 status=0
 cargo build --release --quiet "$@" >&2 || status=$?

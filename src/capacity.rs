@@ -257,6 +257,19 @@ pub fn cell_seconds(
     let prompts = if p.shared_prompt { 1.0 } else { b };
     let bench = pp(prompts * f64::from(p.n_prompt)) + tg;
     let user = pp(prompts * (p.prompt.len() as f64 / 4.0).max(1.0)) + tg;
+    if let Some(sp) = &p.serve {
+        // a request: its prompt, then its output one step at a time; the slots in parallel
+        let (prompt, out) = sp.workload.max_tokens().unwrap_or((512, 128));
+        let request = pp(f64::from(prompt)) + f64::from(out) * step;
+        let n = f64::from(sp.workload.requests_per_point + sp.workload.warmup_requests);
+        let work = match sp.load {
+            crate::traffic::Load::Rate(rate) => (n / rate).max(n * request / b),
+            crate::traffic::Load::Concurrency(u) => n * request / f64::from(u).min(b),
+            // about ten probes, each at most the slots' pace
+            crate::traffic::Load::MaxRate => 10.0 * n * request / b,
+        };
+        return r.cell_overhead_s + file_bytes as f64 / r.disk_bytes_s + work;
+    }
     let reps = f64::from(p.repetitions);
     let quality = p.quality.as_ref().map_or(0.0, |q| {
         file_bytes as f64 / r.disk_bytes_s + 2.0 * pp(f64::from(q.chunks) * f64::from(q.n_ctx))
@@ -270,29 +283,8 @@ pub fn cell_seconds(
         + quality
 }
 
-/// Parses a memory size: `48GB`, `48GiB`, `48G` (GiB), `512MiB`, or bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: write a size like 48GB, 48GiB or 80000000000"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024f64.powi(2),
-        "g" | "gib" => 1024f64.powi(3),
-        "t" | "tib" => 1024f64.powi(4),
-        other => return Err(format!("{s:?}: unknown unit {other:?}")),
-    };
-    Ok((n * mult) as u64)
-}
+/// Parses a memory size (see [`crate::config::parse_size`]).
+pub use crate::config::parse_size;
 
 #[cfg(test)]
 mod tests {
@@ -390,6 +382,7 @@ mod tests {
             main_gpu: 0,
             tensor_split: Default::default(),
             rpc: Default::default(),
+            devices: Default::default(),
             quality: None,
             n_parallel: 1,
             n_depth: 0,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{limits, GpuLayers, RpcServers, SplitMode, TensorSplit};
+use crate::config::{limits, DeviceSet, GpuLayers, RpcServers, SplitMode, TensorSplit};
 use crate::plan::Overrides;
 use crate::traffic::Load;
 
@@ -47,7 +47,7 @@ pub enum Command {
     /// Acquire the models, measure every cell, write the reports.
     Run(RunArgs),
     /// Acquire every file the matrix needs (synthesise, derive); measure nothing.
-    Fetch(MatrixArgs),
+    Fetch(FetchArgs),
     /// Print the plan: cells, file sources, cache state, sizes, fit in memory.
     List(ListArgs),
     /// Compare two reports (results.json, results.csv, or run folders) cell by cell.
@@ -57,6 +57,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Join run folders (shards of one matrix, runs on several machines) into one report.
     Merge(MergeArgs),
+    /// Find the best configuration of one model that meets speed, latency, quality and memory
+    /// targets, measuring few cells (docs/tune.md).
+    Tune(TuneArgs),
     /// Serve this machine's devices to other hosts' runs (llama.cpp's RPC server; `rpc = […]`
     /// in models.toml or --rpc on the client). No authentication: keep it on a trusted network.
     RpcServer(RpcServerArgs),
@@ -77,6 +80,17 @@ pub struct MatrixArgs {
     /// Use only local files and caches; never download.
     #[arg(long)]
     pub offline: bool,
+}
+
+/// `quantbench fetch`: the matrix, and whether quantizing waits for the machine lock.
+#[derive(Args, Debug, Clone)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+    /// Quantize without taking the machine-wide measurement lock (quantizing loads every core:
+    /// by default it waits while a run measures).
+    #[arg(long)]
+    pub no_lock: bool,
 }
 
 /// Measurement overrides applied to every cell. Values are checked against the same limits as
@@ -125,6 +139,11 @@ pub struct OverrideArgs {
     /// host:port separated by commas, or "local" for none. Repeatable: one cell per set.
     #[arg(long, value_parser = RpcServers::parse)]
     pub rpc: Option<Vec<RpcServers>>,
+    /// The llama.cpp devices a cell may use, as `quantbench list` names them: e.g. Vulkan0 or
+    /// CUDA0,CUDA1 (comma-separated), CPU for none, auto for llama.cpp's own choice.
+    /// Repeatable: one cell per set (--devices CUDA0 --devices Vulkan0).
+    #[arg(long, value_parser = DeviceSet::parse)]
+    pub devices: Option<Vec<DeviceSet>>,
     /// Score every quant against its model's reference (KL divergence, top-1 agreement,
     /// perplexity) after the speed tests, also for synthetic weights.
     #[arg(long, conflicts_with = "no_quality")]
@@ -223,6 +242,10 @@ pub struct RunArgs {
     /// report says so).
     #[arg(long)]
     pub no_lock: bool,
+    /// Run a matrix of more cells than quantbench runs unasked (10,000; every list in
+    /// models.toml multiplies the cells).
+    #[arg(long)]
+    pub yes: bool,
     /// Skip the charts and report.html.
     #[arg(long)]
     pub no_plots: bool,
@@ -234,21 +257,92 @@ pub struct RunArgs {
     pub shard: Option<crate::plan::Shard>,
     /// What an hour of this machine costs, in dollars: every cell gets `usd_per_mtok`
     /// (overrides models.toml's [cost] usd_per_hour).
-    #[arg(long, value_name = "USD", value_parser = positive_number)]
+    #[arg(long, value_name = "USD", value_parser = |s: &str| positive_at_most(s, limits::MAX_USD_PER_HOUR))]
     pub usd_per_hour: Option<f64>,
     /// Generated tokens per hour the deployment must serve: the reports say how many copies
     /// of each cell that needs.
-    #[arg(long, value_name = "N", value_parser = positive_number)]
+    #[arg(long, value_name = "N", value_parser = |s: &str| positive_at_most(s, limits::MAX_TOKENS_PER_HOUR))]
     pub tokens_per_hour: Option<f64>,
 }
 
-/// A number above 0 (a price, a load).
-fn positive_number(s: &str) -> Result<f64, String> {
+/// A number above 0 and at most `max` (a price, a load).
+fn positive_at_most(s: &str, max: f64) -> Result<f64, String> {
     s.trim()
         .parse::<f64>()
         .ok()
-        .filter(|x| x.is_finite() && *x > 0.0)
-        .ok_or_else(|| format!("{s:?}: use a number above 0, e.g. 3.5"))
+        .filter(|x| x.is_finite() && *x > 0.0 && *x <= max)
+        .ok_or_else(|| format!("{s:?}: use a number above 0 and at most {max:e}, e.g. 3.5"))
+}
+
+/// A finite number above 0 (a tune target).
+fn positive_number(s: &str) -> Result<f64, String> {
+    positive_at_most(s, f64::MAX)
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TuneFormat {
+    /// The answer on stderr only.
+    Table,
+    /// One JSON object on stdout (the answer, the probes, the run folder).
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    /// The matrix file: the model, its quants and settings, [tune], [workload], [slo].
+    #[arg(long, short = 'c', default_value = "models.toml")]
+    pub config: PathBuf,
+    /// The model to tune (its name in the file; needed when it has several and [tune] names none).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Decode speed one user sees (decode_tok_s), at least.
+    #[arg(long, value_name = "TOK/S", value_parser = positive_number)]
+    pub min_tok_s: Option<f64>,
+    /// Time to first token (ttft_ms), at most.
+    #[arg(long, value_name = "MS", value_parser = positive_number)]
+    pub max_ttft_ms: Option<f64>,
+    /// KL divergence against the model's reference (kld_mean), at most.
+    #[arg(long, value_name = "KLD", value_parser = positive_number)]
+    pub max_kld: Option<f64>,
+    /// Memory of one copy, at most: VRAM on a GPU, else host memory (8GiB, 8GB, 8000MB, bytes).
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_memory)]
+    pub memory: Option<u64>,
+    /// The context the configuration must hold (tokens): the speed is measured that deep.
+    #[arg(long, value_parser = |s: &str| crate::config::tune_limits::N_CTX.parse::<u32>(s))]
+    pub n_ctx: Option<u32>,
+    /// Requests per second the served configuration must sustain within [slo] (e.g. 2 or 2/s),
+    /// under the file's [workload].
+    #[arg(long, value_name = "RATE", value_parser = parse_per_second)]
+    pub rate: Option<f64>,
+    /// Print the answer as one JSON object on stdout.
+    #[arg(long, value_enum, default_value_t = TuneFormat::Table)]
+    pub format: TuneFormat,
+    /// Folder under which the run folder of the search is created.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Continue an interrupted search in DIR (its measured probes count).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Earlier run folders whose cells count as measurements (same cell keys). Repeatable.
+    #[arg(long = "from", value_name = "DIR")]
+    pub from: Vec<PathBuf>,
+    /// Timed repetitions of a ranking probe (finalists get the model's `repetitions`).
+    #[arg(long, default_value_t = 2, value_parser = |s: &str| limits::REPETITIONS.parse::<u32>(s))]
+    pub probe_repetitions: u32,
+    /// Use only local files and caches; never download.
+    #[arg(long)]
+    pub offline: bool,
+    /// Measure without the machine-wide lock.
+    #[arg(long)]
+    pub no_lock: bool,
+    /// Skip the charts and report.html.
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+/// A rate per second: `2`, `2/s`, `0.5/s`; above 0.
+fn parse_per_second(s: &str) -> Result<f64, String> {
+    positive_number(s.trim().trim_end_matches("/s"))
 }
 
 #[derive(Args, Debug)]
@@ -349,6 +443,9 @@ pub struct WorkerArgs {
     /// Initialise llama.cpp and run a few CPU tokens of the tiny model, then exit.
     #[arg(long, conflicts_with = "quantize")]
     pub self_test: bool,
+    /// Initialise llama.cpp, report its backends and devices, then exit.
+    #[arg(long, conflicts_with_all = ["quantize", "self_test"])]
+    pub devices: bool,
 }
 
 impl OverrideArgs {
@@ -367,6 +464,7 @@ impl OverrideArgs {
             main_gpu: self.main_gpu.clone(),
             tensor_split: self.tensor_split.clone(),
             rpc: self.rpc.clone(),
+            devices: self.devices.clone(),
             quality: match (self.quality, self.no_quality) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),

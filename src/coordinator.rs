@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -260,8 +260,22 @@ impl Coordinator<'_> {
         }
     }
 
+    /// The backends and devices llama.cpp registers here (`worker --devices`: no self-test),
+    /// for `quantbench list`.
+    pub fn devices(&self) -> Result<BackendInfo> {
+        match self.probe_with("--devices") {
+            Ok(info) => Ok(info),
+            Err(ProbeError::Crashed { why, .. }) => bail!("the worker crashed: {why}"),
+            Err(ProbeError::Other(e)) => Err(e),
+        }
+    }
+
     fn probe_once(&self) -> Result<BackendInfo, ProbeError> {
-        let mut w = self.spawn(&["worker", "--self-test"], &[])?;
+        self.probe_with("--self-test")
+    }
+
+    fn probe_with(&self, flag: &str) -> Result<BackendInfo, ProbeError> {
+        let mut w = self.spawn(&["worker", flag], &[])?;
         let mut info = None;
         let (mut out_done, mut err_done) = (false, false);
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -330,7 +344,7 @@ impl Coordinator<'_> {
         }
         let spawned = Instant::now();
         let mut w = self.spawn(&["worker"], std::slice::from_ref(job))?;
-        let Some(seen) = self.watch_cell(&mut w, job, spawned, obs)? else {
+        let Some(mut seen) = self.watch_cell(&mut w, job, spawned, obs)? else {
             return Ok(Ended::Interrupted);
         };
         let status = w.child.wait()?;
@@ -339,6 +353,19 @@ impl Coordinator<'_> {
         }
         if self.stopped_with_the_run(status) {
             return Ok(Ended::Interrupted);
+        }
+        if let (Some(mut m), Some(s)) = (seen.speed.take(), seen.timed_out) {
+            // the quality test overran timeout_s: the speed figures measured before it stand
+            m.quality = Some(crate::protocol::QualityOutcome {
+                error: Some(format!(
+                    "the quality test did not finish within the cell's timeout_s ({s} s) and was \
+                     stopped; raise timeout_s, or lower quality_chunks"
+                )),
+                stats: None,
+                seconds: 0.0,
+            });
+            obs.finished(&job.cell, Outcome::Measured(m))?;
+            return Ok(Ended::Complete);
         }
         let reason = seen.failure(&w, status) + &rpc_servers_state(&job.cell.params.rpc);
         obs.finished(&job.cell, Outcome::Failed(reason))?;
@@ -416,7 +443,7 @@ impl Coordinator<'_> {
 
     /// Whether Ctrl-C or a signal asked the run to stop.
     fn is_interrupted(&self) -> bool {
-        self.interrupted.load(Ordering::SeqCst)
+        crate::signals::stopping(self.interrupted)
     }
 }
 
@@ -429,6 +456,8 @@ struct CellEvents {
     started: bool,
     /// The `timeout_s` the worker overran.
     timed_out: Option<u64>,
+    /// The speed figures sent before the quality test ([`Event::Measured`]).
+    speed: Option<Box<crate::protocol::Measurement>>,
 }
 
 impl CellEvents {
@@ -455,6 +484,10 @@ impl CellEvents {
                 obs.finished(cell, Outcome::Measured(measurement))?;
                 self.finished_at = Some(Instant::now());
             }
+            Event::Measured {
+                cell: c,
+                measurement,
+            } if ours(c) => self.speed = Some(measurement),
             Event::Failed { cell: c, reason } if ours(c) => {
                 obs.finished(cell, Outcome::Failed(reason))?;
                 self.finished_at = Some(Instant::now());

@@ -65,7 +65,10 @@ impl Disturbance {
                 ));
             }
             if self.steal_pct >= STEAL_PCT {
-                why.push(format!("the hypervisor stole {:.0}% of the CPU", self.steal_pct));
+                why.push(format!(
+                    "the hypervisor stole {:.0}% of the CPU",
+                    self.steal_pct
+                ));
             }
         }
         if let Some(n) = self.gpu_other_processes.filter(|&n| n > 0) {
@@ -186,7 +189,8 @@ impl Meter {
     /// The figures so far (not judged), or `None` when nothing was timed or `/proc/stat` could
     /// not be read.
     pub fn figures(&self) -> Option<Disturbance> {
-        (self.wall_s > 0.0).then(|| shares(self.wall_s, cpus(), self.busy_s, self.steal_s, self.own_s))
+        (self.wall_s > 0.0)
+            .then(|| shares(self.wall_s, cpus(), self.busy_s, self.steal_s, self.own_s))
     }
 }
 

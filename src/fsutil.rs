@@ -46,26 +46,88 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The temporary name [`write_atomic`] writes `path` under first.
+/// The one temporary-name scheme: `STEM.partial-PID-RANDOM.EXT` beside `path` (`EXT` kept last,
+/// for writers that tell the format by it, as the chart library does), unique to this
+/// process and this call (the random part also tells apart processes of two containers that
+/// share a cache and a pid). Whoever writes a file under its final name by renaming (atomic
+/// writes, cache memos, synthetic and derived models) writes it under such a name first, so two
+/// processes never write the same temporary file, and [`clean_stale_partials`] can tell a dead
+/// writer's leftovers by the pid.
 pub fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded from the operating system's randomness, per process
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".partial-{}-{:016x}",
+        std::process::id(),
+        h.finish()
+    ));
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
     path.with_file_name(name)
 }
 
-/// Replaces `path` with `content` atomically: written to a temporary file beside it, synced, and
-/// renamed over it, so `path` always holds either the old or the new content. On an error the
-/// temporary file is removed.
+/// The environment variable that makes writes fail with ENOSPC, for tests: file names,
+/// `,`-separated; a [`write_atomic`] of a file of that name fails as on a full disk.
+pub const DISK_FULL_FAULT_ENV: &str = "QUANTBENCH_FAULT_DISK_FULL";
+
+/// Whether [`DISK_FULL_FAULT_ENV`] names `path`'s file.
+pub fn disk_full_injected(path: &Path) -> bool {
+    let Some(names) = std::env::var_os(DISK_FULL_FAULT_ENV) else {
+        return false;
+    };
+    let name = path.file_name().unwrap_or_default();
+    names
+        .to_string_lossy()
+        .split(',')
+        .any(|n| !n.is_empty() && std::ffi::OsStr::new(n) == name)
+}
+
+/// Puts a finished temporary file ([`temp_name`]) in place of `path`: synced, renamed over it,
+/// the folder synced. On an error (or a disk-full fault injected for `path`) the temporary file
+/// is removed and `path` keeps its old content.
+pub fn replace_with(tmp: &Path, path: &Path) -> Result<()> {
+    let synced = if disk_full_injected(path) {
+        Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+    } else {
+        File::open(tmp).and_then(|f| f.sync_all())
+    };
+    if let Err(e) = synced {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    if let Err(e) = std::fs::rename(tmp, path) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e).with_context(|| format!("replacing {}", path.display()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// Replaces `path` with `content` atomically: written to a temporary file beside it
+/// ([`temp_name`]), synced, and renamed over it, so `path` always holds either the old or the new
+/// content. On an error the temporary file is removed.
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     let tmp = temp_name(path);
     let written = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = File::options().write(true).create_new(true).open(&tmp)?;
+        if disk_full_injected(path) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         f.write_all(content)?;
         f.sync_all()
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+        return Err(e).with_context(|| format!("writing {}", path.display()));
     }
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
@@ -124,9 +186,10 @@ pub fn repair_torn_tail(path: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Partial files that a killed process left in `dir`: names containing `.partial-PID` (the
-/// synthetic writer's and the quantizer's temporary files) whose process is gone, and `*.tmp`
-/// files of [`write_atomic`] older than `min_age`. Removes them; returns what was removed.
+/// Partial files that a killed process left in `dir`: names containing `.partial-PID` or
+/// `.partial-PID-RANDOM` ([`temp_name`], older versions' `NAME.partial-PID`) whose process is
+/// gone, and `*.tmp` files (the scheme of
+/// older versions) older than `min_age`. Removes them; returns what was removed.
 pub fn clean_stale_partials(dir: &Path, min_age: Duration) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -135,7 +198,8 @@ pub fn clean_stale_partials(dir: &Path, min_age: Duration) -> Vec<PathBuf> {
     for e in entries.flatten() {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        let stale = if let Some((_, pid)) = name.rsplit_once(".partial-") {
+        let stale = if let Some((_, tag)) = name.rsplit_once(".partial-") {
+            let pid = tag.split_once('-').map_or(tag, |(pid, _)| pid);
             pid.parse::<i32>().is_ok_and(|pid| !process_alive(pid))
         } else if name.ends_with(".tmp") {
             e.metadata()
@@ -178,10 +242,51 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert!(!temp_name(&p).exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
         // a folder that does not exist: the error names the path
         let e = write_atomic(&d.path().join("nope/x.json"), b"x").unwrap_err();
         assert!(format!("{e:#}").contains("nope/x.json"), "{e:#}");
+    }
+
+    #[test]
+    fn temporary_names_are_unique_per_call_and_process() {
+        let p = Path::new("/c/hashes/x.json");
+        let (a, b) = (temp_name(p), temp_name(p));
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        let tag = name
+            .strip_prefix("x.partial-")
+            .and_then(|t| t.strip_suffix(".json"))
+            .unwrap();
+        let (pid, random) = tag.split_once('-').unwrap();
+        assert_eq!(pid, std::process::id().to_string());
+        assert_eq!(random.len(), 16);
+        // the scheme clean_stale_partials knows: this process is alive, so it stays
+        let d = tempfile::tempdir().unwrap();
+        let mine = temp_name(&d.path().join("x.json"));
+        std::fs::write(&mine, b"x").unwrap();
+        let dead = d.path().join("x.partial-99999999-0123456789abcdef.json");
+        std::fs::write(&dead, b"x").unwrap();
+        assert_eq!(clean_stale_partials(d.path(), Duration::ZERO), vec![dead]);
+        assert!(mine.exists());
+    }
+
+    #[test]
+    fn writers_of_one_file_in_many_threads_never_collide() {
+        // the hash record of two `fetch`es on one fresh cache: every write must succeed
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("memo.json");
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let p = &p;
+                s.spawn(move || {
+                    for j in 0..50 {
+                        write_atomic(p, format!("{i}-{j}").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 
     #[test]

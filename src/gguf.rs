@@ -335,6 +335,12 @@ fn rd_scalar(r: &mut impl Read, t: u32) -> io::Result<Meta> {
 
 /// Reads the metadata key/values of a GGUF file (arrays are skipped, keeping their length).
 pub fn read_metadata(r: &mut impl Read) -> io::Result<Vec<(String, Meta)>> {
+    Ok(read_head(r, u64::MAX)?.1)
+}
+
+/// The header up to the tensor descriptors: the tensor count and the metadata. `file_len`
+/// bounds the counts a crafted header may claim.
+fn read_head(r: &mut impl Read, file_len: u64) -> io::Result<(u64, Vec<(String, Meta)>)> {
     if rd::<4>(r)? != MAGIC {
         return Err(bad("not a GGUF file"));
     }
@@ -342,8 +348,13 @@ pub fn read_metadata(r: &mut impl Read) -> io::Result<Vec<(String, Meta)>> {
     if !(2..=3).contains(&version) {
         return Err(bad("unsupported GGUF version"));
     }
-    let _n_tensors = rd_u64(r)?;
+    let n_tensors = rd_u64(r)?;
     let n_kv = rd_u64(r)?;
+    // a tensor descriptor takes at least 24 bytes, a key/value 13: more than the file can hold
+    // is a crafted or damaged header
+    if n_tensors > file_len / 24 || n_kv > file_len / 13 {
+        return Err(bad("counts larger than the file can hold"));
+    }
     let mut out = Vec::new();
     for _ in 0..n_kv {
         let key = rd_str(r)?;
@@ -353,7 +364,12 @@ pub fn read_metadata(r: &mut impl Read) -> io::Result<Vec<(String, Meta)>> {
             let len = rd_u64(r)?;
             match fixed_size(et) {
                 Some(sz) => {
-                    io::copy(&mut r.by_ref().take(sz * len), &mut io::sink())?;
+                    let n = sz
+                        .checked_mul(len)
+                        .ok_or_else(|| bad("an array larger than any file"))?;
+                    if io::copy(&mut r.by_ref().take(n), &mut io::sink())? < n {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
                 }
                 None if et == T_STRING => {
                     for _ in 0..len {
@@ -369,7 +385,128 @@ pub fn read_metadata(r: &mut impl Read) -> io::Result<Vec<(String, Meta)>> {
         };
         out.push((key, v));
     }
-    Ok(out)
+    Ok((n_tensors, out))
+}
+
+/// ggml's tensor types as the pinned llama.cpp defines them: (elements per block, bytes per
+/// block) by type id; `None` for an id it does not know.
+fn block(t: u32) -> Option<(u64, u64)> {
+    Some(match t {
+        0 => (1, 4),
+        1 | 30 => (1, 2),
+        2 | 20 => (32, 18),
+        3 => (32, 20),
+        6 => (32, 22),
+        7 => (32, 24),
+        8 => (32, 34),
+        9 => (32, 36),
+        10 => (256, 84),
+        11 | 21 => (256, 110),
+        12 => (256, 144),
+        13 => (256, 176),
+        14 => (256, 210),
+        15 => (256, 292),
+        16 | 35 => (256, 66),
+        17 => (256, 74),
+        18 => (256, 98),
+        19 => (256, 50),
+        22 => (256, 82),
+        23 => (256, 136),
+        24 => (1, 1),
+        25 => (1, 2),
+        26 => (1, 4),
+        27 | 28 => (1, 8),
+        29 => (256, 56),
+        34 => (256, 54),
+        39 => (32, 17),
+        40 => (64, 36),
+        41 => (128, 18),
+        42 => (64, 18),
+        _ => return None,
+    })
+}
+
+/// What a GGUF file's header says about the whole file.
+#[derive(Debug)]
+pub struct Layout {
+    pub metadata: Vec<(String, Meta)>,
+    pub n_tensors: u64,
+    /// The size the file must have: the data section's start plus the end of its last tensor.
+    /// `None` when a tensor is of a type this build does not know.
+    pub needed_bytes: Option<u64>,
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// Reads a GGUF file's whole header — metadata and tensor descriptors — checking it against
+/// the file's length `file_len` (what a crafted or damaged header claims fails here, as
+/// `InvalidData` or `UnexpectedEof`), and computes the size the file must have.
+pub fn read_layout(r: &mut impl Read, file_len: u64) -> io::Result<Layout> {
+    let mut r = Counted { inner: r, n: 0 };
+    let (n_tensors, metadata) = read_head(&mut r, file_len)?;
+    let alignment = metadata
+        .iter()
+        .find(|(k, _)| k == "general.alignment")
+        .and_then(|(_, v)| v.as_u64())
+        .unwrap_or(ALIGNMENT);
+    if alignment == 0 || !alignment.is_power_of_two() {
+        return Err(bad("general.alignment is not a power of two"));
+    }
+    let mut end = Some(0u64);
+    for _ in 0..n_tensors {
+        let _name = rd_str(&mut r)?;
+        let n_dims = rd_u32(&mut r)?;
+        if n_dims == 0 || n_dims > 4 {
+            return Err(bad("a tensor with more than 4 dimensions"));
+        }
+        let mut elements = 1u64;
+        let mut ne0 = 0;
+        for d in 0..n_dims {
+            let ne = rd_u64(&mut r)?;
+            if d == 0 {
+                ne0 = ne;
+            }
+            elements = elements
+                .checked_mul(ne)
+                .ok_or_else(|| bad("a tensor larger than any file"))?;
+        }
+        let t = rd_u32(&mut r)?;
+        let offset = rd_u64(&mut r)?;
+        let bytes = match block(t) {
+            Some((per, _)) if ne0 % per != 0 => {
+                return Err(bad("a tensor row that is not whole blocks"));
+            }
+            Some((per, size)) => Some(
+                (elements / per)
+                    .checked_mul(size)
+                    .and_then(|b| b.checked_add(offset))
+                    .ok_or_else(|| bad("a tensor larger than any file"))?,
+            ),
+            None => None,
+        };
+        end = match (end, bytes) {
+            (Some(e), Some(b)) => Some(e.max(b)),
+            _ => None,
+        };
+    }
+    let data_start = r.n.div_ceil(alignment) * alignment;
+    Ok(Layout {
+        metadata,
+        n_tensors,
+        needed_bytes: end.and_then(|e| e.checked_add(data_start)),
+    })
 }
 
 #[cfg(test)]
@@ -410,6 +547,39 @@ mod tests {
             sniff(&mut buf.as_slice()).unwrap(),
             Sniff::Gguf { version: 3 }
         );
+    }
+
+    #[test]
+    fn the_layout_gives_the_files_size_and_refuses_crafted_headers() {
+        let tensors = vec![
+            TensorInfo {
+                name: "a".into(),
+                ne: vec![4, 2],
+                ty: TensorType::F16,
+            },
+            TensorInfo {
+                name: "b".into(),
+                ne: vec![3],
+                ty: TensorType::F32,
+            },
+        ];
+        let mut buf = Vec::new();
+        let mut dw = write_header(&mut buf, &[], &tensors).unwrap();
+        dw.tensor(&[0u8; 16]).unwrap();
+        dw.tensor(&[0u8; 12]).unwrap();
+        dw.finish().unwrap();
+        let n = buf.len() as u64;
+        let l = read_layout(&mut buf.as_slice(), n).unwrap();
+        assert_eq!(l.n_tensors, 2);
+        // the last tensor ends 12 bytes after its aligned offset; the file pads to alignment
+        let needed = l.needed_bytes.unwrap();
+        assert!(needed <= n && n - needed < ALIGNMENT, "{needed} of {n}");
+        // a header claiming 2^40 tensors, and one cut short
+        let mut crafted = buf[..8].to_vec();
+        crafted.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        crafted.extend_from_slice(&0u64.to_le_bytes());
+        assert!(read_layout(&mut crafted.as_slice(), crafted.len() as u64).is_err());
+        assert!(read_layout(&mut &buf[..40], 40).is_err());
     }
 
     #[test]

@@ -36,8 +36,21 @@ pub struct GpuEnvironment {
     /// CUDA version the driver supports, e.g. `13.0`.
     pub cuda_version: Option<String>,
     pub gpus: Vec<GpuInfo>,
-    /// Why `gpus` is empty or the versions are missing.
+    /// Why `gpus` is empty or the versions are missing, plainly: `none (no NVIDIA driver)`.
     pub unavailable_reason: Option<String>,
+    /// The loader's or NVML's own words behind `unavailable_reason` (shown with `-v`, not in
+    /// reports).
+    #[serde(skip)]
+    pub unavailable_detail: Option<String>,
+}
+
+/// Why NVML cannot be used, said plainly: a machine without the NVIDIA driver (NVML's library
+/// cannot be loaded) has no NVIDIA GPU to report; other failures keep NVML's words.
+pub fn unavailable(e: &nvml_wrapper::error::NvmlError) -> String {
+    match e {
+        nvml_wrapper::error::NvmlError::LibloadingError(_) => "none (no NVIDIA driver)".into(),
+        e => format!("NVML unavailable: {e}"),
+    }
 }
 
 /// GPU readings of one cell; `None` fields come with `unavailable_reason`.
@@ -100,7 +113,8 @@ pub fn environment() -> GpuEnvironment {
         Ok(n) => n,
         Err(e) => {
             return GpuEnvironment {
-                unavailable_reason: Some(format!("NVML unavailable (no NVIDIA driver?): {e}")),
+                unavailable_reason: Some(unavailable(&e)),
+                unavailable_detail: Some(e.to_string()),
                 ..Default::default()
             }
         }
@@ -211,8 +225,7 @@ pub fn pair_devices(ggml: &[(String, String)], nvml: &[(u32, String)]) -> Vec<(u
 impl GpuSession {
     /// Opens NVML and takes the memory baseline of every GPU it sees.
     pub fn open() -> Result<Self, String> {
-        let nvml =
-            Nvml::init().map_err(|e| format!("NVML unavailable (no NVIDIA driver?): {e}"))?;
+        let nvml = Nvml::init().map_err(|e| unavailable(&e))?;
         let count = nvml.device_count().map_err(|e| format!("NVML: {e}"))?;
         let mut devices = Vec::new();
         for i in 0..count {
@@ -276,6 +289,11 @@ impl GpuSession {
                 ..Default::default()
             })
             .collect()
+    }
+
+    /// Whether the GPU named `ggml_name` is watched (an NVIDIA GPU NVML knows).
+    pub fn watches(&self, ggml_name: &str) -> bool {
+        self.devices.iter().any(|d| d.ggml_name == ggml_name)
     }
 
     /// Peak memory bandwidth of the watched GPU named `ggml_name`.
@@ -464,8 +482,16 @@ fn vram_of(nvml: &Nvml, index: u32, pid: u32, baseline: u64) -> (Option<u64>, &'
     let Ok(d) = nvml.device_by_index(index) else {
         return (None, "unavailable");
     };
-    if let Ok(procs) = d.running_compute_processes() {
-        if let Some(p) = procs.iter().find(|p| p.pid == pid) {
+    // CUDA contexts are compute processes; a Vulkan context (llama.cpp's Vulkan backend on an
+    // NVIDIA GPU) may be listed as a graphics process
+    for procs in [
+        d.running_compute_processes(),
+        d.running_graphics_processes(),
+    ] {
+        if let Some(p) = procs
+            .ok()
+            .and_then(|v| v.into_iter().find(|p| p.pid == pid))
+        {
             if let UsedGpuMemory::Used(b) = p.used_gpu_memory {
                 return (Some(b), "nvml_process");
             }

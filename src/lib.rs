@@ -16,6 +16,7 @@
 //!  report                           writers: JSON, CSV, Markdown, charts, HTML
 //!  compare                          read reports, statistics, verdicts, comparison text
 //!  results           envinfo        the results.json schema; the machine description
+//!  tune                             tune's targets, verdicts and answer (pure)
 //!  coordinator                      one worker process per cell, deadlines, faults
 //!  worker                           the worker process: a cell in, events out
 //!  serving           engine         serving cells (llama-server, HTTP load); llama.cpp calls
@@ -23,11 +24,12 @@
 //!  protocol                         coordinator ↔ worker messages
 //!  plan              capacity       matrix → cells; will it fit in memory
 //!  config                           models.toml → validated Matrix
-//!  leaves: quant safe_path fsutil stats signals gpu presets metrics quality gguf machine_lock
-//!          rpc_wire traffic serving_stats disturbance
-//!          plain data and helpers: quant types, path guard, atomic files, statistics,
-//!          signal handling, NVML, synthetic presets, gate metrics, quality statistics
-//!          (llama-perplexity's KL-divergence definitions), GGUF format, machine lock,
+//!  leaves: quant redact safe_path fsutil stats signals gpu presets metrics quality gguf
+//!          machine_lock rpc_wire traffic serving_stats disturbance
+//!          plain data and helpers: quant types, secrets kept out of messages (and terminal
+//!          escaping), path guard, atomic files, statistics, signal handling, NVML,
+//!          synthetic presets, gate metrics, quality statistics (llama-perplexity's
+//!          KL-divergence definitions), GGUF format, machine lock,
 //!          llama.cpp's RPC handshake and per-connection TCP counters, serving workloads
 //!          (lengths, arrivals) and per-request statistics (vLLM's definitions), what else
 //!          used the machine while a cell was timed
@@ -35,6 +37,7 @@
 
 // Leaves: plain data and helpers.
 pub mod quant;
+pub mod redact;
 pub mod safe_path;
 pub mod fsutil;
 pub mod stats;
@@ -60,6 +63,7 @@ pub mod engine;
 pub mod serving;
 pub mod worker;
 pub mod coordinator;
+pub mod tune;
 // What a run produces.
 pub mod results;
 pub mod envinfo;

@@ -17,18 +17,24 @@ fn main() -> ExitCode {
         return match commands::worker::run(args) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
-                eprintln!("quantbench worker: error: {e:#}");
+                quantbench::output::worker_error(&e);
                 ExitCode::from(exit::FATAL)
             }
         };
     }
     let interrupted = Arc::new(AtomicBool::new(false));
-    // Before any other thread exists: for the commands that stop cleanly (run, fetch), SIGINT,
+    // Before any other thread exists: for the commands that stop cleanly (run, fetch, and merge
+    // and report, which say what they left unwritten), SIGINT,
     // SIGTERM and SIGHUP are taken by one thread (the first stops after writing the reports, a
     // second leaves at once). The other commands keep the default: a signal ends them.
     let signals = match cli.command {
-        Command::Run(_) | Command::Fetch(_) | Command::RpcServer(_) => {
-            quantbench::signals::install(interrupted.clone())
+        Command::Run(_)
+        | Command::Fetch(_)
+        | Command::RpcServer(_)
+        | Command::Tune(_)
+        | Command::Merge(_)
+        | Command::Report(_) => {
+            quantbench::signals::install(interrupted.clone(), quantbench::output::note)
         }
         _ => Ok(()),
     };
@@ -53,6 +59,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => commands::compare::run(&ctx, a),
         Command::Report(a) => commands::report::run(&ctx, a),
         Command::Merge(a) => commands::merge::run(&ctx, a),
+        Command::Tune(a) => commands::tune::run(&ctx, a),
         Command::RpcServer(a) => commands::rpc_server::run(&ctx, a),
         Command::Worker(_) => unreachable!("handled above"),
     };

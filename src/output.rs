@@ -17,6 +17,27 @@ use crate::report::md::{bytes, fixed, mean_sd, opt_bytes, per_gpu, percent, sig,
 use crate::report::quality_stats;
 use crate::results::{CellResult, CellStatus, Report};
 
+/// A worker's last error, on its stderr (its log, which the coordinator turns into the failed
+/// cell's error).
+pub fn worker_error(e: &anyhow::Error) {
+    let _ = writeln!(std::io::stderr(), "quantbench worker: error: {e:#}");
+}
+
+/// A line on stderr from outside any command (the signal thread's last word).
+pub fn note(s: &str) {
+    let _ = writeln!(std::io::stderr(), "quantbench: {}", terminal_lines(s));
+}
+
+/// `s` made safe for the terminal line by line (its own line breaks stay), URLs without their
+/// userinfo.
+fn terminal_lines(s: &str) -> String {
+    let s = crate::redact::strip_userinfo(s);
+    s.split('\n')
+        .map(crate::redact::terminal)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Writes human output to stderr, with at most one progress bar at a time.
 pub struct Printer {
     verbose: bool,
@@ -48,8 +69,12 @@ impl Printer {
         self
     }
 
-    /// Prints a line to stderr above any progress bar.
+    /// Prints a line to stderr above any progress bar. Every line leaves through here (and
+    /// [`Printer::error`]): control characters and bidirectional overrides in it are escaped
+    /// ([`crate::redact::terminal`]), so a label or a server's message cannot move the cursor,
+    /// recolour the terminal or reorder what is shown, and URLs lose their userinfo.
     pub fn line(&self, s: &str) {
+        let s = &terminal_lines(s);
         let bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
         match bar.as_ref() {
             Some(b) if !b.is_hidden() => b.println(s),
@@ -66,7 +91,11 @@ impl Printer {
     /// An error chain, once, at the end (called from `main`).
     pub fn error(&self, e: &anyhow::Error) {
         self.clear_bar();
-        let _ = writeln!(std::io::stderr(), "error: {e:#}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}",
+            terminal_lines(&format!("error: {e:#}"))
+        );
     }
 
     /// Results for `--format`: exactly this on stdout.
@@ -74,6 +103,13 @@ impl Printer {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(s.as_bytes());
         let _ = out.flush();
+    }
+
+    /// A detail only `-v` shows.
+    pub fn detail(&self, s: &str) {
+        if self.verbose {
+            self.line(s);
+        }
     }
 
     /// A line of llama.cpp's log (only with `-v`).
@@ -110,9 +146,15 @@ impl Printer {
         let label = if c.label == c.model {
             String::new()
         } else {
-            format!(" ({})", c.label)
+            // a label is the config's free text: its line breaks escaped too
+            format!(" ({})", crate::redact::terminal(&c.label))
         };
-        let placement = crate::plan::join_tags(&[p.context_tag(), p.placement_tag(), p.load_tag()])
+        let load = if p.serve.is_some() {
+            None // said first in the bracket
+        } else {
+            p.load_tag()
+        };
+        let placement = crate::plan::join_tags(&[p.context_tag(), p.placement_tag(), load])
             .map(|t| format!(", {t}"))
             .unwrap_or_default();
         match &p.serve {
@@ -179,6 +221,10 @@ impl Printer {
         self.clear_bar();
         let (mut head, mut rows) = crate::report::md::table(report);
         quality_columns(report, &mut head, &mut rows);
+        // a cell's text (a merged report's host) may hold a line break: one row, one line
+        for cell in rows.iter_mut().flatten() {
+            *cell = crate::redact::terminal(cell).into_owned();
+        }
         self.line(&format!("\n{}", aligned(&head, &rows)));
     }
 }
@@ -270,7 +316,8 @@ fn served_lines(r: &CellResult, sv: &crate::protocol::ServingMeasurement) -> Str
     let mut s = String::new();
     if let Some(v) = &sv.server_version {
         s += &format!(
-            "  server   llama-server {v}{} · ready in {:.2} s · {} tokens of context per slot\n",
+            "  server   llama-server {}{} · ready in {:.2} s · {} tokens of context per slot\n",
+            v.trim_start_matches("version: "),
             if sv.server_pinned == Some(true) {
                 " (pinned build)"
             } else {
@@ -590,6 +637,9 @@ impl Progress for Printer {
     fn cancelled(&self) -> bool {
         self.stop
             .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+            .is_some_and(|f| crate::signals::stopping(f))
+    }
+    fn warn(&self, message: &str) {
+        Printer::warn(self, message);
     }
 }

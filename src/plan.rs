@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    FlashAttn, GpuLayers, Matrix, ModelSpec, RpcServers, Sampling, SplitMode, TensorSplit,
+    DeviceSet, FlashAttn, GpuLayers, Matrix, ModelSpec, RpcServers, Sampling, SplitMode,
+    TensorSplit,
 };
 use crate::quant::Quant;
 
@@ -41,6 +42,9 @@ pub struct CellParams {
     /// llama.cpp RPC servers whose devices join the local ones (empty: local only).
     #[serde(default, skip_serializing_if = "RpcServers::is_local")]
     pub rpc: RpcServers,
+    /// The local devices the cell may use (ggml names; empty = llama.cpp's own choice).
+    #[serde(default, skip_serializing_if = "DeviceSet::is_default")]
+    pub devices: DeviceSet,
     /// The quality test after the speed tests, when on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityParams>,
@@ -93,6 +97,9 @@ pub struct QualityParams {
     pub corpus: Option<std::path::PathBuf>,
     pub n_ctx: u32,
     pub chunks: u32,
+    /// The devices the reference runs on (`None`: the cell's own placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_devices: Option<DeviceSet>,
 }
 
 /// About 8k scored tokens: the default number of chunks (each scores `n_ctx - 1 - n_ctx/2`).
@@ -115,6 +122,7 @@ fn quality_params(m: &ModelSpec, ov: &Overrides) -> Option<QualityParams> {
         chunks: p
             .quality_chunks
             .unwrap_or_else(|| default_quality_chunks(p.quality_ctx)),
+        ref_devices: p.quality_ref_devices.clone(),
     })
 }
 
@@ -124,6 +132,16 @@ impl CellParams {
     /// then per sequence the prompt and `n_gen` tokens, or with `shared_prompt` the prompt
     /// once. `None` beyond llama.cpp's 32-bit context size.
     pub fn context_tokens(&self, prompt_tokens: u64) -> Option<u32> {
+        if let Some(sp) = &self.serve {
+            // a server's slots, each as long as the longest request (a dataset's are known
+            // once it is tokenized: 2048 per slot for the estimates)
+            let slot = sp
+                .workload
+                .max_tokens()
+                .map_or(2048, |(p, o)| u64::from(p + o) + 16);
+            let n = slot * u64::from(self.n_parallel.max(1));
+            return u32::try_from(n).ok().filter(|&n| i32::try_from(n).is_ok());
+        }
         let prompt = prompt_tokens.max(u64::from(self.n_prompt));
         let b = u64::from(self.n_parallel.max(1));
         let gen = u64::from(self.n_gen);
@@ -193,13 +211,14 @@ impl CellParams {
     }
 
     /// The multi-GPU placement in short form, `None` for llama.cpp's default (`layer`, shares
-    /// by free memory): `sm none mg 1`, `sm row ts 3/1`.
+    /// by free memory, every GPU): `sm none mg 1`, `sm row ts 3/1`, `dev Vulkan0`.
     pub fn placement_tag(&self) -> Option<String> {
         placement_tag(
             self.split_mode.name(),
             self.main_gpu,
             &self.tensor_split.to_string(),
             &self.rpc.0.join(","),
+            &self.devices.0.join(","),
         )
     }
 }
@@ -232,7 +251,14 @@ pub fn placement_tag(
     main_gpu: u32,
     tensor_split: &str,
     rpc: &str,
+    devices: &str,
 ) -> Option<String> {
+    let devices = (!devices.is_empty() && devices != "auto").then(|| format!("dev {devices}"));
+    join_tags(&[split_tag(split_mode, main_gpu, tensor_split, rpc), devices])
+}
+
+/// The split mode, main GPU, tensor split and RPC part of [`placement_tag`].
+fn split_tag(split_mode: &str, main_gpu: u32, tensor_split: &str, rpc: &str) -> Option<String> {
     let default = SplitMode::default().name();
     let split_mode = if split_mode.is_empty() {
         default
@@ -335,6 +361,7 @@ pub struct Overrides {
     pub main_gpu: Option<Vec<u32>>,
     pub tensor_split: Option<Vec<TensorSplit>>,
     pub rpc: Option<Vec<RpcServers>>,
+    pub devices: Option<Vec<DeviceSet>>,
     /// `--serve` / `--no-serve`: measure every file model through llama-server, or in process.
     pub serve: Option<bool>,
     /// `--rate` / `--concurrency`: the load points of served cells.
@@ -368,17 +395,18 @@ fn selected(only: &[String], model: &ModelSpec, quant: Quant) -> bool {
         })
 }
 
-/// A placement: split mode, main GPU, tensor split, RPC servers.
-type Place = (SplitMode, u32, TensorSplit, RpcServers);
+/// A placement: split mode, main GPU, tensor split, RPC servers, local devices.
+type Place = (SplitMode, u32, TensorSplit, RpcServers, DeviceSet);
 
 /// The multi-GPU placements of a model: split modes × main GPUs × tensor splits × RPC server
-/// sets, where `main_gpu` only varies for `none` and `tensor_split` only for the split modes
+/// sets × device sets, where `main_gpu` only varies for `none` and `tensor_split` only for the split modes
 /// (llama.cpp ignores the other), so no two cells measure the same placement.
 fn placements(p: &crate::config::Params, ov: &Overrides) -> Vec<Place> {
     let modes = ov.split_mode.as_ref().unwrap_or(&p.split_mode);
     let gpus = ov.main_gpu.as_ref().unwrap_or(&p.main_gpu);
     let splits = ov.tensor_split.as_ref().unwrap_or(&p.tensor_split);
     let rpc = ov.rpc.as_ref().unwrap_or(&p.rpc);
+    let devices = ov.devices.as_ref().unwrap_or(&p.devices);
     let mut out: Vec<(SplitMode, u32, TensorSplit)> = Vec::new();
     for &m in modes {
         for &g in gpus {
@@ -397,6 +425,11 @@ fn placements(p: &crate::config::Params, ov: &Overrides) -> Vec<Place> {
     }
     out.into_iter()
         .flat_map(|(m, g, ts)| rpc.iter().map(move |r| (m, g, ts.clone(), r.clone())))
+        .flat_map(|(m, g, ts, r)| {
+            devices
+                .iter()
+                .map(move |d| (m, g, ts.clone(), r.clone(), d.clone()))
+        })
         .collect()
 }
 
@@ -422,6 +455,7 @@ fn fixed_params(m: &ModelSpec, ov: &Overrides) -> CellParams {
         main_gpu: 0,
         tensor_split: TensorSplit::default(),
         rpc: RpcServers::default(),
+        devices: DeviceSet::default(),
         quality: quality_params(m, ov),
         n_parallel: 1,
         n_depth: 0,
@@ -462,6 +496,7 @@ fn serve_axis(m: &ModelSpec, ov: &Overrides, slo: Option<&str>, c: &CellParams) 
                 (s.n_gpu_layers, s.flash_attn) = (GpuLayers::All, FlashAttn::Auto);
                 (s.split_mode, s.main_gpu) = (SplitMode::default(), 0);
                 (s.tensor_split, s.rpc) = (TensorSplit::default(), RpcServers::default());
+                s.devices = DeviceSet::default();
             }
             s.serve = Some(ServeParams {
                 workload: workload.clone(),
@@ -565,10 +600,11 @@ fn sweep(m: &ModelSpec, ov: &Overrides, slo: Option<&str>) -> Vec<CellParams> {
     axis(&|c| {
         places
             .iter()
-            .map(|(sm, mg, ts, rpc)| {
+            .map(|(sm, mg, ts, rpc, dev)| {
                 with(c, &|c| {
                     (c.split_mode, c.main_gpu) = (*sm, *mg);
                     (c.tensor_split, c.rpc) = (ts.clone(), rpc.clone());
+                    c.devices = dev.clone();
                 })
             })
             .collect()
@@ -840,5 +876,40 @@ mod tests {
         let cells = expand(&matrix(), &Overrides::default()).unwrap();
         let keys: std::collections::HashSet<_> = cells.iter().map(Cell::key).collect();
         assert_eq!(keys.len(), cells.len());
+    }
+}
+
+/// Test helpers of other modules: a cell's parameters at the built-in defaults.
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    pub fn params() -> CellParams {
+        CellParams {
+            prompt: "p".into(),
+            n_prompt: 512,
+            n_gen: 50,
+            n_batch: 2048,
+            n_ubatch: 512,
+            n_gpu_layers: GpuLayers::All,
+            flash_attn: FlashAttn::Auto,
+            type_k: "f16".into(),
+            type_v: "f16".into(),
+            n_threads: 2,
+            repetitions: 5,
+            warmup: 1,
+            timeout_s: 1800,
+            sampling: Sampling::Backend,
+            split_mode: SplitMode::default(),
+            main_gpu: 0,
+            tensor_split: TensorSplit::default(),
+            rpc: RpcServers::default(),
+            quality: None,
+            n_parallel: 1,
+            n_depth: 0,
+            shared_prompt: false,
+            serve: None,
+            devices: Default::default(),
+        }
     }
 }

@@ -101,6 +101,12 @@ pub struct ServingMeasurement {
     /// Energy of the GPUs over the measured requests, per completed request (joules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy_j_per_request: Option<f64>,
+    /// TTFT and E2E of the reported point's complete requests at every percent 0–100 (ms):
+    /// their distributions, for the CDF chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ttft_cdf_ms: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub e2e_cdf_ms: Vec<f64>,
     /// Every measured request (moved to `requests.jsonl` by the run; not in results.json).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<crate::serving_stats::RequestRecord>,
@@ -147,6 +153,10 @@ pub struct BackendInfo {
     pub modules: Vec<String>,
     /// `llama_print_system_info()`: CPU features the CPU backend uses.
     pub system_info: String,
+    /// Backend modules found but not usable here, and backends that registered no device,
+    /// each with why and what to do (`libggml-vulkan.so: ...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub module_notes: Vec<String>,
 }
 
 impl BackendInfo {
@@ -170,6 +180,87 @@ impl BackendInfo {
         }
         gpus
     }
+    /// The local GPUs a cell with `devices` may use, in its order: llama.cpp's own choice
+    /// ([`Self::llama_gpus`]) for the default set, none for `["CPU"]`, else the devices named
+    /// (matched without regard to case, as ggml does). A name of no device here, or of one
+    /// that is not a local GPU, is an error that lists the devices present and says why a
+    /// backend may be missing.
+    pub fn cell_gpus(
+        &self,
+        devices: &crate::config::DeviceSet,
+    ) -> Result<Vec<&DeviceInfo>, String> {
+        if devices.is_default() {
+            return Ok(self.llama_gpus());
+        }
+        if devices.is_cpu_only() {
+            return Ok(Vec::new());
+        }
+        let present = || {
+            self.devices
+                .iter()
+                .filter(|d| d.backend != "RPC")
+                .map(|d| format!("{} ({})", d.name, d.description))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = Vec::new();
+        for name in &devices.0 {
+            let Some(d) = self
+                .devices
+                .iter()
+                .find(|d| d.name.eq_ignore_ascii_case(name))
+            else {
+                return Err(format!(
+                    "devices: no device {name:?} here; llama.cpp registered {}{}",
+                    present(),
+                    self.missing_backend_hint(name)
+                ));
+            };
+            if d.backend == "RPC" || !(d.kind == "gpu" || d.kind == "igpu") {
+                return Err(format!(
+                    "devices: {} is a{} {} device, not a local GPU (devices names the GPUs to \
+                     offload to; the CPU takes the rest, RPC servers come from `rpc`)",
+                    d.name,
+                    if d.kind == "accel" { "n" } else { "" },
+                    if d.backend == "RPC" { "RPC" } else { &d.kind },
+                ));
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Why a backend whose devices are named `name` may have none here: its module's note, or
+    /// that no module of it was loaded.
+    fn missing_backend_hint(&self, name: &str) -> String {
+        let backend: String = name
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect::<String>()
+            .to_lowercase();
+        if backend.is_empty() {
+            return String::new();
+        }
+        let file = format!("libggml-{backend}");
+        if let Some(n) = self.module_notes.iter().find(|n| n.starts_with(&file)) {
+            return format!(". {n}");
+        }
+        if self.modules.iter().any(|m| m.contains(&format!("/{file}"))) {
+            return String::new();
+        }
+        let how = match backend.as_str() {
+            "vulkan" => {
+                "build quantbench with `--features vulkan` (or use the release tarball, which \
+                 ships it), or put the module next to the binary or in a --backend-dir folder"
+            }
+            "cuda" => {
+                "build it with scripts/build-cuda-backend.sh or `--features cuda`, and put it \
+                 next to the binary or in a --backend-dir folder"
+            }
+            _ => "put the module next to the binary or in a --backend-dir folder",
+        };
+        format!(". No {file}.so was loaded: {how}")
+    }
 }
 
 /// A ggml backend device.
@@ -190,6 +281,10 @@ pub struct DeviceInfo {
     /// Whether the device's backend offers row-split buffers (`split_mode = "row"`).
     #[serde(default)]
     pub row_split: bool,
+    /// The driver behind the device where its backend names one (Vulkan: the driver's name as
+    /// llama.cpp logs it, e.g. `llvmpipe`, `radv`, `NVIDIA`); empty elsewhere.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
 }
 
 /// Architecture facts llama.cpp reports for a loaded model.
@@ -366,6 +461,12 @@ pub enum Event {
         cell: usize,
         measurement: Box<Measurement>,
     },
+    /// The speed tests are done and the quality test follows: what stands if the worker is
+    /// stopped (`timeout_s`) before [`Event::Done`].
+    Measured {
+        cell: usize,
+        measurement: Box<Measurement>,
+    },
     /// The cell could not be measured; the worker goes on with the next.
     Failed { cell: usize, reason: String },
 }
@@ -384,6 +485,7 @@ mod tests {
             memory_free_bytes: 0,
             device_id: id.into(),
             row_split: false,
+            driver: String::new(),
         }
     }
 
@@ -407,6 +509,46 @@ mod tests {
             ..Default::default()
         };
         assert!(cpu_only.llama_gpus().is_empty());
+    }
+
+    #[test]
+    fn cell_gpus_resolve_device_names() {
+        use crate::config::DeviceSet;
+        let set = |v: &[&str]| DeviceSet(v.iter().map(|s| s.to_string()).collect());
+        let mut info = BackendInfo {
+            devices: vec![
+                dev("CPU", "cpu", "CPU", ""),
+                dev("CUDA0", "gpu", "CUDA", "0000:1b:00.0"),
+                dev("Vulkan0", "gpu", "Vulkan", "0000:1b:00.0"),
+                dev("RPC0[h:1]", "gpu", "RPC", ""),
+            ],
+            modules: vec!["/b/libggml-cuda.so".into(), "/b/libggml-vulkan.so".into()],
+            ..Default::default()
+        };
+        let names = |r: Result<Vec<&DeviceInfo>, String>| -> Vec<String> {
+            r.unwrap().iter().map(|d| d.name.clone()).collect()
+        };
+        assert_eq!(names(info.cell_gpus(&set(&[]))), ["CUDA0"]);
+        assert!(names(info.cell_gpus(&set(&["CPU"]))).is_empty());
+        assert_eq!(names(info.cell_gpus(&set(&["vulkan0"]))), ["Vulkan0"]);
+        assert_eq!(
+            names(info.cell_gpus(&set(&["Vulkan0", "CUDA0"]))),
+            ["Vulkan0", "CUDA0"]
+        );
+        let e = info.cell_gpus(&set(&["Vulkan1"])).unwrap_err();
+        assert!(e.contains("no device \"Vulkan1\""), "{e}");
+        assert!(e.contains("CPU (), CUDA0 (), Vulkan0 ()"), "{e}");
+        assert!(!e.contains("RPC0"), "{e}");
+        assert!(info.cell_gpus(&set(&["RPC0[h:1]"])).is_err());
+        // the module is absent, or loaded without a device
+        info.devices.truncate(2);
+        info.modules.pop();
+        let e = info.cell_gpus(&set(&["Vulkan0"])).unwrap_err();
+        assert!(e.contains("No libggml-vulkan.so was loaded"), "{e}");
+        assert!(e.contains("--features vulkan"), "{e}");
+        info.module_notes = vec!["libggml-vulkan.so loaded but registered no device; x".into()];
+        let e = info.cell_gpus(&set(&["Vulkan0"])).unwrap_err();
+        assert!(e.contains("registered no device"), "{e}");
     }
 
     #[test]

@@ -223,6 +223,9 @@ pub struct Report {
     /// folder's); absent in a report that was not merged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<MergedRun>,
+    /// `quantbench tune`: its targets, its answer and every probe (the cells are below too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<crate::tune::Outcome>,
     pub cells: Vec<CellResult>,
 }
 
@@ -310,6 +313,7 @@ impl Report {
         let mut ok: Vec<&CellResult> = self
             .cells
             .iter()
+            .filter(|c| c.serving.is_none()) // served cells: the Served traffic section
             .filter(|c| self.serving.meets_slo(c) && c.mean("throughput_tok_s").is_some())
             .collect();
         ok.sort_by(|a, b| {
@@ -536,6 +540,14 @@ impl CellResult {
         if let Some(t) = summarize(&[s.summary.output_tok_s]).filter(|_| s.summary.completed > 0) {
             r.metrics.insert("throughput_tok_s".into(), t);
         }
+        let quantiles = |v: Vec<f64>| -> Vec<f64> {
+            (0..=100)
+                .filter_map(|q| percentile(&v, f64::from(q)))
+                .map(|x| (x * 1000.0).round() / 1000.0)
+                .collect()
+        };
+        s.ttft_cdf_ms = quantiles(reqs.iter().filter_map(|q| q.ttft_ms).collect());
+        s.e2e_cdf_ms = quantiles(reqs.iter().filter_map(|q| q.e2e_ms).collect());
         let itl: Vec<f64> = reqs.iter().flat_map(|q| q.itl_ms.iter().copied()).collect();
         r.itl_ms_p50 = percentile(&itl, 50.0);
         r.itl_ms_p90 = percentile(&itl, 90.0);

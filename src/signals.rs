@@ -6,15 +6,59 @@
 //! The signals are blocked in every thread and taken by one thread that waits for them
 //! (`sigwait`), so no code runs inside a signal handler. Child processes start with an empty
 //! signal mask (the standard library resets it on spawn), so workers can still be signalled.
-//! Never prints.
+//!
+//! A run blocked where it does not look at the flag (a read that waits, a hung mount) would
+//! never stop: after the first signal, the code that sees the flag says so through [`stopping`];
+//! when nothing has within [`GRACE`], the process ends with 128 + the signal anyway, after a
+//! last note (the caller's). Never prints.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 
 /// The signal that interrupted the run (0: none yet).
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+/// Whether the stop asked for by a signal was seen by code that stops cleanly.
+static SEEN: AtomicBool = AtomicBool::new(false);
+
+/// How long after the first signal the process may go without any code seeing the stop before
+/// it ends anyway.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Whether a stop was asked for (`flag` is the one given to [`install`]); `true` also tells the
+/// signal thread that a clean stop is under way, so it does not end the process after [`GRACE`].
+/// Every check of the stop flag goes through here.
+pub fn stopping(flag: &AtomicBool) -> bool {
+    let stop = flag.load(Ordering::SeqCst);
+    if stop {
+        SEEN.store(true, Ordering::SeqCst);
+    }
+    stop
+}
+
+/// Ends the process with 128 + `sig` unless something calls [`stopping`] within `grace`;
+/// `note` is called first with a line to show.
+fn watchdog(sig: i32, grace: Duration, note: fn(&str)) {
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if SEEN.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !SEEN.load(Ordering::SeqCst) {
+        note(&format!(
+            "{} received, but the run is blocked where it cannot stop cleanly (after {} s); \
+             leaving now. Reports already written stay valid; `--resume` continues a run",
+            name(sig),
+            grace.as_secs()
+        ));
+        std::process::exit(128 + sig);
+    }
+}
 
 /// The signals to take: SIGINT, SIGTERM and SIGHUP, less those this process was started with
 /// ignored (`nohup`, or `&` in a non-interactive shell, ignore SIGHUP and SIGINT: a blocked
@@ -39,9 +83,10 @@ fn ignored(sig: Signal) -> bool {
 }
 
 /// Starts taking SIGINT, SIGTERM and SIGHUP: the first sets `flag`, a second ends the process
-/// with 128 + its number. Call first thing in `main`, before any other thread exists (threads
-/// inherit the mask).
-pub fn install(flag: Arc<AtomicBool>) -> std::io::Result<()> {
+/// with 128 + its number, and so does the first when no code sees it within [`GRACE`] (`note`
+/// gets the line that says so). Call first thing in `main`, before any other thread exists
+/// (threads inherit the mask).
+pub fn install(flag: Arc<AtomicBool>, note: fn(&str)) -> std::io::Result<()> {
     let s = set();
     s.thread_block().map_err(std::io::Error::from)?;
     std::thread::Builder::new()
@@ -55,6 +100,11 @@ pub fn install(flag: Arc<AtomicBool>) -> std::io::Result<()> {
             if !first {
                 std::process::exit(128 + sig as i32);
             }
+            let sig = sig as i32;
+            // the watchdog waits on its own thread: this one keeps taking a second signal
+            let _ = std::thread::Builder::new()
+                .name("signals-grace".into())
+                .spawn(move || watchdog(sig, GRACE, note));
         })?;
     Ok(())
 }

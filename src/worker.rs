@@ -22,8 +22,9 @@ use crate::quant::Quant;
 
 /// Environment variable that makes workers inject a fault, for testing failure handling:
 /// `KIND` or `KIND@MODEL` or `KIND@MODEL:QUANT`, KIND one of `crash`, `hang` (while measuring),
-/// `hang-init` (before the cell starts), `hang-exit` (after its result), `hang-log` (while
-/// logging a line every 10 ms), `error`, `oom`.
+/// `hang-init` (before the cell starts), `hang-exit` (after its result), `hang-quality` (after
+/// the speed tests, before the quality test), `hang-log` (while logging a line every 10 ms),
+/// `error`, `oom`.
 pub const FAULT_ENV: &str = "QUANTBENCH_FAULT";
 
 struct Events {
@@ -82,6 +83,9 @@ pub fn serve() -> Result<()> {
     } else {
         early.and_then(|s| s.select(&gpus))
     };
+    // what each GPU's backend says is free before any model is loaded: the baseline of the
+    // device-wide figures used where NVML does not see the GPU (Vulkan on AMD or Intel)
+    let baseline = BackendBaseline::take(&engine);
     let mut loaded: Option<LoadedModel> = None;
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading jobs from stdin")?;
@@ -94,9 +98,17 @@ pub fn serve() -> Result<()> {
             hang(); // as a driver or backend initialisation that never returns
         }
         events.send(&Event::Started { cell });
-        match run_job(&engine, &job, &mut loaded, &mut events, &gpu) {
+        match run_job(&engine, &job, &mut loaded, &mut events, (&gpu, &baseline)) {
             Ok(mut measurement) => {
                 if let (Some(q), Some(model)) = (&job.quality, loaded.as_ref()) {
+                    // the speed figures first: they stand if the quality test overruns
+                    events.send(&Event::Measured {
+                        cell,
+                        measurement: Box::new(measurement.clone()),
+                    });
+                    if injected(&job.cell).as_deref() == Some("hang-quality") {
+                        hang(); // a quality test that overruns timeout_s
+                    }
                     // after the speed tests and their telemetry: the reference's memory is not
                     // the cell's
                     let mut progress = CellProbe {
@@ -108,6 +120,8 @@ pub fn serve() -> Result<()> {
                         energy_start: None,
                         devices_used: Vec::new(),
                         meter: Default::default(),
+                        ggml_used: Vec::new(),
+                        backend: None,
                     };
                     measurement.quality =
                         Some(quality(&engine, model, q, &job.cell, &mut progress));
@@ -134,7 +148,7 @@ fn run_job(
     job: &Job,
     loaded: &mut Option<LoadedModel>,
     events: &mut Events,
-    gpu: &Result<GpuSession, String>,
+    (gpu, baseline): (&Result<GpuSession, String>, &BackendBaseline),
 ) -> Result<crate::protocol::Measurement> {
     engine::clear_recent_log();
     inject_fault(&job.cell)?;
@@ -191,6 +205,8 @@ fn run_job(
         energy_start: None,
         devices_used: Vec::new(),
         meter: Default::default(),
+        ggml_used: Vec::new(),
+        backend: Some((engine, baseline)),
     };
     let result = model.measure(engine, &job.cell, &mut probe);
     let mut telemetry = std::mem::take(&mut probe.telemetry);
@@ -199,25 +215,98 @@ fn run_job(
         mon.finish(&mut telemetry);
     }
     let mut m = result?;
-    m.disturbance = figures.map(|mut d| {
-        d.gpu_other_processes = telemetry.other_processes;
-        d.gpu_slowdowns = telemetry
-            .throttle_reasons
-            .iter()
-            .filter(|r| r.contains("SLOWDOWN"))
-            .cloned()
-            .collect();
-        d.judge(!m.devices_used.is_empty());
-        d
-    });
+    m.disturbance = figures.map(|d| judged(d, &telemetry, !m.devices_used.is_empty()));
     match gpu {
         Ok(g) => {
-            telemetry.peak_bandwidth_bytes_s = peak_bandwidth(g, &m.devices_used, p.split_mode);
+            let used = nvml_names(&engine.info, &m.devices_used);
+            telemetry.peak_bandwidth_bytes_s = peak_bandwidth(g, &used, p.split_mode);
         }
         Err(reason) => telemetry.unavailable_reason = Some(reason.clone()),
     }
+    if telemetry.vram_after_warmup_bytes.is_none() && !m.devices_used.is_empty() {
+        // the backend did not report a change: llama.cpp's own device buffers
+        let device: u64 = m
+            .memory
+            .buffers
+            .iter()
+            .filter(|b| !b.host)
+            .map(|b| b.model_bytes + b.context_bytes + b.compute_bytes)
+            .sum();
+        telemetry.vram_after_load_bytes = Some(device);
+        telemetry.vram_after_warmup_bytes = Some(device);
+        telemetry.vram_source = Some("llama_device_buffers".into());
+    }
     m.gpu = telemetry;
     Ok(m)
+}
+
+/// A cell's disturbance figures with what NVML saw on its GPUs (other processes, slowdowns the
+/// workload did not cause), judged for a cell on a GPU or on the CPU.
+fn judged(
+    mut d: crate::disturbance::Disturbance,
+    telemetry: &GpuCellTelemetry,
+    on_gpu: bool,
+) -> crate::disturbance::Disturbance {
+    d.gpu_other_processes = telemetry.other_processes;
+    d.gpu_slowdowns = telemetry
+        .throttle_reasons
+        .iter()
+        .filter(|r| r.contains("SLOWDOWN"))
+        .cloned()
+        .collect();
+    d.judge(on_gpu);
+    d
+}
+
+/// Free device memory per GPU (ggml name) as the backends reported it when the worker started.
+struct BackendBaseline(Vec<(String, Option<u64>)>);
+
+impl BackendBaseline {
+    fn take(engine: &Engine) -> Self {
+        let names: Vec<String> = engine
+            .info
+            .devices
+            .iter()
+            .filter(|d| (d.kind == "gpu" || d.kind == "igpu") && d.backend != "RPC")
+            .map(|d| d.name.clone())
+            .collect();
+        let free = engine.free_bytes(&names);
+        BackendBaseline(names.into_iter().zip(free).collect())
+    }
+
+    /// Device memory taken since the baseline on the `used` GPUs, summed (the backend's
+    /// device-wide figures); `None` when no used GPU has a baseline or nothing was taken.
+    fn taken(&self, engine: &Engine, used: &[String]) -> Option<u64> {
+        let now = engine.free_bytes(used);
+        let mut sum = None;
+        for (name, now) in used.iter().zip(now) {
+            let before = self.0.iter().find(|(n, _)| n == name).and_then(|(_, b)| *b);
+            if let (Some(b), Some(n)) = (before, now) {
+                sum = Some(sum.unwrap_or(0) + b.saturating_sub(n));
+            }
+        }
+        sum.filter(|&s| s > 0)
+    }
+}
+
+/// The names NVML's session knows the `used` GPUs by: a GPU that llama.cpp sees through two
+/// backends (CUDA0 and Vulkan0 on one NVIDIA card, the same PCI bus id) is watched under the
+/// name llama.cpp's own device selection keeps.
+fn nvml_names(info: &crate::protocol::BackendInfo, used: &[String]) -> Vec<String> {
+    let kept = info.llama_gpus();
+    used.iter()
+        .map(|u| {
+            let id = info
+                .devices
+                .iter()
+                .find(|d| &d.name == u)
+                .map(|d| d.device_id.as_str())
+                .unwrap_or_default();
+            kept.iter()
+                .find(|k| &k.name == u || (!id.is_empty() && k.device_id == id))
+                .map_or_else(|| u.clone(), |k| k.name.clone())
+        })
+        .collect()
 }
 
 /// A serving cell: the workload against a llama-server started here (or an endpoint), timed
@@ -351,10 +440,24 @@ fn score_quality(
         n_ctx: q.n_ctx,
         chunks: q.chunks,
     };
-    if *reference_path == model.path {
+    // the reference on devices of its own (`quality_ref_devices`): local, without RPC servers
+    let placement = match cell
+        .params
+        .quality
+        .as_ref()
+        .and_then(|q| q.ref_devices.clone())
+    {
+        Some(devices) => Placement {
+            devices,
+            rpc: Default::default(),
+            ..model.placement.clone()
+        },
+        None => model.placement.clone(),
+    };
+    if *reference_path == model.path && placement == model.placement {
         return engine::score_quality(model, model, &corpus, scoring, &cell.params, probe);
     }
-    let reference = LoadedModel::load(engine, reference_path, model.placement.clone(), false)
+    let reference = LoadedModel::load(engine, reference_path, placement, false)
         .with_context(|| format!("loading the reference {}", reference_path.display()))?;
     engine::score_quality(model, &reference, &corpus, scoring, &cell.params, probe)
 }
@@ -414,19 +517,47 @@ struct CellProbe<'a> {
     monitor: Option<&'a CellMonitor>,
     telemetry: GpuCellTelemetry,
     energy_start: Option<u64>,
-    /// GPUs holding the model's weights (ggml names).
+    /// GPUs holding the model's weights (the names NVML's session knows them by).
     devices_used: Vec<String>,
     /// What else used the machine during the timed regions.
     meter: crate::disturbance::Meter,
+    /// The same GPUs by their ggml names.
+    ggml_used: Vec<String>,
+    /// For memory where NVML does not see the GPUs used: the engine and the backends' baseline.
+    backend: Option<(&'a Engine, &'a BackendBaseline)>,
+}
+
+impl CellProbe<'_> {
+    /// Whether NVML's session watches every GPU the cell uses (else its per-process figure
+    /// would not be this cell's memory).
+    fn nvml_covers(&self) -> bool {
+        self.session
+            .is_some_and(|g| self.devices_used.iter().all(|n| g.watches(n)))
+    }
+
+    /// The backends' device-wide figure for the GPUs used, where NVML does not cover them.
+    fn backend_taken(&self, ggml_used: &[String]) -> Option<u64> {
+        let (engine, baseline) = self.backend?;
+        (!self.nvml_covers() && !ggml_used.is_empty())
+            .then(|| baseline.taken(engine, ggml_used))
+            .flatten()
+    }
 }
 
 impl engine::Probe for CellProbe<'_> {
     fn after_load(&mut self, devices_used: &[String]) {
-        self.devices_used = devices_used.to_vec();
+        self.ggml_used = devices_used.to_vec();
+        self.devices_used = match self.backend {
+            Some((engine, _)) => nvml_names(&engine.info, devices_used),
+            None => devices_used.to_vec(),
+        };
         if let Some(m) = self.monitor {
-            m.set_active(devices_used);
+            m.set_active(&self.devices_used);
         }
-        if let Some(g) = self.session {
+        if let Some(v) = self.backend_taken(devices_used) {
+            self.telemetry.vram_after_load_bytes = Some(v);
+            self.telemetry.vram_source = Some("backend_device_delta".into());
+        } else if let Some(g) = self.session {
             let r = g.vram();
             self.telemetry.vram_after_load_bytes = r.total();
             self.telemetry.vram_source = Some(r.source.to_string());
@@ -437,7 +568,10 @@ impl engine::Probe for CellProbe<'_> {
         }
     }
     fn after_warmup(&mut self) {
-        if let Some(g) = self.session {
+        if self.telemetry.vram_source.as_deref() == Some("backend_device_delta") {
+            let used = self.ggml_used.clone();
+            self.telemetry.vram_after_warmup_bytes = self.backend_taken(&used);
+        } else if let Some(g) = self.session {
             let r = g.vram();
             self.telemetry.vram_after_warmup_bytes = r.total();
             for (d, v) in self.telemetry.per_device.iter_mut().zip(r.bytes) {
@@ -546,10 +680,15 @@ fn hang() -> ! {
     }
 }
 
+#[allow(
+    clippy::print_stderr,
+    reason = "a worker's stderr is its log, which the coordinator reads: the injected faults \
+              print what the real ones would"
+)]
 fn inject_fault(cell: &Cell) -> Result<()> {
     let spec = std::env::var(FAULT_ENV).unwrap_or_default();
     match injected(cell).as_deref() {
-        None | Some("hang-init" | "hang-exit" | "busy") => Ok(()),
+        None | Some("hang-init" | "hang-exit" | "hang-quality" | "busy") => Ok(()),
         Some("crash") => {
             eprintln!("quantbench worker: injected crash ({FAULT_ENV}={spec})");
             std::process::abort()
@@ -576,6 +715,16 @@ fn inject_fault(cell: &Cell) -> Result<()> {
 /// CPU. A CPU backend variant that the machine cannot run (CPUID advertises an instruction set
 /// the hypervisor does not allow) crashes here, before any cell, and the coordinator picks
 /// another variant.
+/// `worker --devices`: initialises llama.cpp, reports its backends and devices, exits.
+pub fn devices() -> Result<()> {
+    let mut events = take_stdout()?;
+    let engine = engine::init()?;
+    events.send(&Event::Ready {
+        backend: engine.info.clone(),
+    });
+    Ok(())
+}
+
 pub fn self_test() -> Result<()> {
     let mut events = take_stdout()?;
     let engine = engine::init()?;
@@ -624,6 +773,7 @@ pub fn self_test() -> Result<()> {
                     main_gpu: 0,
                     tensor_split: Default::default(),
                     rpc: Default::default(),
+                    devices: Default::default(),
                     quality: None,
                     n_parallel: 1,
                     n_depth: 0,

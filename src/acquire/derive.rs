@@ -1,7 +1,7 @@
 //! Deriving a quant the source lacks: `llama_model_quantize` in a `quantbench worker --quantize`
 //! process (llama.cpp may abort on a bad file), into a temporary name renamed when complete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +17,30 @@ pub(super) fn derive(
     opts: &Options,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let tmp = temp_beside(output);
+    let tmp = crate::fsutil::temp_name(output);
+    // quantizing loads every core: not while another run measures
+    let _lock = match &opts.lock_dir {
+        Some(dir) => {
+            let lock = crate::machine_lock::acquire(
+                dir,
+                &crate::machine_lock::Holder::me(),
+                &mut |h| {
+                    progress.warn(&format!(
+                        "another run is measuring on this machine ({}); quantizing waits for it \
+                         (lock: {}; --no-lock quantizes anyway)",
+                        h.map_or_else(|| "holder unknown".to_string(), ToString::to_string),
+                        crate::machine_lock::path(dir).display()
+                    ))
+                },
+                &|| progress.cancelled(),
+            )?;
+            if lock.is_none() {
+                return Err(super::interrupted().into());
+            }
+            lock
+        }
+        None => None,
+    };
     progress.begin(
         &format!(
             "quantizing {} → {quant}",
@@ -56,12 +79,4 @@ pub(super) fn derive(
 /// Removes what killed writers and quantizers left in `dir` (their process is gone).
 pub(super) fn clean_partials(dir: &Path) {
     crate::fsutil::clean_stale_partials(dir, std::time::Duration::from_secs(3600));
-}
-
-/// A temporary name beside `path`, unique to this process: renamed over `path` when complete,
-/// so a crash never leaves a truncated file under the final name.
-pub(super) fn temp_beside(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".partial-{}", std::process::id()));
-    path.with_file_name(name)
 }

@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use super::Progress;
 use crate::quant::Quant;
+use crate::redact::Secrets;
 use crate::safe_path::{self, check_commit, check_relative, check_segment, join_under};
 
 /// A hub token; its `Debug` never shows it.
@@ -39,12 +40,131 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// Where the hub token comes from. Nothing is read until a request to the hub needs it: a
+/// synthetic-only matrix never opens the token file (which may be a FIFO or on a hung mount).
+#[derive(Clone)]
+pub enum TokenSource {
+    None,
+    /// An environment variable (`HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`) and its value as set.
+    Env {
+        var: &'static str,
+        value: String,
+    },
+    /// The token file (`HF_TOKEN_PATH`, else `$HF_HOME/token`); absent means no token.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::None => f.write_str("TokenSource::None"),
+            TokenSource::Env { var, .. } => write!(f, "TokenSource::Env({var}, <redacted>)"),
+            TokenSource::File(p) => write!(f, "TokenSource::File({})", p.display()),
+        }
+    }
+}
+
+/// The largest token file read (hub tokens are under 100 bytes).
+const MAX_TOKEN_FILE: u64 = 4096;
+
+impl TokenSource {
+    /// The token, read now: trimmed (a line ending from `$(cat token)`, a Kubernetes secret or a
+    /// CRLF env file is not part of it), refused with a message that never echoes it when it
+    /// holds anything but visible ASCII, read only from a regular file of at most 4 KiB.
+    fn read(&self) -> Result<Option<Token>> {
+        let (text, from) = match self {
+            TokenSource::None => return Ok(None),
+            TokenSource::Env { var, value } => (value.clone(), (*var).to_string()),
+            TokenSource::File(path) => match read_token_file(path)? {
+                Some(t) => (t, format!("the token file {}", path.display())),
+                None => return Ok(None),
+            },
+        };
+        let t = text.trim();
+        if t.is_empty() {
+            return Ok(None);
+        }
+        if let Some(i) = t.chars().position(|c| !c.is_ascii_graphic()) {
+            bail!(
+                "{from}: the hub token holds a character that is not visible ASCII (character {} \
+                 of {}); refusing to send it. Set it to the token alone (`hf_…`, no quotes, \
+                 spaces or line breaks inside), or unset it for public repositories",
+                i + 1,
+                t.chars().count()
+            );
+        }
+        Ok(Some(Token(t.to_string())))
+    }
+
+    /// The value as set, for redaction (the trimmed token is found by [`Secrets::add`]).
+    fn raw(&self) -> Option<&str> {
+        match self {
+            TokenSource::Env { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// The token file's text: `None` when there is no file; an error (never a hang) when it is not a
+/// regular file, is too big or cannot be read.
+fn read_token_file(path: &Path) -> Result<Option<String>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer forever
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "reading the hub token file {}; make it readable, or set HF_TOKEN_PATH to \
+                     another file",
+                    path.display()
+                )
+            })
+        }
+    };
+    let md = f
+        .metadata()
+        .with_context(|| format!("reading the hub token file {}", path.display()))?;
+    if !md.is_file() {
+        bail!(
+            "the hub token file {} is not a regular file (a FIFO, a device or a folder); \
+             quantbench reads a token only from a regular file: point HF_TOKEN_PATH at one, or \
+             set HF_TOKEN",
+            path.display()
+        );
+    }
+    if md.len() > MAX_TOKEN_FILE {
+        bail!(
+            "the hub token file {} holds {} bytes, more than a token ({MAX_TOKEN_FILE} at most); \
+             is HF_TOKEN_PATH the right file?",
+            path.display(),
+            md.len()
+        );
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading the hub token file {}", path.display()))?;
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        anyhow!(
+            "the hub token file {} is not text (not UTF-8); refusing to send it",
+            path.display()
+        )
+    })
+}
+
 /// Where and how to reach the hub.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
     /// `HF_ENDPOINT`, default `https://huggingface.co`.
     pub endpoint: String,
-    pub token: Option<Token>,
+    /// Read when a request to the hub first needs it.
+    pub token: TokenSource,
     /// `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
     pub cache_dir: PathBuf,
     /// `--offline` or `HF_HUB_OFFLINE=1`: cache only.
@@ -53,6 +173,8 @@ pub struct HubConfig {
     pub retries: u32,
     /// First back-off delay; doubled each retry, capped at 30 s.
     pub backoff: Duration,
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`.
+    pub proxies: super::net::Proxies,
 }
 
 fn env(k: &str) -> Option<String> {
@@ -60,7 +182,8 @@ fn env(k: &str) -> Option<String> {
 }
 
 impl HubConfig {
-    /// Reads the environment the way `huggingface_hub` does.
+    /// Reads the environment the way `huggingface_hub` does. Reads no file: the token file is
+    /// read when a request first needs it.
     pub fn from_env(offline: bool) -> Self {
         let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
         let hf_home = env("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
@@ -73,22 +196,23 @@ impl HubConfig {
             .or_else(|| env("HUGGINGFACE_HUB_CACHE"))
             .map(PathBuf::from)
             .unwrap_or_else(|| hf_home.join("hub"));
-        let token = env("HF_TOKEN")
-            .or_else(|| env("HUGGING_FACE_HUB_TOKEN"))
-            .or_else(|| {
-                let path = env("HF_TOKEN_PATH")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| hf_home.join("token"));
-                fs::read_to_string(path).ok().map(|t| t.trim().to_string())
-            })
-            .filter(|t| !t.is_empty())
-            .map(Token);
+        let token = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"]
+            .into_iter()
+            .find_map(|var| env(var).map(|value| TokenSource::Env { var, value }))
+            .unwrap_or_else(|| {
+                TokenSource::File(
+                    env("HF_TOKEN_PATH")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| hf_home.join("token")),
+                )
+            });
         let truthy = |k: &str| {
             env(k).is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON"))
         };
         HubConfig {
             endpoint: env("HF_ENDPOINT")
                 .unwrap_or_else(|| "https://huggingface.co".into())
+                .trim()
                 .trim_end_matches('/')
                 .to_string(),
             token,
@@ -102,6 +226,7 @@ impl HubConfig {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1000),
             ),
+            proxies: super::net::Proxies::from_env(),
         }
     }
 }
@@ -129,10 +254,15 @@ pub struct CachedFile {
     pub etag: String,
 }
 
-/// A client for one hub endpoint and cache.
+/// A client for one hub endpoint and cache. Every error of its requests leaves through one
+/// redaction point ([`Hub::redacted`]): no token, `Bearer` credential or URL userinfo survives
+/// into a message.
 pub struct Hub {
     pub cfg: HubConfig,
-    agent: ureq::Agent,
+    /// Direct and through the environment's proxies.
+    agents: super::net::Agents,
+    /// The token, read at the first request that carries it.
+    token: std::sync::OnceLock<Result<Option<Token>, String>>,
 }
 
 /// Characters escaped in a revision (everything but letters and digits, like Python's
@@ -156,13 +286,46 @@ fn transient(code: u16) -> bool {
 
 impl Hub {
     pub fn new(cfg: HubConfig) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .redirects(0)
-            .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(60))
-            .user_agent(concat!("quantbench/", env!("CARGO_PKG_VERSION")))
-            .build();
-        Hub { cfg, agent }
+        Hub {
+            agents: super::net::Agents::new(cfg.proxies.clone()),
+            cfg,
+            token: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The token, read from its source the first time it is needed.
+    fn token(&self) -> Result<Option<&Token>> {
+        match self
+            .token
+            .get_or_init(|| self.cfg.token.read().map_err(|e| format!("{e:#}")))
+        {
+            Ok(t) => Ok(t.as_ref()),
+            Err(e) => Err(anyhow!("{e}")),
+        }
+    }
+
+    /// Everything that must never appear in a message: the token as set and as read.
+    fn secrets(&self) -> Secrets {
+        let mut s = Secrets::default();
+        if let Some(raw) = self.cfg.token.raw() {
+            s.add(raw);
+        }
+        if let Some(Ok(Some(t))) = self.token.get() {
+            s.add(&t.0);
+        }
+        s
+    }
+
+    /// The one redaction point: every error of a hub request passes here on its way out, its
+    /// whole chain rendered with secrets, `Bearer` credentials and URL userinfo replaced. The
+    /// HTTP status stays typed ([`http_status`]).
+    fn redacted<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            anyhow::Error::new(HttpStatus {
+                code: http_status(&e).unwrap_or(0),
+                message: self.secrets().redact(&format!("{e:#}")),
+            })
+        })
     }
 
     /// `models--OWNER--NAME` under the cache.
@@ -176,12 +339,14 @@ impl Hub {
         same_origin(&self.cfg.endpoint, url)
     }
 
-    fn request(&self, method: &str, url: &str) -> ureq::Request {
-        let mut r = self.agent.request(method, url);
-        if let (Some(t), true) = (&self.cfg.token, self.same_origin(url)) {
-            r = r.set("Authorization", &format!("Bearer {}", t.0));
+    fn request(&self, method: &str, url: &str) -> Result<ureq::Request> {
+        let mut r = self.agents.for_url(url)?.request(method, url);
+        if self.same_origin(url) {
+            if let Some(t) = self.token()? {
+                r = r.set("Authorization", &format!("Bearer {}", t.0));
+            }
         }
-        r
+        Ok(r)
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -190,10 +355,14 @@ impl Hub {
 
     /// Sends the request `make` builds until it succeeds, fails for good, or the retries are
     /// spent.
-    fn with_retries(&self, what: &str, make: impl Fn() -> ureq::Request) -> Result<ureq::Response> {
+    fn with_retries(
+        &self,
+        what: &str,
+        make: impl Fn() -> Result<ureq::Request>,
+    ) -> Result<ureq::Response> {
         let mut attempt = 0;
         loop {
-            let err = match make().call() {
+            let err = match make()?.call() {
                 Ok(r) => return Ok(r),
                 Err(ureq::Error::Status(code, resp)) if transient(code) => {
                     format!("HTTP {code} {}", resp.status_text())
@@ -222,12 +391,17 @@ impl Hub {
 
     /// Resolves a file: which commit, which blob (etag), how big, where the bytes are.
     pub fn head(&self, repo: &str, revision: &str, file: &str) -> Result<FileMeta> {
+        self.redacted(self.head_unredacted(repo, revision, file))
+    }
+
+    fn head_unredacted(&self, repo: &str, revision: &str, file: &str) -> Result<FileMeta> {
         let what = format!("{repo}@{revision}: {file}");
         let mut url = self.resolve_url(repo, revision, file);
         for _ in 0..5 {
             let resp = self.with_retries(&what, || {
-                self.request("HEAD", &url)
-                    .set("Accept-Encoding", "identity")
+                Ok(self
+                    .request("HEAD", &url)?
+                    .set("Accept-Encoding", "identity"))
             })?;
             let header = |k: &str| resp.header(k).map(str::to_string);
             let status = resp.status();
@@ -251,6 +425,10 @@ impl Hub {
 
     /// The files of a repo at a revision, and the commit it resolved to.
     pub fn list_files(&self, repo: &str, revision: &str) -> Result<(String, Vec<String>)> {
+        self.redacted(self.list_files_unredacted(repo, revision))
+    }
+
+    fn list_files_unredacted(&self, repo: &str, revision: &str) -> Result<(String, Vec<String>)> {
         #[derive(Deserialize)]
         struct Sibling {
             rfilename: String,
@@ -268,8 +446,8 @@ impl Hub {
         );
         let what = format!("{repo}@{revision}: listing the repository");
         let resp = self.with_retries(&what, || self.request("GET", &url))?;
-        let info: Info = resp
-            .into_json()
+        let body = Bounded::new(resp.into_reader(), MAX_LISTING, "the repository listing");
+        let info: Info = serde_json::from_reader(body)
             .with_context(|| format!("{what}: the listing is not the JSON the hub sends"))?;
         let commit = info
             .sha
@@ -308,8 +486,18 @@ impl Hub {
         file: &str,
         progress: &dyn Progress,
     ) -> Result<CachedFile> {
+        self.redacted(self.download_unredacted(repo, revision, file, progress))
+    }
+
+    fn download_unredacted(
+        &self,
+        repo: &str,
+        revision: &str,
+        file: &str,
+        progress: &dyn Progress,
+    ) -> Result<CachedFile> {
         check_relative(file, "file name")?;
-        let meta = self.head(repo, revision, file)?;
+        let meta = self.head_unredacted(repo, revision, file)?;
         let dir = self.repo_dir(repo);
         let blob = join_under(&dir.join("blobs"), &meta.etag, "ETag")?;
         fs::create_dir_all(blob.parent().expect("has parent"))
@@ -355,10 +543,19 @@ impl Hub {
         progress: &dyn Progress,
     ) -> Result<()> {
         let (mut f, start) = open_partial(partial, meta.size)?;
+        check_room(partial, meta.size - start, meta.size, file)?;
         progress.begin(&format!("downloading {file}"), Some(meta.size));
         progress.advance(start);
         let result = self.fetch_rest(&mut f, start, meta, file, progress);
         progress.end();
+        if result
+            .as_ref()
+            .is_err_and(|e| e.downcast_ref::<TooLong>().is_some())
+        {
+            // nothing a server that sends more than it announces sent is kept
+            drop(f);
+            let _ = fs::remove_file(partial);
+        }
         result
     }
 
@@ -381,8 +578,9 @@ impl Hub {
             }
             let what = format!("GET {file}");
             let resp = self.with_retries(&what, || {
-                self.request("GET", &meta.url)
-                    .set("Range", &format!("bytes={start}-"))
+                Ok(self
+                    .request("GET", &meta.url)?
+                    .set("Range", &format!("bytes={start}-")))
             });
             let resp = match resp {
                 Ok(r) => r,
@@ -401,14 +599,11 @@ impl Hub {
                 // the server ignored the range: start over
                 start = restart(f)?;
             }
-            let broke = append_body(
-                resp.into_reader(),
-                f,
-                &mut start,
-                meta.size,
-                &mut buf,
-                progress,
-            )?;
+            check_length(&resp, meta.size - start, file)?;
+            // never more than the announced size: a body that goes on past it fails the
+            // download as soon as the first byte too many arrives
+            let body = Bounded::new(resp.into_reader(), meta.size - start, file);
+            let broke = append_body(body, f, &mut start, meta.size, &mut buf, progress)?;
             f.flush()?;
             if start >= meta.size {
                 return Ok(());
@@ -479,11 +674,12 @@ impl Hub {
     }
 }
 
-/// A final (not retried) HTTP status from the hub. It travels typed inside the `anyhow` error so
-/// that callers tell a missing file or an exhausted range from other failures by its code, not
-/// by reading the message.
+/// A hub error: a final (not retried) HTTP status, or (`code` 0) any other failure leaving
+/// [`Hub::redacted`]. It travels typed inside the `anyhow` error so that callers tell a missing
+/// file or an exhausted range from other failures by its code, not by reading the message.
 #[derive(Debug)]
 pub struct HttpStatus {
+    /// The HTTP status; 0 when the failure was not one.
     pub code: u16,
     message: String,
 }
@@ -501,6 +697,7 @@ pub fn http_status(e: &anyhow::Error) -> Option<u16> {
     e.chain()
         .find_map(|c| c.downcast_ref::<HttpStatus>())
         .map(|s| s.code)
+        .filter(|&c| c != 0)
 }
 
 fn status_error(code: u16, resp: &ureq::Response, what: &str) -> anyhow::Error {
@@ -615,9 +812,121 @@ fn restart(f: &mut File) -> std::io::Result<u64> {
     f.seek(SeekFrom::Start(0))
 }
 
+/// The largest repository listing read (the hub's largest are a few MB).
+const MAX_LISTING: u64 = 64 << 20;
+
+/// A body that went on past the size it was allowed: the server announced less than it sent.
+#[derive(Debug)]
+pub struct TooLong {
+    what: String,
+    limit: u64,
+}
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the server sent more than the {} bytes it announced; the download was \
+             discarded (is HF_ENDPOINT a hub, or a proxy in between rewriting answers?)",
+            self.what, self.limit
+        )
+    }
+}
+
+impl std::error::Error for TooLong {}
+
+/// The one bounded reader for what the hub sends: at most `limit` bytes of `inner`; when more
+/// arrives, reading fails with [`TooLong`] at once (one byte too many is enough to tell).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    what: String,
+}
+
+impl<R: Read> Bounded<R> {
+    fn new(inner: R, limit: u64, what: &str) -> Self {
+        Bounded {
+            inner,
+            left: limit,
+            limit,
+            what: what.to_string(),
+        }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // the end, unless the server goes on
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(TooLong {
+                    what: self.what.clone(),
+                    limit: self.limit,
+                })),
+            };
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Refuses a response whose `Content-Length` is more than the `left` bytes still expected.
+fn check_length(resp: &ureq::Response, left: u64, file: &str) -> Result<()> {
+    match resp
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        Some(n) if n > left => Err(anyhow::Error::new(TooLong {
+            what: format!("{file} (Content-Length {n} where {left} bytes were left)"),
+            limit: left,
+        })),
+        _ => Ok(()),
+    }
+}
+
+/// Diagnoses an announced size the disk cannot hold before a byte is fetched (a hostile or
+/// broken server announcing petabytes, or a disk too small), instead of filling the disk.
+fn check_room(partial: &Path, need: u64, size: u64, file: &str) -> Result<()> {
+    let Some(free) = free_bytes(partial.parent().unwrap_or(Path::new("."))) else {
+        return Ok(());
+    };
+    if need > free {
+        bail!(
+            "{file}: the hub announced {size} bytes ({:.1} GB), {need} still to fetch, but only \
+             {free} bytes are free in {}; free some space or point HF_HUB_CACHE at a larger disk \
+             (an absurd size means HF_ENDPOINT is not answering like the hub)",
+            size as f64 / 1e9,
+            partial.parent().unwrap_or(Path::new(".")).display()
+        );
+    }
+    Ok(())
+}
+
+/// Bytes free for this user on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
 /// Copies a response body into `f`, advancing `start` and the progress per chunk, until the
 /// body ends (`None`) or the connection breaks (`Some` of the read error). Fails when the
-/// download is cancelled (after flushing what arrived) or `f` cannot be written.
+/// download is cancelled (after flushing what arrived), when the body is longer than announced
+/// ([`TooLong`]) or when `f` cannot be written.
 fn append_body(
     mut reader: impl Read,
     f: &mut File,
@@ -638,7 +947,14 @@ fn append_body(
                 *start += n as u64;
                 progress.advance(n as u64);
             }
-            Err(e) => return Ok(Some(e)),
+            Err(e) => {
+                if e.get_ref().is_some_and(|i| i.is::<TooLong>()) {
+                    let inner = e.into_inner().expect("checked");
+                    let too_long = inner.downcast::<TooLong>().expect("checked");
+                    return Err(anyhow::Error::new(*too_long));
+                }
+                return Ok(Some(e));
+            }
         }
     }
 }
@@ -869,11 +1185,15 @@ mod tests {
         assert!(!format!("{t:?}").contains("secret"));
         let cfg = HubConfig {
             endpoint: "http://x".into(),
-            token: Some(t),
+            token: TokenSource::Env {
+                var: "HF_TOKEN",
+                value: "hf_secret".into(),
+            },
             cache_dir: PathBuf::new(),
             offline: false,
             retries: 0,
             backoff: Duration::ZERO,
+            proxies: Default::default(),
         };
         assert!(!format!("{cfg:?}").contains("hf_secret"));
     }
@@ -956,11 +1276,12 @@ mod tests {
     fn encoding() {
         let h = Hub::new(HubConfig {
             endpoint: "http://h".into(),
-            token: None,
+            token: TokenSource::None,
             cache_dir: PathBuf::new(),
             offline: false,
             retries: 0,
             backoff: Duration::ZERO,
+            proxies: Default::default(),
         });
         assert_eq!(
             h.resolve_url("o/n", "refs/pr/1", "dir/a b.gguf"),

@@ -38,18 +38,41 @@ fn stat(path: &Path) -> Result<(u64, u128)> {
     Ok((md.len(), mtime))
 }
 
-pub(super) fn remember_hash(path: &Path, sha256: &str, opts: &Options) -> Result<()> {
-    let (size, mtime_ns) = stat(path)?;
-    let rec = HashRecord {
-        path: path.to_path_buf(),
-        size,
-        mtime_ns,
-        sha256: sha256.into(),
+/// Remembers a file's hash beside the cache. A memo only: when it cannot be written (a
+/// read-only cache, a full disk) the file is hashed again next time, and `progress` warns.
+pub(super) fn remember_hash(path: &Path, sha256: &str, opts: &Options, progress: &dyn Progress) {
+    let written = (|| -> Result<()> {
+        let (size, mtime_ns) = stat(path)?;
+        let rec = HashRecord {
+            path: path.to_path_buf(),
+            size,
+            mtime_ns,
+            sha256: sha256.into(),
+        };
+        let p = hash_record_path(path, opts);
+        let dir = p.parent().expect("has parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::fsutil::write_atomic(&p, serde_json::to_string(&rec)?.as_bytes())
+    })();
+    if let Err(e) = written {
+        progress.warn(&format!(
+            "the hash of {} was not remembered ({e:#}); it will be computed again next time",
+            path.display()
+        ));
+    }
+}
+
+/// Whether `path` changed since its hash was recorded (another size or modification time);
+/// `false` without a record. For files only quantbench writes (synthetic models and their
+/// quants), a change means damage.
+pub(super) fn changed_since_recorded(path: &Path, opts: &Options) -> bool {
+    let Ok((size, mtime_ns)) = stat(path) else {
+        return false;
     };
-    let p = hash_record_path(path, opts);
-    let dir = p.parent().expect("has parent");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::fsutil::write_atomic(&p, serde_json::to_string(&rec)?.as_bytes())
+    std::fs::read_to_string(hash_record_path(path, opts))
+        .ok()
+        .and_then(|t| serde_json::from_str::<HashRecord>(&t).ok())
+        .is_some_and(|rec| rec.size != size || rec.mtime_ns != mtime_ns)
 }
 
 /// Size and sha256 of a file; the hash is cached (keyed by path, size and mtime).
@@ -77,7 +100,7 @@ pub(super) fn file_identity(
     let sha = sha256_file(path, progress);
     progress.end();
     let sha = sha?;
-    remember_hash(path, &sha, opts)?;
+    remember_hash(path, &sha, opts, progress);
     Ok((size, sha))
 }
 

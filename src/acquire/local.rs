@@ -59,13 +59,23 @@ pub(super) fn inspect(path: &Path) -> Local {
         }
         Err(e) => return with(format!("cannot read it: {e}")),
     }
-    let shape = File::open(path)
-        .ok()
-        .and_then(|f| gguf::read_metadata(&mut BufReader::new(f)).ok())
-        .and_then(|m| crate::capacity::Shape::from_metadata(&m));
+    // the whole header, against the file's size: a crafted or damaged header, or a file cut
+    // short (an interrupted copy), is not a usable model
+    let layout = File::open(path).and_then(|f| gguf::read_layout(&mut BufReader::new(f), md.len()));
+    let layout = match layout {
+        Ok(l) => l,
+        Err(e) => return with(format!("a damaged GGUF header ({e})")),
+    };
+    if let Some(needed) = layout.needed_bytes.filter(|&n| n > md.len()) {
+        return with(format!(
+            "truncated: its header describes {needed} bytes, the file has {} (an interrupted \
+             copy or download?)",
+            md.len()
+        ));
+    }
     Local {
         size,
-        shape,
+        shape: crate::capacity::Shape::from_metadata(&layout.metadata),
         problem: None,
     }
 }

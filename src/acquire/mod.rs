@@ -10,6 +10,7 @@ mod hf;
 pub mod hub;
 mod identity;
 mod local;
+pub mod net;
 pub mod synthetic;
 mod synthetic_file;
 
@@ -76,6 +77,8 @@ pub trait Progress {
     fn cancelled(&self) -> bool {
         false
     }
+    /// Something went wrong that costs nothing measured (a cache memo not written).
+    fn warn(&self, _message: &str) {}
 }
 
 /// The error a step returns when [`Progress::cancelled`] says to stop.
@@ -92,6 +95,9 @@ pub struct Options {
     pub exe: PathBuf,
     /// The Hugging Face hub (endpoint, token, cache, offline).
     pub hub: hub::HubConfig,
+    /// The folder of the machine-wide measurement lock, which quantizing takes (it loads every
+    /// core); `None`: quantize without it (`--no-lock`, or nothing measures here).
+    pub lock_dir: Option<PathBuf>,
 }
 
 /// quantbench's cache folder: `$QUANTBENCH_CACHE`, else `$XDG_CACHE_HOME/quantbench`, else
@@ -236,6 +242,7 @@ mod tests {
             cache_dir: dir.to_path_buf(),
             exe: PathBuf::from("/nonexistent"),
             hub: hub::HubConfig::from_env(true),
+            lock_dir: None,
         }
     }
 

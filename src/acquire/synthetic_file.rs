@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::derive::{clean_partials, derive, temp_beside};
-use super::identity::{file_identity, remember_hash};
+use super::derive::{clean_partials, derive};
+use super::identity::{changed_since_recorded, file_identity, remember_hash};
 use super::local::inspect;
 use super::{interrupted, synthetic, Options, Origin, Planned, Progress};
 use crate::presets::Preset;
@@ -53,7 +53,10 @@ pub(super) fn nominal_bytes(preset: &Preset, quant: Quant) -> u64 {
 /// `list`'s view of a synthetic model's file: its size, or an estimate before it is written.
 pub(super) fn describe(preset: &Preset, seed: u64, quant: Quant, opts: &Options) -> Planned {
     let path = synthetic_file(opts, preset, seed, quant);
-    let local = inspect(&path);
+    let mut local = inspect(&path);
+    if local.problem.is_none() && changed_since_recorded(&path, opts) {
+        local.problem = Some(CHANGED.into());
+    }
     let size = local.size;
     Planned {
         cached: size.is_some() && local.problem.is_none(),
@@ -86,6 +89,7 @@ pub(super) fn acquire(
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     clean_partials(&dir);
     let f16 = synthetic_file(opts, preset, seed, Quant::F16);
+    drop_if_changed(&f16, opts, progress);
     if !f16.exists() {
         write_synthetic(preset, seed, &f16, opts, progress)?;
     }
@@ -93,6 +97,7 @@ pub(super) fn acquire(
         f16
     } else {
         let out = synthetic_file(opts, preset, seed, quant);
+        drop_if_changed(&out, opts, progress);
         if !out.exists() {
             derive(&f16, &out, quant, opts, progress)?;
         }
@@ -106,6 +111,22 @@ pub(super) fn acquire(
         derived_from: (quant != Quant::F16).then_some(Quant::F16),
         ..Origin::of_file("synthetic", path, identity)
     })
+}
+
+/// Why a synthetic file is not used as it is.
+const CHANGED: &str = "changed since quantbench wrote it (damaged?); the next run or fetch \
+                       writes it again";
+
+/// Removes a synthetic file that changed since quantbench wrote it (nothing else writes these
+/// files: a change is damage), so that it is written again; says so.
+fn drop_if_changed(path: &Path, opts: &Options, progress: &dyn Progress) {
+    if changed_since_recorded(path, opts) {
+        progress.warn(&format!(
+            "{}: changed since quantbench wrote it (damaged?); writing it again",
+            path.display()
+        ));
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 struct ProgressWriter<'a, W: Write> {
@@ -141,7 +162,7 @@ fn write_synthetic(
     opts: &Options,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let tmp = temp_beside(path);
+    let tmp = crate::fsutil::temp_name(path);
     progress.begin(
         &format!("writing synthetic {} F16", preset.name),
         Some(preset.f16_bytes()),
@@ -166,7 +187,7 @@ fn write_synthetic(
         Ok(sha) => {
             std::fs::rename(&tmp, path)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-            remember_hash(path, &sha, opts)?;
+            remember_hash(path, &sha, opts, progress);
             Ok(())
         }
         Err(e) => {

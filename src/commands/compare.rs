@@ -32,6 +32,16 @@ pub fn show(ctx: &Ctx, cmp: &Comparison, format: CompareFormat) -> Result<()> {
     Ok(())
 }
 
+/// Shows what reading the reports left out or chose (values that are not numbers, cells given
+/// twice).
+pub fn warn_read<'a>(ctx: &Ctx, views: impl IntoIterator<Item = &'a compare::ReportView>) {
+    for v in views {
+        for w in &v.warnings {
+            ctx.printer.warn(w);
+        }
+    }
+}
+
 pub fn run(ctx: &Ctx, args: &CompareArgs) -> Result<u8> {
     let thr = thresholds(Some(&args.config), &args.threshold)?;
     let (current, bases) = args
@@ -40,10 +50,12 @@ pub fn run(ctx: &Ctx, args: &CompareArgs) -> Result<u8> {
         .expect("clap requires at least two reports");
     let base = compare::read_many(bases).context("reading the baseline")?;
     let cur = compare::read(current).context("reading the current report")?;
+    warn_read(ctx, base.iter().chain([&cur]));
     let mut cmp = compare::compare(&base, &cur, &thr);
     let mut reruns = Vec::new();
     for p in &args.confirm_with {
         let r = compare::read(p).context("reading a --confirm-with report")?;
+        warn_read(ctx, [&r]);
         reruns.push(compare::compare(&base, &r, &thr));
     }
     compare::confirm(&mut cmp, &reruns);

@@ -1,19 +1,17 @@
 //! `quantbench fetch`: acquire every file the matrix needs (write synthetic models, derive
 //! quants), measure nothing.
 
-use std::sync::atomic::Ordering;
-
 use anyhow::Result;
 
 use super::{exit, load_plan, Ctx};
 use crate::acquire;
-use crate::cli::{MatrixArgs, OverrideArgs};
+use crate::cli::{FetchArgs, OverrideArgs};
 use crate::report::md::bytes;
 
-pub fn run(ctx: &Ctx, args: &MatrixArgs) -> Result<u8> {
-    let (matrix, cells) = load_plan(args, &OverrideArgs::default())?;
-    let opts = ctx.acquire_options(args.offline)?;
-    let stop = || ctx.interrupted.load(Ordering::SeqCst);
+pub fn run(ctx: &Ctx, args: &FetchArgs) -> Result<u8> {
+    let (matrix, cells) = load_plan(&args.matrix, &OverrideArgs::default())?;
+    let opts = ctx.acquire_options(args.matrix.offline, !args.no_lock)?;
+    let stop = || crate::signals::stopping(&ctx.interrupted);
     let origins = acquire::acquire(&matrix, &cells, &opts, &ctx.printer, &stop);
     let mut failed = 0;
     for ((m, q), r) in &origins {

@@ -52,6 +52,8 @@ struct Row {
     max_parallel: Option<u32>,
     /// Rough estimate of the cell's duration (seconds), see [`capacity::cell_seconds`].
     estimated_s: Option<f64>,
+    /// Measured through a server under a workload (no pp/tg repetitions).
+    served: bool,
 }
 
 /// The run's estimated duration: the sum over the cells whose size and shape are known.
@@ -191,21 +193,45 @@ pub fn shard_costs(matrix: &crate::config::Matrix, cells: &[Cell]) -> Vec<f64> {
         .collect()
 }
 
+/// The most cells `run` measures without `--yes`: every list in models.toml multiplies the
+/// matrix, and a typo in one (`n_gen = [1, 2, …, 1000]`) makes a run of weeks.
+pub const MAX_CELLS: usize = 10_000;
+
+/// `list`'s rough duration of these cells, from the matrix alone (no file is read): for the
+/// message that refuses a matrix of more than [`MAX_CELLS`].
+pub fn rough_duration(matrix: &crate::config::Matrix, cells: &[Cell]) -> String {
+    human_duration(shard_costs(matrix, cells).iter().sum())
+}
+
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     let (matrix, cells) = load_plan(&args.matrix, &args.overrides)?;
-    let opts = ctx.acquire_options(args.matrix.offline)?;
+    let opts = ctx.acquire_options(args.matrix.offline, false)?;
     let wants_gpu = cells
         .iter()
         .any(|c| c.params.n_gpu_layers != GpuLayers::N(0));
     let env = crate::gpu::environment();
     let budget = budget(&env, args.device_memory, wants_gpu);
-    let rows: Vec<Row> = cells
+    // llama.cpp's own devices (a worker starts it): names a cell's `devices` must use
+    let llama = ctx.coordinator().and_then(|c| c.devices());
+    // one look per file, however many cells share it (a large matrix lists in seconds)
+    let mut seen = std::collections::HashMap::new();
+    let mut rows: Vec<Row> = cells
         .iter()
         .map(|c| {
-            let planned = acquire::describe(&matrix, c.model_index, c.quant, &opts);
+            let planned = seen
+                .entry((c.model_index, c.quant))
+                .or_insert_with(|| acquire::describe(&matrix, c.model_index, c.quant, &opts))
+                .clone();
             row(c, planned, &budget, &env)
         })
         .collect();
+    if let Ok(info) = &llama {
+        for (r, c) in rows.iter_mut().zip(&cells) {
+            if let Err(e) = info.cell_gpus(&c.params.devices) {
+                r.refused.get_or_insert(e);
+            }
+        }
+    }
     let duration = Duration {
         estimated_s: rows.iter().filter_map(|r| r.estimated_s).sum(),
         cells_unknown: rows.iter().filter(|r| r.estimated_s.is_none()).count(),
@@ -218,10 +244,16 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
         note: DURATION_NOTE,
     };
     if args.format == ListFormat::Json {
+        let (devices, notes) = match &llama {
+            Ok(i) => (serde_json::to_value(&i.devices)?, i.module_notes.clone()),
+            Err(e) => (serde_json::Value::Null, vec![format!("{e:#}")]),
+        };
         let out = serde_json::json!({
             "n_cells": rows.len(),
             "duration": duration,
             "memory": budget,
+            "devices": devices,
+            "device_notes": notes,
             "cells": rows,
         });
         ctx.printer
@@ -237,8 +269,43 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<u8> {
     ));
     ctx.printer
         .line(&format!("{}\n", duration_line(&duration, rows.len())));
+    print_devices(ctx, &llama);
     print_table(ctx, &rows);
     Ok(exit::OK)
+}
+
+/// llama.cpp's devices as it names them (what `devices` takes), with backend, driver and
+/// memory; then why a backend module gave none.
+fn print_devices(ctx: &Ctx, llama: &Result<crate::protocol::BackendInfo>) {
+    let info = match llama {
+        Ok(i) => i,
+        Err(e) => {
+            ctx.printer
+                .warn(&format!("llama.cpp's devices could not be listed: {e:#}"));
+            return;
+        }
+    };
+    ctx.printer.line("llama.cpp devices (names for `devices`):");
+    for d in &info.devices {
+        let driver = if d.driver.is_empty() {
+            String::new()
+        } else {
+            format!(", driver {}", d.driver)
+        };
+        ctx.printer.line(&format!(
+            "  {:<10} {} ({} {}{driver}; {} free of {})",
+            d.name,
+            d.description,
+            d.backend,
+            d.kind,
+            bytes(d.memory_free_bytes),
+            bytes(d.memory_total_bytes)
+        ));
+    }
+    for n in &info.module_notes {
+        ctx.printer.warn(n);
+    }
+    ctx.printer.line("");
 }
 
 /// `estimated duration: ~4 min 10 s (...)`, with the cells it could not count.
@@ -365,6 +432,7 @@ fn row(c: &Cell, p: acquire::Planned, budget: &Budget, env: &GpuEnvironment) -> 
         estimate,
         max_parallel,
         estimated_s,
+        served: c.params.serve.is_some(),
     }
 }
 
@@ -418,6 +486,15 @@ impl Row {
         }
     }
 
+    /// A count of the in-process tests, `–` for a served cell (which has none).
+    fn shown(&self, n: u32) -> String {
+        if self.served {
+            "–".into()
+        } else {
+            n.to_string()
+        }
+    }
+
     /// The row as a table line, the model column `w` wide.
     fn line(&self, w: usize) -> String {
         let size = match self.size_bytes {
@@ -431,9 +508,9 @@ impl Row {
             self.index + 1,
             self.name(),
             self.quant,
-            self.n_prompt,
-            self.n_gen,
-            self.repetitions,
+            self.shown(self.n_prompt),
+            self.shown(self.n_gen),
+            self.shown(self.repetitions),
             match (&self.problem, self.cached) {
                 (Some(_), _) => "BAD",
                 (None, true) => "yes",

@@ -23,9 +23,20 @@ pub fn run(ctx: &Ctx, args: &MergeArgs) -> Result<u8> {
         .iter()
         .map(|d| read(d).map(|r| (d.clone(), r)))
         .collect::<Result<_>>()?;
+    check_one_plan(&sources)?;
     let merged = join(&sources)?;
     let missing = missing_cells(&sources, &merged);
-    write(&merged, &args.out)?;
+    if !write(&merged, &args.out, &|| {
+        crate::signals::stopping(&ctx.interrupted)
+    })? {
+        ctx.printer.line(&format!(
+            "interrupted: {} holds results.json, results.csv and summary.md of the joined \
+             report, not its charts and report.html; draw them with `quantbench report {}`",
+            args.out.display(),
+            args.out.display()
+        ));
+        return Ok(crate::signals::exit_code());
+    }
     let hosts = merged.hosts();
     ctx.printer.line(&format!(
         "{} cells from {} folders joined into {}{}",
@@ -58,6 +69,42 @@ fn read(p: &Path) -> Result<Report> {
         p.to_path_buf()
     };
     results::read_json(&file).with_context(|| format!("merging {}", p.display()))
+}
+
+/// Refuses shards of different matrices: every source that is a shard (`run --shard I/N`) must
+/// be a part of the same plan (the same cells, in the same number of parts). Runs that are not
+/// shards (whole runs on other machines) may be joined with anything.
+fn check_one_plan(sources: &[(PathBuf, Report)]) -> Result<()> {
+    let mut shards = sources
+        .iter()
+        .filter_map(|(d, r)| r.shard.as_ref().map(|s| (d, s)));
+    let Some((first_dir, first)) = shards.next() else {
+        return Ok(());
+    };
+    for (dir, s) in shards {
+        if s.count != first.count || s.plan_keys != first.plan_keys {
+            bail!(
+                "{} is part {}/{} of another matrix than {} (part {}/{}): {}; merge the parts of \
+                 one matrix (the same models.toml and options for every part)",
+                dir.display(),
+                s.index,
+                s.count,
+                first_dir.display(),
+                first.index,
+                first.count,
+                if s.count != first.count {
+                    "they split it into different numbers of parts".to_string()
+                } else {
+                    format!(
+                        "their plans have {} and {} cells, not the same ones",
+                        s.plan_keys.len(),
+                        first.plan_keys.len()
+                    )
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One report of every source's cells, in the matrix's order where the sources are shards.
@@ -152,7 +199,8 @@ fn missing_cells(sources: &[(PathBuf, Report)], merged: &Report) -> Vec<String> 
 }
 
 /// The joined report's files in `dir` (created; refused when it already holds a report).
-fn write(r: &Report, dir: &Path) -> Result<()> {
+/// `Ok(false)`: `stop()` said to stop after the data files, before the charts.
+fn write(r: &Report, dir: &Path, stop: &dyn Fn() -> bool) -> Result<bool> {
     if dir.join("results.json").exists() {
         bail!(
             "{} already holds a report: merge into a new folder",
@@ -161,6 +209,9 @@ fn write(r: &Report, dir: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     report::write_all(r, dir)?;
+    if stop() {
+        return Ok(false);
+    }
     report::write_visuals(r, dir)?;
-    Ok(())
+    Ok(true)
 }

@@ -7,6 +7,7 @@ pub mod merge;
 pub mod report;
 pub mod rpc_server;
 pub mod run;
+pub mod tune;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -48,12 +49,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Acquisition options for this invocation.
-    pub fn acquire_options(&self, offline: bool) -> Result<acquire::Options> {
+    /// Acquisition options for this invocation; `lock`: quantizing takes the machine-wide
+    /// measurement lock.
+    pub fn acquire_options(&self, offline: bool, lock: bool) -> Result<acquire::Options> {
         Ok(acquire::Options {
             cache_dir: self.cache_dir.clone(),
             exe: worker_exe()?,
             hub: acquire::hub::HubConfig::from_env(offline),
+            lock_dir: lock.then(crate::machine_lock::dir),
         })
     }
 

@@ -25,6 +25,14 @@ pub fn run(ctx: &Ctx, args: &ReportArgs) -> Result<u8> {
         crate::fsutil::write_atomic(&path, f.render(&r)?.as_bytes())?;
         files.push(path);
     }
+    if crate::signals::stopping(&ctx.interrupted) {
+        ctx.printer.line(&format!(
+            "interrupted: results.csv and summary.md are rewritten, the charts and report.html \
+             are not; run `quantbench report {}` again",
+            args.dir.display()
+        ));
+        return Ok(crate::signals::exit_code());
+    }
     files.extend(report::write_visuals(&r, &args.dir)?);
     for f in &files {
         ctx.printer.line(&f.display().to_string());

@@ -3,7 +3,6 @@
 //! Prints the endpoint and the devices, warns when it listens beyond loopback (the protocol has
 //! no authentication), and stops cleanly on Ctrl-C / SIGTERM / SIGHUP.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -98,7 +97,7 @@ pub fn run(ctx: &Ctx, args: &RpcServerArgs) -> Result<u8> {
     wait_listening(&endpoint, &rx)?;
     announce(ctx, &endpoint, ip, args.port, threads, &cache_note);
     loop {
-        if ctx.interrupted.load(Ordering::SeqCst) {
+        if crate::signals::stopping(&ctx.interrupted) {
             let sig = crate::signals::received().map_or("a signal".into(), crate::signals::name);
             ctx.printer
                 .line(&format!("rpc-server on {endpoint} stopped ({sig})"));

@@ -14,6 +14,7 @@ pub fn run(args: &WorkerArgs) -> Result<u8> {
             crate::worker::quantize(Path::new(&v[0]), Path::new(&v[1]), quant)?;
         }
         None if args.self_test => crate::worker::self_test()?,
+        None if args.devices => crate::worker::devices()?,
         None => crate::worker::serve()?,
     }
     Ok(super::exit::OK)

@@ -62,6 +62,7 @@ fn view(decode: &[f64], load: f64) -> ReportView {
         },
     );
     ReportView {
+        warnings: Vec::new(),
         source: "x".into(),
         run_id: "r".into(),
         build_profile: "release".into(),
@@ -611,18 +612,28 @@ fn a_busy_machine_makes_speed_verdicts_inconclusive() {
     assert_eq!(cmp.disturbed_cells().len(), 1);
     // unchanged on a busy machine is not "unchanged" either
     let same = busy(view(&[100.2, 99.1, 100.9, 99.8, 100.1], 1.0));
-    assert_eq!(speed_verdict(&compare(b, &same, &thr)).verdict, Verdict::Inconclusive);
+    assert_eq!(
+        speed_verdict(&compare(b, &same, &thr)).verdict,
+        Verdict::Inconclusive
+    );
     // a busy baseline: inconclusive too, but re-running this run would not help
     let cmp = compare(&[busy(base.clone())], &slow_quiet(), &thr);
     let m = speed_verdict(&cmp);
     assert_eq!(m.verdict, Verdict::Inconclusive);
-    assert!(m.reason.as_deref().unwrap().contains("during the baseline run"));
+    assert!(m
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("during the baseline run"));
     assert!(cmp.disturbed_cells().is_empty());
     // quality and memory do not depend on how busy the machine was
     let mut q = quality_view((0.01, 0.0001), (0.9, 0.01), "c");
     let q2 = busy(quality_view((0.02, 0.0001), (0.9, 0.01), "c"));
     q.cells[0].disturbed = None;
-    assert_eq!(verdict_of(&cmp_quality(&q, &q2), "kld_mean"), Some(Verdict::Regressed));
+    assert_eq!(
+        verdict_of(&cmp_quality(&q, &q2), "kld_mean"),
+        Some(Verdict::Regressed)
+    );
     assert!(markdown(&compare(b, &slow, &thr)).contains("2 inconclusive"));
 }
 
@@ -643,7 +654,10 @@ fn samples_too_spread_to_detect_the_threshold_are_inconclusive() {
     assert_eq!(m.verdict, Verdict::Inconclusive, "{m:?}");
     let mdc = m.min_detectable_pct.unwrap();
     assert!(mdc > 20.0, "{mdc}");
-    assert!(m.reason.unwrap().contains(&format!("beyond {mdc:.0}% (threshold 5%)")));
+    assert!(m
+        .reason
+        .unwrap()
+        .contains(&format!("beyond {mdc:.0}% (threshold 5%)")));
     // tight samples: unchanged, with the smallest change they could detect
     let fine = view(&[100.2, 99.1, 100.9, 99.8, 100.1], 1.0);
     let m = speed_verdict(&compare(b, &fine, &thr)).clone();
@@ -655,7 +669,10 @@ fn samples_too_spread_to_detect_the_threshold_are_inconclusive() {
     assert_eq!(m.verdict, Verdict::Inconclusive);
     // a significant change beyond the threshold is a regression however spread the samples
     let low = view(&[10.0, 30.0, 12.0, 28.0, 20.0], 1.0);
-    assert_eq!(speed_verdict(&compare(b, &low, &thr)).verdict, Verdict::Regressed);
+    assert_eq!(
+        speed_verdict(&compare(b, &low, &thr)).verdict,
+        Verdict::Regressed
+    );
 }
 
 #[test]
@@ -669,7 +686,10 @@ fn the_smallest_detectable_change_matches_the_power_formula() {
     assert!((m - expect).abs() < 0.01, "{m} vs {expect}");
     // three runs: sd × √(1 + 1/3), 2 degrees of freedom: 4.303 + 1.061
     let r = super::statistics::between_runs_min_detectable(&[1.0, 2.0, 3.0]).unwrap();
-    assert!((r - (4.303 + 1.061) * (4.0f64 / 3.0).sqrt()).abs() < 0.01, "{r}");
+    assert!(
+        (r - (4.303 + 1.061) * (4.0f64 / 3.0).sqrt()).abs() < 0.01,
+        "{r}"
+    );
     assert!(super::statistics::between_runs_min_detectable(&[1.0, 2.0]).is_none());
 }
 
@@ -683,25 +703,54 @@ fn reruns_decide_busy_verdicts_and_busy_reruns_confirm_nothing() {
     let fine = || view(&[100.2, 99.1, 100.9, 99.8, 100.1], 1.0);
     // a regression whose re-runs were all on a busy machine: not confirmed, inconclusive
     let mut cmp = compare(b, &slow(), &thr);
-    confirm(&mut cmp, &[compare(b, &busy(slow()), &thr), compare(b, &busy(slow()), &thr)]);
+    confirm(
+        &mut cmp,
+        &[
+            compare(b, &busy(slow()), &thr),
+            compare(b, &busy(slow()), &thr),
+        ],
+    );
     let m = speed_verdict(&cmp);
     assert_eq!((m.verdict, cmp.regressions), (Verdict::Inconclusive, 0));
-    assert!(m.reason.as_deref().unwrap().contains("every confirmation re-run"));
+    assert!(m
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("every confirmation re-run"));
     // one busy re-run and one slow: the slow one confirms
     let mut cmp = compare(b, &slow(), &thr);
-    confirm(&mut cmp, &[compare(b, &busy(fine()), &thr), compare(b, &slow(), &thr)]);
+    confirm(
+        &mut cmp,
+        &[compare(b, &busy(fine()), &thr), compare(b, &slow(), &thr)],
+    );
     assert_eq!(speed_verdict(&cmp).verdict, Verdict::Regressed);
     // measured on a busy machine, re-measured on a quiet one: the re-runs decide
     let mut cmp = compare(b, &busy(slow()), &thr);
-    confirm(&mut cmp, &[compare(b, &fine(), &thr), compare(b, &fine(), &thr)]);
+    confirm(
+        &mut cmp,
+        &[compare(b, &fine(), &thr), compare(b, &fine(), &thr)],
+    );
     let m = speed_verdict(&cmp);
     assert_eq!(m.verdict, Verdict::Unchanged);
-    assert!(m.reason.as_deref().unwrap().starts_with("decided by 2 re-runs"));
+    assert!(m
+        .reason
+        .as_deref()
+        .unwrap()
+        .starts_with("decided by 2 re-runs"));
     let mut cmp = compare(b, &busy(slow()), &thr);
-    confirm(&mut cmp, &[compare(b, &slow(), &thr), compare(b, &slow(), &thr)]);
-    assert_eq!((speed_verdict(&cmp).verdict, cmp.regressions), (Verdict::Regressed, 1));
+    confirm(
+        &mut cmp,
+        &[compare(b, &slow(), &thr), compare(b, &slow(), &thr)],
+    );
+    assert_eq!(
+        (speed_verdict(&cmp).verdict, cmp.regressions),
+        (Verdict::Regressed, 1)
+    );
     let mut cmp = compare(b, &busy(slow()), &thr);
-    confirm(&mut cmp, &[compare(b, &slow(), &thr), compare(b, &fine(), &thr)]);
+    confirm(
+        &mut cmp,
+        &[compare(b, &slow(), &thr), compare(b, &fine(), &thr)],
+    );
     assert_eq!(speed_verdict(&cmp).verdict, Verdict::Unconfirmed);
     // still busy in every re-run: stays inconclusive
     let mut cmp = compare(b, &busy(slow()), &thr);

@@ -73,6 +73,9 @@ pub struct ReportView {
     pub run_id: String,
     pub build_profile: String,
     pub cells: Vec<CellView>,
+    /// What reading it left out or chose (a value that is not a number, a cell given twice),
+    /// naming the file, row and column: the command shows them.
+    pub warnings: Vec<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -179,12 +182,14 @@ pub fn read(path: &Path) -> Result<ReportView> {
                 results::SCHEMA_VERSION
             );
         }
-        let view = from_report(&r, &path);
+        let mut view = from_report(&r, &path);
         check_finite(&view)?;
+        warn_duplicates(&mut view, |i| format!("cell {}", i + 1));
         Ok(view)
     } else {
-        let view = from_csv(&text, &path)?;
+        let mut view = from_csv(&text, &path)?;
         check_finite(&view)?;
+        warn_duplicates(&mut view, |i| format!("row {}", i + 2));
         Ok(view)
     }
 }
@@ -247,6 +252,26 @@ pub fn from_report(r: &Report, path: &Path) -> ReportView {
         run_id: r.run_id.clone(),
         build_profile: r.quantbench.build_profile.clone(),
         cells: r.cells.iter().map(cell_view).collect(),
+        warnings: Vec::new(),
+    }
+}
+
+/// Warns of every cell that appears again later in the report (the later one counts in a
+/// comparison), naming both rows: `what(i)` names the i-th cell (a CSV row, a JSON cell).
+fn warn_duplicates(view: &mut ReportView, what: impl Fn(usize) -> String) {
+    let mut first: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for (i, c) in view.cells.iter().enumerate() {
+        if let Some(j) = first.insert(c.key(), i) {
+            view.warnings.push(format!(
+                "{}: {} and {} are the same cell ({}:{} {}); the later one is used",
+                view.source,
+                what(j),
+                what(i),
+                c.model,
+                c.quant,
+                c.label
+            ));
+        }
     }
 }
 
@@ -386,9 +411,14 @@ impl Stat {
 }
 
 /// One row of a results.csv, its values found by column name (absent columns read as empty).
+/// Text neutralised for spreadsheets (a leading `'`) reads back as written.
 struct CsvRow<'a> {
     header: &'a [String],
     rec: &'a csv::StringRecord,
+    /// The row's number in the file (the header is row 1), for warnings.
+    row: usize,
+    warnings: &'a std::cell::RefCell<Vec<String>>,
+    path: &'a Path,
 }
 
 impl CsvRow<'_> {
@@ -397,12 +427,29 @@ impl CsvRow<'_> {
             .iter()
             .position(|h| h == name)
             .and_then(|k| self.rec.get(k))
+            .map(crate::redact::from_spreadsheet_safe)
             .unwrap_or("")
             .to_string()
     }
 
+    /// A number column; a value that is not a number (a spreadsheet's `#N/A`, text pasted in)
+    /// is left out with a warning naming the file, row and column.
     fn num(&self, name: &str) -> Option<f64> {
-        self.get(name).parse::<f64>().ok()
+        let v = self.get(name);
+        let v = v.trim();
+        if v.is_empty() {
+            return None;
+        }
+        let n = v.parse::<f64>().ok();
+        if n.is_none() {
+            self.warnings.borrow_mut().push(format!(
+                "{}: row {}, column {name}: {:?} is not a number; left out of the comparison",
+                self.path.display(),
+                self.row,
+                crate::redact::terminal(v)
+            ));
+        }
+        n
     }
 
     /// The gate's metrics of the row: means with the sd and repetitions of the rates and TTFT,
@@ -449,6 +496,7 @@ impl CsvRow<'_> {
             get("main_gpu").parse().unwrap_or(0),
             &get("tensor_split"),
             &get("rpc"),
+            &get("devices"),
         );
         // and with load tests: absent = one sequence on an empty context
         let load = crate::plan::load_tag(
@@ -526,11 +574,15 @@ fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
     let mut run_id = String::new();
     let mut build_profile = String::new();
     let mut cells = Vec::new();
+    let warnings = std::cell::RefCell::new(Vec::new());
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
         let row = CsvRow {
             header: &header,
             rec: &rec,
+            row: i + 2,
+            warnings: &warnings,
+            path,
         };
         run_id = row.get("run_id");
         build_profile = row.get("build_profile");
@@ -541,5 +593,6 @@ fn from_csv(text: &str, path: &Path) -> Result<ReportView> {
         run_id,
         build_profile,
         cells,
+        warnings: warnings.into_inner(),
     })
 }

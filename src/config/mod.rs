@@ -364,6 +364,77 @@ impl fmt::Display for RpcServers {
     }
 }
 
+/// The llama.cpp devices a cell may put layers on, by ggml name (`CUDA0`, `Vulkan0`), as
+/// llama-bench's `-dev`: empty = llama.cpp's own choice (every GPU); `["CPU"]` = none (the
+/// CPU holds everything). Names are checked against the devices present by the worker,
+/// before the model is loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct DeviceSet(pub Vec<String>);
+
+impl DeviceSet {
+    /// llama.cpp's default device selection.
+    pub fn is_default(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Only the CPU: no device to offload to.
+    pub fn is_cpu_only(&self) -> bool {
+        self.0.len() == 1 && self.0[0].eq_ignore_ascii_case("cpu")
+    }
+
+    /// Parses one set from the command line: names separated by `,`; `auto` (or nothing) for
+    /// llama.cpp's default.
+    pub fn parse(s: &str) -> Result<DeviceSet, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "auto" {
+            return Ok(DeviceSet::default());
+        }
+        DeviceSet::checked(s.split(',').map(|x| x.trim().to_string()).collect())
+    }
+
+    /// Validates a set: ggml device names (letters, digits and `_-.[]:`), none twice, at most
+    /// [`MAX_DEVICES`], and `CPU` only alone (the CPU holds whatever is not offloaded anyway).
+    pub fn checked(v: Vec<String>) -> Result<DeviceSet, String> {
+        let how = "use ggml device names as `quantbench list` shows them, e.g. \"Vulkan0\" or \
+                   \"CUDA0\", or \"CPU\" alone for no GPU";
+        if v.len() > MAX_DEVICES {
+            return Err(format!(
+                "devices lists {} devices; llama.cpp uses at most {MAX_DEVICES}",
+                v.len()
+            ));
+        }
+        for d in &v {
+            let ok = !d.is_empty()
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.[]:".contains(c));
+            if !ok {
+                return Err(format!("devices: {d:?} is not a device name; {how}"));
+            }
+        }
+        if let Some(d) = first_repeat(&v) {
+            return Err(format!("device {d:?} is listed twice in one set"));
+        }
+        let set = DeviceSet(v);
+        if set.0.len() > 1 && set.0.iter().any(|d| d.eq_ignore_ascii_case("cpu")) {
+            return Err(format!(
+                "devices: \"CPU\" goes alone (it means no GPU; the CPU holds whatever the \
+                 listed devices do not); {how}"
+            ));
+        }
+        Ok(set)
+    }
+}
+
+impl fmt::Display for DeviceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_default() {
+            return f.write_str("auto");
+        }
+        f.write_str(&self.0.join(","))
+    }
+}
+
 /// The allowed range of an integer parameter. models.toml and the command line check values
 /// against the same limits and say the same thing when one is outside them.
 #[derive(Clone, Copy, Debug)]
@@ -436,6 +507,11 @@ pub mod limits {
     pub const TIMEOUT_S: Limit = Limit::new("timeout_s", 1, 7 * 24 * 3600);
     pub const MAIN_GPU: Limit = Limit::new("main_gpu", 0, super::MAX_DEVICES as i64 - 1);
     pub const SEED: Limit = Limit::new("seed", 0, i64::MAX);
+    /// The most an hour of a machine may cost (`usd_per_hour`): beyond it prices overflow.
+    pub const MAX_USD_PER_HOUR: f64 = 1e6;
+    /// The largest `--tokens-per-hour` (a million machines' worth of any model): beyond it the
+    /// number of copies would not fit a count.
+    pub const MAX_TOKENS_PER_HOUR: f64 = 1e15;
     pub const QUALITY_CTX: Limit = Limit::new("quality_ctx", 16, 1 << 20);
     pub const QUALITY_CHUNKS: Limit = Limit::new("quality_chunks", 1, 1 << 20);
     /// llama.cpp's `LLAMA_MAX_SEQ`: the most sequences one context holds.
@@ -508,6 +584,8 @@ pub struct Params {
     pub tensor_split: Vec<TensorSplit>,
     /// llama.cpp RPC servers whose devices join the local ones; each set is a separate cell.
     pub rpc: Vec<RpcServers>,
+    /// The devices a cell may use (ggml names); each set is a separate cell.
+    pub devices: Vec<DeviceSet>,
     /// Score each quant against the reference (`None`: on for real weights, off for synthetic).
     pub quality: Option<bool>,
     /// The reference quant (`None`: the model's most precise quant).
@@ -518,6 +596,9 @@ pub struct Params {
     pub quality_ctx: u32,
     /// How many chunks (`None`: enough for about 8k scored tokens).
     pub quality_chunks: Option<u32>,
+    /// Where the reference runs (`None`: on the cell's own placement); `["CPU"]` scores a
+    /// backend against the CPU's figures.
+    pub quality_ref_devices: Option<DeviceSet>,
     /// Measure through a llama-server started per cell under the workload (`true`), in
     /// process (`false`), or both (each value is a separate cell).
     pub serve: Vec<bool>,
@@ -553,11 +634,13 @@ impl Default for Params {
             main_gpu: vec![0],
             tensor_split: vec![TensorSplit::default()],
             rpc: vec![RpcServers::default()],
+            devices: vec![DeviceSet::default()],
             quality: None,
             quality_ref: None,
             quality_corpus: None,
             quality_ctx: 512,
             quality_chunks: None,
+            quality_ref_devices: None,
             serve: vec![false],
             server_bin: None,
         }
@@ -631,6 +714,21 @@ pub struct Matrix {
     pub slo: Slo,
     /// The file's `[workload]` (defaults where it has none), for `--endpoint`.
     pub workload: ServeSpec,
+    /// `[tune]`: the targets of `quantbench tune` (the command line overrides each).
+    pub tune: TuneTable,
+}
+
+/// `[tune]`: the model and targets `quantbench tune` searches for, as the file gives them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TuneTable {
+    pub model: Option<String>,
+    pub min_tok_s: Option<f64>,
+    pub max_ttft_ms: Option<f64>,
+    pub max_kld: Option<f64>,
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub n_ctx: Option<u32>,
+    pub rate: Option<f64>,
 }
 
 /// `[cost]`: the price of an hour of the machine, for `usd_per_mtok`.
@@ -770,11 +868,13 @@ macro_rules! raw_table {
             main_gpu: Option<Spanned<OneOrMany>>,
             tensor_split: Option<Spanned<toml::Value>>,
             rpc: Option<Spanned<toml::Value>>,
+            devices: Option<Spanned<toml::Value>>,
             quality: Option<Spanned<bool>>,
             quality_ref: Option<Spanned<String>>,
             quality_corpus: Option<Spanned<String>>,
             quality_ctx: Option<Spanned<i64>>,
             quality_chunks: Option<Spanned<i64>>,
+            quality_ref_devices: Option<Spanned<toml::Value>>,
             serve: Option<Spanned<toml::Value>>,
             server_bin: Option<Spanned<String>>,
         }
@@ -803,11 +903,13 @@ macro_rules! raw_table {
                     main_gpu: self.main_gpu.as_ref(),
                     tensor_split: self.tensor_split.as_ref(),
                     rpc: self.rpc.as_ref(),
+                    devices: self.devices.as_ref(),
                     quality: self.quality.as_ref(),
                     quality_ref: self.quality_ref.as_ref(),
                     quality_corpus: self.quality_corpus.as_ref(),
                     quality_ctx: self.quality_ctx.as_ref(),
                     quality_chunks: self.quality_chunks.as_ref(),
+                    quality_ref_devices: self.quality_ref_devices.as_ref(),
                     serve: self.serve.as_ref(),
                     server_bin: self.server_bin.as_ref(),
                 }
@@ -856,11 +958,13 @@ struct RawParams<'a> {
     main_gpu: Option<&'a Spanned<OneOrMany>>,
     tensor_split: Option<&'a Spanned<toml::Value>>,
     rpc: Option<&'a Spanned<toml::Value>>,
+    devices: Option<&'a Spanned<toml::Value>>,
     quality: Option<&'a Spanned<bool>>,
     quality_ref: Option<&'a Spanned<String>>,
     quality_corpus: Option<&'a Spanned<String>>,
     quality_ctx: Option<&'a Spanned<i64>>,
     quality_chunks: Option<&'a Spanned<i64>>,
+    quality_ref_devices: Option<&'a Spanned<toml::Value>>,
     serve: Option<&'a Spanned<toml::Value>>,
     server_bin: Option<&'a Spanned<String>>,
 }
@@ -875,6 +979,19 @@ struct RawConfig {
     cost: Option<RawCost>,
     slo: Option<RawSlo>,
     workload: Option<serving::RawWorkload>,
+    tune: Option<RawTune>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTune {
+    model: Option<Spanned<String>>,
+    min_tok_s: Option<Spanned<f64>>,
+    max_ttft_ms: Option<Spanned<f64>>,
+    max_kld: Option<Spanned<f64>>,
+    memory: Option<Spanned<toml::Value>>,
+    n_ctx: Option<Spanned<i64>>,
+    rate: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -954,9 +1071,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         }
     };
     let cost = Cost {
-        usd_per_hour: positive(
+        usd_per_hour: within(
             &raw.cost.as_ref().and_then(|c| c.usd_per_hour.clone()),
             "usd_per_hour",
+            limits::MAX_USD_PER_HOUR,
+            "usd_per_hour = 3.5",
         )?,
     };
     let slo = Slo {
@@ -997,7 +1116,91 @@ pub fn parse(text: &str, path: &Path) -> Result<Matrix, ConfigError> {
         cost,
         slo,
         workload: cx.serve_spec(&top_workload)?,
+        tune: cx.tune(raw.tune.as_ref())?,
     })
+}
+
+/// Limits of `[tune]` / `quantbench tune`.
+pub mod tune_limits {
+    use super::Limit;
+    /// The context a tuned configuration must hold.
+    pub const N_CTX: Limit = Limit::new("n_ctx", 16, 1 << 24);
+}
+
+/// Parses a memory size: `48GB`, `48GiB`, `48G` (GiB), `512MiB`, or bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: write a size like 48GB, 48GiB or 80000000000"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024f64.powi(2),
+        "g" | "gib" => 1024f64.powi(3),
+        "t" | "tib" => 1024f64.powi(4),
+        other => return Err(format!("{s:?}: unknown unit {other:?}")),
+    };
+    Ok((n * mult) as u64)
+}
+
+/// A memory size as users write it: `8GiB`, `8GB`, `8000MB`, `512MiB`, or bytes; above 0.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let b = parse_size(s)?;
+    if b == 0 {
+        return Err(format!("{s:?}: a memory budget must be above 0"));
+    }
+    Ok(b)
+}
+
+impl Cx<'_> {
+    /// `[tune]`: numbers above 0, a memory size, a context within range, a model of the file.
+    fn tune(&self, t: Option<&RawTune>) -> Result<TuneTable, ConfigError> {
+        let Some(t) = t else {
+            return Ok(TuneTable::default());
+        };
+        let pos = |v: &Option<Spanned<f64>>, key: &str| -> Result<Option<f64>, ConfigError> {
+            match v {
+                Some(x) if !(x.get_ref().is_finite() && *x.get_ref() > 0.0) => {
+                    Err(self.err(x.span(), format!("[tune] {key} must be a number above 0")))
+                }
+                Some(x) => Ok(Some(*x.get_ref())),
+                None => Ok(None),
+            }
+        };
+        let memory = match &t.memory {
+            None => None,
+            Some(v) => Some(match v.get_ref() {
+                toml::Value::String(s) => parse_memory(s).map_err(|m| self.err(v.span(), m))?,
+                toml::Value::Integer(i) if *i > 0 => *i as u64,
+                _ => {
+                    return Err(self.err(
+                        v.span(),
+                        "[tune] memory takes a size like \"8GiB\", \"8GB\" or \"8000MB\"".into(),
+                    ))
+                }
+            }),
+        };
+        Ok(TuneTable {
+            model: t.model.as_ref().map(|m| m.get_ref().clone()),
+            min_tok_s: pos(&t.min_tok_s, "min_tok_s")?,
+            max_ttft_ms: pos(&t.max_ttft_ms, "max_ttft_ms")?,
+            max_kld: pos(&t.max_kld, "max_kld")?,
+            memory,
+            n_ctx: match &t.n_ctx {
+                Some(n) => Some(self.int(n, &tune_limits::N_CTX)?),
+                None => None,
+            },
+            rate: pos(&t.rate, "rate")?,
+        })
+    }
 }
 
 /// The model `--endpoint URL [--api-key-env VAR]` measures instead of the matrix's: a server
@@ -1019,8 +1222,9 @@ pub fn endpoint_model(
         None,
     )?;
     let label = match &source {
-        Source::Endpoint { url, .. } => url.clone(),
-        _ => url.to_string(),
+        // the label is shown and written everywhere: never with the URL's password
+        Source::Endpoint { url, .. } => crate::redact::strip_userinfo(url).into_owned(),
+        _ => crate::redact::strip_userinfo(url).into_owned(),
     };
     Ok(ModelSpec {
         name: "endpoint".into(),
@@ -1261,6 +1465,18 @@ impl Cx<'_> {
         if let Some(v) = r.quality_chunks {
             p.quality_chunks = Some(self.int(v, &limits::QUALITY_CHUNKS)?);
         }
+        if let Some(v) = r.quality_ref_devices {
+            let sets = device_sets(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
+            let [set] = <[DeviceSet; 1]>::try_from(sets).map_err(|_| {
+                self.err(
+                    v.span(),
+                    "quality_ref_devices takes one list of device names (the reference runs \
+                     once per cell), e.g. [\"CPU\"]"
+                        .into(),
+                )
+            })?;
+            p.quality_ref_devices = Some(set);
+        }
         Ok(())
     }
 
@@ -1356,6 +1572,9 @@ impl Cx<'_> {
         }
         if let Some(v) = r.rpc {
             p.rpc = rpc_sets(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
+        }
+        if let Some(v) = r.devices {
+            p.devices = device_sets(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
         }
         Ok(())
     }
@@ -1880,29 +2099,49 @@ fn tensor_splits(v: &toml::Value) -> Result<Vec<TensorSplit>, String> {
 /// `rpc`: one set of servers (`["host:port", …]`), or several (`[[], ["host:port"]]`), each
 /// a separate cell; `[]` inside a list of sets = local devices only.
 fn rpc_sets(v: &toml::Value) -> Result<Vec<RpcServers>, String> {
-    use toml::Value;
     const HOW: &str = "use a list of \"host:port\" strings, or a list of such lists (one cell \
                        per set; [] = local devices only)";
-    let one = |x: &Value| -> Result<RpcServers, String> {
+    string_sets(v, "rpc", HOW, RpcServers::checked)
+}
+
+/// `devices`: one set of ggml device names (`["Vulkan0"]`), or several (`[["CUDA0"],
+/// ["Vulkan0"], ["CPU"]]`), each a separate cell; `[]` inside a list of sets = llama.cpp's own
+/// choice.
+fn device_sets(v: &toml::Value) -> Result<Vec<DeviceSet>, String> {
+    const HOW: &str = "use a list of device names (\"Vulkan0\", \"CUDA0\", \"CPU\"), or a list \
+                       of such lists (one cell per set; [] = llama.cpp's own choice)";
+    string_sets(v, "devices", HOW, DeviceSet::checked)
+}
+
+/// A key taking one list of strings or a list of such lists (one cell per list), each list
+/// checked by `checked`, no list twice.
+fn string_sets<T: PartialEq + fmt::Display>(
+    v: &toml::Value,
+    key: &str,
+    how: &str,
+    checked: fn(Vec<String>) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    use toml::Value;
+    let one = |x: &Value| -> Result<T, String> {
         match x {
-            Value::Array(a) => RpcServers::checked(
+            Value::Array(a) => checked(
                 a.iter()
                     .map(|e| match e {
                         Value::String(s) => Ok(s.clone()),
-                        _ => Err(format!("rpc: {HOW}")),
+                        _ => Err(format!("{key}: {how}")),
                     })
                     .collect::<Result<_, _>>()?,
             ),
-            _ => Err(format!("rpc: {HOW}")),
+            _ => Err(format!("{key}: {how}")),
         }
     };
     let sets = match v {
         Value::Array(a) if a.iter().all(|x| matches!(x, Value::String(_))) => vec![one(v)?],
         Value::Array(a) => a.iter().map(one).collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(format!("rpc: {HOW}")),
+        _ => return Err(format!("{key}: {how}")),
     };
     if let Some(s) = first_repeat(&sets) {
-        return Err(format!("rpc set {s} is listed twice"));
+        return Err(format!("{key} set {s} is listed twice"));
     }
     Ok(sets)
 }
@@ -1925,6 +2164,13 @@ mod tests {
     }
 
     const MIN: &str = "schema = 1\n[[model]]\nname = \"a\"\nsynthetic = \"tiny\"\n";
+
+    #[test]
+    fn an_endpoints_label_never_carries_its_password() {
+        let m = p(MIN).unwrap();
+        let e = endpoint_model(&m, "http://user:S3CRET@127.0.0.1:8080", None).unwrap();
+        assert_eq!(e.label, "http://127.0.0.1:8080");
+    }
 
     #[test]
     fn minimal_config_gets_the_documented_defaults() {

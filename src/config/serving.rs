@@ -241,9 +241,11 @@ impl Cx<'_> {
                     Dist::Lognormal { mean, sd, min, max }
                 }
             }
-            other => return Err(bad(format!(
+            other => {
+                return Err(bad(format!(
                 "{key}: dist = {other:?}: use \"fixed\", \"uniform\", \"normal\" or \"lognormal\""
-            ))),
+            )))
+            }
         })
     }
 

@@ -89,8 +89,10 @@ fn module_score(path: &Path) -> i32 {
 }
 
 /// Loads, for each backend, the best-scoring module of the first folder that has one.
-/// GPU and other backends are registered before the CPU one (ggml's own order).
-fn load_modules(dirs: &[PathBuf]) -> Vec<String> {
+/// GPU and other backends are registered before the CPU one (ggml's own order). Returns the
+/// modules loaded, and a note for each module that could not be loaded or registered no
+/// device (why, from llama.cpp's log, and what to do).
+fn load_modules(dirs: &[PathBuf]) -> (Vec<String>, Vec<String>) {
     let excluded: Vec<String> = std::env::var(CPU_EXCLUDE_ENV)
         .unwrap_or_default()
         .split(',')
@@ -119,6 +121,7 @@ fn load_modules(dirs: &[PathBuf]) -> Vec<String> {
     let mut order: Vec<_> = by_backend.into_iter().collect();
     order.sort_by_key(|(name, _)| name == "cpu");
     let mut loaded = Vec::new();
+    let mut notes = Vec::new();
     for (_, (_, mut files)) in order {
         files.sort();
         let best = if files.len() == 1 {
@@ -135,13 +138,73 @@ fn load_modules(dirs: &[PathBuf]) -> Vec<String> {
         let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
             continue;
         };
+        clear_recent_log();
         // SAFETY: registers a ggml backend module; failures are logged by ggml and return null.
         let reg = unsafe { sys::ggml_backend_load(c.as_ptr()) };
-        if !reg.is_null() {
-            loaded.push(path.display().to_string());
+        if reg.is_null() {
+            notes.push(module_note(&path, &recent_log().join(" ")));
+            continue;
+        }
+        loaded.push(path.display().to_string());
+        // SAFETY: a registry ggml just returned. (The RPC backend has devices only once a
+        // server is added.)
+        let rpc = path.file_name().is_some_and(|f| f == "libggml-rpc.so");
+        if !rpc && unsafe { sys::ggml_backend_reg_dev_count(reg) } == 0 {
+            notes.push(module_note(&path, ""));
         }
     }
-    loaded
+    clear_recent_log();
+    (loaded, notes)
+}
+
+/// Why a backend module gave no device, and what to do: `log` is what llama.cpp logged while
+/// loading it (empty when it loaded but registered no device).
+fn module_note(path: &Path, log: &str) -> String {
+    let file = path
+        .file_name()
+        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+    let vulkan = file.starts_with("libggml-vulkan");
+    let mut note = if log.is_empty() {
+        format!("{file} loaded but registered no device")
+    } else if log.contains("failed to load") {
+        format!("{file} could not be loaded: {log}")
+    } else {
+        format!("{file} could not start its backend: {log}")
+    };
+    if vulkan {
+        note.push_str(if log.contains("libvulkan.so") {
+            "; the Vulkan loader is missing: install it (Debian/Ubuntu: libvulkan1) and your \
+             GPU's Vulkan driver (mesa-vulkan-drivers for AMD and Intel GPUs; NVIDIA's driver \
+             has its own)"
+        } else if log.is_empty() {
+            "; no Vulkan driver offers a GPU (llama.cpp's Vulkan backend skips drivers that run \
+             on the CPU, such as Mesa's llvmpipe, unless GGML_VK_VISIBLE_DEVICES names them, \
+             e.g. GGML_VK_VISIBLE_DEVICES=0); `vulkaninfo --summary` lists the drivers found"
+        } else {
+            "; is a Vulkan driver installed? `vulkaninfo --summary` lists the drivers the \
+             loader finds (mesa-vulkan-drivers for AMD and Intel GPUs; NVIDIA's driver has \
+             its own)"
+        });
+    }
+    note.push_str("; the other backends are not affected");
+    note
+}
+
+/// Drivers of Vulkan devices by device index, from the line llama.cpp's Vulkan backend logs
+/// for each device it registers (`ggml_vulkan: 0 = NAME (DRIVER) | uma: ...`): ggml's device
+/// interface has no driver field.
+static VK_DRIVERS: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+
+/// `ggml_vulkan: 0 = llvmpipe (LLVM 15.0.6, 256 bits) (llvmpipe) | uma: 0 | ...` → `(0,
+/// "llvmpipe")`.
+fn vulkan_driver(line: &str) -> Option<(usize, String)> {
+    let rest = line.trim_start().strip_prefix("ggml_vulkan: ")?;
+    let (idx, rest) = rest.split_once(" = ")?;
+    let idx = idx.trim().parse().ok()?;
+    let (name_driver, _) = rest.split_once(" | uma:")?;
+    let name_driver = name_driver.trim_end().strip_suffix(')')?;
+    let open = name_driver.rfind(" (")?;
+    Some((idx, name_driver[open + 2..].to_string()))
 }
 
 static LOG_DEBUG: AtomicBool = AtomicBool::new(false);
@@ -198,12 +261,17 @@ unsafe extern "C" fn log_to_stderr(
         LAST_LEVEL.store(level, Ordering::Relaxed);
         level
     };
-    if level == sys::GGML_LOG_LEVEL_DEBUG && !LOG_DEBUG.load(Ordering::Relaxed) {
-        return;
-    }
     if !text.is_null() {
         // SAFETY: ggml passes a NUL-terminated message.
         let bytes = unsafe { std::ffi::CStr::from_ptr(text) }.to_bytes();
+        if bytes.starts_with(b"ggml_vulkan: ") {
+            if let Some(d) = vulkan_driver(&String::from_utf8_lossy(bytes)) {
+                VK_DRIVERS.lock().unwrap_or_else(|e| e.into_inner()).push(d);
+            }
+        }
+        if level == sys::GGML_LOG_LEVEL_DEBUG && !LOG_DEBUG.load(Ordering::Relaxed) {
+            return;
+        }
         let _ = std::io::stderr().write_all(bytes);
         if level >= sys::GGML_LOG_LEVEL_WARN {
             remember(&String::from_utf8_lossy(bytes));
@@ -214,6 +282,24 @@ unsafe extern "C" fn log_to_stderr(
 /// An initialised llama.cpp with its backend modules loaded.
 pub struct Engine {
     pub info: BackendInfo,
+}
+
+impl Engine {
+    /// Free memory of the named devices as their backends report it
+    /// (`ggml_backend_dev_memory`: CUDA's and Vulkan's device-wide figures); `None` for a name
+    /// of no device.
+    pub fn free_bytes(&self, names: &[String]) -> Vec<Option<u64>> {
+        names
+            .iter()
+            .map(|n| {
+                let c = CString::new(n.as_str()).ok()?;
+                // SAFETY: a named lookup in the registry of this initialised llama.cpp.
+                let dev = unsafe { sys::ggml_backend_dev_by_name(c.as_ptr()) };
+                // SAFETY: a device of a registry that stays loaded.
+                (!dev.is_null()).then(|| unsafe { dev_memory(dev) }.0)
+            })
+            .collect()
+    }
 }
 
 /// Set once `llama_backend_init` ran: llama.cpp is initialised once per process.
@@ -229,7 +315,7 @@ pub fn init() -> Result<Engine> {
     // SAFETY: installs a global callback with no user data; it is valid for the process' life.
     unsafe { sys::llama_log_set(Some(log_to_stderr), std::ptr::null_mut()) };
     let dirs = backend_search_dirs();
-    let modules = load_modules(&dirs);
+    let (modules, module_notes) = load_modules(&dirs);
     if INITIALISED.swap(true, Ordering::SeqCst) {
         bail!("llama.cpp is initialised once per process");
     }
@@ -256,6 +342,7 @@ pub fn init() -> Result<Engine> {
             devices,
             modules,
             system_info: cstr(sys::llama_print_system_info()).trim().to_string(),
+            module_notes,
         }
     };
     Ok(Engine { info })
@@ -302,10 +389,27 @@ fn devices() -> Vec<DeviceInfo> {
                         c"ggml_backend_split_buffer_type".as_ptr(),
                     )
                     .is_null(),
+                    driver: String::new(),
                 }
             })
+            .map(with_driver)
             .collect()
     }
+}
+
+/// Fills in the driver of a Vulkan device (`Vulkan<i>`) from what its backend logged.
+fn with_driver(mut d: DeviceInfo) -> DeviceInfo {
+    if d.backend == "Vulkan" {
+        let idx = d
+            .name
+            .strip_prefix("Vulkan")
+            .and_then(|i| i.parse::<usize>().ok());
+        let drivers = VK_DRIVERS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, driver)) = drivers.iter().find(|(i, _)| Some(*i) == idx) {
+            d.driver = driver.clone();
+        }
+    }
+    d
 }
 
 #[cfg(test)]
@@ -323,5 +427,40 @@ mod tests {
         assert_eq!(n("libggml-cuda.so.xz"), None);
         assert_eq!(cpu_variant("/x/libggml-cpu-zen4.so"), Some("zen4"));
         assert_eq!(cpu_variant("/x/libggml-cuda.so"), None);
+    }
+
+    #[test]
+    fn vulkan_driver_lines() {
+        let d = vulkan_driver(
+            "ggml_vulkan: 0 = llvmpipe (LLVM 15.0.6, 256 bits) (llvmpipe) | uma: 0 | fp16: 1 | \
+             bf16: 0 | warp size: 8 | shared memory: 32768 | int dot: 0 | matrix cores: none\n",
+        );
+        assert_eq!(d, Some((0, "llvmpipe".to_string())));
+        let d = vulkan_driver(
+            "ggml_vulkan: 1 = NVIDIA H200 (NVIDIA) | uma: 0 | fp16: 1 | matrix cores: NV_coopmat2",
+        );
+        assert_eq!(d, Some((1, "NVIDIA".to_string())));
+        assert_eq!(vulkan_driver("ggml_vulkan: Found 1 Vulkan devices:"), None);
+        assert_eq!(vulkan_driver("llama_model_load: 0 = x (y) | uma: 0"), None);
+    }
+
+    #[test]
+    fn module_notes_say_what_to_do() {
+        let p = Path::new("/x/libggml-vulkan.so");
+        let n = module_note(
+            p,
+            "load_backend: failed to load /x/libggml-vulkan.so: libvulkan.so.1: cannot open \
+             shared object file",
+        );
+        assert!(
+            n.starts_with("libggml-vulkan.so could not be loaded"),
+            "{n}"
+        );
+        assert!(n.contains("libvulkan1"), "{n}");
+        let n = module_note(p, "");
+        assert!(n.contains("registered no device"), "{n}");
+        assert!(n.contains("GGML_VK_VISIBLE_DEVICES"), "{n}");
+        let n = module_note(Path::new("/x/libggml-cuda.so"), "failed to load: libcudart");
+        assert!(!n.contains("Vulkan"), "{n}");
     }
 }

@@ -19,7 +19,7 @@ use rand::{RngExt, SeedableRng};
 use super::memory::{breakdown, host_rss};
 use super::Engine;
 use crate::config::{
-    FlashAttn, GpuLayers, RpcServers, Sampling, SplitMode, TensorSplit, MAX_DEVICES,
+    DeviceSet, FlashAttn, GpuLayers, RpcServers, Sampling, SplitMode, TensorSplit, MAX_DEVICES,
 };
 use crate::plan::{Cell, CellParams};
 use crate::protocol::{Measurement, MemoryMeasurement, ModelInfo, RepSample};
@@ -97,6 +97,8 @@ pub struct Placement {
     pub tensor_split: TensorSplit,
     /// RPC servers whose devices come before the local GPUs.
     pub rpc: RpcServers,
+    /// The local GPUs to use (ggml names; empty = llama.cpp's own choice, `CPU` = none).
+    pub devices: DeviceSet,
     /// How long each server's handshake may take (from the cell's `timeout_s`).
     pub handshake: Duration,
 }
@@ -109,6 +111,7 @@ impl Placement {
             main_gpu: p.main_gpu,
             tensor_split: p.tensor_split.clone(),
             rpc: p.rpc.clone(),
+            devices: p.devices.clone(),
             handshake: crate::rpc_wire::handshake_timeout(p.timeout_s),
         }
     }
@@ -175,6 +178,8 @@ pub struct LoadedModel {
     pub cold: bool,
     /// The devices of the placement's RPC servers, and what the load sent to each server.
     pub remote: Vec<crate::protocol::DeviceInfo>,
+    /// The local GPUs the placement may use, in llama.cpp's order (after `remote`).
+    pub local: Vec<crate::protocol::DeviceInfo>,
     pub rpc_load_sent: Vec<(String, u64)>,
 }
 
@@ -200,15 +205,23 @@ fn evict_from_page_cache(path: &Path) -> Result<()> {
 
 impl LoadedModel {
     /// Loads a GGUF file, timing it (`load_s`), on the placement's devices (checked first): the
-    /// default device selection of llama.cpp, or with RPC servers an explicit list of their
-    /// devices then the local GPUs (llama.cpp's own order for RPC devices).
+    /// default device selection of llama.cpp, or with RPC servers or `devices` an explicit list:
+    /// the servers' devices, then the local GPUs (llama.cpp's own order for RPC devices).
     pub fn load(engine: &Engine, path: &Path, placement: Placement, cold: bool) -> Result<Self> {
+        // unknown device names fail before anything connects or loads
+        let local: Vec<crate::protocol::DeviceInfo> = engine
+            .info
+            .cell_gpus(&placement.devices)
+            .map_err(|e| anyhow!(e))?
+            .into_iter()
+            .cloned()
+            .collect();
         let remote = super::rpc::connect(&placement.rpc, placement.handshake)?;
         let mut gpus: Vec<&crate::protocol::DeviceInfo> = remote.iter().map(|r| &r.info).collect();
-        gpus.extend(engine.info.llama_gpus());
+        gpus.extend(&local);
         placement.check(&gpus)?;
         let mut devices: Vec<sys::ggml_backend_dev_t> = remote.iter().map(|r| r.dev).collect();
-        for g in engine.info.llama_gpus() {
+        for g in &local {
             let name = CString::new(g.name.as_str())?;
             // SAFETY: a named lookup in the device registry.
             devices.push(unsafe { sys::ggml_backend_dev_by_name(name.as_ptr()) });
@@ -241,7 +254,7 @@ impl LoadedModel {
             if !placement.tensor_split.is_auto() {
                 p.tensor_split = shares.as_ptr();
             }
-            if !placement.rpc.is_local() {
+            if !placement.rpc.is_local() || !placement.devices.is_default() {
                 // NULL-terminated; llama.cpp copies the list into the model
                 p.devices = devices.as_mut_ptr();
             }
@@ -270,6 +283,7 @@ impl LoadedModel {
             load_s,
             cold,
             remote,
+            local,
         })
     }
 
@@ -402,7 +416,7 @@ impl LoadedModel {
         let ctx_s = t0.elapsed().as_secs_f64();
         let mut memory = breakdown(ctx.ptr());
         memory.host_rss_after_load_bytes = host_rss().current_bytes;
-        let devices_used = devices_used(&self.gpus(engine), &memory.buffers, &p.tensor_split);
+        let devices_used = devices_used(&self.gpus(), &memory.buffers, &p.tensor_split);
         probe.after_load(&devices_used);
 
         let (pp_tokens, tg_tokens) = self.random_tokens(cell);
@@ -453,10 +467,8 @@ impl LoadedModel {
 
     /// The GPUs the model may be spread over, in llama.cpp's order: the RPC servers' devices,
     /// then the local GPUs.
-    fn gpus<'a>(&'a self, engine: &'a Engine) -> Vec<&'a crate::protocol::DeviceInfo> {
-        let mut gpus: Vec<&crate::protocol::DeviceInfo> = self.remote.iter().collect();
-        gpus.extend(engine.info.llama_gpus());
-        gpus
+    fn gpus(&self) -> Vec<&crate::protocol::DeviceInfo> {
+        self.remote.iter().chain(&self.local).collect()
     }
 
     /// Per RPC server: its devices, the weights and other buffers they hold (llama.cpp's
@@ -1096,6 +1108,7 @@ mod tests {
             memory_free_bytes: 0,
             device_id: id.into(),
             row_split: false,
+            driver: String::new(),
         }
     }
 
@@ -1180,6 +1193,7 @@ mod tests {
             main_gpu: mg,
             tensor_split: TensorSplit(ts.to_vec()),
             rpc: Default::default(),
+            devices: Default::default(),
             handshake: Duration::from_secs(15),
         };
         let with_rows = |d: DeviceInfo| DeviceInfo {

@@ -93,6 +93,7 @@ pub fn connect(servers: &RpcServers, timeout: std::time::Duration) -> Result<Vec
                         memory_free_bytes: free,
                         device_id: String::new(),
                         row_split: false,
+                        driver: String::new(),
                     },
                 });
             }

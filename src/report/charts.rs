@@ -1244,6 +1244,8 @@ fn draw_on<DB: DrawingBackend>(
         "tradeoff" => tradeoff(area, r, lay),
         "quality_tradeoff" => quality_tradeoff(area, r, lay),
         s if super::load_charts::STEMS.contains(&s) => super::load_charts::draw(s, area, r),
+        s if super::serving_charts::STEMS.contains(&s) => super::serving_charts::draw(s, area, r),
+        super::tune_chart::STEM => super::tune_chart::draw(area, r),
         _ => distribution(area, r),
     }
 }
@@ -1295,6 +1297,9 @@ pub fn specs(r: &Report) -> Vec<(&'static str, &'static str, (u32, u32))> {
     }
     let at = specs.len() - 1;
     specs.splice(at..at, super::load_charts::specs(r));
+    let at = specs.len() - 1;
+    specs.splice(at..at, super::serving_charts::specs(r));
+    specs.splice(0..0, super::tune_chart::specs(r));
     specs
 }
 
@@ -1306,16 +1311,35 @@ pub fn write_all(r: &Report, dir: &Path) -> Result<Vec<ChartFile>> {
     for (stem, title, size) in specs(r) {
         let png = dir.join(format!("{stem}.png"));
         let svg = dir.join(format!("{stem}.svg"));
-        {
-            let root = BitMapBackend::new(&png, size).into_drawing_area();
+        // drawn under temporary names, then renamed: a full disk never leaves a truncated
+        // chart under its name
+        let (png_tmp, svg_tmp) = (
+            crate::fsutil::temp_name(&png),
+            crate::fsutil::temp_name(&svg),
+        );
+        let drawn = (|| -> Result<()> {
+            {
+                let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
+                draw_on(stem, &root, r, &lay).map_err(de)?;
+                root.present().map_err(de)?;
+            }
+            let root = SVGBackend::new(&svg_tmp, size).into_drawing_area();
             draw_on(stem, &root, r, &lay).map_err(de)?;
             root.present().map_err(de)?;
+            Ok(())
+        })();
+        if let Err(e) = drawn {
+            let _ = std::fs::remove_file(&png_tmp);
+            let _ = std::fs::remove_file(&svg_tmp);
+            return Err(e.context(format!("drawing {}", png.display())));
         }
-        {
-            let root = SVGBackend::new(&svg, size).into_drawing_area();
-            draw_on(stem, &root, r, &lay).map_err(de)?;
-            root.present().map_err(de)?;
+        let placed = crate::fsutil::replace_with(&png_tmp, &png)
+            .and_then(|()| crate::fsutil::replace_with(&svg_tmp, &svg));
+        if placed.is_err() {
+            // the SVG's temporary file is left when the PNG could not be placed
+            let _ = std::fs::remove_file(&svg_tmp);
         }
+        placed?;
         out.push(ChartFile {
             stem,
             title,

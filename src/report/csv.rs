@@ -1,6 +1,8 @@
 //! `results.csv`: one row per cell, stable column order, units in the names. Column names that
 //! mean what llama-bench's mean use llama-bench's. Failed cells are rows with `status=failed`
-//! and `error`; metric columns are empty where a value does not exist.
+//! and `error`; metric columns are empty where a value does not exist. Every value goes through
+//! [`crate::redact::spreadsheet_safe`]: text a spreadsheet would run as a formula gets a leading
+//! `'`, numbers stay numbers.
 
 use anyhow::Result;
 
@@ -69,11 +71,32 @@ pub fn columns() -> Vec<Col> {
     cols.push(("host", |_, c| c.host.clone()));
     cols.extend(rpc_columns());
     cols.extend(serving_columns());
+    cols.extend(device_columns());
     cols.extend(disturbance_columns());
     cols
 }
 
-/// What else used the machine during the cell's timed regions (added after the serving
+/// The devices a cell was allowed (`devices`, added after the serving columns; empty =
+/// llama.cpp's own choice) and the drivers of those holding its weights where the backend
+/// names one (Vulkan).
+fn device_columns() -> Vec<Col> {
+    vec![
+        ("devices", |_, c| c.params.devices.0.join(",")),
+        ("driver", |r, c| {
+            let mut drivers: Vec<&str> = c
+                .devices_used
+                .iter()
+                .filter_map(|n| r.environment.llama.devices.iter().find(|d| &d.name == n))
+                .map(|d| d.driver.as_str())
+                .filter(|d| !d.is_empty())
+                .collect();
+            drivers.dedup();
+            drivers.join("+")
+        }),
+    ]
+}
+
+/// What else used the machine during the cell's timed regions (added after the device
 /// columns): empty for cells from before it was measured.
 fn disturbance_columns() -> Vec<Col> {
     fn d(c: &CellResult) -> Option<&crate::disturbance::Disturbance> {
@@ -442,7 +465,10 @@ impl Format for Csv {
         let mut w = ::csv::Writer::from_writer(Vec::new());
         w.write_record(cols.iter().map(|(n, _)| *n))?;
         for c in &report.cells {
-            w.write_record(cols.iter().map(|(_, f)| f(report, c)))?;
+            w.write_record(
+                cols.iter()
+                    .map(|(_, f)| crate::redact::spreadsheet_safe(&f(report, c)).into_owned()),
+            )?;
         }
         Ok(String::from_utf8(w.into_inner()?)?)
     }

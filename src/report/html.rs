@@ -59,7 +59,9 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     environment(&mut h, r, &device);
     results_table(&mut h, r)?;
     machines(&mut h, r)?;
+    tune(&mut h, r)?;
     serving(&mut h, r)?;
+    served(&mut h, r)?;
     quality(&mut h, r)?;
     placements(&mut h, r)?;
     rpc_servers(&mut h, r)?;
@@ -367,6 +369,75 @@ fn serving(h: &mut String, r: &Report) -> fmt::Result {
     Ok(())
 }
 
+/// The Tune section: `quantbench tune`'s answer, its steps and probes.
+fn tune(h: &mut String, r: &Report) -> fmt::Result {
+    let Some(o) = &r.tune else {
+        return Ok(());
+    };
+    use super::tune_section::{margin_words, probe_words, targets_words};
+    writeln!(
+        h,
+        "<h2>Tune</h2>\n<p>The configuration of {} meeting {} with the highest quality (ties: \
+         the fastest, then the smallest), found by measuring <b>{} cells</b> of a grid of {}.</p>",
+        esc(&o.model),
+        esc(&targets_words(o)),
+        o.measured_cells,
+        o.grid_cells
+    )?;
+    match &o.recommendation {
+        Some(rec) => {
+            writeln!(
+                h,
+                "<p class=\"good\"><b>Recommended: {}</b></p><ul>",
+                esc(&probe_words(rec))
+            )?;
+            for m in &o.margins {
+                writeln!(h, "<li>{}</li>", esc(&margin_words(m)))?;
+            }
+            *h += "</ul>\n";
+            for block in [&o.command, &o.toml_entry].into_iter().flatten() {
+                writeln!(h, "<pre>{}</pre>", esc(block))?;
+            }
+        }
+        None => {
+            *h += "<p class=\"bad\"><b>No configuration meets the targets.</b> The closest:</p><ul>\n";
+            for p in &o.closest {
+                writeln!(h, "<li>{}</li>", esc(&probe_words(p)))?;
+            }
+            *h += "</ul>\n";
+        }
+    }
+    *h += "<p>The search:</p><ol>\n";
+    for st in &o.steps {
+        writeln!(h, "<li>{}</li>", esc(st))?;
+    }
+    *h += "</ol>\n";
+    Ok(())
+}
+
+/// The Served traffic section: served cells, the answer and its command, the in-process
+/// twins.
+fn served(h: &mut String, r: &Report) -> fmt::Result {
+    let Some(v) = super::served::view(r) else {
+        return Ok(());
+    };
+    writeln!(
+        h,
+        "<h2>Served traffic</h2>\n<p>{}</p>\n<p class=\"{}\">{}</p>",
+        inline_marks(&v.intro),
+        if v.met { "good" } else { "bad" },
+        inline_marks(&v.verdict)
+    )?;
+    if let Some(c) = &v.command {
+        writeln!(h, "<pre>{}</pre>", esc(c))?;
+    }
+    text_section(h, "", Some(v.table), 3)?;
+    if v.side_by_side.is_some() {
+        text_section(h, "", v.side_by_side, 2)?;
+    }
+    Ok(())
+}
+
 /// The Machines section of a merged report: each folder joined, with its machine.
 fn machines(h: &mut String, r: &Report) -> fmt::Result {
     text_section(h, "Machines", super::md::machines_table(r), 8)
@@ -388,12 +459,13 @@ fn text_section(
     let Some((intro, head, rows)) = table else {
         return Ok(());
     };
-    write!(
-        h,
-        "<h2>{}</h2>\n<p>{}</p>\n<div class=\"scroll\"><table>\n<tr>",
-        esc(title),
-        esc(&intro.replace('`', ""))
-    )?;
+    if !title.is_empty() {
+        writeln!(h, "<h2>{}</h2>", esc(title))?;
+    }
+    if !intro.is_empty() {
+        writeln!(h, "<p>{}</p>", esc(&intro.replace('`', "")))?;
+    }
+    *h += "<div class=\"scroll\"><table>\n<tr>";
     for (i, t) in head.iter().enumerate() {
         let l = if i < left { " class=\"l\"" } else { "" };
         write!(h, "<th{l}>{}</th>", esc(t))?;

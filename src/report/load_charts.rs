@@ -659,6 +659,7 @@ mod tests {
             main_gpu: 0,
             tensor_split: Default::default(),
             rpc: Default::default(),
+            devices: Default::default(),
             quality: None,
             n_parallel,
             n_depth,
@@ -732,6 +733,7 @@ mod tests {
             serving: Serving::default(),
             shard: None,
             merged_from: Vec::new(),
+            tune: None,
             cells,
         }
     }

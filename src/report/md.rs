@@ -189,7 +189,11 @@ impl Format for Markdown {
             s += &format!("\n## Machines\n\n{intro}\n\n");
             s += &md_table(&head, &rows);
         }
+        if let Some(t) = &r.tune {
+            s += &super::tune_section::markdown(t);
+        }
         s += &serving_section(r);
+        s += &served_section(r);
         s += &harness_check(r);
         s += &gpu_table(r);
         s += &quality_section(r);
@@ -371,6 +375,24 @@ fn serving_section(r: &Report) -> String {
     s
 }
 
+/// The Served traffic section, where the report has served cells.
+fn served_section(r: &Report) -> String {
+    let Some(v) = super::served::view(r) else {
+        return String::new();
+    };
+    let mut s = format!("\n## Served traffic\n\n{}\n\n{}\n", v.intro, v.verdict);
+    if let Some(c) = &v.command {
+        s += &format!("\nThe server of that cell:\n\n```sh\n{c}\n```\n");
+    }
+    s += "\n";
+    s += &md_table(&v.table.1, &v.table.2);
+    if let Some((intro, head, rows)) = &v.side_by_side {
+        s += &format!("\n{intro}\n\n");
+        s += &md_table(head, rows);
+    }
+    s
+}
+
 /// The Serving section's content, for summary.md and report.html: what was asked (price,
 /// SLO, load), the answer in a sentence, and the cells meeting the SLO, cheapest first (no
 /// rows when none does).
@@ -386,7 +408,10 @@ pub struct ServingView {
 /// The Serving section of a report: `None` unless it has a price, an SLO or a load, or a
 /// cell with several sequences.
 pub fn serving_view(r: &Report) -> Option<ServingView> {
-    if r.serving.is_empty() && r.cells.iter().all(|c| c.params.n_parallel <= 1) {
+    let in_process = || r.cells.iter().filter(|c| c.params.serve.is_none());
+    if in_process().next().is_none()
+        || (r.serving.is_empty() && in_process().all(|c| c.params.n_parallel <= 1))
+    {
         return None;
     }
     let ranked = r.serving_ranking();

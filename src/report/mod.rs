@@ -7,6 +7,10 @@ pub mod html;
 pub mod json;
 pub mod load_charts;
 pub mod md;
+pub mod served;
+pub mod serving_charts;
+pub mod tune_chart;
+pub mod tune_section;
 
 use std::path::{Path, PathBuf};
 

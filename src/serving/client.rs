@@ -87,6 +87,11 @@ pub fn body(ep: &Endpoint, r: &Request) -> Value {
     if ep.llama_server {
         b["cache_prompt"] = serde_json::json!(r.cache_prompt);
         b["n_predict"] = serde_json::json!(r.output_tokens);
+    } else if !r.cache_prompt {
+        // `cache_prompt = false` holds for an endpoint too: a llama-server there honours it,
+        // other servers ignore the unknown field (as they do `ignore_eos`); on, the server's
+        // default, nothing is sent
+        b["cache_prompt"] = serde_json::json!(false);
     }
     b
 }
@@ -381,6 +386,31 @@ mod tests {
             .contains("before the answer was complete"));
         let huge = format!("data: {}\n", "x".repeat(MAX_LINE + 10));
         assert!(parse(&huge).error.unwrap().contains("longer than"));
+    }
+
+    #[test]
+    fn an_endpoint_is_told_when_the_prompt_cache_is_off() {
+        let ep = Endpoint {
+            base: "http://h/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            llama_server: false,
+        };
+        let mut r = Request {
+            prompt: Prompt::Text("hi".into()),
+            prompt_tokens: 1,
+            output_tokens: 4,
+            cache_prompt: false,
+        };
+        assert_eq!(body(&ep, &r)["cache_prompt"], serde_json::json!(false));
+        assert!(body(&ep, &r).get("n_predict").is_none());
+        r.cache_prompt = true;
+        assert!(body(&ep, &r).get("cache_prompt").is_none());
+        let managed = Endpoint {
+            llama_server: true,
+            ..ep
+        };
+        assert_eq!(body(&managed, &r)["cache_prompt"], serde_json::json!(true));
     }
 
     #[test]

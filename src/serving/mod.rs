@@ -360,6 +360,18 @@ impl<'a> Driver<'a> {
             m.requests.extend(recs);
             probe += 1;
         }
+        if let Some(short) = m.points.iter().find(|p| {
+            p.e2e_ms
+                .as_ref()
+                .is_some_and(|e| p.duration_s < 5.0 * e.mean / 1000.0)
+        }) {
+            m.notes.push(format!(
+                "a probe of {} requests lasted {:.2} s, less than 5 times its mean request \
+                 latency: too short for a queue to build up at rates the server cannot sustain; \
+                 raise `requests` so that probes last longer",
+                short.requests, short.duration_s
+            ));
+        }
         m.max_rate_req_s = Some(search.held.unwrap_or(0.0));
         let rate_of = |p: &PointSummary| p.offered_rate_req_s.unwrap_or(0.0);
         m.summary = match search.held {

@@ -36,7 +36,8 @@ pub fn pinned_path(cache_dir: &Path) -> PathBuf {
 
 /// The llama-server to start: `configured` (models.toml's `server_bin`: a path, or a command
 /// looked up on `PATH`), else `$QUANTBENCH_LLAMA_SERVER`, else the pinned build in the cache,
-/// else `llama-server` on `PATH`.
+/// else the release tarball's (`llama-server/llama-server` beside the binary), else
+/// `llama-server` on `PATH`.
 pub fn locate(configured: Option<&Path>, cache_dir: &Path) -> Result<PathBuf> {
     let on_path = |name: &Path| -> Option<PathBuf> {
         std::env::var_os("PATH").and_then(|paths| {
@@ -69,6 +70,14 @@ pub fn locate(configured: Option<&Path>, cache_dir: &Path) -> Result<PathBuf> {
     let pinned = pinned_path(cache_dir);
     if is_executable(&pinned) {
         return Ok(pinned);
+    }
+    // the release tarball's copy, in a folder of its own beside the binary
+    if let Some(beside) = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join("llama-server").join("llama-server")))
+        .filter(|p| is_executable(p))
+    {
+        return Ok(beside);
     }
     on_path(Path::new("llama-server"))
         .with_context(|| format!("no llama-server found for the served cells: {hint}"))
@@ -132,6 +141,11 @@ pub fn args(p: &CellParams, slot_ctx: u32) -> Vec<String> {
     }
     if !p.rpc.is_local() {
         a.extend(["--rpc".into(), p.rpc.0.join(",")]);
+    }
+    if p.devices.is_cpu_only() {
+        a.extend(["--device".into(), "none".into()]);
+    } else if !p.devices.is_default() {
+        a.extend(["--device".into(), p.devices.0.join(",")]);
     }
     a.extend(["--metrics".into(), "--no-webui".into()]);
     a

@@ -13,17 +13,48 @@ pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("quantbench")
 }
 
-/// Sets `c` to run in `dir` with the quantbench cache at `cache`, and without the fault
-/// injection or backend folder of the environment the tests were started in.
+/// What a developer's or CI's environment may hold that a test must never see or use: hub
+/// credentials and settings (a logged-in machine's token must not reach a test server, and the
+/// no-token cases must test what they claim), proxies, fault injection, backend folders.
+pub const FOREIGN_ENV: &[&str] = &[
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ENDPOINT",
+    "HF_HUB_OFFLINE",
+    "XDG_CACHE_HOME",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "QUANTBENCH_FAULT",
+    "QUANTBENCH_FAULT_DISK_FULL",
+    "QUANTBENCH_BACKEND_DIR",
+];
+
+/// Sets `c` to run in `dir` with the quantbench cache at `cache`, `HOME` in `dir` (so no token
+/// file or cache of the person running the tests is found), the machine-wide measurement lock in
+/// the cache (parallel tests, and other people's test runs on the machine, do not wait for each
+/// other; the lock's own tests point it elsewhere), and none of [`FOREIGN_ENV`].
 pub fn isolate<'a>(
     c: &'a mut std::process::Command,
     dir: &Path,
     cache: &Path,
 ) -> &'a mut std::process::Command {
+    for k in FOREIGN_ENV {
+        c.env_remove(k);
+    }
     c.current_dir(dir)
         .env("QUANTBENCH_CACHE", cache)
-        .env_remove("QUANTBENCH_FAULT")
-        .env_remove("QUANTBENCH_BACKEND_DIR")
+        .env("QUANTBENCH_LOCK_DIR", cache)
+        .env("HOME", dir.join("home"))
         // confirmation re-runs of cells measured on a busy machine wait for a quiet one: not
         // for long in tests, which run on busy machines
         .env("QUANTBENCH_QUIET_WAIT_S", "2")
@@ -46,8 +77,61 @@ pub struct Scratch {
     pub dir: tempfile::TempDir,
 }
 
+/// The synthetic test models (`tiny`, `tiny-llama` at F16, Q8_0, Q4_K_M, Q4_1), made once
+/// per test run by `quantbench fetch` into a cache of their own: every [`Scratch`] starts with
+/// a copy of them (a copy, not a link: tests that damage their files damage only theirs), so
+/// the tests do not each write and quantize the same files again.
+fn shared_models() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("models.toml"),
+            "schema = 1\n[defaults]\nquants = [\"F16\", \"Q8_0\", \"Q4_K_M\", \"Q4_1\"]\n\
+             [[model]]\nname = \"tiny\"\nsynthetic = \"tiny\"\n\
+             [[model]]\nname = \"tiny-llama\"\nsynthetic = \"tiny-llama\"\n",
+        )
+        .unwrap();
+        let out = process(d.path(), &d.path().join("cache"))
+            .arg("fetch")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d
+    })
+    .path()
+}
+
+/// Copies the files under `from` into `to`, folders included.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
 impl Scratch {
+    /// A scratch folder whose cache already holds the synthetic test models.
     pub fn new() -> Self {
+        let s = Self::empty();
+        copy_tree(
+            &shared_models().join("cache/synthetic"),
+            &s.cache().join("synthetic"),
+        );
+        s
+    }
+
+    /// A scratch folder with an empty cache (tests of making the files).
+    pub fn empty() -> Self {
         Scratch {
             dir: tempfile::tempdir().unwrap(),
         }

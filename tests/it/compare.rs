@@ -383,8 +383,11 @@ fn reports_from_different_devices_are_not_comparable() {
 fn a_csv_baseline_works() {
     let f = fixture();
     // B's own CSV against B slowed down: the CSV's means, sds and repetitions feed Welch's test
-    let csv = f.b.join("results.csv");
-    let out = compare(&csv, &f.b.join("results.json"), &[]);
+    // (both tamed to a known spread: a busy machine's spread would make them inconclusive)
+    let csv = f.root().join("tamed-b.csv");
+    let text = std::fs::read_to_string(f.b.join("results.csv")).unwrap();
+    std::fs::write(&csv, tamed_csv(&text)).unwrap();
+    let out = compare(&csv, &scaled(1.0, "csv-own"), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = compare(&csv, &scaled(0.2, "slow-csv"), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -448,12 +451,20 @@ fn run_with_baseline_gates_and_saves() {
         .unwrap();
     let busy = out.status.code() == Some(4);
     if busy {
-        assert!(stderr(&out).contains("the machine was busy"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("the machine was busy"),
+            "{}",
+            stderr(&out)
+        );
     } else {
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         assert!(stderr(&out).contains("REGRESSED"));
     }
-    assert!(stderr(&out).contains("confirming: 1 cell"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("confirming: 1 cell"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("not saved as the baseline"));
     assert!(!dir.path().join("base/baseline.json").exists());
     let run_dir = common::only_run_dir(&dir.path().join("reports"));
@@ -484,8 +495,35 @@ fn run_with_baseline_gates_and_saves() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let saved = json(&dir.path().join("base/baseline.json"));
-    assert_eq!(saved["schema_version"], 1);
+    // ... unless the machine was busy while its cell was timed: a disturbed cell would make
+    // every later comparison with it inconclusive, so such a run is no baseline
+    let newest = std::fs::read_dir(dir.path().join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("results.json").exists())
+        .max()
+        .unwrap();
+    let ran = json(&newest.join("results.json"));
+    let disturbed = ran["cells"][0]["disturbance"]["disturbed"].as_str();
+    let path = dir.path().join("base/baseline.json");
+    match disturbed {
+        None => {
+            let saved = json(&path);
+            assert_eq!(saved["schema_version"], 1);
+            assert_eq!(saved["run_id"], ran["run_id"]);
+        }
+        Some(why) => {
+            assert!(
+                !path.exists(),
+                "a disturbed run ({why}) saved as the baseline"
+            );
+            assert!(
+                stderr(&out).contains("1 cell measured while the machine was busy"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
 
     // a bad baseline is a setup error: nothing is measured
     std::fs::write(dir.path().join("bad.json"), "nope").unwrap();
@@ -774,12 +812,22 @@ fn a_cell_measured_on_a_busy_machine_is_inconclusive() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("BUSY     the machine was busy"), "{}", stderr(&out));
     let run = common::only_run_dir(&dir.path().join("busy"));
     let r = json(&run.join("results.json"));
     let d = &r["cells"][0]["disturbance"];
+    assert!(
+        stderr(&out).contains("BUSY     the machine was busy"),
+        "{d}\n{}",
+        stderr(&out)
+    );
     assert!(d["other_cpu_pct"].as_f64().unwrap() >= 10.0, "{d}");
-    assert!(d["disturbed"].as_str().unwrap().starts_with("other processes used"), "{d}");
+    assert!(
+        d["disturbed"]
+            .as_str()
+            .unwrap()
+            .starts_with("other processes used"),
+        "{d}"
+    );
     let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     assert_eq!(header.last(), Some(&"disturbed"), "appended last");
@@ -800,17 +848,69 @@ fn a_cell_measured_on_a_busy_machine_is_inconclusive() {
             .unwrap()
             .starts_with("the machine was busy during this run: other processes used"));
         let mem = metric_in(&cmp, "Q8_0", "mem_bytes");
-        assert_ne!(mem["verdict"], "inconclusive", "memory does not depend on a busy CPU: {mem}");
+        assert_ne!(
+            mem["verdict"], "inconclusive",
+            "memory does not depend on a busy CPU: {mem}"
+        );
     }
     // run --baseline: the re-runs wait (2 s in tests) for a quiet machine, are busy too, and
     // confirm nothing
     let out = q()
-        .args(["run", "--only", "tiny:Q8_0", "--no-plots", "--confirm", "1", "--baseline"])
+        .args([
+            "run",
+            "--only",
+            "tiny:Q8_0",
+            "--no-plots",
+            "--confirm",
+            "1",
+            "--baseline",
+        ])
         .arg(&base)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("confirming: 1 cell regressed or measured on a busy machine"), "{err}");
+    assert!(
+        err.contains("confirming: 1 cell regressed or measured on a busy machine"),
+        "{err}"
+    );
     assert!(err.contains("inconclusive"), "{err}");
+}
+
+#[test]
+fn a_csv_value_that_is_not_a_number_and_a_row_given_twice_are_named() {
+    let f = fixture();
+    let text = std::fs::read_to_string(f.b.join("results.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let k = head.iter().position(|h| h == "decode_tok_s").unwrap();
+    let mut rows: Vec<Vec<String>> = rdr
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    // a spreadsheet's error value in row 2 (the header is row 1), the last row pasted twice
+    rows[0][k] = "#N/A".into();
+    rows.push(rows.last().unwrap().clone());
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&head).unwrap();
+    for r in &rows {
+        w.write_record(r).unwrap();
+    }
+    let edited = f.root().join("edited.csv");
+    std::fs::write(&edited, w.into_inner().unwrap()).unwrap();
+    let out = compare(&edited, &f.b.join("results.json"), &[]);
+    assert!(is_a_verdict(&out), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("edited.csv: row 2, column decode_tok_s: \"#N/A\" is not a number"),
+        "{e}"
+    );
+    let n = rows.len() + 1;
+    assert!(
+        e.contains(&format!(
+            "edited.csv: row {} and row {n} are the same cell",
+            n - 1
+        )) && e.contains("the later one is used"),
+        "{e}"
+    );
 }

@@ -282,16 +282,20 @@ fn a_torn_log_line_and_a_full_disk_lose_nothing() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let dir = s.run_dir();
     let jsonl = dir.join("results.jsonl");
-    // a crash mid-write left half a line
-    let mut text = std::fs::read_to_string(&jsonl).unwrap();
-    text.push_str("{\"type\":\"cell\",\"cell\":{\"ind");
-    std::fs::write(&jsonl, text).unwrap();
+    // a crash mid-write left half a line, cut inside a multi-byte character of generated text
+    let mut bytes = std::fs::read(&jsonl).unwrap();
+    bytes.extend_from_slice("{\"type\":\"cell\",\"cell\":{\"text\":\"caf".as_bytes());
+    bytes.push("é".as_bytes()[0]);
+    std::fs::write(&jsonl, bytes).unwrap();
 
     // the disk is full: every write of results.json fails with ENOSPC
-    let tmp = dir.join("results.json.tmp");
-    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
     let d = dir.to_str().unwrap();
-    let out = s.run(&["-r", "1", "--no-plots", "--resume", d]);
+    let out = s
+        .cmd()
+        .args(["run", "-r", "1", "--no-plots", "--resume", d])
+        .env("QUANTBENCH_FAULT_DISK_FULL", "results.json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -301,7 +305,6 @@ fn a_torn_log_line_and_a_full_disk_lose_nothing() {
         "{err}"
     );
     assert_whole_lines(&jsonl);
-    let _ = std::fs::remove_file(&tmp);
 
     // space again: the resumption measures the failed cell and keeps the others
     let out = s.run(&["-r", "1", "--no-plots", "--resume", d]);
@@ -310,15 +313,23 @@ fn a_torn_log_line_and_a_full_disk_lose_nothing() {
     let report = json(&dir.join("results.json"));
     assert_eq!(cells(&report).len(), 3);
     assert!(cells(&report).iter().all(|c| c["status"] == "ok"));
-    assert!(!tmp.exists());
+    let partials: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial-") || n.ends_with(".tmp"))
+        .collect();
+    assert!(partials.is_empty(), "{partials:?}");
 }
 
 #[test]
-fn a_second_run_waits_for_the_measurement_lock() {
+fn a_second_run_waits_for_the_machine_wide_lock_whatever_its_cache() {
     let s = Scratch::new();
     s.config(TINY);
-    let cache = s.cache();
-    std::fs::create_dir_all(&cache).unwrap();
+    // the machine's lock folder (/run/lock in real life), not the cache: a run with a cache of
+    // its own (another user, a CI job) waits all the same
+    let machine = s.path().join("machine");
+    std::fs::create_dir_all(&machine).unwrap();
+    let lock = machine.join("quantbench-measure.lock");
     // another run holds the lock, as a nightly job would
     let hold = || {
         let f = std::fs::OpenOptions::new()
@@ -326,12 +337,12 @@ fn a_second_run_waits_for_the_measurement_lock() {
             .write(true)
             .create(true)
             .truncate(true)
-            .open(cache.join("measure.lock"))
+            .open(&lock)
             .unwrap();
         f.lock().unwrap();
         std::fs::write(
-            cache.join("measure.lock"),
-            r#"{"pid":4242,"command":"quantbench run (nightly)","since":"2026-12-01T02:00:00Z"}"#,
+            &lock,
+            r#"{"pid":4242,"command":"quantbench run (nightly)\u001b[2J","since":"2026-12-01T02:00:00Z"}"#,
         )
         .unwrap();
         f
@@ -341,6 +352,7 @@ fn a_second_run_waits_for_the_measurement_lock() {
     let mut child = s
         .process()
         .args(["run", "-r", "1", "--only", "tiny:F16", "--no-plots"])
+        .env("QUANTBENCH_LOCK_DIR", &machine)
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
@@ -350,17 +362,32 @@ fn a_second_run_waits_for_the_measurement_lock() {
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(
         said.contains("pid 4242")
-            && said.contains("quantbench run (nightly)")
-            && said.contains("--no-lock"),
-        "{said}"
+            && said.contains("quantbench run (nightly)\\u{1b}[2J")
+            && !said.contains('\u{1b}')
+            && said.contains("--no-lock")
+            && said.contains(&lock.display().to_string()),
+        "the holder, its escape sequence escaped: {said}"
     );
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         child.try_wait().unwrap().is_none(),
         "it waits while the lock is held"
     );
-    let report = json(&s.run_dir().join("results.json"));
-    assert!(cells(&report).is_empty(), "nothing measured while waiting");
+    assert!(
+        !s.path().join("reports").exists(),
+        "nothing measured while waiting, not even the CPU self-test"
+    );
+    // quantizing waits too: a fetch of a fresh cache holds its quantization
+    let fetch_log = s.path().join("fetch.log");
+    let mut fetch = common::process(s.path(), &s.path().join("other-cache"))
+        .arg("fetch")
+        .env("QUANTBENCH_LOCK_DIR", &machine)
+        .stderr(std::fs::File::create(&fetch_log).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for(180, "the fetch to say its quantization waits", || {
+        std::fs::read_to_string(&fetch_log).is_ok_and(|t| t.contains("quantizing waits"))
+    });
     drop(held);
     let status = common::wait_bounded(&mut child, 300);
     assert_eq!(
@@ -372,6 +399,13 @@ fn a_second_run_waits_for_the_measurement_lock() {
     let report = json(&s.run_dir().join("results.json"));
     assert_eq!(cells(&report)[0]["status"], "ok");
     assert!(report.get("unlocked").is_none(), "measured under the lock");
+    let status = common::wait_bounded(&mut fetch, 300);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&fetch_log).unwrap()
+    );
 
     // --no-lock measures anyway, and the report says so
     let _held = hold();
@@ -388,12 +422,119 @@ fn a_second_run_waits_for_the_measurement_lock() {
             "--out",
             "nolock",
         ])
+        .env("QUANTBENCH_LOCK_DIR", &machine)
         .timeout(Duration::from_secs(300))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let d = s.run_dir_in("nolock");
     assert_eq!(json(&d.join("results.json"))["unlocked"], true);
+}
+
+#[test]
+fn two_fetches_on_one_fresh_cache_both_succeed() {
+    // they used to collide on one temporary name for the hash record (5 of 10 trials)
+    for trial in 0..3 {
+        let s = Scratch::new();
+        s.config(TINY);
+        let cache = s.path().join(format!("cache-{trial}"));
+        let spawn = |name: &str| {
+            common::process(s.path(), &cache)
+                .arg("fetch")
+                .stderr(std::fs::File::create(s.path().join(name)).unwrap())
+                .spawn()
+                .unwrap()
+        };
+        let (mut a, mut b) = (spawn("a.log"), spawn("b.log"));
+        for (child, name) in [(&mut a, "a.log"), (&mut b, "b.log")] {
+            let status = common::wait_bounded(child, 300);
+            let log = std::fs::read_to_string(s.path().join(name)).unwrap();
+            assert_eq!(status.code(), Some(0), "trial {trial}, {name}: {log}");
+        }
+    }
+}
+
+#[test]
+fn a_cache_memo_that_cannot_be_written_is_a_warning() {
+    let s = Scratch::new();
+    s.config(TINY);
+    // the hash records' folder cannot be made (a file stands there): the cells still run
+    std::fs::create_dir_all(s.cache()).unwrap();
+    std::fs::write(s.cache().join("hashes"), b"in the way").unwrap();
+    let out = s.run(&["-r", "1", "--only", "tiny:Q8_0", "--no-plots"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("was not remembered"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        cells(&json(&s.run_dir().join("results.json")))[0]["status"],
+        "ok"
+    );
+}
+
+#[test]
+fn hostile_names_and_labels_are_neutralised_in_the_csv_and_escaped_on_the_terminal() {
+    let s = Scratch::new();
+    let label = "=HYPERLINK(\"http://evil.example\",\"x\")\nline two\u{202e}fdp";
+    s.config(&format!(
+        "schema = 1\n[defaults]\nn_gen = 8\nn_prompt = 32\nrepetitions = 1\nwarmup = 0\n\
+         [[model]]\nname = \"-tiny\"\nlabel = {}\nsynthetic = \"tiny\"\nquants = [\"Q8_0\"]\n",
+        toml_string(label)
+    ));
+    let out = s.run(&["--no-plots"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\u{202e}') && err.contains("\\u{202e}") && err.contains("\\nline two"),
+        "labels escaped on the terminal: {err}"
+    );
+    let dir = s.run_dir();
+    let text = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let row: Vec<String> = rdr
+        .records()
+        .next()
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(String::from)
+        .collect();
+    let col = |n: &str| row[head.iter().position(|h| h == n).unwrap()].clone();
+    assert_eq!(col("model"), "'-tiny");
+    assert!(col("label").starts_with("'=HYPERLINK("), "{}", col("label"));
+    for c in &row {
+        assert!(
+            !c.starts_with(['=', '+', '@', '\t', '\r'])
+                && (!c.starts_with('-') || c.parse::<f64>().is_ok()),
+            "a cell a spreadsheet would evaluate: {c:?}"
+        );
+    }
+    assert!(
+        col("decode_tok_s").parse::<f64>().is_ok(),
+        "numbers stay numbers"
+    );
+    // compare reads the neutralised CSV back: the cell joins its JSON twin
+    let out = s
+        .cmd()
+        .arg("compare")
+        .arg(dir.join("results.csv"))
+        .arg(dir.join("results.json"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cells = cmp["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 1, "joined, not missing + new: {cmp}");
+    assert_eq!(cells[0]["model"], "-tiny", "{cmp}");
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap()
 }
 
 #[test]
@@ -419,4 +560,178 @@ fn a_binary_replaced_during_a_run_keeps_serving_its_workers() {
     assert_eq!(status.code(), Some(0), "{log}");
     let report = json(&s.run_dir().join("results.json"));
     assert!(cells(&report).iter().all(|c| c["status"] == "ok"), "{log}");
+}
+
+#[test]
+fn a_full_disk_while_drawing_charts_is_an_error_with_the_command_to_redo_them() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s
+        .cmd()
+        .args(["run", "-r", "1", "--only", "tiny:F16"])
+        .env("QUANTBENCH_FAULT_DISK_FULL", "throughput_comparison.png")
+        .output()
+        .unwrap();
+    let dir = s.run_dir();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        err.contains("No space left on device")
+            && err.contains("quantbench report ")
+            && err.contains(&format!("{id}`")),
+        "{err}"
+    );
+    assert!(
+        !dir.join("throughput_comparison.png").exists(),
+        "no truncated chart under its name"
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".partial-")), "{names:?}");
+    assert_eq!(cells(&json(&dir.join("results.json")))[0]["status"], "ok");
+    // the command it names draws them
+    let out = s.cmd().arg("report").arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.join("throughput_comparison.png").exists());
+    // a machine without the NVIDIA driver says so plainly, not in the loader's words
+    let report = json(&dir.join("results.json"));
+    let gpu = &report["environment"]["gpu"];
+    if gpu["gpus"].as_array().is_none_or(|g| g.is_empty()) {
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        if gpu["unavailable_reason"] == "none (no NVIDIA driver)" {
+            assert!(!html.contains("libloading") && !html.contains("cannot open shared object"));
+            assert!(html.contains("none (no NVIDIA driver)"));
+        }
+    }
+}
+
+#[test]
+fn absurd_inputs_are_refused_before_measuring() {
+    let s = Scratch::new();
+    s.config(TINY);
+    for (args, msg) in [
+        (&["--usd-per-hour", "1e308"][..], "at most"),
+        (&["--tokens-per-hour", "1e300"][..], "at most"),
+    ] {
+        let out = s.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(msg), "{args:?}: {}", stderr(&out));
+    }
+    s.config(&format!("{TINY}[cost]\nusd_per_hour = 1e308\n"));
+    let out = s.run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("usd_per_hour"), "{}", stderr(&out));
+    // a list that multiplies the matrix past 10,000 cells: refused, with list's estimate
+    let n_gen: Vec<String> = (2..3402).map(|n| n.to_string()).collect();
+    s.config(&TINY.replace("n_gen = 8", &format!("n_gen = [{}]", n_gen.join(", "))));
+    let t = std::time::Instant::now();
+    let out = s.run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("10200 cells")
+            && err.contains("more than the 10000")
+            && err.contains("estimates ~")
+            && err.contains("--yes"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert!(!s.path().join("reports").exists(), "nothing was measured");
+}
+
+#[test]
+fn merge_refuses_parts_of_two_matrices() {
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s.run(&["-r", "1", "--no-plots", "--shard", "1/2", "--out", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = s.run_dir_in("a");
+    // the other part of another matrix (one more cell in its plan)
+    let mut r = json(&a.join("results.json"));
+    r["shard"]["index"] = Value::from(2);
+    r["shard"]["plan_keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(Value::from("tiny:Q6_K:pp32:tg8"));
+    for c in r["cells"].as_array_mut().unwrap() {
+        let k = c["key"].as_str().unwrap().replace(":pp32", ":pp33");
+        c["key"] = Value::from(k);
+    }
+    let b = s.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("results.json"), serde_json::to_string(&r).unwrap()).unwrap();
+    let out = s
+        .cmd()
+        .arg("merge")
+        .arg(&a)
+        .arg(&b)
+        .args(["--out", "merged"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another matrix"), "{}", stderr(&out));
+    assert!(!s.path().join("merged").exists());
+}
+
+#[test]
+fn damaged_model_files_are_not_called_cached_and_a_damaged_synthetic_file_is_rewritten() {
+    use sha2::{Digest, Sha256};
+    use std::io::{Seek, SeekFrom, Write};
+    let s = Scratch::new();
+    s.config(TINY);
+    let out = s.cmd().arg("fetch").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dir = s.cache().join("synthetic/tiny-seed0-w1");
+    let f16 = dir.join("tiny-F16.gguf");
+    let good = hex::encode(Sha256::digest(std::fs::read(&f16).unwrap()));
+    // a file cut short (an interrupted copy), and a header that claims 2^40 tensors
+    let q8 = std::fs::read(dir.join("tiny-Q8_0.gguf")).unwrap();
+    std::fs::write(s.path().join("m-Q8_0.gguf"), &q8[..q8.len() / 2]).unwrap();
+    let mut crafted = b"GGUF\x03\x00\x00\x00".to_vec();
+    crafted.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    crafted.extend_from_slice(&0u64.to_le_bytes());
+    crafted.resize(4096, 0);
+    std::fs::write(s.path().join("m-Q4_K_M.gguf"), crafted).unwrap();
+    // bytes of the synthetic F16 overwritten in place: the same size
+    std::thread::sleep(Duration::from_millis(20));
+    let mut f = std::fs::OpenOptions::new().write(true).open(&f16).unwrap();
+    f.seek(SeekFrom::Start(q8.len() as u64 / 2)).unwrap();
+    f.write_all(&[0xAA; 64]).unwrap();
+    drop(f);
+    s.config(
+        "schema = 1\n[defaults]\nn_gen = 8\nn_prompt = 32\nrepetitions = 1\nwarmup = 0\n\
+         [[model]]\nname = \"tiny\"\nsynthetic = \"tiny\"\nquants = [\"F16\"]\n\
+         [[model]]\nname = \"mine\"\npath = \"m-{QUANT}.gguf\"\nquants = [\"Q8_0\", \"Q4_K_M\"]\n",
+    );
+    let out = s.cmd().args(["list", "--format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = plan["cells"].as_array().unwrap();
+    let problem = |i: usize| rows[i]["problem"].as_str().unwrap_or("").to_string();
+    assert!(
+        problem(0).contains("changed since quantbench wrote it"),
+        "{rows:?}"
+    );
+    assert!(problem(1).contains("truncated"), "{rows:?}");
+    assert!(problem(2).contains("damaged GGUF header"), "{rows:?}");
+    assert!(rows.iter().all(|r| r["cached"] == false), "{rows:?}");
+    // the run writes the synthetic file again and fails the damaged local files' cells
+    let out = s.run(&["--no-plots"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("writing it again"),
+        "{}",
+        stderr(&out)
+    );
+    let report = json(&s.run_dir().join("results.json"));
+    let c = &cells(&report)[0];
+    assert_eq!(c["status"], "ok", "{c}");
+    assert_eq!(c["origin"]["sha256"], good.as_str());
+    assert!(cells(&report)[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("truncated"));
 }

@@ -43,6 +43,10 @@ struct State {
     commit_override: Option<String>,
     /// Hub (hostile): redirect resolve requests here (`{sha}` = the file's sha256).
     location_override: Option<String>,
+    /// CDN (hostile): the named file's body goes on forever, with no Content-Length.
+    endless: Option<String>,
+    /// Hub (hostile): this `X-Linked-Size` on every resolve answer.
+    size_override: Option<u64>,
     /// Every request: (method, path, Range header, had the token).
     log: Vec<(String, String, Option<String>, bool)>,
 }
@@ -226,7 +230,15 @@ fn serve(mut s: TcpStream, st: &Mutex<State>, cdn: &str) -> std::io::Result<()> 
             _ => None,
         };
         let slow = state.slow;
+        let endless = state.endless.as_deref() == Some(name.as_str());
         drop(state);
+        if endless {
+            // the file, then more of it, forever, until the client hangs up
+            s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+            loop {
+                s.write_all(&body)?;
+            }
+        }
         if start >= body.len() && !body.is_empty() {
             return respond(&mut s, "416 Range Not Satisfiable", &[], b"");
         }
@@ -287,13 +299,14 @@ fn serve(mut s: TcpStream, st: &Mutex<State>, cdn: &str) -> std::io::Result<()> 
             return not_found(&mut s, "EntryNotFound");
         };
         let sum = sha(bytes);
-        let (commit, location) = {
+        let (commit, location, size) = {
             let st = st.lock().unwrap();
             (
                 st.commit_override.clone().unwrap_or(repo.commit.clone()),
                 st.location_override
                     .as_ref()
                     .map_or_else(|| format!("{cdn}/cdn/{sum}"), |l| l.replace("{sha}", &sum)),
+                st.size_override.unwrap_or(bytes.len() as u64),
             )
         };
         return respond(
@@ -303,7 +316,7 @@ fn serve(mut s: TcpStream, st: &Mutex<State>, cdn: &str) -> std::io::Result<()> 
                 ("Location", location),
                 ("X-Repo-Commit", commit),
                 ("X-Linked-Etag", format!("\"{sum}\"")),
-                ("X-Linked-Size", bytes.len().to_string()),
+                ("X-Linked-Size", size.to_string()),
                 ("ETag", "\"W/not-the-sha\"".into()),
             ],
             b"",
@@ -414,14 +427,12 @@ impl Scratch {
     /// quantbench (a plain `std` process) with the hub environment: this fake hub, its own hub
     /// cache, quick retries, and no token, HF_HOME or offline switch from outside.
     fn process(&self) -> std::process::Command {
+        // common::process clears every hub variable, the proxies and HOME of the environment
         let mut c = common::process(self.path(), &self.base.cache());
         c.env("HF_ENDPOINT", &self.hub_url)
             .env("HF_HUB_CACHE", self.hub_cache())
             .env("QUANTBENCH_HUB_RETRIES", "3")
-            .env("QUANTBENCH_HUB_BACKOFF_MS", "20")
-            .env_remove("HF_TOKEN")
-            .env_remove("HF_HOME")
-            .env_remove("HF_HUB_OFFLINE");
+            .env("QUANTBENCH_HUB_BACKOFF_MS", "20");
         c
     }
     fn cmd(&self) -> Command {
@@ -663,7 +674,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
             }
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if p.is_file() {
+                // never a FIFO: reading one would block the test
                 out.push(p);
             }
         }
@@ -923,6 +935,10 @@ fn a_killed_fetch_resumes_when_restarted() {
 }
 
 #[test]
+#[allow(
+    clippy::print_stderr,
+    reason = "a skipped test says so in the test's output"
+)]
 fn python_huggingface_hub_and_quantbench_share_the_cache() {
     // Python's client is the reference; CI installs it (.ci/run). Elsewhere the test says so and
     // passes only when QUANTBENCH_REQUIRE_PYTHON_HUB is unset.
@@ -950,7 +966,13 @@ fn python_huggingface_hub_and_quantbench_share_the_cache() {
     assert_eq!(s.run(&["fetch"]).status.code(), Some(0));
     let py = |code: &str, offline: bool| {
         let mut c = std::process::Command::new("python3");
+        for k in common::FOREIGN_ENV {
+            c.env_remove(k);
+        }
+        // HOME stays (Python finds its packages there); HF_HOME in the scratch folder keeps a
+        // logged-in token file away from the test hub
         c.args(["-c", code])
+            .env("HF_HOME", s.path().join("hf-home"))
             .env("HF_ENDPOINT", &s.hub_url)
             .env("HF_HUB_CACHE", s.hub_cache())
             .env("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -1106,4 +1128,470 @@ fn offline_runs_find_quants_derived_by_fetch() {
         requests,
         "offline never touches the network"
     );
+}
+
+// ---- secrets, bounded downloads, proxies, certificates ------------------------------------------
+
+/// Whether `secret` appears in what quantbench printed or in any file under the scratch folder.
+fn leaked(s: &Scratch, out: &Output, secret: &str) -> Vec<String> {
+    let mut places = Vec::new();
+    if stdout(out).contains(secret) {
+        places.push("stdout".to_string());
+    }
+    if stderr(out).contains(secret) {
+        places.push("stderr".to_string());
+    }
+    for f in walk(s.path()) {
+        if std::fs::read(&f).is_ok_and(|t| String::from_utf8_lossy(&t).contains(secret)) {
+            places.push(f.display().to_string());
+        }
+    }
+    places
+}
+
+#[test]
+fn a_token_with_a_line_ending_works_and_one_with_other_characters_is_refused_unechoed() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/gated", &[("g-F16.gguf", tiny("F16"))], true);
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"g\"\nhf = \"acme/gated\"\nquants = [\"F16\"]\n");
+    // what `$(cat token)` of a CRLF file, a Kubernetes secret or an env file give
+    for (var, value) in [
+        ("HF_TOKEN", format!("{TOKEN}\r\n")),
+        ("HUGGING_FACE_HUB_TOKEN", format!(" {TOKEN}\n")),
+    ] {
+        let out = s
+            .cmd()
+            .args(["run", "--no-plots", "--out", var])
+            .env(var, &value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{var}: {}", stderr(&out));
+        assert!(leaked(&s, &out, TOKEN).is_empty(), "{var}");
+    }
+    // the token file too (it was trimmed before)
+    std::fs::write(s.path().join("token"), format!("{TOKEN}\r\n")).unwrap();
+    let out = s
+        .cmd()
+        .args(["run", "--no-plots", "--out", "file"])
+        .env("HF_TOKEN_PATH", s.path().join("token"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::remove_file(s.path().join("token")).unwrap();
+
+    // a character the HTTP library would refuse (and quote, token and all, in its error)
+    let bad = "hf_test_SECRET_ünïcode_4242";
+    let before = hub.log().len();
+    let out = s
+        .cmd()
+        .args(["run", "--no-plots", "--out", "bad"])
+        .env("HF_TOKEN", bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let e = common::cells(&common::json(
+        &s.base.run_dir_in("bad").join("results.json"),
+    ))[0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("HF_TOKEN") && e.contains("not visible ASCII"),
+        "{e}"
+    );
+    for secret in [bad, "SECRET_ü", "SECRET"] {
+        assert_eq!(leaked(&s, &out, secret), Vec::<String>::new(), "{secret}");
+    }
+    assert!(
+        hub.log()[before..].iter().all(|l| !l.3),
+        "no request carried a refused token"
+    );
+}
+
+#[test]
+fn a_password_in_hf_endpoint_never_reaches_a_message_or_report() {
+    // a private mirror with credentials in its URL, down: the error names it without them
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let hub = FakeHub::start();
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"m\"\nhf = \"acme/m\"\nquants = [\"F16\"]\n");
+    let out = s
+        .cmd()
+        .args(["run", "--no-plots"])
+        .env(
+            "HF_ENDPOINT",
+            format!("http://mirror-user:Pa55w0rd-XYZ@127.0.0.1:{port}"),
+        )
+        .env("QUANTBENCH_HUB_RETRIES", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    for secret in ["Pa55w0rd-XYZ", "mirror-user"] {
+        assert_eq!(leaked(&s, &out, secret), Vec::<String>::new(), "{secret}");
+    }
+}
+
+#[test]
+fn a_token_file_that_is_a_fifo_never_blocks() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/t", &[("t-F16.gguf", tiny("F16"))], false);
+    let s = Scratch::new(&hub);
+    let fifo = s.path().join("token-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // a synthetic-only matrix never reads the token (HF_HOME's token file is a FIFO too)
+    std::fs::create_dir_all(s.path().join("hf-home")).unwrap();
+    std::process::Command::new("mkfifo")
+        .arg(s.path().join("hf-home/token"))
+        .status()
+        .unwrap();
+    s.config("[[model]]\nname = \"t\"\nsynthetic = \"tiny\"\nquants = [\"F16\"]\n");
+    for (var, value) in [
+        ("HF_TOKEN_PATH", fifo.clone()),
+        ("HF_HOME", s.path().join("hf-home")),
+    ] {
+        for args in [&["list"][..], &["run", "-r", "1", "--no-plots"][..]] {
+            let out = s
+                .cmd()
+                .args(args)
+                .env(var, &value)
+                .timeout(Duration::from_secs(120))
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{var} {args:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    // a hub model: the token is read when the hub is asked, and a FIFO is refused, not waited on
+    s.config("[[model]]\nname = \"t\"\nhf = \"acme/t\"\nquants = [\"F16\"]\n");
+    let out = s
+        .cmd()
+        .args(["run", "--no-plots"])
+        .env("HF_TOKEN_PATH", &fifo)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let e = s.cells()[0]["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("not a regular file") && e.contains("HF_TOKEN_PATH"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_body_longer_than_announced_is_cut_and_nothing_is_kept() {
+    let hub = FakeHub::start();
+    let bytes = tiny("F16");
+    hub.add_repo("acme/endless", &[("e-F16.gguf", bytes.clone())], false);
+    hub.state.lock().unwrap().endless = Some("e-F16.gguf".into());
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"e\"\nhf = \"acme/endless\"\nquants = [\"F16\"]\n");
+    let out = s
+        .cmd()
+        .arg("fetch")
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains(&format!("more than the {} bytes it announced", bytes.len()))
+            && !e.contains("run again to resume"),
+        "{e}"
+    );
+    let blobs = s.hub_cache().join("models--acme--endless/blobs");
+    let left: Vec<PathBuf> = walk(&blobs);
+    assert!(left.is_empty(), "nothing of the download is kept: {left:?}");
+}
+
+#[test]
+fn an_absurd_announced_size_is_diagnosed_before_downloading() {
+    let hub = FakeHub::start();
+    hub.add_repo("acme/huge", &[("h-F16.gguf", tiny("F16"))], false);
+    hub.state.lock().unwrap().size_override = Some(1 << 60);
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"h\"\nhf = \"acme/huge\"\nquants = [\"F16\"]\n");
+    let out = s.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains(&format!("announced {} bytes", 1u64 << 60))
+            && e.contains("free")
+            && e.contains("HF_HUB_CACHE"),
+        "{e}"
+    );
+    assert!(
+        hub.log().iter().all(|l| !l.1.starts_with("/cdn/")),
+        "not a byte was requested"
+    );
+}
+
+/// An HTTP proxy on 127.0.0.1 that knows one host name nobody else resolves (`hub.test`, sent to
+/// 127.0.0.1), forwarding plain requests in absolute form (and tunnelling CONNECT); it logs the
+/// host and port of every request. A request that reaches the test hub under that name can only
+/// have come through it.
+fn start_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://proxy-user:proxy-PW@{}",
+        listener.local_addr().unwrap()
+    );
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let _ = forward(conn, &seen);
+            });
+        }
+    });
+    (url, log)
+}
+
+fn forward(mut client: TcpStream, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut r = BufReader::new(client.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut head = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if !h.to_ascii_lowercase().starts_with("proxy-") {
+            head.push(h);
+        }
+    }
+    let (authority, path) = if method == "CONNECT" {
+        (target.clone(), String::new())
+    } else {
+        let rest = target.strip_prefix("http://").unwrap_or(&target);
+        let (a, p) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        (a.to_string(), p.to_string())
+    };
+    log.lock().unwrap().push(authority.clone());
+    let upstream = authority.replace("hub.test", "127.0.0.1");
+    let mut server = TcpStream::connect(&upstream)?;
+    if method == "CONNECT" {
+        client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    } else {
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        for h in head {
+            req += &h;
+        }
+        req += "\r\n";
+        server.write_all(req.as_bytes())?;
+    }
+    let mut to_server = server.try_clone()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut r, &mut to_server);
+    });
+    std::io::copy(&mut server, &mut client)?;
+    Ok(())
+}
+
+#[test]
+fn the_proxy_variables_are_honoured_and_no_proxy_bypasses_the_proxy() {
+    let hub = FakeHub::start();
+    let bytes = tiny("F16");
+    hub.add_repo("acme/p", &[("p-F16.gguf", bytes.clone())], true);
+    let (proxy, via) = start_proxy();
+    let hub_port = hub.url.rsplit(':').next().unwrap().to_string();
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"p\"\nhf = \"acme/p\"\nquants = [\"F16\"]\n");
+    // the hub under a name only the proxy resolves: the fetch works only through it
+    let out = s
+        .cmd()
+        .arg("fetch")
+        .env("HF_ENDPOINT", format!("http://hub.test:{hub_port}"))
+        .env("HTTP_PROXY", &proxy)
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let seen = via.lock().unwrap().clone();
+    assert!(
+        seen.contains(&format!("hub.test:{hub_port}")),
+        "the hub was reached through the proxy: {seen:?}"
+    );
+    assert!(
+        hub.log().iter().any(|l| l.1.contains("/resolve/") && l.3),
+        "the token reached the hub through the proxy"
+    );
+    assert!(leaked(&s, &out, "proxy-PW").is_empty());
+
+    // NO_PROXY: the hub and its CDN on 127.0.0.1 are reached directly
+    via.lock().unwrap().clear();
+    std::fs::remove_dir_all(s.hub_cache()).unwrap();
+    let out = s
+        .cmd()
+        .arg("fetch")
+        .env("HTTP_PROXY", &proxy)
+        .env("NO_PROXY", "localhost,127.0.0.1")
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(via.lock().unwrap().len(), 0, "NO_PROXY bypassed the proxy");
+
+    // a proxy that is down fails the cell naming it, without its password
+    let out = s
+        .cmd()
+        .args(["run", "--no-plots"])
+        .env("HF_ENDPOINT", format!("http://hub.test:{hub_port}"))
+        .env("HTTP_PROXY", "http://u:proxy-PW@127.0.0.1:1")
+        .env("QUANTBENCH_HUB_RETRIES", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(leaked(&s, &out, "proxy-PW").is_empty());
+}
+
+/// The test CA and a certificate it signed for 127.0.0.1 (valid until 2126), made once with
+/// openssl for this test: `tests/it/tls/`.
+fn tls_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/tls")
+        .join(name)
+}
+
+/// An HTTPS server on 127.0.0.1 whose certificate only the test CA vouches for; it answers
+/// every request as the hub answers an unknown repository (404 `RepoNotFound`).
+fn start_tls_hub() -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_file(tls_fixture("server.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("server.key")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let Ok(tls) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut s = rustls::StreamOwned::new(tls, &mut conn);
+                let mut r = BufReader::new(&mut s);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nX-Error-Code: RepoNotFound\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                let _ = s.flush();
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn the_systems_certificate_store_is_trusted() {
+    // a corporate CA: in the system's store (SSL_CERT_FILE here), not among Mozilla's roots
+    let url = start_tls_hub();
+    let hub = FakeHub::start();
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"c\"\nhf = \"acme/c\"\nquants = [\"F16\"]\n");
+    let fetch = |ca: Option<PathBuf>| {
+        let mut c = s.cmd();
+        c.arg("fetch")
+            .env("HF_ENDPOINT", &url)
+            .env("QUANTBENCH_HUB_RETRIES", "0");
+        if let Some(ca) = ca {
+            c.env("SSL_CERT_FILE", ca);
+        }
+        c.output().unwrap()
+    };
+    let out = fetch(None);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "an unknown issuer is refused: {}",
+        stderr(&out)
+    );
+    // with the CA in the store, the TLS connection is made and the hub's answer read
+    let out = fetch(Some(tls_fixture("ca.pem")));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the repository does not exist"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_signal_ends_a_run_blocked_where_it_cannot_stop_cleanly() {
+    // a hub that accepts the connection and never answers: the run waits in a read (60 s, then
+    // retries) where nothing looks at the stop flag
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let keep = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in silent.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let hub = FakeHub::start();
+    let s = Scratch::new(&hub);
+    s.config("[[model]]\nname = \"m\"\nhf = \"acme/m\"\nquants = [\"F16\"]\n");
+    let log = s.path().join("run.log");
+    let mut c = s.base.process();
+    c.args(["run", "--no-plots"])
+        .env("HF_ENDPOINT", &url)
+        .env("HF_HUB_CACHE", s.hub_cache())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = c.spawn().unwrap();
+    common::wait_for(120, "the run to ask the silent hub", || {
+        !accepted.lock().unwrap().is_empty()
+    });
+    let t = std::time::Instant::now();
+    common::signal(child.id(), libc::SIGTERM);
+    let status = common::wait_bounded(&mut child, 60);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(143), "{said}");
+    assert!(
+        t.elapsed() < Duration::from_secs(40),
+        "one SIGTERM ended it ({:?})",
+        t.elapsed()
+    );
+    assert!(said.contains("cannot stop cleanly"), "{said}");
 }

@@ -19,7 +19,7 @@ fn plan(s: &Scratch, args: &[&str]) -> Value {
 
 #[test]
 fn list_counts_cells_and_estimates_the_duration() {
-    let s = Scratch::new();
+    let s = Scratch::empty();
     s.config(&format!("{TINY}n_parallel = [1, 64]\n"));
     let out = s.cmd().arg("list").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

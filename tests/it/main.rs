@@ -21,3 +21,5 @@ mod rpc;
 mod served;
 mod serving;
 mod shard;
+mod tune;
+mod vulkan;

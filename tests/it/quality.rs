@@ -117,6 +117,25 @@ fn a_bad_corpus_fails_the_quality_fields_only() {
     assert!(stderr(&out).contains("quality_corpus"), "{}", stderr(&out));
     assert!(stderr(&out).contains("no such file"), "{}", stderr(&out));
     assert!(!s.path().join("missing").exists(), "nothing measured");
+    // a FIFO is refused for what it is, without waiting for a writer
+    let made = std::process::Command::new("mkfifo")
+        .arg(s.path().join("fifo.txt"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    s.config(&config("quality_corpus = \"fifo.txt\""));
+    let out = s
+        .cmd()
+        .args(["run", "--only", "tiny:Q8_0", "--out", "fifo"])
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fifo.txt") && stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
     for (name, bytes, expect) in [
         ("empty.txt", Some(b"  \n".to_vec()), "is empty"),
         (
@@ -423,10 +442,40 @@ fn a_reference_of_another_tokenizer_or_that_does_not_load_fails_the_quality_fiel
             assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
             assert!(err.contains("do not share a tokenizer"), "{dir}: {err}");
         } else {
-            // the F16 cell itself fails to load: the run says a cell failed
+            // the F16 file is refused before llama.cpp sees it: its cell fails, and the quality
+            // test of the others says why it has no reference
             assert_ne!(out.status.code(), Some(0));
-            assert!(err.contains("loading the reference"), "{dir}: {err}");
-            assert!(err.contains("| llama.cpp: "), "{dir}: the cause: {err}");
+            assert!(
+                err.contains("the reference F16 could not be obtained")
+                    && err.contains("damaged GGUF header"),
+                "{dir}: {err}"
+            );
         }
     }
+}
+
+#[test]
+fn a_quality_test_that_overruns_timeout_s_keeps_the_speed_figures() {
+    let s = Scratch::new();
+    s.config(&config("timeout_s = 20"));
+    let out = s
+        .cmd()
+        .args(["run", "--only", "tiny:Q8_0", "--no-plots"])
+        .env("QUANTBENCH_FAULT", "hang-quality@tiny:Q8_0")
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = json(&s.run_dir().join("results.json"));
+    let c = &cells(&r)[0];
+    assert_eq!(c["status"], "ok", "the speed figures stand: {c}");
+    assert!(
+        c["metrics"]["decode_tok_s"]["mean"].as_f64().unwrap() > 0.0,
+        "{c}"
+    );
+    let e = c["quality"]["quality_error"].as_str().unwrap_or("");
+    assert!(
+        e.contains("did not finish within") && e.contains("timeout_s"),
+        "{c}"
+    );
 }

@@ -224,7 +224,7 @@ fn cells_keep_their_host_and_a_merge_across_hosts_names_them() {
 /// and estimates for the others, and the parts differed.
 #[test]
 fn a_part_holds_the_same_cells_whatever_is_cached() {
-    let s = Scratch::new();
+    let s = Scratch::empty();
     s.config(
         "schema = 1\n[defaults]\nn_gen = [4, 8]\nn_prompt = 8\nrepetitions = 1\nwarmup = 0\n\
          quants = [\"F16\", \"Q8_0\", \"Q4_K_M\"]\n\

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
@@ -47,35 +46,67 @@ impl Run<'_> {
         // verdict is not final, so nothing is saved as a baseline and the exit status says
         // interrupted
         let confirm_interrupted =
-            report.status == RunStatus::Complete && ctx.interrupted.load(Ordering::SeqCst);
+            report.status == RunStatus::Complete && crate::signals::stopping(&ctx.interrupted);
+        // Charts are a view of the reports already written: failing to draw one loses nothing
+        // measured, but it is an error (a full disk), with the command that draws them again.
+        let mut visuals_failed = false;
         if !self.args.no_plots {
-            // Charts are a view of the reports already written: failing to draw one loses
-            // nothing.
             match report::write_visuals(&report, &self.dir) {
                 Ok(_) => ctx
                     .printer
                     .line(&format!("charts and report.html: {}", self.dir.display())),
-                Err(e) => ctx.printer.warn(&format!("charts not drawn: {e:#}")),
+                Err(e) => {
+                    visuals_failed = true;
+                    ctx.printer.line(&format!(
+                        "error: the charts and report.html were not written ({e:#}); the measured \
+                         reports (results.json, results.csv, summary.md) are complete. {}draw \
+                         them with `quantbench report {}`",
+                        if crate::fsutil::is_disk_full(&e) {
+                            "Free some disk space, then "
+                        } else {
+                            ""
+                        },
+                        self.dir.display()
+                    ));
+                }
             }
         }
         if let Some(target) = &save_to {
+            // a cell measured on a busy machine would make every later comparison of it
+            // inconclusive (a nightly baseline stays fixed once full): not a baseline
+            let busy = report::md::disturbed(&report).len();
             let keep = report.status == RunStatus::Complete
                 && failed == 0
                 && !regressed
+                && busy == 0
                 && !confirm_interrupted;
             let why = if regressed {
-                "regression"
+                "regression".to_string()
+            } else if busy > 0 && failed == 0 && report.status == RunStatus::Complete {
+                format!(
+                    "{busy} cell{} measured while the machine was busy",
+                    if busy == 1 { "" } else { "s" }
+                )
             } else {
-                "incomplete run or failed cells"
+                "incomplete run or failed cells".to_string()
             };
-            save_baseline(ctx, &report, target, keep, why)?;
+            save_baseline(ctx, &report, target, keep, &why)?;
         }
         let gate = Gate {
             confirm_interrupted,
             regressed,
             inconclusive,
         };
-        Ok(exit_code(ctx, &report, &self.dir, gate, failed))
+        let code = exit_code(ctx, &report, &self.dir, gate, failed);
+        // a run otherwise fine (or only inconclusive) whose charts could not be written is not
+        // fine: a retry would not help, the disk or the folder needs a look
+        Ok(
+            if visuals_failed && matches!(code, exit::OK | exit::INCONCLUSIVE) {
+                exit::FATAL
+            } else {
+                code
+            },
+        )
     }
 
     /// The final table, the one-line summary and `--format` output on stdout; returns how many
@@ -138,7 +169,7 @@ impl Run<'_> {
         let (ctx, args) = (self.ctx, self.args);
         let view = crate::compare::from_report(report, &self.dir.join("results.json"));
         let mut cmp = crate::compare::compare(baseline, &view, thresholds);
-        let stop = || ctx.interrupted.load(Ordering::SeqCst);
+        let stop = || crate::signals::stopping(&ctx.interrupted);
         let busy = cmp.disturbed_cells();
         if (!cmp.has_regression() && busy.is_empty())
             || args.confirm == 0
@@ -271,14 +302,6 @@ fn save_baseline(
         write_atomic(&path, report::json::Json.render(report)?.as_bytes())?;
         ctx.printer
             .line(&format!("saved as the baseline: {}", path.display()));
-        let busy = report::md::disturbed(report).len();
-        if busy > 0 {
-            ctx.printer.warn(&format!(
-                "{busy} of its cells were measured while the machine was busy: comparisons \
-                 against this baseline call their speed inconclusive; save one from a quiet \
-                 machine"
-            ));
-        }
     } else {
         ctx.printer.warn(&format!(
             "not saved as the baseline ({why_not}): {} kept",
@@ -310,8 +333,7 @@ fn wait_for_quiet(ctx: &Ctx, stop: &dyn Fn() -> bool) {
     let t0 = std::time::Instant::now();
     let mut said = false;
     while !stop() {
-        let Some(others) = crate::disturbance::others_now(std::time::Duration::from_secs(1))
-        else {
+        let Some(others) = crate::disturbance::others_now(std::time::Duration::from_secs(1)) else {
             return;
         };
         if others < crate::disturbance::CPU_CELL_OTHER_PCT {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -58,21 +58,28 @@ pub(super) fn new_run_dir(out: &Path) -> Result<(String, PathBuf)> {
     bail!("could not create a run folder under {}", out.display())
 }
 
-/// Cells already measured in a run folder, from its `results.jsonl` (a line cut short by a crash
-/// or a full disk is ignored), and the header of that run. Reads only: nothing in the folder
-/// changes.
+/// Cells already measured in a run folder, from its `results.jsonl`, and the header of that run.
+/// The log is read as bytes: a last line cut short by a crash or a full disk (without its
+/// newline, perhaps inside a multi-byte character of generated text) is left out, as the repair
+/// before appending will cut it; any other line that is not a log line is skipped. Reads only:
+/// nothing in the folder changes.
 pub(super) fn read_previous(dir: &Path) -> Result<(Option<Report>, Vec<CellResult>)> {
     let path = dir.join("results.jsonl");
-    let f = File::open(&path).with_context(|| {
-        format!(
-            "--resume {}: no results.jsonl there (is it a run folder?)",
-            dir.display()
-        )
-    })?;
+    let mut bytes = Vec::new();
+    File::open(&path)
+        .with_context(|| {
+            format!(
+                "--resume {}: no results.jsonl there (is it a run folder?)",
+                dir.display()
+            )
+        })?
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    // whole lines only: everything after the last newline is a torn line
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let (mut header, mut cells) = (None, Vec::new());
-    for line in BufReader::new(f).lines() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        match serde_json::from_str::<LogLine>(&line) {
+    for line in bytes[..whole].split(|&b| b == b'\n') {
+        match serde_json::from_slice::<LogLine>(line) {
             Ok(LogLine::Run { report }) => {
                 header.get_or_insert(*report);
             }

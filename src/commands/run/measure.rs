@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -22,9 +21,10 @@ use crate::report;
 use crate::results::{CellResult, CellStatus, Report, RunStatus};
 
 impl Run<'_> {
-    /// Acquires the files, measures the cells not measured before, and ends the log. Returns
-    /// the final report and the machine lock, still held for the confirmation re-runs. `logged`
-    /// is set once the log holds the run (from then on an error leaves a resumable folder).
+    /// Acquires the files, measures the cells not measured before, and ends the log, under the
+    /// machine lock the run took before its self-test (`lock`). Returns the final report and
+    /// the lock, still held for the confirmation re-runs. `logged` is set once the log holds the
+    /// run (from then on an error leaves a resumable folder).
     pub(super) fn measure(
         &self,
         previous: Vec<CellResult>,
@@ -32,6 +32,7 @@ impl Run<'_> {
         coordinator: &mut Coordinator<'_>,
         t_start: Instant,
         logged: &mut bool,
+        lock: Option<MachineLock>,
     ) -> Result<(Report, Option<MachineLock>)> {
         let (done, todo) = split_previous(previous, self.cells);
         report.cells = self
@@ -40,7 +41,7 @@ impl Run<'_> {
             .filter_map(|c| done.get(&c.key()).cloned())
             .collect();
         let jsonl = self.open_log()?;
-        if !done.is_empty() {
+        if !done.is_empty() && !self.batch {
             self.ctx.printer.line(&format!(
                 "resuming: {} of {} cells already measured",
                 report.cells.len(),
@@ -49,8 +50,8 @@ impl Run<'_> {
         }
 
         let ctx = self.ctx;
-        let opts = ctx.acquire_options(self.args.matrix.offline)?;
-        let stop = || ctx.interrupted.load(Ordering::SeqCst);
+        let opts = ctx.acquire_options(self.args.matrix.offline, !self.args.no_lock)?;
+        let stop = || crate::signals::stopping(&ctx.interrupted);
         let origins = acquire::acquire(
             self.matrix,
             &with_references(&todo),
@@ -86,11 +87,6 @@ impl Run<'_> {
         report::write_all(&obs.report, &self.dir)?;
 
         let jobs = self.jobs(&todo, &origins, &mut obs, &stop)?;
-        let lock = if jobs.is_empty() || stop() {
-            None
-        } else {
-            take_lock(ctx, self.args, &stop)?
-        };
         let ended = if stop() {
             Ended::Interrupted
         } else {
@@ -332,7 +328,7 @@ impl RunObserver<'_> {
     fn append_requests(
         &mut self,
         cell: &Cell,
-        requests: Vec<crate::serving_stats::RequestRecord>,
+        requests: &[crate::serving_stats::RequestRecord],
     ) -> Result<()> {
         if requests.is_empty() {
             return Ok(());
@@ -346,7 +342,7 @@ impl RunObserver<'_> {
             .with_context(|| format!("opening {}", path.display()))?;
         let key = cell.key();
         let mut lines = Vec::with_capacity(requests.len());
-        for r in &requests {
+        for r in requests {
             let mut v = serde_json::to_value(r)?;
             v["cell"] = serde_json::Value::String(key.clone());
             lines.push(serde_json::to_string(&v)?);
@@ -388,10 +384,10 @@ impl Observer for RunObserver<'_> {
             self.ctx.printer.cell_started(n, self.total, cell);
         }
         let origin = self.origin(cell);
-        let mut outcome = outcome;
-        if let Outcome::Measured(m) = &mut outcome {
-            if let Some(s) = m.serving.as_mut() {
-                self.append_requests(cell, std::mem::take(&mut s.requests))?;
+        // a served cell's requests go to requests.jsonl (the result keeps their figures)
+        if let Outcome::Measured(m) = &outcome {
+            if let Some(s) = &m.serving {
+                self.append_requests(cell, &s.requests)?;
             }
         }
         let mut result = match outcome {
@@ -446,23 +442,24 @@ pub(super) fn take_lock(
         );
         return Ok(None);
     }
-    let me = crate::machine_lock::Holder {
-        pid: std::process::id(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        since: now_rfc3339(),
-    };
-    let lock_path = crate::machine_lock::path(&ctx.cache_dir);
+    let dir = crate::machine_lock::dir();
     crate::machine_lock::acquire(
-        &ctx.cache_dir,
-        &me,
-        &mut |holder| {
-            ctx.printer.warn(&format!(
-                "another run is measuring on this machine ({}); waiting for it to finish, since \
-                 two runs at once ruin each other's numbers (lock: {}; --no-lock measures anyway)",
-                holder.map_or_else(|| "holder unknown".to_string(), ToString::to_string),
-                lock_path.display()
-            ))
-        },
+        &dir,
+        &crate::machine_lock::Holder::me(),
+        &mut |holder| ctx.printer.warn(&lock_wait_message(holder, &dir)),
         stop,
+    )
+}
+
+/// What a run or a quantization waiting for the machine lock says.
+fn lock_wait_message(
+    holder: Option<&crate::machine_lock::Holder>,
+    dir: &std::path::Path,
+) -> String {
+    format!(
+        "another run is measuring on this machine ({}); waiting for it to finish, since two \
+         runs at once ruin each other's numbers (lock: {}; --no-lock measures anyway)",
+        holder.map_or_else(|| "holder unknown".to_string(), ToString::to_string),
+        crate::machine_lock::path(dir).display()
     )
 }

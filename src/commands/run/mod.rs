@@ -9,6 +9,9 @@
 mod finish;
 mod folder;
 mod measure;
+mod session;
+
+pub use session::Session;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,6 +38,8 @@ struct Run<'a> {
     dir: PathBuf,
     /// The server each model's served cells go to (by model index).
     servers: std::collections::BTreeMap<usize, crate::protocol::ServeTarget>,
+    /// A later batch of a session (not a resumed run).
+    batch: bool,
 }
 
 /// What is checked before anything is written or measured: a bad baseline, an unwritable
@@ -72,8 +77,16 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         }
         None => cells,
     };
+    check_size(args, &matrix, &cells)?;
     let inputs = check_inputs(args, &matrix, &cells)?;
+    super::compare::warn_read(ctx, inputs.baseline.iter().flatten());
     let servers = serve_targets(ctx, &matrix, &cells)?;
+    // The machine-wide lock, from the CPU self-test (it measures too) to the last cell.
+    let lock = measure::take_lock(ctx, args, &|| crate::signals::stopping(&ctx.interrupted))?;
+    if crate::signals::stopping(&ctx.interrupted) {
+        ctx.printer.line("interrupted before anything was measured");
+        return Ok(crate::signals::exit_code());
+    }
     // Fail fast, before anything is written or measured, if llama.cpp cannot start here.
     let mut coordinator = ctx.coordinator()?;
     let Some((backend, notes)) = probe(ctx, &mut coordinator)? else {
@@ -97,6 +110,10 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
     let _folder = folder::lock_run_dir(&dir)?;
     let mut report = new_report(args, &matrix, run_id, backend, notes, &inputs);
     report.environment.oracle = crate::envinfo::oracle_tools(&ctx.cache_dir);
+    let gpu = &report.environment.gpu;
+    if let (Some(why), Some(d)) = (&gpu.unavailable_reason, &gpu.unavailable_detail) {
+        ctx.printer.detail(&format!("GPUs: {why} ({d})"));
+    }
     report.shard = args.shard.map(|s| crate::results::ShardInfo {
         index: s.index,
         count: s.count,
@@ -115,6 +132,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         cells: &cells,
         dir,
         servers,
+        batch: false,
     };
     let mut logged = false;
     let measured = run.measure(
@@ -123,6 +141,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         &mut coordinator,
         t_start,
         &mut logged,
+        lock,
     );
     let (report, lock) = measured.map_err(|e| stopped(e, logged, &run.dir))?;
     run.finish(
@@ -188,6 +207,23 @@ fn serve_targets(
     Ok(out)
 }
 
+/// Refuses a plan of more than [`super::list::MAX_CELLS`] cells without `--yes`, with `list`'s
+/// rough duration of it: a list in models.toml multiplied past sense is a typo, not a plan.
+fn check_size(args: &RunArgs, matrix: &Matrix, cells: &[Cell]) -> Result<()> {
+    if cells.len() <= super::list::MAX_CELLS || args.yes {
+        return Ok(());
+    }
+    bail!(
+        "the plan has {} cells, more than the {} quantbench runs unasked; `quantbench list` \
+         estimates ~{} (rough). Every list in {} multiplies the cells: check them, or pass --yes \
+         to run them all",
+        cells.len(),
+        super::list::MAX_CELLS,
+        super::list::rough_duration(matrix, cells),
+        matrix.path.display()
+    )
+}
+
 /// Checks the thresholds, reads the baseline, probes `--save-baseline` and reads the folder to
 /// resume (refusing one of another plan), before anything is written.
 fn check_inputs(args: &RunArgs, matrix: &Matrix, cells: &[Cell]) -> Result<Inputs> {
@@ -196,10 +232,21 @@ fn check_inputs(args: &RunArgs, matrix: &Matrix, cells: &[Cell]) -> Result<Input
     // a corpus that is not there would cost every cell its quality test: said before measuring
     for c in cells {
         if let Some(f) = c.params.quality.as_ref().and_then(|q| q.corpus.as_ref()) {
-            if !f.is_file() {
+            // metadata only: opening a FIFO would wait for a writer
+            let problem = match std::fs::metadata(f) {
+                Ok(md) if md.is_file() => None,
+                Ok(_) => Some(
+                    "not a regular file (a FIFO, a device or a folder); give a text file"
+                        .to_string(),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some("no such file; fix the path (relative to models.toml)".to_string())
+                }
+                Err(e) => Some(format!("cannot be read ({e})")),
+            };
+            if let Some(p) = problem {
                 anyhow::bail!(
-                    "quality_corpus {} (model {:?}): no such file; fix the path (relative to \
-                     models.toml) or run with --no-quality",
+                    "quality_corpus {} (model {:?}): {p}, or run with --no-quality",
                     f.display(),
                     c.model
                 );
@@ -250,7 +297,7 @@ fn probe(
         }
         Err(e) => return Err(e.context("checking the llama.cpp backends")),
     };
-    for n in &notes {
+    for n in notes.iter().chain(&backend.module_notes) {
         ctx.printer.warn(n);
     }
     Ok(Some((backend, notes)))
@@ -278,7 +325,10 @@ fn new_report(
         started_at: previous.map_or_else(folder::now_rfc3339, |h| h.started_at.clone()),
         finished_at: None,
         wall_s: None,
-        command: std::env::args().collect(),
+        // a URL's password on the command line (`--endpoint http://user:pass@…`) stays out
+        command: std::env::args()
+            .map(|a| crate::redact::strip_userinfo(&a).into_owned())
+            .collect(),
         config: matrix.path.clone(),
         quantbench: BuildInfo::current(),
         environment,
@@ -294,6 +344,7 @@ fn new_report(
         },
         shard: None,
         merged_from: Vec::new(),
+        tune: None,
         cells: Vec::new(),
     }
 }
