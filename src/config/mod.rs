@@ -2167,9 +2167,14 @@ mod tests {
 
     #[test]
     fn an_endpoints_label_never_carries_its_password() {
+        // an endpoint with credentials is refused (the key goes in api_key_env), and the
+        // refusal does not repeat the password
         let m = p(MIN).unwrap();
-        let e = endpoint_model(&m, "http://user:S3CRET@127.0.0.1:8080", None).unwrap();
-        assert_eq!(e.label, "http://127.0.0.1:8080");
+        let e = endpoint_model(&m, "http://user:S3CRET@127.0.0.1:8080", None).unwrap_err();
+        assert!(e.message.contains("must not carry credentials"), "{e:?}");
+        assert!(!format!("{e:?} {e}").contains("S3CRET"), "{e:?}");
+        let ok = endpoint_model(&m, "http://127.0.0.1:8080", None).unwrap();
+        assert_eq!(ok.label, "http://127.0.0.1:8080");
     }
 
     #[test]
