@@ -8,8 +8,8 @@
 //!   systematic difference is accounted for (its base run stores the reference's
 //!   log-probabilities as 16-bit integers; the bound is computed from that file);
 //! - speed and load: the same configuration and token counts, and rates within a factor that
-//!   holds on a busy machine (the quiet-machine ratios are a committed report,
-//!   `reports/fidelity-cpu-*`).
+//!   holds on a busy machine (the quiet-machine ratios, target within 2%, are for a report
+//!   measured on a quiet machine: not yet written, issue 23).
 //!
 //! The tools run in a folder holding links to the backend modules quantbench loaded (its
 //! `environment.llama.modules`), so both sides run the same kernels.
@@ -42,7 +42,9 @@ struct Oracle {
 impl Oracle {
     fn new(report: &Value) -> Self {
         let modules = tempfile::tempdir().unwrap();
-        let loaded = report["environment"]["llama"]["modules"].as_array().unwrap();
+        let loaded = report["environment"]["llama"]["modules"]
+            .as_array()
+            .unwrap();
         assert!(!loaded.is_empty(), "the report names no backend module");
         for m in loaded {
             let m = Path::new(m.as_str().unwrap());
@@ -129,7 +131,12 @@ struct Storage {
 
 fn storage(path: &Path) -> Storage {
     let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..8], b"_logits_", "{} is not a KL base file", path.display());
+    assert_eq!(
+        &b[..8],
+        b"_logits_",
+        "{} is not a KL base file",
+        path.display()
+    );
     let int = |at: usize| i32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
     let (n_ctx, n_vocab, n_chunk) = (int(8), int(12), int(16));
     let nv = 2 * n_vocab.div_ceil(2) + 4;
@@ -256,29 +263,73 @@ fn quality_figures_equal_llama_perplexity() {
 /// - the reference's probability of the next token (in `Δp`) within a relative `max_scale/2`;
 /// - the top token may differ at positions whose two best stored values tie.
 fn same_quality(q: &str, ours: &Value, theirs: &[(String, f64)], st: &Storage) {
-    let v = |k: &str| ours[k].as_f64().unwrap_or_else(|| panic!("{q}: no {k}: {ours}"));
-    assert_eq!(ours["tokens"].as_u64(), Some(st.tokens as u64), "{q}: scored tokens");
+    let v = |k: &str| {
+        ours[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{q}: no {k}: {ours}"))
+    };
+    assert_eq!(
+        ours["tokens"].as_u64(),
+        Some(st.tokens as u64),
+        "{q}: scored tokens"
+    );
     let half_step = st.max_scale / 2.0;
     let ppl = v("ppl");
-    agree(&format!("{q} PPL(Q)"), ppl, figure(theirs, "Mean PPL(Q)"), 6, ppl * 1e-6);
+    agree(
+        &format!("{q} PPL(Q)"),
+        ppl,
+        figure(theirs, "Mean PPL(Q)"),
+        6,
+        ppl * 1e-6,
+    );
     let ppl_ref = v("ppl_ref");
     let base_bound = ppl_ref * half_step;
-    agree(&format!("{q} PPL(base)"), ppl_ref, figure(theirs, "Mean PPL(base)"), 6, base_bound);
+    agree(
+        &format!("{q} PPL(base)"),
+        ppl_ref,
+        figure(theirs, "Mean PPL(base)"),
+        6,
+        base_bound,
+    );
     let ratio_bound = v("ppl_ratio") * (half_step + 2e-6);
     let ratio = figure(theirs, "Mean PPL(Q)/PPL(base)");
-    agree(&format!("{q} ppl_ratio"), v("ppl_ratio"), ratio, 6, ratio_bound);
+    agree(
+        &format!("{q} ppl_ratio"),
+        v("ppl_ratio"),
+        ratio,
+        6,
+        ratio_bound,
+    );
     let ln_ratio = figure(theirs, "Mean ln(PPL(Q)/PPL(base))");
-    agree(&format!("{q} ln_ppl_ratio"), v("ln_ppl_ratio"), ln_ratio, 6, half_step + 2e-6);
+    agree(
+        &format!("{q} ln_ppl_ratio"),
+        v("ln_ppl_ratio"),
+        ln_ratio,
+        6,
+        half_step + 2e-6,
+    );
     let kld_bound = |kld: f64| st.max_norm_error + half_step * (2.0 * kld.max(0.0)).sqrt();
     let mean_bound = st.mean_norm_error.abs() + half_step * (2.0 * v("kld_max")).sqrt();
-    agree(&format!("{q} kld_mean"), v("kld_mean"), figure(theirs, "Mean KLD"), 6, mean_bound);
+    agree(
+        &format!("{q} kld_mean"),
+        v("kld_mean"),
+        figure(theirs, "Mean KLD"),
+        6,
+        mean_bound,
+    );
     for (key, label) in [
         ("kld_max", "Maximum KLD"),
         ("kld_p99", "99.0% KLD"),
         ("kld_median", "Median KLD"),
     ] {
         let bound = kld_bound(v(key));
-        agree(&format!("{q} {key}"), v(key), figure(theirs, label), 6, bound);
+        agree(
+            &format!("{q} {key}"),
+            v(key),
+            figure(theirs, label),
+            6,
+            bound,
+        );
     }
     let ties = st.top_ties as f64 / st.tokens as f64;
     let top1 = figure(theirs, "Same top p") / 100.0;
@@ -294,7 +345,11 @@ fn csv_rows(dir: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
     rdr.records()
         .map(|r| {
             let r = r.unwrap();
-            header.iter().cloned().zip(r.iter().map(String::from)).collect()
+            header
+                .iter()
+                .cloned()
+                .zip(r.iter().map(String::from))
+                .collect()
         })
         .collect()
 }
@@ -314,26 +369,43 @@ fn fa_name(v: &Value) -> &'static str {
 /// sampling inside tg, a rate off by the number of sequences).
 fn within_factor(what: &str, ours: f64, theirs: f64, f: f64) {
     assert!(
-        ours > 0.0 && theirs > 0.0 && ours / theirs < f && theirs / ours < f,
+        agree_within(ours, theirs, f),
         "{what}: quantbench {ours:.1} vs llama.cpp's tool {theirs:.1} tok/s (more than {f}× apart)"
     );
 }
 
+/// Whether `ours` and `theirs` are within a factor `f` of each other.
+fn agree_within(ours: f64, theirs: f64, f: f64) -> bool {
+    ours > 0.0 && theirs > 0.0 && ours / theirs < f && theirs / ours < f
+}
+
+/// Rounds of a speed comparison at most: on a busy machine the best sample of each side comes
+/// closer to the machine's speed with every round, so the rounds go on (interleaved) until the
+/// best figures agree, at least [`MIN_ROUNDS`] and at most this many; a systematic difference
+/// never agrees.
+const MAX_ROUNDS: usize = 8;
+const MIN_ROUNDS: usize = 2;
+
+/// The speed oracles one at a time: two of them measuring at once on a small machine would
+/// each be the other's busy machine.
+static SPEED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A cell's pp and tg against llama-bench on the same file, threads, sizes and repetitions,
-/// run interleaved (two rounds of each): the same configuration, token counts and number of
-/// samples, and rates within a factor of 3 (the best sample of each side, the one least
-/// slowed by whatever else the machine runs).
+/// run interleaved (rounds until they agree, [`MAX_ROUNDS`] at most): the same configuration,
+/// token counts and number of samples in every round, and rates within a factor of 3 (the best
+/// sample of each side, the one least slowed by whatever else the machine runs).
 #[test]
 fn pp_and_tg_agree_with_llama_bench() {
     let s = Scratch::new();
     s.config(
-        "schema = 1\n[defaults]\nquants = [\"F16\", \"Q4_K_M\"]\nn_prompt = 64\nn_gen = 32\n\
+        "schema = 1\n[defaults]\nquants = [\"F16\", \"Q4_K_M\"]\nn_prompt = 256\nn_gen = 32\n\
          repetitions = 3\nwarmup = 1\nn_threads = 2\nn_gpu_layers = 99\n\
          [[model]]\nname = \"tiny\"\nsynthetic = \"tiny-llama\"\n",
     );
     let mut best: std::collections::BTreeMap<(String, &str), (f64, f64)> = Default::default();
     let mut oracle = None;
-    for round in 0..2 {
+    let _one = SPEED.lock().unwrap_or_else(|e| e.into_inner());
+    for round in 0..MAX_ROUNDS {
         let out = s.run(&["--no-plots", "--out", &format!("r{round}")]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let dir = s.run_dir_in(&format!("r{round}"));
@@ -344,9 +416,9 @@ fn pp_and_tg_agree_with_llama_bench() {
             let out = oracle.run(
                 "llama-bench",
                 &[
-                    "-m", &file, "-p", "64", "-n", "32", "-r", "3", "-t", "2", "-ngl", "99",
-                    "-b", "2048", "-ub", "512", "-fa", "auto", "-ctk", "f16", "-ctv", "f16",
-                    "-o", "json",
+                    "-m", &file, "-p", "256", "-n", "32", "-r", "3", "-t", "2", "-ngl", "99", "-b",
+                    "2048", "-ub", "512", "-fa", "auto", "-ctk", "f16", "-ctv", "f16", "-o",
+                    "json",
                 ],
             );
             let tests: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -358,7 +430,10 @@ fn pp_and_tg_agree_with_llama_bench() {
                 };
                 same_bench_configuration(&row, t, test);
                 let theirs = t["samples_ts"].as_array().unwrap();
-                let their_best = theirs.iter().map(|x| x.as_f64().unwrap()).fold(0.0, f64::max);
+                let their_best = theirs
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .fold(0.0, f64::max);
                 let our_best: f64 = cells(&report)
                     .iter()
                     .find(|c| c["origin"]["path"] == file.as_str())
@@ -372,6 +447,9 @@ fn pp_and_tg_agree_with_llama_bench() {
                 *b = (b.0.max(our_best), b.1.max(their_best));
             }
         }
+        if round + 1 >= MIN_ROUNDS && best.values().all(|(o, t)| agree_within(*o, *t, 3.0)) {
+            break;
+        }
     }
     assert_eq!(best.len(), 4, "{best:?}");
     for ((quant, test), (ours, theirs)) in &best {
@@ -381,7 +459,11 @@ fn pp_and_tg_agree_with_llama_bench() {
 
 /// One llama-bench test (`pp` or `tg`) against the quantbench cell of the same file: the same
 /// model, context parameters, tokens and number of samples.
-fn same_bench_configuration(row: &std::collections::BTreeMap<String, String>, t: &Value, test: &str) {
+fn same_bench_configuration(
+    row: &std::collections::BTreeMap<String, String>,
+    t: &Value,
+    test: &str,
+) {
     let file = &row["file"];
     for key in [
         "model_size",
@@ -396,41 +478,79 @@ fn same_bench_configuration(row: &std::collections::BTreeMap<String, String>, t:
     for key in ["type_k", "type_v"] {
         assert_eq!(row[key], t[key].as_str().unwrap(), "{file} {test}: {key}");
     }
-    assert_eq!(row["flash_attn"], fa_name(&t["flash_attn"]), "{file} {test}");
+    assert_eq!(
+        row["flash_attn"],
+        fa_name(&t["flash_attn"]),
+        "{file} {test}"
+    );
     let tokens = if test == "pp" { "n_prompt" } else { "n_gen" };
-    assert_eq!(row[tokens], t[tokens].to_string(), "{file} {test}: {tokens}");
+    assert_eq!(
+        row[tokens],
+        t[tokens].to_string(),
+        "{file} {test}: {tokens}"
+    );
     let samples = t["samples_ts"].as_array().unwrap().len();
-    assert_eq!(row["repetitions"], samples.to_string(), "{file} {test}: samples");
+    assert_eq!(
+        row["repetitions"],
+        samples.to_string(),
+        "{file} {test}: samples"
+    );
 }
 
 /// Cells of several sequences against llama-batched-bench (`-kvu`: one unified cache, as
 /// quantbench's) on the same file, B, prompt and generation lengths, batch sizes and threads:
 /// the same configuration and KV cells, and S_PP / S_TG within a factor of 3 of
-/// `pp_throughput_tok_s` / `throughput_tok_s` (best of two interleaved rounds each).
+/// `pp_throughput_tok_s` / `throughput_tok_s` (the best of interleaved rounds until they agree,
+/// [`MAX_ROUNDS`] at most).
 #[test]
 fn load_agrees_with_llama_batched_bench() {
     let s = Scratch::new();
     s.config(
-        "schema = 1\n[defaults]\nquants = [\"Q8_0\"]\nn_prompt = 32\nn_gen = 8\nn_parallel = [2, 4]\n\
+        "schema = 1\n[defaults]\nquants = [\"Q8_0\"]\nn_prompt = 32\nn_gen = 32\nn_parallel = [2, 4]\n\
          repetitions = 2\nwarmup = 1\nn_threads = 2\nn_gpu_layers = 99\n\
          [[model]]\nname = \"tiny\"\nsynthetic = \"tiny-llama\"\n",
     );
     let mut best: std::collections::BTreeMap<String, [f64; 4]> = Default::default();
     let mut oracle = None;
-    for round in 0..2 {
+    let _one = SPEED.lock().unwrap_or_else(|e| e.into_inner());
+    for round in 0..MAX_ROUNDS {
         let out = s.run(&["--no-plots", "--out", &format!("r{round}")]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let dir = s.run_dir_in(&format!("r{round}"));
         let report = json(&dir.join("results.json"));
         let oracle = oracle.get_or_insert_with(|| Oracle::new(&report));
         let rows = csv_rows(&dir);
-        let n_ctx = rows.iter().map(|r| r["n_ctx"].parse::<u32>().unwrap()).max().unwrap();
+        let n_ctx = rows
+            .iter()
+            .map(|r| r["n_ctx"].parse::<u32>().unwrap())
+            .max()
+            .unwrap();
         let out = oracle.run(
             "llama-batched-bench",
             &[
-                "-m", &rows[0]["file"], "-c", &n_ctx.to_string(), "-b", "2048", "-ub", "512",
-                "-npp", "32", "-ntg", "8", "-npl", "2,4", "-kvu", "-t", "2", "-ngl", "99", "-fa",
-                "auto", "--output-format", "jsonl",
+                "-m",
+                &rows[0]["file"],
+                "-c",
+                &n_ctx.to_string(),
+                "-b",
+                "2048",
+                "-ub",
+                "512",
+                "-npp",
+                "32",
+                "-ntg",
+                "32",
+                "-npl",
+                "2,4",
+                "-kvu",
+                "-t",
+                "2",
+                "-ngl",
+                "99",
+                "-fa",
+                "auto",
+                "--output-format",
+                "jsonl",
             ],
         );
         let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -448,10 +568,24 @@ fn load_agrees_with_llama_batched_bench() {
                 ("n_batch", "n_batch"),
                 ("n_ubatch", "n_ubatch"),
                 ("n_threads", "n_threads"),
-                ("n_ctx", "n_kv"),
             ] {
-                assert_eq!(row[ours], t[theirs].to_string(), "B = {b}: {ours} vs {theirs}");
+                assert_eq!(
+                    row[ours],
+                    t[theirs].to_string(),
+                    "B = {b}: {ours} vs {theirs}"
+                );
             }
+            // the KV cells both sides fill: B × (prompt + generated), llama-batched-bench's
+            // n_kv; quantbench's n_ctx is llama.cpp's context as created (llama_n_ctx), which
+            // llama.cpp may pad beyond what was asked
+            let num = |k: &str| row[k].parse::<u64>().unwrap();
+            let cells = num("n_parallel") * (num("n_prompt") + num("n_gen"));
+            assert_eq!(t["n_kv"].as_u64(), Some(cells), "B = {b}: n_kv");
+            assert!(
+                num("n_ctx") >= cells,
+                "B = {b}: n_ctx {} < {cells}",
+                row["n_ctx"]
+            );
             let e = best.entry(b).or_default();
             let num = |k: &str| row[k].parse::<f64>().unwrap();
             let tb = |k: &str| t[k].as_f64().unwrap();
@@ -461,6 +595,12 @@ fn load_agrees_with_llama_batched_bench() {
                 e[2].max(num("pp_throughput_tok_s_max")),
                 e[3].max(tb("speed_pp")),
             ];
+        }
+        let agreed = best.values().all(|[tg, s_tg, pp, s_pp]| {
+            agree_within(*tg, *s_tg, 3.0) && agree_within(*pp, *s_pp, 3.0)
+        });
+        if round + 1 >= MIN_ROUNDS && agreed {
+            break;
         }
     }
     for (b, [tg, s_tg, pp, s_pp]) in &best {
