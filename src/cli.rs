@@ -17,7 +17,8 @@ use crate::traffic::Load;
              decode speed, efficiency",
     after_help = "Exit codes: 0 ok · 1 regression against the baseline · 2 usage/config/setup \
                   error (or a run stopped by an I/O error; it says how to --resume) · 3 some \
-                  cells failed (reports written) · 128 + the signal when interrupted (130 \
+                  cells failed (reports written) · 4 inconclusive against the baseline (a busy machine or too \
+                  few samples; retry) · 128 + the signal when interrupted (130 \
                   SIGINT, 143 SIGTERM, 129 SIGHUP)"
 )]
 pub struct Cli {

@@ -289,8 +289,6 @@ fn decide_by_reruns(m: &mut MetricResult) {
                 Verdict::Unconfirmed
             } else if decided.iter().all(|v| *v == Verdict::Improved) {
                 Verdict::Improved
-            } else if decided.iter().all(|v| *v == Verdict::Inconclusive) {
-                Verdict::Inconclusive
             } else {
                 Verdict::Unchanged
             };
@@ -360,9 +358,9 @@ pub(super) fn judge_metric(
                 "the samples detect only changes beyond {m:.0}% (threshold {threshold_pct}%): \
                  more repetitions, or a quieter machine"
             )),
-            ("none", _) => Some(
-                "too few repetitions to test (at least 2 in both runs)".to_string(),
-            ),
+            ("none", _) => {
+                Some("too few repetitions to test (at least 2 in both runs)".to_string())
+            }
             _ => None,
         };
         if why.is_some() {
@@ -570,8 +568,7 @@ fn compare_cell(
                 .collect();
             let cs = c.stats.get(def.name)?;
             let cpu = c.backend.eq_ignore_ascii_case("CPU");
-            (!bs.is_empty())
-                .then(|| judge_metric(def, &bs, cs, thr.get(def, cpu), busy.as_deref()))
+            (!bs.is_empty()).then(|| judge_metric(def, &bs, cs, thr.get(def, cpu), busy.as_deref()))
         })
         .collect();
     let worst = metrics

@@ -21,26 +21,7 @@ fn read(rel: &str) -> String {
 /// Items still to be documented by work in progress elsewhere (the serving cells: their
 /// models.toml keys and flags land with docs/serving.md). Each entry must be undocumented:
 /// once its docs exist the test says to remove it from here.
-const PENDING: &[&str] = &[
-    "--serve",
-    "--no-serve",
-    "--rate",
-    "--concurrency",
-    "--requests",
-    "--endpoint",
-    "--api-key-env",
-    "serve",
-    "server_bin",
-    "endpoint",
-    "api_key_env",
-    "model_name",
-    "workload",
-    "[workload]",
-    "max_tpot_ms",
-    "max_e2e_ms",
-    "percentile",
-    "min_goodput",
-];
+const PENDING: &[&str] = &[];
 
 /// A Markdown table: its header cells and rows of cells (code spans keep their `|`).
 struct Table {
@@ -100,7 +81,11 @@ fn tables(docs: &[&str]) -> Vec<Table> {
 
 /// The code spans of a cell: `` `a`, `b` `` → `a`, `b`.
 fn spans(cell: &str) -> Vec<String> {
-    cell.split('`').skip(1).step_by(2).map(String::from).collect()
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(String::from)
+        .collect()
 }
 
 /// The flags a text names: `--name` and `-x` at the start of each code span.
@@ -149,6 +134,7 @@ fn own_doc(sub: &str) -> Option<&'static str> {
         "compare" => Some("docs/gate.md"),
         "merge" => Some("docs/cluster.md"),
         "rpc-server" => Some("docs/rpc.md"),
+        "tune" => Some("docs/tune.md"),
         _ => None,
     }
 }
@@ -288,8 +274,11 @@ fn every_models_toml_key_is_documented_with_the_codes_default() {
     let mut problems = Vec::new();
     // the documented rows of each key: (doc, default column) where the table has one
     let mut rows: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for t in tables(&["docs/config.md"]) {
-        let Some(first) = t.header.first() else { continue };
+    // the keys of `[workload]` are documented with the served cells
+    for t in tables(&["docs/config.md", "docs/serving.md"]) {
+        let Some(first) = t.header.first() else {
+            continue;
+        };
         if !first.ends_with("key") {
             continue;
         }
@@ -313,7 +302,8 @@ fn every_models_toml_key_is_documented_with_the_codes_default() {
         let pending = PENDING.contains(&key.as_str())
             || (table == "workload" && PENDING.contains(&"[workload]"));
         // keys of a TOML example block count too ([cost], [slo])
-        let in_example = config_md.contains(&format!("\n{key} ")) || config_md.contains(&format!("\n{key}="));
+        let in_example =
+            config_md.contains(&format!("\n{key} ")) || config_md.contains(&format!("\n{key}="));
         let documented = rows.contains_key(&key) || in_example;
         if pending {
             if documented && table != "workload" {
@@ -333,7 +323,10 @@ fn every_models_toml_key_is_documented_with_the_codes_default() {
         };
         let literal = spans(default);
         let is_value = |v: &str| toml::from_str::<toml::Table>(&format!("x = {v}")).is_ok();
-        if literal.len() != 1 || default.trim() != format!("`{}`", literal[0]) || !is_value(&literal[0]) {
+        if literal.len() != 1
+            || default.trim() != format!("`{}`", literal[0])
+            || !is_value(&literal[0])
+        {
             continue; // said in words ("every core the process may use") or by another key's name
         }
         if let Err(why) = default_holds(table, &key, &literal[0]) {
@@ -346,7 +339,6 @@ fn every_models_toml_key_is_documented_with_the_codes_default() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-
 /// The exit codes the code defines, with the signals' (128 + SIGINT, SIGTERM, SIGHUP).
 fn exit_codes() -> BTreeSet<u8> {
     use quantbench::commands::exit;
@@ -355,6 +347,7 @@ fn exit_codes() -> BTreeSet<u8> {
         exit::REGRESSION,
         exit::FATAL,
         exit::CELLS_FAILED,
+        exit::INCONCLUSIVE,
         exit::INTERRUPTED,
         128 + libc::SIGTERM as u8,
         128 + libc::SIGHUP as u8,
@@ -373,17 +366,29 @@ fn the_exit_code_tables_are_the_codes_constants() {
         .iter()
         .flat_map(|r| {
             r[0].split('/')
-                .map(|c| c.trim().parse::<u8>().unwrap_or_else(|_| panic!("code {c:?}")))
+                .map(|c| {
+                    c.trim()
+                        .parse::<u8>()
+                        .unwrap_or_else(|_| panic!("code {c:?}"))
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(documented, exit_codes(), "docs/troubleshooting.md's exit codes");
+    assert_eq!(
+        documented,
+        exit_codes(),
+        "docs/troubleshooting.md's exit codes"
+    );
     // the short lists: `quantbench --help` and the README
     let help = Cli::command().render_long_help().to_string();
     let readme = read("README.md");
     let short = |text: &str| -> String {
         let at = text.find("Exit codes:").expect("an exit-code list");
-        text[at..].chars().take(600).collect::<String>().replace('\n', " ")
+        text[at..]
+            .chars()
+            .take(600)
+            .collect::<String>()
+            .replace('\n', " ")
     };
     for (what, list) in [("--help", short(&help)), ("README.md", short(&readme))] {
         for c in exit_codes().into_iter().filter(|&c| c < 128) {
@@ -452,13 +457,22 @@ fn the_fixed_disagreements_stay_fixed() {
         a.get_long_help().or(a.get_help()).unwrap().to_string()
     };
     // a worker process per cell (src/coordinator.rs starts one for each job)
-    let worker = cmd.find_subcommand("worker").unwrap().get_about().unwrap().to_string();
+    let worker = cmd
+        .find_subcommand("worker")
+        .unwrap()
+        .get_about()
+        .unwrap()
+        .to_string();
     assert!(worker.contains("one worker process per cell"), "{worker}");
     assert!(read("docs/architecture.md").contains("one per cell"));
     // the cache folder: $QUANTBENCH_CACHE, $XDG_CACHE_HOME/quantbench, ~/.cache/quantbench
     let cache = help_of("run", "cache_dir");
-    assert!(cache.contains("$XDG_CACHE_HOME/quantbench, else ~/.cache/quantbench"), "{cache}");
-    assert!(read("docs/environment.md").contains("`$XDG_CACHE_HOME/quantbench`, else `~/.cache/quantbench`"));
+    assert!(
+        cache.contains("$XDG_CACHE_HOME/quantbench, else ~/.cache/quantbench"),
+        "{cache}"
+    );
+    assert!(read("docs/environment.md")
+        .contains("`$XDG_CACHE_HOME/quantbench`, else `~/.cache/quantbench`"));
     // shards are dealt by a cost from the matrix alone
     let shard = help_of("run", "shard");
     assert!(shard.contains("nominal sizes and rates"), "{shard}");
@@ -476,9 +490,19 @@ fn the_fixed_disagreements_stay_fixed() {
         )));
     }
     // exit code 2 also ends a run stopped by an I/O error
-    let help = Cli::command().render_long_help().to_string().replace('\n', " ");
+    let help = Cli::command()
+        .render_long_help()
+        .to_string()
+        .replace('\n', " ");
     let readme = read("README.md").replace('\n', " ");
-    for (what, text) in [("--help", help), ("README.md", readme), ("docs/troubleshooting.md", read("docs/troubleshooting.md"))] {
-        assert!(text.contains("I/O error"), "{what} does not say exit 2 ends a run stopped by an I/O error");
+    for (what, text) in [
+        ("--help", help),
+        ("README.md", readme),
+        ("docs/troubleshooting.md", read("docs/troubleshooting.md")),
+    ] {
+        assert!(
+            text.contains("I/O error"),
+            "{what} does not say exit 2 ends a run stopped by an I/O error"
+        );
     }
 }
