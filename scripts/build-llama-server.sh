@@ -46,7 +46,9 @@ done
 cache="${QUANTBENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/quantbench}"
 dest="$cache/tools/llama.cpp-$BUILD"
 stamp="$dest/bin/.built-from"
-want="$PACKAGE==$VERSION sha256:$SHA256 tools:${TOOLS[*]}"
+# the change below to two tools' main(): part of the stamp, so a build without it is redone
+PATCHES=log-flush
+want="$PACKAGE==$VERSION sha256:$SHA256 tools:${TOOLS[*]} patches:$PATCHES"
 if [ "$force" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "$dest/bin"
   exit 0
@@ -83,6 +85,27 @@ if [ -n "$crate" ]; then
   done
   echo "llama-server: sources checked against $CRATE (src, include, ggml/src, ggml/include identical)" >&2
 fi
+
+# llama.cpp's log is asynchronous and its worker thread is left running at exit (upstream issue
+# 22142: "logs may be lost if not flushed before the program exits"): llama-perplexity's and
+# llama-batched-bench's results, which go through that log, were often cut off when read
+# through a pipe (the oracle tests do). Their main() -- not the library, nothing that
+# computes -- flushes the log before returning.
+for tool in perplexity:llama_perplexity batched-bench:llama_batched_bench; do
+  dir="${tool%%:*}" fn="${tool##*:}"
+  cat >"$src/tools/$dir/main.cpp" <<EOF
+// Patched by quantbench's scripts/build-llama-server.sh: flush the asynchronous log at exit.
+#include "log.h"
+
+int $fn(int argc, char ** argv);
+
+int main(int argc, char ** argv) {
+    const int rc = $fn(argc, argv);
+    common_log_pause(common_log_main());
+    return rc;
+}
+EOF
+done
 
 echo "llama-server: building ${TOOLS[*]} with $jobs jobs (about 6 minutes on 2 cores)" >&2
 cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \

@@ -6,10 +6,12 @@
 #                      [--keep 14] [-- extra `quantbench run` arguments]
 #
 # The baseline is a folder of runs (default <out>/baseline/). The first nights' clean runs (no
-# failed cell, no regression) are added to it until it holds --baseline-runs of them; from then on
+# failed cell, no regression, no cell measured on a busy machine) are added to it until it holds
+# --baseline-runs of them; from then on
 # it stays fixed, so slow drifts add up and get caught. With three or more baseline runs the gate
 # tests each night against their spread, which is what two runs of the same build differ by.
-# Exit status: quantbench's (0 ok, 1 regression, 2 setup error, 3 failed cells, 130 interrupted).
+# Exit status: quantbench's (0 ok, 1 regression, 2 setup error, 3 failed cells, 4 inconclusive:
+# a busy machine, retry; 130 interrupted).
 # QUANTBENCH=path/to/quantbench runs a given binary instead of building with scripts/quantbench.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,7 +24,7 @@ while (($#)); do
     --keep) keep="$2"; shift 2 ;;
     --baseline-runs) want="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "nightly.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

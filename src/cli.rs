@@ -17,7 +17,8 @@ use crate::traffic::Load;
              decode speed, efficiency",
     after_help = "Exit codes: 0 ok · 1 regression against the baseline · 2 usage/config/setup \
                   error (or a run stopped by an I/O error; it says how to --resume) · 3 some \
-                  cells failed (reports written) · 128 + the signal when interrupted (130 \
+                  cells failed (reports written) · 4 inconclusive against the baseline (a busy machine or too \
+                  few samples; retry) · 128 + the signal when interrupted (130 \
                   SIGINT, 143 SIGTERM, 129 SIGHUP)"
 )]
 pub struct Cli {
@@ -33,7 +34,8 @@ pub struct Cli {
         value_delimiter = ':'
     )]
     pub backend_dir: Vec<PathBuf>,
-    /// Cache folder for synthetic and derived models [default: ~/.cache/quantbench]. For
+    /// Cache folder for synthetic and derived models [default: $XDG_CACHE_HOME/quantbench, else
+    /// ~/.cache/quantbench]. For
     /// rpc-server: given, the server keeps the tensors clients send in DIR/rpc (off without it).
     #[arg(long, global = true, env = "QUANTBENCH_CACHE")]
     pub cache_dir: Option<PathBuf>,
@@ -62,7 +64,7 @@ pub enum Command {
     /// Serve this machine's devices to other hosts' runs (llama.cpp's RPC server; `rpc = […]`
     /// in models.toml or --rpc on the client). No authentication: keep it on a trusted network.
     RpcServer(RpcServerArgs),
-    /// Internal: measure cells sent on stdin (one worker process per model file).
+    /// Internal: measure a cell sent on stdin (one worker process per cell).
     #[command(hide = true)]
     Worker(WorkerArgs),
 }
@@ -249,8 +251,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_plots: bool,
     /// Run only part I of N of the matrix (e.g. 2/4), for spreading a matrix over several
-    /// machines: the cells are dealt by `list`'s duration estimate, the same way on every
-    /// machine; join the run folders with `quantbench merge`.
+    /// machines: the cells are dealt by a cost from the matrix alone (`list`'s duration model
+    /// at nominal sizes and rates), the same way on every machine whatever it has cached; join
+    /// the run folders with `quantbench merge`.
     #[arg(long, value_name = "I/N", value_parser = crate::plan::Shard::parse)]
     pub shard: Option<crate::plan::Shard>,
     /// What an hour of this machine costs, in dollars: every cell gets `usd_per_mtok`

@@ -74,6 +74,10 @@ pub struct GpuCellTelemetry {
     pub mem_clock_mhz_max: Option<u32>,
     /// Throttle reasons seen during timed regions (idle and application-clock settings excluded).
     pub throttle_reasons: Vec<String>,
+    /// Other processes seen computing on the active GPUs during timed regions; `None` when
+    /// not known (no reading, or NVML lists this process under another PID namespace's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_processes: Option<u32>,
     /// Peak memory bandwidth the model can draw on (NVML bus width × max memory clock × 2):
     /// one GPU's for `none` and `layer` (layers run one GPU after the other), the sum over its
     /// GPUs for `row` and `tensor`.
@@ -462,6 +466,15 @@ fn sample(
                 s.throttle.push(name.to_string());
             }
         }
+        if let Ok(procs) = d.running_compute_processes() {
+            // only a listing that holds this process speaks for the others (in a container
+            // NVML may list it under another PID namespace's id)
+            if procs.iter().any(|p| p.pid == pid) {
+                s.others
+                    .get_or_insert_with(Default::default)
+                    .extend(procs.iter().map(|p| p.pid).filter(|&p| p != pid));
+            }
+        }
     }
 }
 
@@ -499,6 +512,8 @@ struct Sampled {
     sm: (Option<u32>, Option<u32>),
     mem: (Option<u32>, Option<u32>),
     throttle: Vec<String>,
+    /// Other processes' ids on the active GPUs; `None` until a listing held this process.
+    others: Option<std::collections::BTreeSet<u32>>,
 }
 
 /// A running sampler for one cell.
@@ -548,6 +563,7 @@ impl CellMonitor {
         (t.sm_clock_mhz_min, t.sm_clock_mhz_max) = s.sm;
         (t.mem_clock_mhz_min, t.mem_clock_mhz_max) = s.mem;
         t.throttle_reasons = s.throttle.clone();
+        t.other_processes = s.others.as_ref().map(|o| o.len() as u32);
     }
 }
 

@@ -25,13 +25,14 @@
 //!  plan              capacity       matrix → cells; will it fit in memory
 //!  config                           models.toml → validated Matrix
 //!  leaves: quant redact safe_path fsutil stats signals gpu presets metrics quality gguf
-//!          machine_lock rpc_wire traffic serving_stats
+//!          machine_lock rpc_wire traffic serving_stats disturbance
 //!          plain data and helpers: quant types, secrets kept out of messages (and terminal
 //!          escaping), path guard, atomic files, statistics, signal handling, NVML,
 //!          synthetic presets, gate metrics, quality statistics (llama-perplexity's
 //!          KL-divergence definitions), GGUF format, machine lock,
 //!          llama.cpp's RPC handshake and per-connection TCP counters, serving workloads
-//!          (lengths, arrivals) and per-request statistics (vLLM's definitions)
+//!          (lengths, arrivals) and per-request statistics (vLLM's definitions), what else
+//!          used the machine while a cell was timed
 //! ```
 
 // Leaves: plain data and helpers.
@@ -50,6 +51,7 @@ pub mod machine_lock;
 pub mod rpc_wire;
 pub mod traffic;
 pub mod serving_stats;
+pub mod disturbance;
 // The matrix and what it expands to.
 pub mod config;
 pub mod plan;

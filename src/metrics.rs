@@ -42,6 +42,12 @@ pub struct MetricDef {
 }
 
 impl MetricDef {
+    /// Whether a busy machine changes the metric (times, rates, energy): not memory, and not
+    /// the quality metrics, which are deterministic.
+    pub fn timing(&self) -> bool {
+        !self.std_err && self.name != "mem_bytes"
+    }
+
     /// Whether a rate (tok/s): its floor applies to the time per token.
     pub fn is_rate(&self) -> bool {
         self.name.ends_with("_tok_s")

@@ -292,6 +292,12 @@ fn cell_block(r: &CellResult) -> String {
     for w in &r.warnings {
         s += &format!("  note     {w}\n");
     }
+    if let Some(why) = r.disturbance.as_ref().and_then(|d| d.disturbed.as_ref()) {
+        s += &format!(
+            "  BUSY     the machine was busy while this cell was timed: {why}; its speed figures \
+             are not trustworthy (the gate calls them inconclusive)\n"
+        );
+    }
     if let Some(t) = &r.generated_text {
         let preview: String = format!("{}{}", r.params.prompt, t)
             .chars()

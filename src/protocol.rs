@@ -436,6 +436,9 @@ pub struct Measurement {
     /// A serving cell's results (a server under a workload instead of the timed loops).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ServingMeasurement>,
+    /// What else used the machine during the timed regions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disturbance: Option<crate::disturbance::Disturbance>,
 }
 
 /// What a worker reports, one per line on stdout.

@@ -40,6 +40,10 @@ pub struct BuildInfo {
     pub build_profile: String,
     /// The llama.cpp bindings crate the binary was built with.
     pub llama_cpp_sys_2: String,
+    /// The llama.cpp build number of that crate's sources (the build of the oracle tools made
+    /// from the same sources); 0 in reports from before it was recorded.
+    #[serde(default)]
+    pub llama_cpp_build: u32,
 }
 
 impl BuildInfo {
@@ -49,6 +53,7 @@ impl BuildInfo {
             git_commit: env!("QB_GIT_COMMIT").into(),
             build_profile: env!("QB_BUILD_PROFILE").into(),
             llama_cpp_sys_2: "0.1.161".into(),
+            llama_cpp_build: crate::serving::server::PINNED_BUILD,
         }
     }
 }
@@ -67,6 +72,11 @@ pub struct Environment {
     pub gpu: GpuEnvironment,
     /// What quantbench adapted to on this machine (e.g. a CPU backend variant excluded).
     pub notes: Vec<String>,
+    /// llama.cpp's own tools built from the same sources (llama-bench, llama-perplexity,
+    /// llama-batched-bench, llama-server: the oracles its figures are checked against), when
+    /// this machine has them: their build and folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<String>,
 }
 
 /// `ok` or `failed`.
@@ -154,6 +164,10 @@ pub struct CellResult {
     /// requests themselves are in `requests.jsonl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<crate::protocol::ServingMeasurement>,
+    /// What else used the machine during the cell's timed regions, and whether that makes its
+    /// speed figures untrustworthy (`disturbed`); absent in reports from before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disturbance: Option<crate::disturbance::Disturbance>,
 }
 
 /// A cell's quality against its model's reference, with llama-perplexity's definitions: the
@@ -400,6 +414,7 @@ impl CellResult {
             usd_per_mtok: None,
             warnings: Vec::new(),
             rpc: Vec::new(),
+            disturbance: None,
         }
     }
 
@@ -467,6 +482,7 @@ impl CellResult {
         r.generated_text = Some(m.generated_text);
         r.warnings = m.warnings;
         r.rpc = m.rpc;
+        r.disturbance = m.disturbance;
         if let (Some(q), Some(p)) = (m.quality, &cell.params.quality) {
             r.quality = Some(CellQuality {
                 stats: q.stats,

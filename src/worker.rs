@@ -119,6 +119,7 @@ pub fn serve() -> Result<()> {
                         telemetry: GpuCellTelemetry::default(),
                         energy_start: None,
                         devices_used: Vec::new(),
+                        meter: Default::default(),
                         ggml_used: Vec::new(),
                         backend: None,
                     };
@@ -157,6 +158,9 @@ fn run_job(
     }
     let p = &job.cell.params;
     let session = gpu.as_ref().ok();
+    // other processes keeping every core busy while the cell is measured (a test's busy
+    // machine); stopped when this returns
+    let _burners = (injected(&job.cell).as_deref() == Some("busy")).then(Burners::start);
     // Sample from before the load, so the peak covers loading too.
     let (untimed_ms, timed_ms) = sample_periods();
     let monitor = session.filter(|_| untimed_ms > 0).map(|g| {
@@ -200,15 +204,18 @@ fn run_job(
         telemetry: GpuCellTelemetry::default(),
         energy_start: None,
         devices_used: Vec::new(),
+        meter: Default::default(),
         ggml_used: Vec::new(),
         backend: Some((engine, baseline)),
     };
     let result = model.measure(engine, &job.cell, &mut probe);
     let mut telemetry = std::mem::take(&mut probe.telemetry);
+    let figures = probe.meter.figures();
     if let Some(mon) = monitor {
         mon.finish(&mut telemetry);
     }
     let mut m = result?;
+    m.disturbance = figures.map(|d| judged(d, &telemetry, !m.devices_used.is_empty()));
     match gpu {
         Ok(g) => {
             let used = nvml_names(&engine.info, &m.devices_used);
@@ -231,6 +238,24 @@ fn run_job(
     }
     m.gpu = telemetry;
     Ok(m)
+}
+
+/// A cell's disturbance figures with what NVML saw on its GPUs (other processes, slowdowns the
+/// workload did not cause), judged for a cell on a GPU or on the CPU.
+fn judged(
+    mut d: crate::disturbance::Disturbance,
+    telemetry: &GpuCellTelemetry,
+    on_gpu: bool,
+) -> crate::disturbance::Disturbance {
+    d.gpu_other_processes = telemetry.other_processes;
+    d.gpu_slowdowns = telemetry
+        .throttle_reasons
+        .iter()
+        .filter(|r| r.contains("SLOWDOWN"))
+        .cloned()
+        .collect();
+    d.judge(on_gpu);
+    d
 }
 
 /// Free device memory per GPU (ggml name) as the backends reported it when the worker started.
@@ -494,6 +519,8 @@ struct CellProbe<'a> {
     energy_start: Option<u64>,
     /// GPUs holding the model's weights (the names NVML's session knows them by).
     devices_used: Vec<String>,
+    /// What else used the machine during the timed regions.
+    meter: crate::disturbance::Meter,
     /// The same GPUs by their ggml names.
     ggml_used: Vec<String>,
     /// For memory where NVML does not see the GPUs used: the engine and the backends' baseline.
@@ -556,6 +583,7 @@ impl engine::Probe for CellProbe<'_> {
         if let Some(m) = self.monitor {
             m.set_timed(true);
         }
+        self.meter.begin();
     }
     fn wants_energy(&self) -> bool {
         self.session
@@ -575,6 +603,7 @@ impl engine::Probe for CellProbe<'_> {
         }
     }
     fn timed_end(&mut self) {
+        self.meter.end();
         if let Some(m) = self.monitor {
             m.set_timed(false);
         }
@@ -586,6 +615,41 @@ impl engine::Probe for CellProbe<'_> {
             done,
             total,
         });
+    }
+}
+
+/// Processes that keep every core busy until dropped: the injected fault `busy`, a machine
+/// busy with something else while a cell is measured.
+struct Burners(Vec<std::process::Child>);
+
+impl Burners {
+    fn start() -> Self {
+        let n = crate::disturbance::cpus();
+        Burners(
+            (0..n)
+                .filter_map(|_| {
+                    // bounded by `timeout`, so that a worker killed mid-cell leaves nothing
+                    // spinning for long; a group of its own, so that the drop stops the shell too
+                    let mut cmd = std::process::Command::new("timeout");
+                    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+                    cmd.args(["-s", "KILL", "60", "sh", "-c", "while :; do :; done"])
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .spawn()
+                        .ok()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: signalling the process group this worker created for the burner.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
     }
 }
 
@@ -624,7 +688,7 @@ fn hang() -> ! {
 fn inject_fault(cell: &Cell) -> Result<()> {
     let spec = std::env::var(FAULT_ENV).unwrap_or_default();
     match injected(cell).as_deref() {
-        None | Some("hang-init" | "hang-exit" | "hang-quality") => Ok(()),
+        None | Some("hang-init" | "hang-exit" | "hang-quality" | "busy") => Ok(()),
         Some("crash") => {
             eprintln!("quantbench worker: injected crash ({FAULT_ENV}={spec})");
             std::process::abort()

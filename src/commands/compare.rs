@@ -62,6 +62,8 @@ pub fn run(ctx: &Ctx, args: &CompareArgs) -> Result<u8> {
     show(ctx, &cmp, args.format)?;
     Ok(if cmp.has_regression() {
         exit::REGRESSION
+    } else if cmp.has_inconclusive() {
+        exit::INCONCLUSIVE
     } else {
         exit::OK
     })

@@ -29,6 +29,10 @@ pub mod exit {
     pub const REGRESSION: u8 = 1;
     pub const FATAL: u8 = 2;
     pub const CELLS_FAILED: u8 = 3;
+    /// The gate could not tell: some verdicts are `inconclusive` (the machine was too busy, or
+    /// the samples too spread to detect a change of the threshold's size), nothing regressed
+    /// and no cell failed. A nightly job retries rather than alerts.
+    pub const INCONCLUSIVE: u8 = 4;
     /// Interrupted by a signal: 128 + its number (130 SIGINT, 143 SIGTERM, 129 SIGHUP); see
     /// [`crate::signals::exit_code`].
     pub const INTERRUPTED: u8 = 130;

@@ -6,7 +6,7 @@ use crate::metrics::metric;
 /// The comparison as a Markdown document (for PR comments and issues).
 pub fn markdown(cmp: &Comparison) -> String {
     let mut s = format!(
-        "# quantbench compare\n\nbaseline `{}` ({}{}) → current `{}` ({})\n\n**{} regression{}, {} improvement{}**\n\n",
+        "# quantbench compare\n\nbaseline `{}` ({}{}) → current `{}` ({})\n\n**{} regression{}, {} improvement{}{}**\n\n",
         cmp.base,
         cmp.base_run_id,
         if cmp.base_runs > 1 { format!(", {} runs", cmp.base_runs) } else { String::new() },
@@ -16,6 +16,11 @@ pub fn markdown(cmp: &Comparison) -> String {
         if cmp.regressions == 1 { "" } else { "s" },
         cmp.improvements,
         if cmp.improvements == 1 { "" } else { "s" },
+        if cmp.inconclusive > 0 {
+            format!(", {} inconclusive", cmp.inconclusive)
+        } else {
+            String::new()
+        },
     );
     s += "| model | quant | cell | metric | baseline | current | change | p (test) | threshold | verdict |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for row in rows(cmp) {
@@ -64,6 +69,12 @@ pub fn explanation(cmp: &Comparison) -> String {
             if cmp.confirm_runs == 1 { "" } else { "s" }
         );
     }
+    if cmp.inconclusive > 0 {
+        s += " Inconclusive: the gate cannot tell, because the machine was busy while the cell \
+              was timed (in this run or the baseline) or because the samples could not detect a \
+              change of the threshold's size (80% of the time); the reason is in the verdict. \
+              Measure again on a quiet machine or with more repetitions.";
+    }
     s
 }
 
@@ -111,8 +122,17 @@ fn fmt_num(v: Option<f64>) -> String {
     }
 }
 
-/// A metric's verdict with its confirmation re-runs: `REGRESSED (confirmed: −31.2%, −29.8%)`.
+/// A metric's verdict with its confirmation re-runs: `REGRESSED (confirmed: −31.2%, −29.8%)`,
+/// and the reason of an inconclusive one.
 fn verdict_text(m: &MetricResult) -> String {
+    let base = verdict_runs(m);
+    match &m.reason {
+        Some(why) => format!("{base}: {why}"),
+        None => base,
+    }
+}
+
+fn verdict_runs(m: &MetricResult) -> String {
     if m.confirmations.is_empty() {
         return m.verdict.name().into();
     }

@@ -82,3 +82,48 @@ pub fn z_p(a: f64, se_a: f64, b: f64, se_b: f64) -> Option<f64> {
     let dist = Normal::new(0.0, 1.0).ok()?;
     Some(2.0 * (1.0 - dist.cdf(z.abs())))
 }
+
+/// Power the gate asks of its tests: a change of the threshold's size must be detected this
+/// often (the usual 80%), or the verdict is inconclusive.
+pub const POWER: f64 = 0.8;
+
+/// The smallest change (in the metric's units) a two-sided t-test at p < 0.05 with `df`
+/// degrees of freedom detects with probability [`POWER`], given the standard error `se` of the
+/// difference: `(t(0.975) + t(POWER)) × se`. `None` for a standard error or degrees of freedom
+/// that are not finite and positive.
+pub fn min_detectable(se: f64, df: f64) -> Option<f64> {
+    if !(se.is_finite() && se >= 0.0 && df.is_finite() && df > 0.0) {
+        return None;
+    }
+    let t = StudentsT::new(0.0, 1.0, df.max(1.0)).ok()?;
+    Some((t.inverse_cdf(0.975) + t.inverse_cdf(POWER)) * se)
+}
+
+/// [`min_detectable`] for Welch's test of `a` against `b`; `None` with fewer than two values
+/// on a side.
+pub fn welch_min_detectable(a: &Stat, b: &Stat) -> Option<f64> {
+    let (_, va, na) = moments(a);
+    let (_, vb, nb) = moments(b);
+    if na < 2 || nb < 2 {
+        return None;
+    }
+    let (qa, qb) = (va / na as f64, vb / nb as f64);
+    let se2 = qa + qb;
+    if se2 == 0.0 {
+        return Some(0.0);
+    }
+    let df = se2 * se2 / (qa * qa / (na - 1) as f64 + qb * qb / (nb - 1) as f64);
+    min_detectable(se2.sqrt(), df)
+}
+
+/// [`min_detectable`] for one value against the per-run values `runs` (k ≥ 3): the prediction
+/// interval's standard error `sd × √(1 + 1/k)`, k − 1 degrees of freedom.
+pub fn between_runs_min_detectable(runs: &[f64]) -> Option<f64> {
+    let k = runs.len();
+    if k < 3 {
+        return None;
+    }
+    let m = runs.iter().sum::<f64>() / k as f64;
+    let sd = (runs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1) as f64).sqrt();
+    min_detectable(sd * (1.0 + 1.0 / k as f64).sqrt(), (k - 1) as f64)
+}

@@ -80,6 +80,7 @@ fn view(decode: &[f64], load: f64) -> ReportView {
             error: None,
             stats,
             quality: None,
+            disturbed: None,
         }],
     }
 }
@@ -575,4 +576,184 @@ fn z_test_p_values() {
         e.contains("column kld_mean") && e.contains("standard error"),
         "{e}"
     );
+}
+
+/// `v` measured on a busy machine.
+fn busy(mut v: ReportView) -> ReportView {
+    v.cells[0].disturbed = Some("other processes used 45% of the CPU".into());
+    v
+}
+
+fn speed_verdict(cmp: &Comparison) -> &super::verdict::MetricResult {
+    cmp.cells[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == "decode_tok_s")
+        .unwrap()
+}
+
+#[test]
+fn a_busy_machine_makes_speed_verdicts_inconclusive() {
+    let base = view(&[100.0, 101.0, 99.0, 100.5, 99.5], 1.0);
+    let mut thr = Thresholds::default();
+    thr.apply_cli(&["5".into()]).unwrap();
+    let b = std::slice::from_ref(&base);
+    // halved on a busy machine: not a regression, inconclusive with the reason
+    let slow = busy(view(&[50.0, 51.0, 49.0, 50.5, 49.5], 1.0));
+    let cmp = compare(b, &slow, &thr);
+    assert_eq!((cmp.regressions, cmp.inconclusive), (0, 2), "{cmp:?}");
+    let m = speed_verdict(&cmp);
+    assert_eq!(m.verdict, Verdict::Inconclusive);
+    assert_eq!(
+        m.reason.as_deref(),
+        Some("the machine was busy during this run: other processes used 45% of the CPU")
+    );
+    assert!(cmp.has_inconclusive());
+    assert_eq!(cmp.disturbed_cells().len(), 1);
+    // unchanged on a busy machine is not "unchanged" either
+    let same = busy(view(&[100.2, 99.1, 100.9, 99.8, 100.1], 1.0));
+    assert_eq!(
+        speed_verdict(&compare(b, &same, &thr)).verdict,
+        Verdict::Inconclusive
+    );
+    // a busy baseline: inconclusive too, but re-running this run would not help
+    let cmp = compare(&[busy(base.clone())], &slow_quiet(), &thr);
+    let m = speed_verdict(&cmp);
+    assert_eq!(m.verdict, Verdict::Inconclusive);
+    assert!(m
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("during the baseline run"));
+    assert!(cmp.disturbed_cells().is_empty());
+    // quality and memory do not depend on how busy the machine was
+    let mut q = quality_view((0.01, 0.0001), (0.9, 0.01), "c");
+    let q2 = busy(quality_view((0.02, 0.0001), (0.9, 0.01), "c"));
+    q.cells[0].disturbed = None;
+    assert_eq!(
+        verdict_of(&cmp_quality(&q, &q2), "kld_mean"),
+        Some(Verdict::Regressed)
+    );
+    assert!(markdown(&compare(b, &slow, &thr)).contains("2 inconclusive"));
+}
+
+fn slow_quiet() -> ReportView {
+    view(&[50.0, 51.0, 49.0, 50.5, 49.5], 1.0)
+}
+
+#[test]
+fn samples_too_spread_to_detect_the_threshold_are_inconclusive() {
+    let base = view(&[100.0, 101.0, 99.0, 100.5, 99.5], 1.0);
+    let mut thr = Thresholds::default();
+    thr.apply_cli(&["5".into()]).unwrap();
+    let b = std::slice::from_ref(&base);
+    // the spread seen on a busy VM (548–4056 tok/s): a halving is not significant, and the
+    // samples could not have shown a 5% change: inconclusive, never unchanged
+    let wild = view(&[60.0, 140.0, 70.0, 130.0, 90.0], 1.0);
+    let m = speed_verdict(&compare(b, &wild, &thr)).clone();
+    assert_eq!(m.verdict, Verdict::Inconclusive, "{m:?}");
+    let mdc = m.min_detectable_pct.unwrap();
+    assert!(mdc > 20.0, "{mdc}");
+    assert!(m
+        .reason
+        .unwrap()
+        .contains(&format!("beyond {mdc:.0}% (threshold 5%)")));
+    // tight samples: unchanged, with the smallest change they could detect
+    let fine = view(&[100.2, 99.1, 100.9, 99.8, 100.1], 1.0);
+    let m = speed_verdict(&compare(b, &fine, &thr)).clone();
+    assert_eq!(m.verdict, Verdict::Unchanged);
+    assert!(m.min_detectable_pct.unwrap() < 5.0);
+    // one repetition: nothing to test with
+    let one = view(&[100.0], 1.0);
+    let m = speed_verdict(&compare(std::slice::from_ref(&one), &one, &thr)).clone();
+    assert_eq!(m.verdict, Verdict::Inconclusive);
+    // a significant change beyond the threshold is a regression however spread the samples
+    let low = view(&[10.0, 30.0, 12.0, 28.0, 20.0], 1.0);
+    assert_eq!(
+        speed_verdict(&compare(b, &low, &thr)).verdict,
+        Verdict::Regressed
+    );
+}
+
+#[test]
+fn the_smallest_detectable_change_matches_the_power_formula() {
+    // n = 5 on both sides, sd 1: se = √(2/5), df = 8; (t(0.975) + t(0.8)) = 2.306 + 0.889
+    let a = stat(&[-1.0, -0.5, 0.0, 0.5, 1.0]);
+    let sd = a.sd;
+    let b = stat(&[9.0, 9.5, 10.0, 10.5, 11.0]);
+    let m = super::statistics::welch_min_detectable(&a, &b).unwrap();
+    let expect = (2.306 + 0.889) * (2.0 * sd * sd / 5.0).sqrt();
+    assert!((m - expect).abs() < 0.01, "{m} vs {expect}");
+    // three runs: sd × √(1 + 1/3), 2 degrees of freedom: 4.303 + 1.061
+    let r = super::statistics::between_runs_min_detectable(&[1.0, 2.0, 3.0]).unwrap();
+    assert!(
+        (r - (4.303 + 1.061) * (4.0f64 / 3.0).sqrt()).abs() < 0.01,
+        "{r}"
+    );
+    assert!(super::statistics::between_runs_min_detectable(&[1.0, 2.0]).is_none());
+}
+
+#[test]
+fn reruns_decide_busy_verdicts_and_busy_reruns_confirm_nothing() {
+    let base = view(&[100.0, 101.0, 99.0, 100.5, 99.5], 1.0);
+    let mut thr = Thresholds::default();
+    thr.apply_cli(&["5".into()]).unwrap();
+    let b = std::slice::from_ref(&base);
+    let slow = || view(&[80.0, 81.0, 79.0, 80.5, 79.5], 1.0);
+    let fine = || view(&[100.2, 99.1, 100.9, 99.8, 100.1], 1.0);
+    // a regression whose re-runs were all on a busy machine: not confirmed, inconclusive
+    let mut cmp = compare(b, &slow(), &thr);
+    confirm(
+        &mut cmp,
+        &[
+            compare(b, &busy(slow()), &thr),
+            compare(b, &busy(slow()), &thr),
+        ],
+    );
+    let m = speed_verdict(&cmp);
+    assert_eq!((m.verdict, cmp.regressions), (Verdict::Inconclusive, 0));
+    assert!(m
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("every confirmation re-run"));
+    // one busy re-run and one slow: the slow one confirms
+    let mut cmp = compare(b, &slow(), &thr);
+    confirm(
+        &mut cmp,
+        &[compare(b, &busy(fine()), &thr), compare(b, &slow(), &thr)],
+    );
+    assert_eq!(speed_verdict(&cmp).verdict, Verdict::Regressed);
+    // measured on a busy machine, re-measured on a quiet one: the re-runs decide
+    let mut cmp = compare(b, &busy(slow()), &thr);
+    confirm(
+        &mut cmp,
+        &[compare(b, &fine(), &thr), compare(b, &fine(), &thr)],
+    );
+    let m = speed_verdict(&cmp);
+    assert_eq!(m.verdict, Verdict::Unchanged);
+    assert!(m
+        .reason
+        .as_deref()
+        .unwrap()
+        .starts_with("decided by 2 re-runs"));
+    let mut cmp = compare(b, &busy(slow()), &thr);
+    confirm(
+        &mut cmp,
+        &[compare(b, &slow(), &thr), compare(b, &slow(), &thr)],
+    );
+    assert_eq!(
+        (speed_verdict(&cmp).verdict, cmp.regressions),
+        (Verdict::Regressed, 1)
+    );
+    let mut cmp = compare(b, &busy(slow()), &thr);
+    confirm(
+        &mut cmp,
+        &[compare(b, &slow(), &thr), compare(b, &fine(), &thr)],
+    );
+    assert_eq!(speed_verdict(&cmp).verdict, Verdict::Unconfirmed);
+    // still busy in every re-run: stays inconclusive
+    let mut cmp = compare(b, &busy(slow()), &thr);
+    confirm(&mut cmp, &[compare(b, &busy(fine()), &thr)]);
+    assert_eq!(speed_verdict(&cmp).verdict, Verdict::Inconclusive);
 }

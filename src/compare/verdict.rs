@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::statistics::{between_runs_p, welch_p, z_p};
+use super::statistics::{
+    between_runs_min_detectable, between_runs_p, welch_min_detectable, welch_p, z_p,
+};
 use super::view::{CellView, QualityView, ReportView, Stat};
 use crate::metrics::{metric, Direction, MetricDef, Thresholds, METRICS};
 
@@ -16,6 +18,10 @@ pub enum Verdict {
     NotComparable,
     Missing,
     New,
+    /// The gate cannot tell: the machine was busy while the cell was timed (in this run or
+    /// the baseline), or the samples are too spread to detect a change of the threshold's
+    /// size. The reason says which; a nightly job retries rather than alerts.
+    Inconclusive,
     /// Beyond the threshold in one run, but not in every confirmation re-run: noise.
     Unconfirmed,
     Improved,
@@ -29,6 +35,7 @@ impl Verdict {
             Verdict::NotComparable => "not comparable",
             Verdict::Missing => "missing",
             Verdict::New => "new",
+            Verdict::Inconclusive => "inconclusive",
             Verdict::Unconfirmed => "unconfirmed",
             Verdict::Improved => "improved",
             Verdict::Unchanged => "unchanged",
@@ -57,11 +64,32 @@ pub struct MetricResult {
     /// standard errors: the quality metrics) or `none`.
     pub method: String,
     pub threshold_pct: f64,
+    /// The smallest change, percent of the baseline, that the test could detect 80% of the
+    /// time from these samples (their spread and number); `None` where the test has no such
+    /// figure (a floor, a z-test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_detectable_pct: Option<f64>,
     pub verdict: Verdict,
+    /// Why the verdict is `inconclusive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Re-measurements of a cell that regressed (`run --confirm`, `compare --confirm-with`),
     /// each compared with the same baseline: the regression stands only if every one regresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub confirmations: Vec<Confirmation>,
+}
+
+/// How an `inconclusive` verdict for a busy machine starts its reason.
+pub const BUSY: &str = "the machine was busy";
+const THIS_RUN: &str = "during this run";
+
+impl MetricResult {
+    /// Whether the metric is inconclusive because the machine was busy (not for lack of
+    /// repetitions): a re-run on a quiet machine may decide it.
+    pub fn disturbed(&self) -> bool {
+        self.verdict == Verdict::Inconclusive
+            && self.reason.as_deref().is_some_and(|r| r.starts_with(BUSY))
+    }
 }
 
 /// One confirmation re-run of a regressed metric.
@@ -109,6 +137,9 @@ pub struct Comparison {
     pub cpu_thresholds: BTreeMap<String, f64>,
     pub regressions: usize,
     pub improvements: usize,
+    /// Metrics the gate could not judge (`inconclusive`).
+    #[serde(default)]
+    pub inconclusive: usize,
     /// Confirmation re-runs applied (0: none).
     #[serde(default)]
     pub confirm_runs: usize,
@@ -118,6 +149,25 @@ pub struct Comparison {
 impl Comparison {
     pub fn has_regression(&self) -> bool {
         self.regressions > 0
+    }
+
+    /// Whether some verdicts are inconclusive.
+    pub fn has_inconclusive(&self) -> bool {
+        self.inconclusive > 0
+    }
+
+    /// The cells with a metric inconclusive because the machine was busy during this run (not
+    /// the baseline's): a re-run on a quiet machine may decide them.
+    pub fn disturbed_cells(&self) -> Vec<(String, String, String)> {
+        self.cells
+            .iter()
+            .filter(|c| {
+                c.metrics.iter().any(|m| {
+                    m.disturbed() && m.reason.as_deref().is_some_and(|r| r.contains(THIS_RUN))
+                })
+            })
+            .map(|c| (c.model.clone(), c.quant.clone(), c.params.clone()))
+            .collect()
     }
 
     /// The cells with a regressed metric: (model, quant, params) as in [`CellComparison`].
@@ -147,6 +197,7 @@ impl Comparison {
         };
         self.regressions = count(Verdict::Regressed);
         self.improvements = count(Verdict::Improved);
+        self.inconclusive = count(Verdict::Inconclusive);
     }
 }
 
@@ -163,7 +214,7 @@ pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
     }
     for c in &mut cmp.cells {
         for m in &mut c.metrics {
-            if m.verdict != Verdict::Regressed {
+            if m.verdict != Verdict::Regressed && !m.disturbed() {
                 continue;
             }
             let deterministic = metric(&m.metric).is_some_and(|d| d.std_err);
@@ -196,24 +247,82 @@ pub fn confirm(cmp: &mut Comparison, reruns: &[Comparison]) {
                     }
                 })
                 .collect();
-            // a re-run without a result for the cell (it failed) neither confirms nor refutes
-            if m.confirmations
-                .iter()
-                .any(|x| !matches!(x.verdict, Verdict::Regressed | Verdict::Missing))
-            {
-                m.verdict = Verdict::Unconfirmed;
-            }
+            decide_by_reruns(m);
         }
     }
     cmp.confirm_runs = reruns.len();
     cmp.tally();
 }
 
+/// A regressed metric, or one inconclusive because the machine was busy, after its
+/// confirmation re-runs. A re-run without a result for the cell (it failed) or one itself
+/// disturbed neither confirms nor refutes. A regression stands when every re-run that decided
+/// regressed too, and becomes `unconfirmed` otherwise; when every re-run was disturbed it is
+/// `inconclusive`. A busy-machine verdict takes the re-runs' when they agree (`regressed`
+/// only when all of them regressed).
+fn decide_by_reruns(m: &mut MetricResult) {
+    let decided: Vec<Verdict> = m
+        .confirmations
+        .iter()
+        .map(|x| x.verdict)
+        .filter(|v| !matches!(v, Verdict::Missing | Verdict::Inconclusive))
+        .collect();
+    let busy_reruns = m
+        .confirmations
+        .iter()
+        .any(|x| x.verdict == Verdict::Inconclusive);
+    let regressed = |v: &Verdict| *v == Verdict::Regressed;
+    match m.verdict {
+        Verdict::Regressed if decided.iter().any(|v| !regressed(v)) => {
+            m.verdict = Verdict::Unconfirmed;
+        }
+        Verdict::Regressed if decided.is_empty() && busy_reruns => {
+            m.verdict = Verdict::Inconclusive;
+            m.reason = Some(format!(
+                "{BUSY} during every confirmation re-run: the regression is not confirmed"
+            ));
+        }
+        Verdict::Inconclusive if !decided.is_empty() => {
+            m.verdict = if decided.iter().all(regressed) {
+                Verdict::Regressed
+            } else if decided.iter().any(regressed) {
+                Verdict::Unconfirmed
+            } else if decided.iter().all(|v| *v == Verdict::Improved) {
+                Verdict::Improved
+            } else {
+                Verdict::Unchanged
+            };
+            m.reason = Some(format!(
+                "decided by {} re-run{} on a quiet machine ({BUSY} during the first)",
+                decided.len(),
+                if decided.len() == 1 { "" } else { "s" }
+            ));
+        }
+        _ => {}
+    }
+}
+
+/// One metric of a cell against its baseline ([`judge_metric`] on a quiet machine).
+#[cfg(test)]
 pub(super) fn compare_metric(
     def: &MetricDef,
     bases: &[&Stat],
     cur: &Stat,
     threshold_pct: f64,
+) -> MetricResult {
+    judge_metric(def, bases, cur, threshold_pct, None)
+}
+
+/// One metric of a cell against its baseline: regressed or improved when the change is beyond
+/// the threshold and the floor and significant; otherwise unchanged — or inconclusive when
+/// `busy` says the machine was busy (a timing metric), or when the samples could not detect a
+/// change of the threshold's size.
+pub(super) fn judge_metric(
+    def: &MetricDef,
+    bases: &[&Stat],
+    cur: &Stat,
+    threshold_pct: f64,
+    busy: Option<&str>,
 ) -> MetricResult {
     let runs: Vec<f64> = bases.iter().map(|s| s.mean).collect();
     let base_mean = runs.iter().sum::<f64>() / runs.len().max(1) as f64;
@@ -233,11 +342,32 @@ pub(super) fn compare_metric(
         Direction::HigherIsBetter => cur.mean < base_mean,
         Direction::LowerIsBetter => cur.mean > base_mean,
     };
-    let verdict = match (beyond && significant, worse) {
+    let mut verdict = match (beyond && significant, worse) {
         (true, true) => Verdict::Regressed,
         (true, false) => Verdict::Improved,
         _ => Verdict::Unchanged,
     };
+    let mdc = min_detectable_pct(def, bases, &runs, base_mean, cur);
+    let mut reason = None;
+    if let Some(why) = busy.filter(|_| def.timing()) {
+        verdict = Verdict::Inconclusive;
+        reason = Some(why.to_string());
+    } else if verdict == Verdict::Unchanged && detectable(def, base_mean, threshold_pct) {
+        let why = match (method, mdc) {
+            ("welch" | "between_runs", Some(m)) if m > threshold_pct => Some(format!(
+                "the samples detect only changes beyond {m:.0}% (threshold {threshold_pct}%): \
+                 more repetitions, or a quieter machine"
+            )),
+            ("none", _) => {
+                Some("too few repetitions to test (at least 2 in both runs)".to_string())
+            }
+            _ => None,
+        };
+        if why.is_some() {
+            verdict = Verdict::Inconclusive;
+            reason = why;
+        }
+    }
     MetricResult {
         metric: def.name.into(),
         direction: def.direction,
@@ -249,9 +379,42 @@ pub(super) fn compare_metric(
         p_value: p,
         method: method.into(),
         threshold_pct,
+        min_detectable_pct: mdc,
         verdict,
+        reason,
         confirmations: Vec::new(),
     }
+}
+
+/// The smallest change the metric's test could detect 80% of the time, percent of the
+/// baseline: Welch's test on the repetitions, or the spread of three or more baseline runs.
+fn min_detectable_pct(
+    def: &MetricDef,
+    bases: &[&Stat],
+    runs: &[f64],
+    base_mean: f64,
+    cur: &Stat,
+) -> Option<f64> {
+    if def.std_err || def.floor.is_some() || base_mean == 0.0 {
+        return None;
+    }
+    let abs = if runs.len() >= 3 {
+        between_runs_min_detectable(runs)
+    } else {
+        welch_min_detectable(bases[0], cur)
+    }?;
+    Some(abs / base_mean.abs() * 100.0)
+}
+
+/// Whether a change of the threshold's size would count at all: not when it is below the
+/// metric's absolute floor (microseconds per token), where no test is needed to say
+/// "unchanged".
+fn detectable(def: &MetricDef, base: f64, threshold_pct: f64) -> bool {
+    let worse = match def.direction {
+        Direction::HigherIsBetter => base * (1.0 - threshold_pct / 100.0),
+        Direction::LowerIsBetter => base * (1.0 + threshold_pct / 100.0),
+    };
+    !def.below_floor(base, worse)
 }
 
 /// The significance test of a metric: (p-value, method, significant). Against three or more
@@ -346,6 +509,7 @@ pub fn compare(bases: &[ReportView], cur: &ReportView, thr: &Thresholds) -> Comp
         cpu_thresholds: thr.effective(true),
         regressions: 0,
         improvements: 0,
+        inconclusive: 0,
         confirm_runs: 0,
         cells,
     };
@@ -393,6 +557,7 @@ fn compare_cell(
         );
     }
     let (quality_ok, note) = quality_check(&ok_bases, c);
+    let busy = busy_reason(&ok_bases, c);
     let metrics: Vec<MetricResult> = METRICS
         .iter()
         .filter(|def| quality_ok || !def.std_err)
@@ -403,7 +568,7 @@ fn compare_cell(
                 .collect();
             let cs = c.stats.get(def.name)?;
             let cpu = c.backend.eq_ignore_ascii_case("CPU");
-            (!bs.is_empty()).then(|| compare_metric(def, &bs, cs, thr.get(def, cpu)))
+            (!bs.is_empty()).then(|| judge_metric(def, &bs, cs, thr.get(def, cpu), busy.as_deref()))
         })
         .collect();
     let worst = metrics
@@ -412,6 +577,18 @@ fn compare_cell(
         .min()
         .unwrap_or(Verdict::Unchanged);
     cell(c, worst, note, metrics)
+}
+
+/// Why the machine counts as busy for this comparison: it was while `c` was timed, or while
+/// one of its baseline cells was; `None` when neither report says so.
+fn busy_reason(ok_bases: &[&CellView], c: &CellView) -> Option<String> {
+    if let Some(why) = &c.disturbed {
+        return Some(format!("{BUSY} {THIS_RUN}: {why}"));
+    }
+    ok_bases
+        .iter()
+        .find_map(|b| b.disturbed.as_ref())
+        .map(|why| format!("{BUSY} during the baseline run: {why}"))
 }
 
 /// Whether the quality metrics of `c` compare with its baseline cells (`ok_bases`): each scored

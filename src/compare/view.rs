@@ -55,6 +55,9 @@ pub struct CellView {
     pub stats: BTreeMap<String, Stat>,
     /// The quality test's reference and corpus; `None` when the cell was not scored.
     pub quality: Option<QualityView>,
+    /// Why the machine counted as busy while the cell was timed (`disturbance.disturbed`, or
+    /// the CSV's `disturbed` column); `None`: quiet, or not measured.
+    pub disturbed: Option<String>,
 }
 
 impl CellView {
@@ -301,6 +304,7 @@ fn cell_view(c: &CellResult) -> CellView {
             corpus: q.quality_corpus.clone(),
             error: q.quality_error.clone(),
         }),
+        disturbed: c.disturbance.as_ref().and_then(|d| d.disturbed.clone()),
     }
 }
 
@@ -526,6 +530,7 @@ impl CsvRow<'_> {
             error: Some(get("error")).filter(|e| !e.is_empty()),
             stats: self.stats(),
             quality: self.quality(),
+            disturbed: Some(get("disturbed")).filter(|d| !d.is_empty()),
         }
     }
 

@@ -444,6 +444,7 @@ impl LoadedModel {
         let rpc = self.rpc_use(&memory.buffers);
         Ok(Measurement {
             serving: None,
+            disturbance: None,
             backend,
             device,
             devices_used,

@@ -72,6 +72,7 @@ pub fn columns() -> Vec<Col> {
     cols.extend(rpc_columns());
     cols.extend(serving_columns());
     cols.extend(device_columns());
+    cols.extend(disturbance_columns());
     cols
 }
 
@@ -91,6 +92,24 @@ fn device_columns() -> Vec<Col> {
                 .collect();
             drivers.dedup();
             drivers.join("+")
+        }),
+    ]
+}
+
+/// What else used the machine during the cell's timed regions (added after the device
+/// columns): empty for cells from before it was measured.
+fn disturbance_columns() -> Vec<Col> {
+    fn d(c: &CellResult) -> Option<&crate::disturbance::Disturbance> {
+        c.disturbance.as_ref()
+    }
+    vec![
+        ("other_cpu_pct", |_, c| num(d(c).map(|d| d.other_cpu_pct))),
+        ("steal_pct", |_, c| num(d(c).map(|d| d.steal_pct))),
+        ("gpu_other_processes", |_, c| {
+            opt(d(c).and_then(|d| d.gpu_other_processes))
+        }),
+        ("disturbed", |_, c| {
+            opt(d(c).and_then(|d| d.disturbed.clone()))
         }),
     ]
 }

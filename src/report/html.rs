@@ -66,6 +66,7 @@ pub fn render(r: &Report, charts: &[ChartFile], cmp: Option<&Comparison>) -> Res
     placements(&mut h, r)?;
     rpc_servers(&mut h, r)?;
     failed_list(&mut h, &failed)?;
+    disturbed_list(&mut h, r)?;
     chart_figures(&mut h, charts)?;
     if let Some(c) = cmp {
         comparison(&mut h, c)?;
@@ -174,13 +175,17 @@ fn software_entries(h: &mut String, r: &Report) {
         .map(|m| m.rsplit('/').next().unwrap_or(m))
         .collect();
     let llama = format!(
-        "{} (ggml {} {}), modules: {}",
+        "{}{} (ggml {} {}), modules: {}",
         l.llama_version,
+        super::md::llama_build(r),
         l.ggml_version,
         l.ggml_commit,
         modules.join(", ")
     );
     dl(h, "llama.cpp", &llama);
+    if let Some(o) = &r.environment.oracle {
+        dl(h, "llama.cpp's tools (oracles)", o);
+    }
     let q = &r.quantbench;
     let quantbench = format!("{} ({}, {})", q.version, q.git_commit, q.build_profile);
     dl(h, "quantbench", &quantbench);
@@ -525,6 +530,28 @@ fn quality(h: &mut String, r: &Report) -> fmt::Result {
     };
     table_rows(h, &rows, class, left)?;
     *h += "</table></div>\n";
+    Ok(())
+}
+
+/// The Disturbed cells section: cells timed while the machine was busy, with why.
+fn disturbed_list(h: &mut String, r: &Report) -> fmt::Result {
+    let cells = super::md::disturbed(r);
+    if cells.is_empty() {
+        return Ok(());
+    }
+    *h += "<h2>Disturbed cells</h2>\n<p>The machine was busy with something else while these \
+           cells were timed: their speed figures are not to be trusted (the gate calls them \
+           inconclusive).</p>\n<ul>\n";
+    for (c, why) in cells {
+        writeln!(
+            h,
+            "<li><b>{} {}</b>: {}</li>",
+            esc(&c.model_and_placement()),
+            c.quant,
+            esc(why)
+        )?;
+    }
+    *h += "</ul>\n";
     Ok(())
 }
 

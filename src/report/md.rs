@@ -206,6 +206,7 @@ impl Format for Markdown {
             s += &md_table(&head, &rows);
         }
         s += &failed_list(r);
+        s += &disturbed_list(r);
         Ok(s)
     }
 }
@@ -232,11 +233,12 @@ fn facts(r: &Report) -> String {
         s += &machine_facts(r);
     }
     s += &format!(
-        "- quantbench {} ({}, {}), llama.cpp {} (ggml {} {}){}\n",
+        "- quantbench {} ({}, {}), llama.cpp {}{} (ggml {} {}){}\n",
         r.quantbench.version,
         r.quantbench.git_commit,
         r.quantbench.build_profile,
         e.llama.llama_version,
+        llama_build(r),
         e.llama.ggml_version,
         e.llama.ggml_commit,
         if r.merged_from.len() > 1 {
@@ -245,6 +247,9 @@ fn facts(r: &Report) -> String {
             ""
         }
     );
+    if let Some(o) = &e.oracle {
+        s += &format!("- llama.cpp's own tools beside it (the oracles): {o}\n");
+    }
     s += &format!("- command: `{}`\n", r.command.join(" "));
     if r.synthetic_weights {
         s += "- **synthetic weights**: random values in real architectures; speed and memory are \
@@ -316,6 +321,18 @@ pub fn machines_table(r: &Report) -> Option<TextTable> {
                  cells (the host column of the results table says which)."
         .to_string();
     Some((intro, head, rows))
+}
+
+/// ` build N, llama-cpp-sys-2 V`: which llama.cpp the run measured with (empty in reports from
+/// before it was recorded).
+pub fn llama_build(r: &Report) -> String {
+    if r.quantbench.llama_cpp_build == 0 {
+        return String::new();
+    }
+    format!(
+        " build {}, llama-cpp-sys-2 {}",
+        r.quantbench.llama_cpp_build, r.quantbench.llama_cpp_sys_2
+    )
 }
 
 /// A machine's GPUs: `2× NVIDIA H200 (139.8 GiB)`, kinds joined with `, `; `–` without any.
@@ -673,6 +690,35 @@ fn failed_list(r: &Report) -> String {
             c.quant,
             c.error.as_deref().unwrap_or("unknown").replace('\n', " ")
         );
+    }
+    s
+}
+
+/// The cells measured while something else used the machine (`disturbance.disturbed`), with
+/// why: their speed figures are not to be trusted, and the gate calls them inconclusive.
+pub fn disturbed(r: &Report) -> Vec<(&CellResult, &str)> {
+    r.cells
+        .iter()
+        .filter_map(|c| {
+            let why = c.disturbance.as_ref()?.disturbed.as_deref()?;
+            Some((c, why))
+        })
+        .collect()
+}
+
+/// The Disturbed cells section, where the machine was busy during some cells.
+fn disturbed_list(r: &Report) -> String {
+    let cells = disturbed(r);
+    if cells.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Disturbed cells\n\nThe machine was busy with something else while these cells \
+         were timed: their speed figures are not to be trusted (the gate calls them \
+         inconclusive).\n\n",
+    );
+    for (c, why) in cells {
+        s += &format!("- {} {}: {why}\n", c.model_and_placement(), c.quant);
     }
     s
 }

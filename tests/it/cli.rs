@@ -545,7 +545,13 @@ tensor_split = [1]
         .output()
         .unwrap();
     let text = stdout(&out) + &stderr(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    // one repetition per cell: too few for the gate to test a speed change, so inconclusive
+    // (exit 4), never a regression
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("inconclusive: too few repetitions to test"),
+        "{text}"
+    );
     assert!(
         !text.contains("not in"),
         "every cell found its match: {text}"

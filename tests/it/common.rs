@@ -55,6 +55,9 @@ pub fn isolate<'a>(
         .env("QUANTBENCH_CACHE", cache)
         .env("QUANTBENCH_LOCK_DIR", cache)
         .env("HOME", dir.join("home"))
+        // confirmation re-runs of cells measured on a busy machine wait for a quiet one: not
+        // for long in tests, which run on busy machines
+        .env("QUANTBENCH_QUIET_WAIT_S", "2")
 }
 
 /// `quantbench` run in `dir` with its cache at `cache`, as a plain `std` process.

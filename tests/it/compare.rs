@@ -57,6 +57,22 @@ fn compare(base: &Path, cur: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// One metric of the cell of `quant` in a JSON comparison.
+fn metric_in(cmp: &Value, quant: &str, name: &str) -> Value {
+    cmp["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["quant"] == quant)
+        .unwrap()["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == name)
+        .unwrap_or_else(|| panic!("{quant} {name}: {cmp}"))
+        .clone()
+}
+
 /// The first cell's result for one metric in a JSON comparison.
 fn metric_of(cmp: &Value, name: &str) -> Value {
     cmp["cells"][0]["metrics"]
@@ -68,20 +84,73 @@ fn metric_of(cmp: &Value, name: &str) -> Value {
         .clone()
 }
 
-/// Run B's results.json with constructed samples of a known spread: every repetition's
-/// decode_tok_s replaced by the cell's mean × (1 ± 1%), whatever the machine did meanwhile.
-/// Tests of the gate's logic compare these, so a busy machine cannot change their verdicts.
+/// Run B's results.json with constructed samples of a known spread ([`tamed`]).
 fn tame() -> Value {
-    let f = fixture();
-    let mut r = json(&f.b.join("results.json"));
+    tamed(json(&fixture().b.join("results.json")))
+}
+
+/// A real report as if measured on a quiet machine: no `disturbance`, and every repetition's
+/// timings (decode, tg, pp, TTFT and the token times behind the inter-token latency) replaced
+/// by the cell's mean × (1 ± 1%), whatever the machine did meanwhile. Tests of the gate's logic
+/// compare these, so a busy machine cannot change their verdicts.
+fn tamed(mut r: Value) -> Value {
     for c in r["cells"].as_array_mut().unwrap() {
-        let mean = c["metrics"]["decode_tok_s"]["mean"].as_f64().unwrap();
+        c.as_object_mut().unwrap().remove("disturbance");
+        let mean = |c: &Value, m: &str| c["metrics"][m]["mean"].as_f64();
+        let means: Vec<(&str, Option<f64>)> = ["decode_tok_s", "tg_tok_s", "pp_tok_s", "ttft_ms"]
+            .into_iter()
+            .map(|m| (m, mean(c, m)))
+            .collect();
         for (i, s) in c["samples"].as_array_mut().unwrap().iter_mut().enumerate() {
             let wiggle = [1.0, 1.01, 0.99, 1.005, 0.995][i % 5];
-            s["decode_tok_s"] = Value::from(mean * wiggle);
+            for (m, v) in &means {
+                if let Some(v) = v {
+                    s[*m] = Value::from(v * wiggle);
+                }
+            }
+            if let (Some(decode), Some(ttft)) = (means[0].1, means[3].1) {
+                let n = s["token_ms"].as_array().map_or(0, Vec::len);
+                let step = 1000.0 / decode * wiggle;
+                let times: Vec<f64> = (0..n).map(|k| ttft * wiggle + k as f64 * step).collect();
+                s["token_ms"] = Value::from(times);
+            }
         }
     }
     r
+}
+
+/// A results.csv as if measured on a quiet machine: the timing metrics' standard deviations
+/// 1% of their means, no `disturbed`.
+fn tamed_csv(text: &str) -> String {
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let col = |n: &str| head.iter().position(|h| h == n);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&head).unwrap();
+    for rec in rdr.records() {
+        let mut row: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        for m in ["decode_tok_s", "tg_tok_s", "pp_tok_s", "ttft_ms"] {
+            if let (Some(i), Some(j)) = (col(m), col(&format!("{m}_sd"))) {
+                if let Ok(v) = row[i].parse::<f64>() {
+                    row[j] = (v * 0.01).to_string();
+                }
+            }
+        }
+        if let Some(i) = col("disturbed") {
+            row[i].clear();
+        }
+        w.write_record(&row).unwrap();
+    }
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
+
+/// The quality run's report, tamed ([`tamed`]), written to `name`.
+fn tamed_quality_run(name: &str) -> PathBuf {
+    let (s, dir) = quality_run();
+    let p = s.path().join(name);
+    let r = tamed(json(&dir.join("results.json")));
+    std::fs::write(&p, serde_json::to_string(&r).unwrap()).unwrap();
+    p
 }
 
 /// The tamed run B with every decode sample scaled by `k`.
@@ -104,7 +173,7 @@ fn scaled(k: f64, tag: &str) -> PathBuf {
 /// a 1 ms prompt test was measured 10× slower under load — so whether they regress is for the
 /// gate study (reports/gate-study-*), not for a test; that they are joined and compared is.
 fn is_a_verdict(out: &Output) -> bool {
-    matches!(out.status.code(), Some(0 | 1))
+    matches!(out.status.code(), Some(0 | 1 | 4))
 }
 
 #[test]
@@ -121,7 +190,8 @@ fn two_real_runs_are_joined_cell_by_cell() {
     assert_eq!(cells.len(), 3);
     for c in cells {
         assert!(
-            ["unchanged", "improved", "regressed"].contains(&c["verdict"].as_str().unwrap()),
+            ["unchanged", "improved", "regressed", "inconclusive"]
+                .contains(&c["verdict"].as_str().unwrap()),
             "comparable: {c}"
         );
         let metrics: Vec<&str> = c["metrics"]
@@ -313,8 +383,11 @@ fn reports_from_different_devices_are_not_comparable() {
 fn a_csv_baseline_works() {
     let f = fixture();
     // B's own CSV against B slowed down: the CSV's means, sds and repetitions feed Welch's test
-    let csv = f.b.join("results.csv");
-    let out = compare(&csv, &f.b.join("results.json"), &[]);
+    // (both tamed to a known spread: a busy machine's spread would make them inconclusive)
+    let csv = f.root().join("tamed-b.csv");
+    let text = std::fs::read_to_string(f.b.join("results.csv")).unwrap();
+    std::fs::write(&csv, tamed_csv(&text)).unwrap();
+    let out = compare(&csv, &scaled(1.0, "csv-own"), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = compare(&csv, &scaled(0.2, "slow-csv"), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -367,6 +440,8 @@ fn run_with_baseline_gates_and_saves() {
     // a baseline a thousand times as fast as this machine: the run regresses, and so does every
     // confirmation re-run, however busy the machine is (ten times was not enough: under load a
     // run's repetitions spread so widely that Welch's test found no significance, p = 0.066)
+    // — unless the machine was so busy during the run and both re-runs that the gate cannot
+    // tell (exit 4, each verdict saying so)
     let fast = scaled(1000.0, "fast-baseline");
     let out = q()
         .args(["run", "--only", "tiny:Q8_0", "--baseline"])
@@ -374,10 +449,19 @@ fn run_with_baseline_gates_and_saves() {
         .args(["--save-baseline", "base/baseline.json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("REGRESSED"));
+    let busy = out.status.code() == Some(4);
+    if busy {
+        assert!(
+            stderr(&out).contains("the machine was busy"),
+            "{}",
+            stderr(&out)
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("REGRESSED"));
+    }
     assert!(
-        stderr(&out).contains("confirming: 1 cell regressed"),
+        stderr(&out).contains("confirming: 1 cell"),
         "{}",
         stderr(&out)
     );
@@ -392,11 +476,12 @@ fn run_with_baseline_gates_and_saves() {
     }
     let cmp = json(&run_dir.join("comparison.json"));
     assert_eq!(cmp["confirm_runs"], 2);
+    let decided = if busy { "inconclusive" } else { "regressed" };
     assert!(cmp["cells"][0]["metrics"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|m| m["verdict"] == "regressed" && m["confirmations"].as_array().unwrap().len() == 2));
+        .any(|m| m["verdict"] == decided && m["confirmations"].as_array().unwrap().len() == 2));
 
     // no baseline given: the run is saved as the next one
     let out = q()
@@ -410,8 +495,35 @@ fn run_with_baseline_gates_and_saves() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let saved = json(&dir.path().join("base/baseline.json"));
-    assert_eq!(saved["schema_version"], 1);
+    // ... unless the machine was busy while its cell was timed: a disturbed cell would make
+    // every later comparison with it inconclusive, so such a run is no baseline
+    let newest = std::fs::read_dir(dir.path().join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("results.json").exists())
+        .max()
+        .unwrap();
+    let ran = json(&newest.join("results.json"));
+    let disturbed = ran["cells"][0]["disturbance"]["disturbed"].as_str();
+    let path = dir.path().join("base/baseline.json");
+    match disturbed {
+        None => {
+            let saved = json(&path);
+            assert_eq!(saved["schema_version"], 1);
+            assert_eq!(saved["run_id"], ran["run_id"]);
+        }
+        Some(why) => {
+            assert!(
+                !path.exists(),
+                "a disturbed run ({why}) saved as the baseline"
+            );
+            assert!(
+                stderr(&out).contains("1 cell measured while the machine was busy"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
 
     // a bad baseline is a setup error: nothing is measured
     std::fs::write(dir.path().join("bad.json"), "nope").unwrap();
@@ -479,7 +591,7 @@ fn quality_run() -> &'static (Scratch, PathBuf) {
 /// small standard error (1% of the original KLD), written to `name`.
 fn with_kld(k: f64, name: &str) -> PathBuf {
     let (s, dir) = quality_run();
-    let mut r = json(&dir.join("results.json"));
+    let mut r = tamed(json(&dir.join("results.json")));
     for c in r["cells"].as_array_mut().unwrap() {
         if c["quant"] == "Q4_K_M" {
             let q = &mut c["quality"];
@@ -573,8 +685,8 @@ fn a_doubled_kld_is_a_regression() {
         md.contains("Quality metrics (kld_mean, top1_agree)"),
         "{md}"
     );
-    // the real report against itself: compared, unchanged
-    let real = quality_run().1.join("results.json");
+    // the (tamed) real report against itself: compared, unchanged
+    let real = tamed_quality_run("real-tamed.json");
     let (code, cmp) = compare_quality(&real, &real);
     assert_eq!(code, Some(0), "{cmp}");
     let q4 = verdicts(cell_of(&cmp, "Q4_K_M"));
@@ -588,9 +700,11 @@ fn a_doubled_kld_is_a_regression() {
 #[test]
 fn a_csv_baseline_carries_the_quality_errors() {
     let (s, dir) = quality_run();
-    let text = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let text = tamed_csv(&std::fs::read_to_string(dir.join("results.csv")).unwrap());
+    let csv_path = s.path().join("tamed.csv");
+    std::fs::write(&csv_path, &text).unwrap();
     // the CSV against its own JSON: the quality columns join and agree
-    let (code, cmp) = compare_quality(&dir.join("results.csv"), &dir.join("results.json"));
+    let (code, cmp) = compare_quality(&csv_path, &tamed_quality_run("csv-own.json"));
     assert_eq!(code, Some(0), "{cmp}");
     let q4 = cell_of(&cmp, "Q4_K_M");
     assert_eq!(q4["note"], Value::Null, "{q4}");
@@ -629,7 +743,8 @@ fn quality_on_another_corpus_is_not_compared() {
     }
     let p = s.path().join("other-corpus.json");
     std::fs::write(&p, serde_json::to_string(&r).unwrap()).unwrap();
-    let (code, cmp) = compare_quality(&dir.join("results.json"), &p);
+    let _ = dir;
+    let (code, cmp) = compare_quality(&tamed_quality_run("corpus-base.json"), &p);
     assert_eq!(code, Some(0), "no verdict, no regression: {cmp}");
     let q4 = cell_of(&cmp, "Q4_K_M");
     assert_eq!(q4["verdict"], "unchanged", "speed still compares: {q4}");
@@ -675,6 +790,91 @@ fn run_with_a_quality_baseline_gates_on_kld() {
     assert_eq!(kld["verdict"], "regressed", "{kld}");
     assert!(kld.get("confirmations").is_none(), "{kld}");
     assert!(stderr(&out).contains("kld_mean"), "{}", stderr(&out));
+}
+
+/// A cell measured while other processes keep every core busy (the injected fault `busy`:
+/// one spinning process per core, real llama.cpp measuring beside them): the cell says so in
+/// every report, and the gate calls its speed inconclusive — exit 4, not 0 or 1 — whatever
+/// the speed: even a baseline a thousand times as fast is not called a regression, and the
+/// confirmation re-runs (busy too) confirm nothing.
+#[test]
+fn a_cell_measured_on_a_busy_machine_is_inconclusive() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("models.toml"), TINY).unwrap();
+    let q = || {
+        let mut c = common::command(dir.path(), &f.scratch.cache());
+        c.env("QUANTBENCH_FAULT", "busy");
+        c
+    };
+    let out = q()
+        .args(["run", "--only", "tiny:Q8_0", "--out", "busy", "--no-plots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = common::only_run_dir(&dir.path().join("busy"));
+    let r = json(&run.join("results.json"));
+    let d = &r["cells"][0]["disturbance"];
+    assert!(
+        stderr(&out).contains("BUSY     the machine was busy"),
+        "{d}\n{}",
+        stderr(&out)
+    );
+    assert!(d["other_cpu_pct"].as_f64().unwrap() >= 10.0, "{d}");
+    assert!(
+        d["disturbed"]
+            .as_str()
+            .unwrap()
+            .starts_with("other processes used"),
+        "{d}"
+    );
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert_eq!(header.last(), Some(&"disturbed"), "appended last");
+    assert!(std::fs::read_to_string(run.join("summary.md"))
+        .unwrap()
+        .contains("## Disturbed cells"));
+    // compare: inconclusive with the reason, exit 4; a CSV baseline carries it too
+    let base = scaled(1000.0, "fast-busy");
+    for cur in [run.join("results.json"), run.join("results.csv")] {
+        let out = compare(&base, &cur, &["--format", "json"]);
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+        let cmp: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(cmp["regressions"], 0);
+        let decode = metric_in(&cmp, "Q8_0", "decode_tok_s");
+        assert_eq!(decode["verdict"], "inconclusive", "{decode}");
+        assert!(decode["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the machine was busy during this run: other processes used"));
+        let mem = metric_in(&cmp, "Q8_0", "mem_bytes");
+        assert_ne!(
+            mem["verdict"], "inconclusive",
+            "memory does not depend on a busy CPU: {mem}"
+        );
+    }
+    // run --baseline: the re-runs wait (2 s in tests) for a quiet machine, are busy too, and
+    // confirm nothing
+    let out = q()
+        .args([
+            "run",
+            "--only",
+            "tiny:Q8_0",
+            "--no-plots",
+            "--confirm",
+            "1",
+            "--baseline",
+        ])
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("confirming: 1 cell regressed or measured on a busy machine"),
+        "{err}"
+    );
+    assert!(err.contains("inconclusive"), "{err}");
 }
 
 #[test]

@@ -8,10 +8,12 @@ mod common;
 
 mod cli;
 mod compare;
+mod docs;
 mod hardening;
 mod hub;
 mod list;
 mod load;
+mod oracle;
 mod quality;
 mod recipes;
 mod report;

@@ -34,12 +34,12 @@ impl Run<'_> {
     ) -> Result<u8> {
         let ctx = self.ctx;
         let failed = self.print_summary(&report)?;
-        let regressed = match baseline {
+        let (regressed, inconclusive) = match baseline {
             Some(b) => {
                 let cmp = self.gate(&report, b, thresholds, coordinator, lock.is_some())?;
                 self.write_comparison(cmp)?
             }
-            None => false,
+            None => (false, false),
         };
         drop(lock);
         // a signal during the confirmation re-runs: the measured run is complete, but the
@@ -72,26 +72,41 @@ impl Run<'_> {
             }
         }
         if let Some(target) = &save_to {
+            // a cell measured on a busy machine would make every later comparison of it
+            // inconclusive (a nightly baseline stays fixed once full): not a baseline
+            let busy = report::md::disturbed(&report).len();
             let keep = report.status == RunStatus::Complete
                 && failed == 0
                 && !regressed
+                && busy == 0
                 && !confirm_interrupted;
-            save_baseline(ctx, &report, target, keep, regressed)?;
+            let why = if regressed {
+                "regression".to_string()
+            } else if busy > 0 && failed == 0 && report.status == RunStatus::Complete {
+                format!(
+                    "{busy} cell{} measured while the machine was busy",
+                    if busy == 1 { "" } else { "s" }
+                )
+            } else {
+                "incomplete run or failed cells".to_string()
+            };
+            save_baseline(ctx, &report, target, keep, &why)?;
         }
-        let code = exit_code(
-            ctx,
-            &report,
-            &self.dir,
+        let gate = Gate {
             confirm_interrupted,
             regressed,
-            failed,
-        );
-        // a run otherwise fine whose charts could not be written is not fine
-        Ok(if visuals_failed && code == exit::OK {
-            exit::FATAL
-        } else {
-            code
-        })
+            inconclusive,
+        };
+        let code = exit_code(ctx, &report, &self.dir, gate, failed);
+        // a run otherwise fine (or only inconclusive) whose charts could not be written is not
+        // fine: a retry would not help, the disk or the folder needs a look
+        Ok(
+            if visuals_failed && matches!(code, exit::OK | exit::INCONCLUSIVE) {
+                exit::FATAL
+            } else {
+                code
+            },
+        )
     }
 
     /// The final table, the one-line summary and `--format` output on stdout; returns how many
@@ -123,8 +138,8 @@ impl Run<'_> {
     }
 
     /// Shows the comparison and writes `comparison.json` and `comparison.md`; returns whether
-    /// a regression stands.
-    fn write_comparison(&self, mut cmp: Comparison) -> Result<bool> {
+    /// a regression stands, and whether some verdicts are inconclusive.
+    fn write_comparison(&self, mut cmp: Comparison) -> Result<(bool, bool)> {
         super::super::compare::show(self.ctx, &cmp, crate::cli::CompareFormat::Table)?;
         cmp.current = self.dir.join("results.json").display().to_string();
         write_atomic(
@@ -135,12 +150,14 @@ impl Run<'_> {
             &self.dir.join("comparison.md"),
             crate::compare::markdown(&cmp).as_bytes(),
         )?;
-        Ok(cmp.has_regression())
+        Ok((cmp.has_regression(), cmp.has_inconclusive()))
     }
 
-    /// Compares the run with the baseline; when cells regressed, measures each of them
-    /// `--confirm` more times (fresh workers, the same files) and keeps a regression only where
-    /// every re-measurement regresses too. The re-measurements go to `confirm-K.json`.
+    /// Compares the run with the baseline; when cells regressed, or were inconclusive because
+    /// the machine was busy while they were timed, measures each of them `--confirm` more
+    /// times (fresh workers, the same files; after waiting, bounded, for a quiet machine when
+    /// it was busy) and keeps a regression only where every re-measurement that could decide
+    /// regresses too. The re-measurements go to `confirm-K.json`.
     fn gate(
         &self,
         report: &Report,
@@ -153,7 +170,11 @@ impl Run<'_> {
         let view = crate::compare::from_report(report, &self.dir.join("results.json"));
         let mut cmp = crate::compare::compare(baseline, &view, thresholds);
         let stop = || crate::signals::stopping(&ctx.interrupted);
-        if !cmp.has_regression() || args.confirm == 0 || report.status != RunStatus::Complete {
+        let busy = cmp.disturbed_cells();
+        if (!cmp.has_regression() && busy.is_empty())
+            || args.confirm == 0
+            || report.status != RunStatus::Complete
+        {
             return Ok(cmp);
         }
         let Some(jobs) = self.confirm_jobs(report, &cmp) else {
@@ -170,7 +191,8 @@ impl Run<'_> {
             take_lock(ctx, args, &stop)?
         };
         ctx.printer.line(&format!(
-            "\nconfirming: {} cell{} regressed; measuring {} {} more time{} (--confirm {})",
+            "\nconfirming: {} cell{} regressed or measured on a busy machine; measuring {} {} \
+             more time{} (--confirm {})",
             jobs.len(),
             if jobs.len() == 1 { "" } else { "s" },
             if jobs.len() == 1 { "it" } else { "each" },
@@ -182,6 +204,9 @@ impl Run<'_> {
         for k in 1..=args.confirm {
             if stop() {
                 break;
+            }
+            if !busy.is_empty() {
+                wait_for_quiet(ctx, &stop);
             }
             let Some(rerun) = self.rerun(report, &jobs, k, coordinator)? else {
                 // an interrupted re-run neither confirms nor refutes: the verdict stays
@@ -201,8 +226,11 @@ impl Run<'_> {
     /// The jobs that re-measure the regressed cells; `None` when a cell has no file to
     /// re-measure.
     fn confirm_jobs(&self, report: &Report, cmp: &Comparison) -> Option<Vec<Job>> {
-        let regressed: HashSet<(String, String, String)> =
-            cmp.regressed_cells().into_iter().collect();
+        let regressed: HashSet<(String, String, String)> = cmp
+            .regressed_cells()
+            .into_iter()
+            .chain(cmp.disturbed_cells())
+            .collect();
         let jobs: Vec<Job> = self
             .cells
             .iter()
@@ -267,7 +295,7 @@ fn save_baseline(
     report: &Report,
     target: &SaveTarget,
     keep: bool,
-    regressed: bool,
+    why_not: &str,
 ) -> Result<()> {
     let path = target.path(&report.run_id);
     if keep {
@@ -276,27 +304,60 @@ fn save_baseline(
             .line(&format!("saved as the baseline: {}", path.display()));
     } else {
         ctx.printer.warn(&format!(
-            "not saved as the baseline ({}): {} kept",
-            if regressed {
-                "regression"
-            } else {
-                "incomplete run or failed cells"
-            },
+            "not saved as the baseline ({why_not}): {} kept",
             path.display()
         ));
     }
     Ok(())
 }
 
-/// The exit code, with the last line saying why when the run was interrupted.
-fn exit_code(
-    ctx: &Ctx,
-    report: &Report,
-    dir: &Path,
+/// What the gate decided, for the exit code.
+struct Gate {
+    /// A signal came during the confirmation re-runs.
     confirm_interrupted: bool,
     regressed: bool,
-    failed: usize,
-) -> u8 {
+    inconclusive: bool,
+}
+
+/// How long confirmation re-runs wait for a quiet machine at most (`QUANTBENCH_QUIET_WAIT_S`).
+const QUIET_WAIT_S: u64 = 120;
+
+/// Waits until other processes use less of the CPU than a CPU cell tolerates
+/// ([`crate::disturbance::CPU_CELL_OTHER_PCT`], over 1 s), at most `QUANTBENCH_QUIET_WAIT_S`
+/// seconds (default [`QUIET_WAIT_S`]), saying so; the re-run that follows is judged on its own.
+fn wait_for_quiet(ctx: &Ctx, stop: &dyn Fn() -> bool) {
+    let limit = std::env::var("QUANTBENCH_QUIET_WAIT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(QUIET_WAIT_S);
+    let t0 = std::time::Instant::now();
+    let mut said = false;
+    while !stop() {
+        let Some(others) = crate::disturbance::others_now(std::time::Duration::from_secs(1)) else {
+            return;
+        };
+        if others < crate::disturbance::CPU_CELL_OTHER_PCT {
+            return;
+        }
+        if t0.elapsed().as_secs() >= limit {
+            ctx.printer.warn(&format!(
+                "the machine stayed busy ({others:.0}% of the CPU used by other processes) for \
+                 {limit} s: re-measuring anyway"
+            ));
+            return;
+        }
+        if !said {
+            ctx.printer.line(&format!(
+                "waiting for a quiet machine: other processes use {others:.0}% of the CPU \
+                 (up to {limit} s)"
+            ));
+            said = true;
+        }
+    }
+}
+
+/// The exit code, with the last line saying why when the run was interrupted.
+fn exit_code(ctx: &Ctx, report: &Report, dir: &Path, gate: Gate, failed: usize) -> u8 {
     match report.status {
         RunStatus::Interrupted => {
             let by = crate::signals::received()
@@ -309,15 +370,16 @@ fn exit_code(
             ));
             crate::signals::exit_code()
         }
-        _ if confirm_interrupted => {
+        _ if gate.confirm_interrupted => {
             ctx.printer.line(
                 "interrupted during the confirmation re-runs: the reports are complete, the \
                  comparison lists the regressions unconfirmed",
             );
             crate::signals::exit_code()
         }
-        _ if regressed => exit::REGRESSION,
+        _ if gate.regressed => exit::REGRESSION,
         _ if failed > 0 => exit::CELLS_FAILED,
+        _ if gate.inconclusive => exit::INCONCLUSIVE,
         _ => exit::OK,
     }
 }

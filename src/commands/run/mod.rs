@@ -109,6 +109,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
     // One quantbench at a time writes a run folder (a second `--resume` of it is refused).
     let _folder = folder::lock_run_dir(&dir)?;
     let mut report = new_report(args, &matrix, run_id, backend, notes, &inputs);
+    report.environment.oracle = crate::envinfo::oracle_tools(&ctx.cache_dir);
     let gpu = &report.environment.gpu;
     if let (Some(why), Some(d)) = (&gpu.unavailable_reason, &gpu.unavailable_detail) {
         ctx.printer.detail(&format!("GPUs: {why} ({d})"));
