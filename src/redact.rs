@@ -167,9 +167,40 @@ pub fn from_spreadsheet_safe(value: &str) -> &str {
     value.strip_prefix('\'').unwrap_or(value)
 }
 
+/// The one escaper of text put into Markdown (summary.md, `compare --format md`): a label, a
+/// name or an error a config, a CSV or a server chose must stay one table cell or one line, and
+/// never become HTML (a Markdown viewer renders raw `<script>`/`<img>`). Line breaks become
+/// spaces, `|` is escaped, `<` and `>` become entities. Backticks and asterisks are kept: the
+/// reports' own cells use them.
+pub fn markdown_text(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\n', '\r', '|', '<', '>']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '|' => out.push_str("\\|"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_text_stays_one_cell_and_never_html() {
+        assert_eq!(markdown_text("Q4_K_M `x` **y**"), "Q4_K_M `x` **y**");
+        assert_eq!(
+            markdown_text("a|b<script>x</script>\n| injected | row |"),
+            "a\\|b&lt;script&gt;x&lt;/script&gt; \\| injected \\| row \\|"
+        );
+    }
 
     #[test]
     fn userinfo_is_stripped_from_every_url_in_a_text() {

@@ -24,7 +24,11 @@ pub fn markdown(cmp: &Comparison) -> String {
     );
     s += "| model | quant | cell | metric | baseline | current | change | p (test) | threshold | verdict |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for row in rows(cmp) {
-        s += &format!("| {} |\n", row.join(" | "));
+        let cells: Vec<_> = row
+            .iter()
+            .map(|c| crate::redact::markdown_text(c))
+            .collect();
+        s += &format!("| {} |\n", cells.join(" | "));
     }
     s += "\n";
     s += &explanation(cmp);

@@ -169,7 +169,11 @@ fn md_table(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = format!("| {} |\n", head.join(" | "));
     s += &format!("|{}\n", head.iter().map(|_| "---|").collect::<String>());
     for row in rows {
-        s += &format!("| {} |\n", row.join(" | "));
+        let cells: Vec<_> = row
+            .iter()
+            .map(|c| crate::redact::markdown_text(c))
+            .collect();
+        s += &format!("| {} |\n", cells.join(" | "));
     }
     s
 }
@@ -686,9 +690,9 @@ fn failed_list(r: &Report) -> String {
     for c in failed {
         s += &format!(
             "- {} {}: {}\n",
-            c.model_and_placement(),
+            crate::redact::markdown_text(&c.model_and_placement()),
             c.quant,
-            c.error.as_deref().unwrap_or("unknown").replace('\n', " ")
+            crate::redact::markdown_text(c.error.as_deref().unwrap_or("unknown"))
         );
     }
     s
@@ -752,7 +756,7 @@ fn harness_check(r: &Report) -> String {
         let f = |m: &str| fixed(c.mean(m), 1);
         s += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            c.model_and_placement(),
+            crate::redact::markdown_text(&c.model_and_placement()),
             c.quant,
             c.params.n_gen,
             f("tg_tok_s"),
@@ -812,7 +816,7 @@ fn gpu_row(c: &CellResult, multi: bool) -> String {
     };
     format!(
         "| {} | {} | {} | {} | {} |{per_gpu} {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-        c.model_and_placement(),
+        crate::redact::markdown_text(&c.model_and_placement()),
         c.quant,
         c.params.n_gen,
         opt_bytes(g.vram_after_load_bytes),

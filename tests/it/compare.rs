@@ -914,3 +914,39 @@ fn a_csv_value_that_is_not_a_number_and_a_row_given_twice_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn hostile_text_in_a_csv_stays_one_cell_of_the_markdown_table() {
+    // a model name with a table separator, a line break and HTML: `compare --format md` is
+    // pasted into PR comments, where it must not add rows or run as HTML
+    let f = fixture();
+    let text = std::fs::read_to_string(f.b.join("results.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let head: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let k = head.iter().position(|h| h == "model").unwrap();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&head).unwrap();
+    for r in rdr.records() {
+        let mut r: Vec<String> = r.unwrap().iter().map(String::from).collect();
+        r[k] = "a|b<script>x</script>\n| injected | row |".into();
+        w.write_record(&r).unwrap();
+    }
+    let hostile = f.root().join("hostile.csv");
+    std::fs::write(&hostile, w.into_inner().unwrap()).unwrap();
+    let out = compare(&hostile, &hostile, &["--format", "md"]);
+    assert!(is_a_verdict(&out), "{}", stderr(&out));
+    let md = stdout(&out);
+    assert!(!md.contains("<script>"), "{md}");
+    assert!(!md.lines().any(|l| l.starts_with("| injected")), "{md}");
+    // every row of the table: 10 cells, so 11 separators that are not escaped
+    let unescaped = |l: &str| {
+        let b = l.as_bytes();
+        (0..b.len())
+            .filter(|&i| b[i] == b'|' && (i == 0 || b[i - 1] != b'\\'))
+            .count()
+    };
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+    assert!(rows.len() > 2, "{md}");
+    assert!(rows.iter().all(|l| unescaped(l) == 11), "{md}");
+    assert!(md.contains("a\\|b&lt;script&gt;"), "{md}");
+}

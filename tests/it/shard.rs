@@ -75,7 +75,8 @@ fn shards_merged_give_the_whole_matrix_and_a_missing_one_is_named() {
         .arg(&merged)
         .output()
         .unwrap();
-    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    // a verdict: unchanged, regressed, or inconclusive (one repetition per cell: exit 4)
+    assert!(matches!(o.status.code(), Some(0 | 1 | 4)), "{}", stderr(&o));
     assert!(
         !stderr(&o).contains("not in the baseline"),
         "{}",
