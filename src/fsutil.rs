@@ -31,6 +31,55 @@ pub fn open_lock_file(path: &Path) -> Result<File> {
         .with_context(|| format!("opening the lock file {}", path.display()))
 }
 
+/// The most quantbench reads of a report, log or config file it is given (a results.json of
+/// 10,000 cells is about 100 MB).
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+
+/// The one reader of files a user or another run hands quantbench (results.json, results.jsonl,
+/// a CSV or JSON to compare, comparison.json, models.toml): only a regular file, opened without
+/// waiting (a FIFO is refused, never waited on), of at most `MAX_INPUT_BYTES` (a link to
+/// `/dev/zero` or a huge file is refused before it fills the memory). The errors are plain
+/// `io::Error`s that say which rule the file broke, for the caller's context.
+pub fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, a device or a folder)",
+        ));
+    }
+    if md.len() > MAX_INPUT_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {MAX_INPUT_BYTES} quantbench reads",
+                md.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(md.len() as usize);
+    f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("grew past the {MAX_INPUT_BYTES} bytes quantbench reads"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_input`] as text (UTF-8).
+pub fn read_input_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_input(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Flushes a file's data to the disk.
 pub fn sync_file(path: &Path) -> Result<()> {
     File::open(path)
@@ -234,6 +283,24 @@ pub fn process_alive(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_input_takes_regular_files_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.json");
+        std::fs::write(&p, "{}").unwrap();
+        assert_eq!(read_input_text(&p).unwrap(), "{}");
+        let zero = d.path().join("zero.json");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = read_input(&zero).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let fifo = d.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_input(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(read_input(d.path()).is_err());
+    }
 
     #[test]
     fn atomic_writes_leave_no_temporary_file() {

@@ -610,8 +610,8 @@ impl CellResult {
 
 /// Reads a `results.json`.
 pub fn read_json(path: &Path) -> Result<Report> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::fsutil::read_input_text(path)
+        .with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text)
         .with_context(|| format!("{} is not a quantbench report", path.display()))
 }

@@ -163,7 +163,7 @@ pub fn read(path: &Path) -> Result<ReportView> {
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read_to_string(&path)
+    let text = crate::fsutil::read_input_text(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let looks_json = text.trim_start().starts_with('{');
     if looks_json || path.extension().is_some_and(|e| e == "json") {

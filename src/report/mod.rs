@@ -55,7 +55,7 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
 pub fn write_visuals(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     let charts = charts::write_all(report, dir)?;
     let cmp: Option<crate::compare::Comparison> =
-        std::fs::read_to_string(dir.join("comparison.json"))
+        crate::fsutil::read_input_text(&dir.join("comparison.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
     let page = html::render(report, &charts, cmp.as_ref())?;

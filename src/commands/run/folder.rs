@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -65,16 +64,17 @@ pub(super) fn new_run_dir(out: &Path) -> Result<(String, PathBuf)> {
 /// nothing in the folder changes.
 pub(super) fn read_previous(dir: &Path) -> Result<(Option<Report>, Vec<CellResult>)> {
     let path = dir.join("results.jsonl");
-    let mut bytes = Vec::new();
-    File::open(&path)
-        .with_context(|| {
-            format!(
-                "--resume {}: no results.jsonl there (is it a run folder?)",
-                dir.display()
-            )
-        })?
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let bytes = match crate::fsutil::read_input(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| {
+                format!(
+                    "--resume {}: no results.jsonl there (is it a run folder?)",
+                    dir.display()
+                )
+            })
+        }
+        r => r.with_context(|| format!("reading {}", path.display()))?,
+    };
     // whole lines only: everything after the last newline is a torn line
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let (mut header, mut cells) = (None, Vec::new());
