@@ -73,12 +73,34 @@ pub fn run(ctx: &Ctx, args: &TuneArgs) -> Result<u8> {
         args.probe_repetitions,
     );
     s.search()?;
-    let outcome = s.outcome();
+    let mut outcome = s.outcome();
     let interrupted = s.session.interrupted();
+    if interrupted {
+        // a search cut short has no answer: its best probe was not confirmed
+        outcome.recommendation = None;
+        outcome.met = false;
+    }
     let mut session = s.session;
     session.report.tune = Some(outcome.clone());
     let report = session.finish()?;
-    print(ctx, args, &outcome, &report)?;
+    if interrupted {
+        let dir = args
+            .resume
+            .clone()
+            .unwrap_or_else(|| args.out.join(&report.run_id));
+        ctx.printer.line(&format!(
+            "interrupted before the search ended: no recommendation; every probe measured so far \
+             is in {d}, and `quantbench tune --resume {d}` continues the search",
+            d = dir.display()
+        ));
+        if args.format == TuneFormat::Json {
+            let mut v = json(&outcome, &dir);
+            v["interrupted"] = serde_json::json!(true);
+            ctx.printer.stdout(&serde_json::to_string_pretty(&v)?);
+        }
+    } else {
+        print(ctx, args, &outcome, &report)?;
+    }
     Ok(if interrupted {
         crate::signals::exit_code()
     } else if outcome.met {
@@ -508,7 +530,12 @@ impl Search<'_> {
                     ..params.clone()
                 };
             });
-            let Some(full) = self.measure(vec![c], true)?.pop() else {
+            let measured = self.measure(vec![c], true)?.pop();
+            if self.session.interrupted() {
+                // what came back is not a full measurement of this round
+                return Ok(false);
+            }
+            let Some(full) = measured else {
                 return Ok(false);
             };
             let near = crate::tune::margins(&self.targets, &full)

@@ -211,3 +211,55 @@ fn bad_targets_are_refused_before_anything_runs() {
         assert!(quantbench::config::parse_memory(ok).is_ok(), "{ok}");
     }
 }
+
+#[test]
+fn an_interrupted_search_recommends_nothing_and_says_how_to_continue() {
+    // SIGTERM once the first probe is measured, while the winner's full measurement (200
+    // repetitions) runs: before the fix, tune printed "confirms it" and RECOMMENDED with the
+    // probe's figures
+    let s = Scratch::new();
+    s.config(
+        "schema = 1\n[defaults]\nquants = [\"Q8_0\"]\nn_gen = 64\nn_prompt = 8\n\
+         repetitions = 200\nwarmup = 0\n[[model]]\nname = \"tiny\"\nsynthetic = \"tiny\"\n",
+    );
+    let log = s.path().join("tune.log");
+    let mut child = s
+        .process()
+        .args([
+            "tune",
+            "--min-tok-s",
+            "1",
+            "--format",
+            "json",
+            "--out",
+            "tu",
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::common::wait_for(180, "the first probe", || {
+        crate::common::has_a_cell(&s.path().join("tu"))
+    });
+    crate::common::signal(child.id(), libc::SIGTERM);
+    let status = crate::common::wait_bounded(&mut child, 120);
+    let err = std::fs::read_to_string(&log).unwrap();
+    let mut out = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(!err.contains("RECOMMENDED"), "{err}");
+    assert!(!err.contains("confirms it"), "{err}");
+    assert!(
+        err.contains("interrupted before the search ended") && err.contains("--resume"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["recommendation"].is_null(), "{v}");
+    assert_eq!(v["interrupted"], true);
+}
