@@ -19,6 +19,8 @@ if ! ls "$target"/release/build/llama-cpp-sys-2-*/out/lib/libllama.so >/dev/null
     done
   ) &
   watcher=$!
+  # the loop ends with this script, however it ends (a signal too: it was left running)
+  trap 'kill "$watcher" 2>/dev/null || true' EXIT
 fi
 if [[ " $* " == *vulkan* ]] && ! ls "$target"/release/build/quantbench-*/out/backends/libggml-vulkan.so >/dev/null 2>&1; then
   echo "quantbench: --features vulkan: compiling llama.cpp's Vulkan backend (shaders, then the module) once; about 9 more minutes on 2 cores" >&2

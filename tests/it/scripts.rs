@@ -56,3 +56,37 @@ fn a_first_build_that_fails_exits_with_cargos_status() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_first_build_stopped_by_a_signal_leaves_no_progress_loop_behind() {
+    // the loop is a child of the script: a script ended by SIGTERM (or by an error) left it
+    // printing "still building" every 30 s for as long as the machine ran
+    let d = tempfile::tempdir().unwrap();
+    fake_cargo(d.path(), 3, 0);
+    let log = d.path().join("stderr");
+    let path = format!(
+        "{}:{}",
+        d.path().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build.sh"))
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", d.path().join("target"))
+        .env("QUANTBENCH_BUILD_PROGRESS_S", "1")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    crate::common::signal(child.id(), libc::SIGTERM);
+    crate::common::wait_bounded(&mut child, 60);
+    let len = || std::fs::metadata(&log).unwrap().len();
+    let after = len();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(
+        len(),
+        after,
+        "still printing after the script ended: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
