@@ -278,15 +278,26 @@ impl Server {
             .prefix("quantbench-server-")
             .tempdir()
             .context("creating the server's module folder")?;
+        // The server runs in that folder: every path it gets (the model, the binary, the
+        // modules it links) is made absolute first, or a relative `path`/`server_bin` of
+        // models.toml would name a file inside the folder ("failed to load model").
+        let absolute = |p: &Path| -> Result<PathBuf> {
+            std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+        };
         for m in modules {
             if let Some(name) = m.file_name() {
-                std::os::unix::fs::symlink(m, dir.path().join(name))
+                std::os::unix::fs::symlink(absolute(m)?, dir.path().join(name))
                     .with_context(|| format!("linking {}", m.display()))?;
             }
         }
-        let mut cmd = Command::new(bin);
+        let bin = if bin.components().count() > 1 {
+            absolute(bin)?
+        } else {
+            bin.to_path_buf() // a bare name: looked up on PATH
+        };
+        let mut cmd = Command::new(&bin);
         cmd.arg("-m")
-            .arg(model)
+            .arg(absolute(model)?)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(args(p, slot_ctx))
             .current_dir(dir.path())

@@ -785,3 +785,33 @@ fn a_taken_port_is_retried_and_a_stopped_server_times_requests_out() {
         "{p}"
     );
 }
+
+#[test]
+fn a_relative_model_path_reaches_the_server() {
+    // llama-server runs in a folder of its own (the modules it loads): a `path` relative to
+    // where quantbench runs failed every served cell with "failed to load model"
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path().join("models")).unwrap();
+    std::fs::copy(
+        s.cache()
+            .join("synthetic/tiny-llama-seed0-w1/tiny-llama-Q8_0.gguf"),
+        s.path().join("models/tl-Q8_0.gguf"),
+    )
+    .unwrap();
+    s.config(
+        &served_config(
+            "requests = 3\nprompt_tokens = 8\noutput_tokens = 4\nconcurrency = 1",
+            "",
+        )
+        .replace(
+            "synthetic = \"tiny-llama\"",
+            "path = \"models/tl-{QUANT}.gguf\"",
+        ),
+    );
+    let out = s.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = json(&s.run_dir().join("results.json"));
+    let c = &cells(&r)[0];
+    assert_eq!(c["status"], "ok", "{c}");
+    assert_eq!(summary(c)["completed"], 3, "{c}");
+}
