@@ -339,7 +339,7 @@ fn quality_is_in_summary_md_where_it_was_measured() {
     // gpt2-medium Q8_0: KLD 0.0012345 × 1.5, its figures with 4 significant digits
     let row = "| gpt2-medium | Q8_0 | 8160 | 31.31 | 1.0019 ± 0.0002 | 0.001852 ± 0.000037 \
                | 0.01111 | 0.04259 | 99.3 ± 0.0% | 0.09259% | F16 (gpt2-medium-F16.gguf, sha256 \
-               ab12ab12ab12, synthetic weights) | wiki <test>.txt (sha256 0123456789ab) |";
+               ab12ab12ab12, synthetic weights) | wiki &lt;test&gt;.txt (sha256 0123456789ab) |";
     assert!(md.contains(row), "{md}");
     assert!(
         md.contains("| llama-7b | F16 | 8160 | 31.25 | 1.0000 ± 0.0000 | 0 ± 0 | 0 | 0 | 100.0 ± 0.0% | 0% |"),
