@@ -175,12 +175,17 @@ fn bars_y_max(r: &Report, lay: &Layout, value: &dyn Fn(&CellResult) -> BarValue)
     let mut y_max: f64 = 0.0;
     for &i in lay.cells.values() {
         let v = value(&r.cells[i]);
-        y_max = y_max.max(v.err.map_or(v.value.unwrap_or(0.0), |e| e.1));
+        let top = v.err.map_or(v.value.unwrap_or(0.0), |e| e.1);
+        // a value that is not finite has no place on an axis (a tampered or overflowing
+        // results.json: mean + sd of 1e308 is inf, and an infinite axis never finished drawing)
+        if top.is_finite() {
+            y_max = y_max.max(top);
+        }
     }
-    if y_max > 0.0 {
-        y_max * 1.18
-    } else {
-        1.0
+    match y_max * 1.18 {
+        top if y_max > 0.0 && top.is_finite() => top,
+        _ if y_max > 0.0 => f64::MAX,
+        _ => 1.0,
     }
 }
 
@@ -320,7 +325,9 @@ fn sd_err(c: &CellResult, m: &str) -> BarValue {
     match c.metrics.get(m) {
         Some(s) => BarValue {
             value: Some(s.mean),
-            err: Some(((s.mean - s.sd).max(0.0), s.mean + s.sd)),
+            // no whisker where mean ± sd leaves the finite numbers
+            err: Some(((s.mean - s.sd).max(0.0), s.mean + s.sd))
+                .filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
         },
         None => BarValue {
             value: None,

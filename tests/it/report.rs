@@ -428,3 +428,27 @@ fn without_quality_nothing_changes() {
     let md = report::Format::render(&report::md::Markdown, &one).unwrap();
     assert!(md.contains("## Quality"));
 }
+
+#[test]
+fn huge_finite_figures_are_drawn_in_bounded_time() {
+    // a tampered results.json: mean and sd of 1e308 are each finite, their sum is not; the
+    // throughput chart's axis became infinite and drawing never ended
+    let mut r = fixture();
+    for c in r.cells.iter_mut() {
+        if let Some(m) = c.metrics.get_mut("decode_tok_s") {
+            m.mean = 1e308;
+            m.sd = 1e308;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(report::write_visuals(&r, &path).map(|_| ()));
+    });
+    let done = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("drawing the charts did not end within 120 s");
+    done.unwrap();
+    assert!(dir.path().join("report.html").is_file());
+}
