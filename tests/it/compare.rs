@@ -807,8 +807,19 @@ fn a_cell_measured_on_a_busy_machine_is_inconclusive() {
         c.env("QUANTBENCH_FAULT", "busy");
         c
     };
+    // 40 repetitions: the timed span must pass disturbance::MIN_TIMED_S (0.2 s) to be judged
+    // (5 took 72 ms in a CI-like run, and the cell was not judged at all); not part of the key
     let out = q()
-        .args(["run", "--only", "tiny:Q8_0", "--out", "busy", "--no-plots"])
+        .args([
+            "run",
+            "--only",
+            "tiny:Q8_0",
+            "--out",
+            "busy",
+            "--no-plots",
+            "-r",
+            "40",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
