@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU host, in the repository copy the device tool sends, with .gpu/ carried (git-ignored):
-# the release tarball (scripts/package.sh) and libggml-cuda.so.xz.part-* (shared/gpu). Runs
+# the release tarball (scripts/package.sh) and libggml-cuda.so.xz.part-* (the prebuilt CUDA
+# module, in parts; see docs/gpus.md). Runs
 # the GPU reports' steps, each within one 10-minute call, and leaves the run folders packed in
 # $OUT (the tool brings back at most 8 files):
 #   bash bench/device.sh serve      # 7B shape: served cells (bench/h200-serving.sh)
