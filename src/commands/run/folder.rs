@@ -57,6 +57,19 @@ pub(super) fn new_run_dir(out: &Path) -> Result<(String, PathBuf)> {
     bail!("could not create a run folder under {}", out.display())
 }
 
+/// The run folder and its id: the `--resume` folder (its name is the id), else a new folder
+/// under `out`.
+pub(super) fn run_dir(resume: Option<&Path>, out: &Path) -> Result<(String, PathBuf)> {
+    Ok(match resume {
+        Some(dir) => (
+            dir.file_name()
+                .map_or_else(run_id, |n| n.to_string_lossy().into_owned()),
+            dir.to_path_buf(),
+        ),
+        None => new_run_dir(out)?,
+    })
+}
+
 /// Cells already measured in a run folder, from its `results.jsonl`, and the header of that run.
 /// The log is read as bytes: a last line cut short by a crash or a full disk (without its
 /// newline, perhaps inside a multi-byte character of generated text) is left out, as the repair

@@ -98,14 +98,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         .iter()
         .map(|d| format!("{} ({})", d.name, d.description))
         .collect();
-    let (run_id, dir) = match &args.resume {
-        Some(dir) => (
-            dir.file_name()
-                .map_or_else(folder::run_id, |n| n.to_string_lossy().into_owned()),
-            dir.clone(),
-        ),
-        None => folder::new_run_dir(&args.out)?,
-    };
+    let (run_id, dir) = folder::run_dir(args.resume.as_deref(), &args.out)?;
     // One quantbench at a time writes a run folder (a second `--resume` of it is refused).
     let _folder = folder::lock_run_dir(&dir)?;
     let mut report = new_report(args, &matrix, run_id, backend, notes, &inputs);

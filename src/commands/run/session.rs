@@ -52,14 +52,7 @@ impl<'a> Session<'a> {
             Some(dir) => folder::read_previous(dir)?,
             None => (None, Vec::new()),
         };
-        let (run_id, dir) = match &args.resume {
-            Some(dir) => (
-                dir.file_name()
-                    .map_or_else(folder::run_id, |n| n.to_string_lossy().into_owned()),
-                dir.clone(),
-            ),
-            None => folder::new_run_dir(&args.out)?,
-        };
+        let (run_id, dir) = folder::run_dir(args.resume.as_deref(), &args.out)?;
         let lock_file = folder::lock_run_dir(&dir)?;
         let inputs = Inputs {
             thresholds: Thresholds::default(),
